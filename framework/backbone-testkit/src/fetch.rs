@@ -37,11 +37,15 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let say = |line: String| {
         let _ = writeln!(std::io::stderr(), "backbone-testkit: {line}");
     };
-    say(format!("fetching {what} from Maven Central (first use; cached afterwards) …"));
+    say(format!(
+        "fetching {what} from Maven Central (first use; cached afterwards) …"
+    ));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let label = what.to_owned();
     let ticker = std::thread::spawn(move || {
-        while let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(10)) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) =
+            done_rx.recv_timeout(Duration::from_secs(10))
+        {
             let _ = writeln!(
                 std::io::stderr(),
                 "backbone-testkit: … still fetching {label} ({} s)",
@@ -53,7 +57,10 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     drop(done_tx);
     let _ = ticker.join();
     if result.is_ok() {
-        say(format!("fetched {what} in {:.1} s", started.elapsed().as_secs_f64()));
+        say(format!(
+            "fetched {what} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
     }
     result
 }
@@ -65,8 +72,10 @@ fn lock(name: &str) -> Result<CacheLock> {
     let root = cache_root();
     fs::create_dir_all(&root).map_err(TestkitError::io(format!("creating {}", root.display())))?;
     let path = root.join(format!(".{name}.lock"));
-    let file = File::create(&path).map_err(TestkitError::io(format!("creating {}", path.display())))?;
-    file.lock().map_err(TestkitError::io(format!("locking {}", path.display())))?;
+    let file =
+        File::create(&path).map_err(TestkitError::io(format!("creating {}", path.display())))?;
+    file.lock()
+        .map_err(TestkitError::io(format!("locking {}", path.display())))?;
     Ok(CacheLock(file))
 }
 
@@ -83,8 +92,15 @@ fn run_maven(what: &str, dir: &Path, args: &[&str]) -> Result<()> {
     }
     let mut detail = String::from_utf8_lossy(&out.stdout).into_owned();
     detail.push_str(&String::from_utf8_lossy(&out.stderr));
-    let detail: Vec<&str> = detail.lines().filter(|l| l.contains("ERROR")).take(5).collect();
-    Err(TestkitError::Fetch { what: what.to_owned(), detail: detail.join("\n") })
+    let detail: Vec<&str> = detail
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .take(5)
+        .collect();
+    Err(TestkitError::Fetch {
+        what: what.to_owned(),
+        detail: detail.join("\n"),
+    })
 }
 
 /// Kafka's runtime classpath (jars in `~/.m2`), fetched on first use.
@@ -94,7 +110,9 @@ pub(crate) fn kafka_classpath() -> Result<String> {
     let read = || -> Option<String> {
         let cp = fs::read_to_string(&file).ok()?;
         let cp = cp.trim().to_owned();
-        cp.split(':').all(|jar| Path::new(jar).is_file()).then_some(cp)
+        cp.split(':')
+            .all(|jar| Path::new(jar).is_file())
+            .then_some(cp)
     };
     if let Some(cp) = read() {
         return Ok(cp);
@@ -137,7 +155,10 @@ pub(crate) fn kafka_classpath() -> Result<String> {
     })?;
     read().ok_or_else(|| TestkitError::Fetch {
         what,
-        detail: format!("{} is missing or names jars that do not exist", file.display()),
+        detail: format!(
+            "{} is missing or names jars that do not exist",
+            file.display()
+        ),
     })
 }
 
@@ -161,7 +182,9 @@ pub(crate) fn apicurio_app() -> Result<PathBuf> {
             &dir,
             &[
                 &format!("{DEPENDENCY_PLUGIN}:copy"),
-                &format!("-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"),
+                &format!(
+                    "-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
+                ),
                 "-DoutputDirectory=.",
             ],
         )?;
@@ -180,7 +203,10 @@ pub(crate) fn apicurio_app() -> Result<PathBuf> {
         // Maven keeps the tarball in ~/.m2; the unpacked copy is all we need here.
         let _ = fs::remove_file(dir.join(&tarball));
         if !dir.join("quarkus-run.jar").is_file() {
-            return Err(TestkitError::Fetch { what: what.clone(), detail: "no quarkus-run.jar in the tarball".into() });
+            return Err(TestkitError::Fetch {
+                what: what.clone(),
+                detail: "no quarkus-run.jar in the tarball".into(),
+            });
         }
         File::create(&done).map_err(TestkitError::io("marking the registry fetched"))?;
         Ok(())

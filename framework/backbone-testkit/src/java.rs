@@ -22,7 +22,10 @@ fn candidates() -> Vec<PathBuf> {
     }
     out.push(PathBuf::from("java"));
     if let Ok(entries) = std::fs::read_dir("/usr/lib/jvm") {
-        let mut dirs: Vec<_> = entries.flatten().map(|e| e.path().join("bin/java")).collect();
+        let mut dirs: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path().join("bin/java"))
+            .collect();
         dirs.sort();
         out.extend(dirs);
     }
@@ -45,7 +48,9 @@ fn installed() -> &'static [Java] {
     FOUND.get_or_init(|| {
         let mut found: Vec<Java> = Vec::new();
         for bin in candidates() {
-            let Ok(out) = Command::new(&bin).arg("-version").output() else { continue };
+            let Ok(out) = Command::new(&bin).arg("-version").output() else {
+                continue;
+            };
             let text = String::from_utf8_lossy(&out.stderr);
             if let Some(major) = parse_major(&text) {
                 found.push(Java { bin, major });
@@ -80,10 +85,11 @@ pub(crate) fn maven() -> Result<PathBuf> {
         Ok(out) if out.status.success() => Ok(mvn),
         _ => Err(TestkitError::MissingTool {
             tool: "mvn",
-            hint: "the test kit fetches Kafka and the schema registry from Maven Central with Maven; \
+            hint:
+                "the test kit fetches Kafka and the schema registry from Maven Central with Maven; \
                    install it (Debian: apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS and \
                    SCHEMA_REGISTRY_URL to use running servers"
-                .to_owned(),
+                    .to_owned(),
         }),
     }
 }
@@ -94,7 +100,10 @@ mod tests {
 
     #[test]
     fn parses_java_versions() {
-        assert_eq!(parse_major("openjdk version \"17.0.15\" 2025-04-15"), Some(17));
+        assert_eq!(
+            parse_major("openjdk version \"17.0.15\" 2025-04-15"),
+            Some(17)
+        );
         assert_eq!(parse_major("openjdk version \"25\" 2025-09-16"), Some(25));
         assert_eq!(parse_major("java version \"1.8.0_392\""), Some(8));
         assert_eq!(parse_major("no java here"), None);

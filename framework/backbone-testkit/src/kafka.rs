@@ -84,13 +84,32 @@ struct Node {
     process: Option<Managed>,
 }
 
+/// How to run a Kafka class: the Java binary and an `@argfile` with the classpath and logging config
+/// (a short command line in `ps`, whatever the classpath's length).
+#[derive(Debug, Clone)]
+struct Jvm {
+    java: Java,
+    argfile: PathBuf,
+}
+
+/// Flags for short-lived tool JVMs (format, ACLs): start fast, stay small.
+const TOOL_FLAGS: [&str; 3] = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m"];
+
+impl Jvm {
+    fn command(&self, flags: &[&str], main_class: &str) -> Command {
+        let mut cmd = Command::new(&self.java.bin);
+        cmd.args(flags)
+            .arg(format!("@{}", self.argfile.display()))
+            .arg(main_class);
+        cmd
+    }
+}
+
 #[derive(Debug)]
 struct Local {
     // Fields drop in declaration order: the processes go before their directory.
     nodes: Vec<Node>,
-    java: Java,
-    classpath: String,
-    log4j: PathBuf,
+    jvm: Jvm,
     dir: tempfile::TempDir,
 }
 
@@ -179,7 +198,10 @@ logger.started.level = INFO
 impl KafkaCluster {
     /// A builder for a cluster the kit starts.
     pub fn builder() -> KafkaClusterBuilder {
-        KafkaClusterBuilder { brokers: 1, ..KafkaClusterBuilder::default() }
+        KafkaClusterBuilder {
+            brokers: 1,
+            ..KafkaClusterBuilder::default()
+        }
     }
 
     /// Starts one combined KRaft node without authentication.
@@ -194,7 +216,12 @@ impl KafkaCluster {
 
     /// An already running cluster at `bootstrap` (PLAINTEXT); the kit starts and stops nothing.
     pub fn external(bootstrap: impl Into<String>) -> Self {
-        Self { bootstrap: bootstrap.into(), sasl: false, broker_count: 0, local: None }
+        Self {
+            bootstrap: bootstrap.into(),
+            sasl: false,
+            broker_count: 0,
+            local: None,
+        }
     }
 
     /// `host:port,…` for `bootstrap.servers`.
@@ -225,7 +252,11 @@ impl KafkaCluster {
     /// A client configuration with `bootstrap.servers` set; on a SASL cluster it authenticates as
     /// the super user [`ADMIN_USER`].
     pub fn client_config(&self) -> ClientConfig {
-        if self.sasl { self.client_config_as(ADMIN_USER) } else { self.plain_config() }
+        if self.sasl {
+            self.client_config_as(ADMIN_USER)
+        } else {
+            self.plain_config()
+        }
     }
 
     /// A client configuration that authenticates as `user` (SASL clusters; on others the user is
@@ -250,31 +281,47 @@ impl KafkaCluster {
 
     /// Creates a topic and waits until its leaders are known.
     pub async fn create_topic(&self, name: &str, partitions: i32, replication: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(|e| TestkitError::Command { what: "creating an admin client".into(), detail: e.to_string() })?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config()
+                .create()
+                .map_err(|e| TestkitError::Command {
+                    what: "creating an admin client".into(),
+                    detail: e.to_string(),
+                })?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin
-            .create_topics([&topic], &opts)
-            .await
-            .map_err(|e| TestkitError::Command { what: format!("creating topic {name}"), detail: e.to_string() })?;
+        let results =
+            admin
+                .create_topics([&topic], &opts)
+                .await
+                .map_err(|e| TestkitError::Command {
+                    what: format!("creating topic {name}"),
+                    detail: e.to_string(),
+                })?;
         for r in results {
-            r.map_err(|(t, e)| TestkitError::Command { what: format!("creating topic {t}"), detail: e.to_string() })?;
+            r.map_err(|(t, e)| TestkitError::Command {
+                what: format!("creating topic {t}"),
+                detail: e.to_string(),
+            })?;
         }
         Ok(())
     }
 
     /// The broker leading `topic`'s `partition`, from fresh metadata.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Result<i32> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .create()
-            .map_err(|e| TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() })?;
+        let consumer: BaseConsumer =
+            self.client_config()
+                .create()
+                .map_err(|e| TestkitError::Command {
+                    what: "creating a metadata client".into(),
+                    detail: e.to_string(),
+                })?;
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| TestkitError::Command { what: format!("metadata for {topic}"), detail: e.to_string() })?;
+            .map_err(|e| TestkitError::Command {
+                what: format!("metadata for {topic}"),
+                detail: e.to_string(),
+            })?;
         md.topics()
             .iter()
             .flat_map(|t| t.partitions())
@@ -295,19 +342,23 @@ impl KafkaCluster {
                 p.kill();
                 Ok(())
             }
-            None => Err(TestkitError::Unsupported(format!("broker {id} is not running"))),
+            None => Err(TestkitError::Unsupported(format!(
+                "broker {id} is not running"
+            ))),
         }
     }
 
     /// Starts broker `id` again with its data (no re-format) and waits until metadata lists it.
     pub fn restart_broker(&mut self, id: i32) -> Result<()> {
         let local = self.local.as_ref().ok_or_else(Self::external_error)?;
-        let (java, classpath, log4j) = (local.java.clone(), local.classpath.clone(), local.log4j.clone());
+        let jvm = local.jvm.clone();
         let node = self.node_mut(id)?;
         if node.process.is_some() {
-            return Err(TestkitError::Unsupported(format!("broker {id} is already running")));
+            return Err(TestkitError::Unsupported(format!(
+                "broker {id} is already running"
+            )));
         }
-        node.process = Some(spawn_node(&java, &classpath, &log4j, node)?);
+        node.process = Some(spawn_node(&jvm, node)?);
         self.wait_ready(Some(id))
     }
 
@@ -322,19 +373,23 @@ impl KafkaCluster {
 
     /// Adds an ACL allowing `principal` (a user name, without `User:`) `operation` on `resource`,
     /// through Kafka's own `AclCommand` as the super user.
-    pub fn allow(&self, principal: &str, operation: AclOperation, resource: &AclResource) -> Result<()> {
+    pub fn allow(
+        &self,
+        principal: &str,
+        operation: AclOperation,
+        resource: &AclResource,
+    ) -> Result<()> {
         let local = self.local.as_ref().ok_or_else(Self::external_error)?;
         if !self.sasl {
-            return Err(TestkitError::Unsupported("ACLs need a cluster started with .sasl(…)".into()));
+            return Err(TestkitError::Unsupported(
+                "ACLs need a cluster started with .sasl(…)".into(),
+            ));
         }
         let admin_props = local.dir.path().join("admin.properties");
-        let mut cmd = Command::new(&local.java.bin);
-        cmd.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m"])
-            .arg(format!("-Dlog4j2.configurationFile={}", local.log4j.display()))
-            .arg("-cp")
-            .arg(&local.classpath)
-            .arg("org.apache.kafka.tools.AclCommand")
-            .args(["--bootstrap-server", &self.bootstrap, "--command-config"])
+        let mut cmd = local
+            .jvm
+            .command(&TOOL_FLAGS, "org.apache.kafka.tools.AclCommand");
+        cmd.args(["--bootstrap-server", &self.bootstrap, "--command-config"])
             .arg(&admin_props)
             .args(["--add", "--allow-principal", &format!("User:{principal}")])
             .args(["--operation", operation.as_arg()]);
@@ -353,13 +408,19 @@ impl KafkaCluster {
         if prefixed {
             cmd.args(["--resource-pattern-type", "prefixed"]);
         }
-        let out = cmd.output().map_err(TestkitError::io("running AclCommand"))?;
+        let out = cmd
+            .output()
+            .map_err(TestkitError::io("running AclCommand"))?;
         if out.status.success() {
             Ok(())
         } else {
             Err(TestkitError::Command {
                 what: format!("allowing {principal} {operation:?} on {resource:?}"),
-                detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+                detail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             })
         }
     }
@@ -396,26 +457,61 @@ impl KafkaCluster {
             .map_err(TestkitError::io("creating a temporary directory"))?;
         let log4j = dir.path().join("log4j2.properties");
         std::fs::write(&log4j, LOG4J2).map_err(TestkitError::io("writing log4j2.properties"))?;
+        let argfile = dir.path().join("jvm.args");
+        let args = format!(
+            "-Dlog4j2.configurationFile=\"{}\"\n-cp \"{classpath}\"\n",
+            log4j.display()
+        );
+        std::fs::write(&argfile, args).map_err(TestkitError::io("writing jvm.args"))?;
+        let jvm = Jvm { java, argfile };
 
         let controller_port = free_port()?;
-        let broker_ports: Vec<u16> = (0..spec.brokers).map(|_| free_port()).collect::<Result<_>>()?;
-        let listener = if spec.sasl_users.is_some() { "SASL_PLAINTEXT" } else { "PLAINTEXT" };
+        let broker_ports: Vec<u16> = (0..spec.brokers)
+            .map(|_| free_port())
+            .collect::<Result<_>>()?;
+        let listener = if spec.sasl_users.is_some() {
+            "SASL_PLAINTEXT"
+        } else {
+            "PLAINTEXT"
+        };
         let (controller_id, layout): (i32, Vec<(i32, Role, Option<u16>)>) = if spec.brokers == 1 {
             (1, vec![(1, Role::Combined, Some(broker_ports[0]))])
         } else {
             let mut l = vec![(0, Role::Controller, None)];
-            l.extend(broker_ports.iter().enumerate().map(|(i, p)| (i as i32 + 1, Role::Broker, Some(*p))));
+            l.extend(
+                broker_ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (i as i32 + 1, Role::Broker, Some(*p))),
+            );
             (0, l)
         };
 
         let mut nodes = Vec::new();
         for (id, role, port) in layout {
             let node_dir = dir.path().join(format!("node-{id}"));
-            std::fs::create_dir_all(&node_dir).map_err(TestkitError::io("creating a node directory"))?;
-            let props = node_properties(&spec, &node_dir, id, role, port, controller_id, controller_port, listener);
+            std::fs::create_dir_all(&node_dir)
+                .map_err(TestkitError::io("creating a node directory"))?;
+            let props = node_properties(
+                &spec,
+                &node_dir,
+                id,
+                role,
+                port,
+                controller_id,
+                controller_port,
+                listener,
+            );
             let props_path = node_dir.join("node.properties");
-            std::fs::write(&props_path, props).map_err(TestkitError::io("writing node.properties"))?;
-            nodes.push(Node { id, role, props: props_path, log: node_dir.join("server.log"), process: None });
+            std::fs::write(&props_path, props)
+                .map_err(TestkitError::io("writing node.properties"))?;
+            nodes.push(Node {
+                id,
+                role,
+                props: props_path,
+                log: node_dir.join("server.log"),
+                process: None,
+            });
         }
         if spec.sasl_users.is_some() {
             let admin = format!(
@@ -429,21 +525,34 @@ impl KafkaCluster {
         // Format every node's storage (in parallel: each is a JVM start).
         let id = cluster_id();
         std::thread::scope(|s| {
-            let jobs: Vec<_> =
-                nodes.iter().map(|n| s.spawn(|| format_node(&java, &classpath, &log4j, &id, n))).collect();
-            jobs.into_iter().try_for_each(|j| j.join().unwrap_or_else(|_| Err(TestkitError::Unsupported("format panicked".into()))))
+            let jobs: Vec<_> = nodes
+                .iter()
+                .map(|n| s.spawn(|| format_node(&jvm, &id, n)))
+                .collect();
+            jobs.into_iter().try_for_each(|j| {
+                j.join()
+                    .unwrap_or_else(|_| Err(TestkitError::Unsupported("format panicked".into())))
+            })
         })?;
 
-        let bootstrap = broker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let bootstrap = broker_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut cluster = Self {
             bootstrap,
             sasl: spec.sasl_users.is_some(),
             broker_count: spec.brokers,
-            local: Some(Local { nodes: Vec::new(), java, classpath, log4j, dir }),
+            local: Some(Local {
+                nodes: Vec::new(),
+                jvm,
+                dir,
+            }),
         };
         let local = cluster.local.as_mut().expect("just set");
         for mut node in nodes {
-            node.process = Some(spawn_node(&local.java, &local.classpath, &local.log4j, &node)?);
+            node.process = Some(spawn_node(&local.jvm, &node)?);
             local.nodes.push(node);
         }
         cluster.wait_ready(None)?;
@@ -456,7 +565,10 @@ impl KafkaCluster {
             .client_config()
             .set("log_level", "0")
             .create()
-            .map_err(|e| TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() })?;
+            .map_err(|e| TestkitError::Command {
+                what: "creating a metadata client".into(),
+                detail: e.to_string(),
+            })?;
         let want: Vec<i32> = match broker {
             Some(id) => vec![id],
             None => self.broker_ids(),
@@ -476,12 +588,14 @@ impl KafkaCluster {
                 }
             }
             if Instant::now() > deadline {
-                let node = local.nodes.iter().find(|n| n.process.is_some()).expect("a node was started");
-                return Err(node
-                    .process
-                    .as_ref()
-                    .expect("running")
-                    .start_error(format!("metadata did not list brokers {want:?} within {START_TIMEOUT:?}")));
+                let node = local
+                    .nodes
+                    .iter()
+                    .find(|n| n.process.is_some())
+                    .expect("a node was started");
+                return Err(node.process.as_ref().expect("running").start_error(format!(
+                    "metadata did not list brokers {want:?} within {START_TIMEOUT:?}"
+                )));
             }
             // fetch_metadata itself waits up to a second per attempt; no extra sleep.
         }
@@ -519,9 +633,15 @@ fn node_properties(
             Role::Controller => "controller",
         },
     );
-    set("controller.quorum.voters", &format!("{controller_id}@127.0.0.1:{controller_port}"));
+    set(
+        "controller.quorum.voters",
+        &format!("{controller_id}@127.0.0.1:{controller_port}"),
+    );
     set("controller.listener.names", "CONTROLLER");
-    set("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT");
+    set(
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    );
     let mut listeners = Vec::new();
     if let Some(port) = port {
         listeners.push(format!("{listener}://127.0.0.1:{port}"));
@@ -531,7 +651,10 @@ fn node_properties(
     }
     set("listeners", &listeners.join(","));
     if let Some(port) = port {
-        set("advertised.listeners", &format!("{listener}://127.0.0.1:{port}"));
+        set(
+            "advertised.listeners",
+            &format!("{listener}://127.0.0.1:{port}"),
+        );
         set("inter.broker.listener.name", listener);
     }
     set("log.dirs", &dir.join("data").display().to_string());
@@ -564,7 +687,10 @@ fn node_properties(
         set("broker.heartbeat.interval.ms", "1000");
     }
     if let Some(users) = &spec.sasl_users {
-        set("authorizer.class.name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer");
+        set(
+            "authorizer.class.name",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        );
         // The CONTROLLER listener is the only PLAINTEXT one: brokers reach the controller as ANONYMOUS.
         set("super.users", &format!("User:{ADMIN_USER};User:ANONYMOUS"));
         set("allow.everyone.if.no.acl.found", "false");
@@ -590,13 +716,10 @@ fn node_properties(
     p
 }
 
-fn format_node(java: &Java, classpath: &str, log4j: &Path, cluster_id: &str, node: &Node) -> Result<()> {
-    let out = Command::new(&java.bin)
-        .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m"])
-        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-        .arg("-cp")
-        .arg(classpath)
-        .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
+fn format_node(jvm: &Jvm, cluster_id: &str, node: &Node) -> Result<()> {
+    let out = jvm
+        .command(&TOOL_FLAGS, "kafka.tools.StorageTool")
+        .args(["format", "-t", cluster_id, "-c"])
         .arg(&node.props)
         .arg("--ignore-formatted")
         .output()
@@ -606,19 +729,26 @@ fn format_node(java: &Java, classpath: &str, log4j: &Path, cluster_id: &str, nod
     } else {
         Err(TestkitError::Command {
             what: format!("formatting node {}", node.id),
-            detail: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         })
     }
 }
 
-fn spawn_node(java: &Java, classpath: &str, log4j: &Path, node: &Node) -> Result<Managed> {
-    let mut cmd = Command::new(&java.bin);
-    cmd.args(["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"])
-        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-        .arg("-cp")
-        .arg(classpath)
-        .arg("kafka.Kafka")
-        .arg(&node.props);
+fn spawn_node(jvm: &Jvm, node: &Node) -> Result<Managed> {
+    let mut cmd = jvm.command(
+        &[
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+        ],
+        "kafka.Kafka",
+    );
+    cmd.arg(&node.props);
     let what = match node.role {
         Role::Controller => format!("Kafka controller {}", node.id),
         _ => format!("Kafka broker {}", node.id),

@@ -1,0 +1,162 @@
+//! No JVM outlives its owner: dropped, panicked, exited with a live static, or SIGKILLed.
+//!
+//! Each test re-runs this test binary as a child (`child_process` below, selected with an
+//! environment variable), which starts real processes, prints their pids and then ends in the way
+//! under test; the parent waits until every pid is gone.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use backbone_testkit::{KafkaCluster, SchemaRegistry};
+
+const MODE: &str = "BACKBONE_ORPHAN_TEST_MODE";
+
+/// The child side: does nothing unless the parent asked for a mode.
+#[test]
+fn child_process() {
+    let Ok(mode) = std::env::var(MODE) else {
+        return;
+    };
+    let kafka = KafkaCluster::start_single().expect("start a broker");
+    let mut pids = kafka.pids();
+    let registry = if mode == "sigkill" {
+        let registry = SchemaRegistry::start().expect("start the registry");
+        pids.extend(registry.pid());
+        Some(registry)
+    } else {
+        None
+    };
+    let line: Vec<String> = pids.iter().map(u32::to_string).collect();
+    println!("PIDS {}", line.join(" "));
+    match mode.as_str() {
+        "drop" => {
+            drop(kafka);
+            println!("DROPPED");
+            loop {
+                std::thread::park(); // the parent checks, then kills us
+            }
+        }
+        "panic" => panic!("a test panics while it owns a cluster"),
+        "exit" => {
+            // A static is never dropped: only the watchdog can clean up.
+            static KEPT: OnceLock<KafkaCluster> = OnceLock::new();
+            let _ = KEPT.set(kafka);
+            std::process::exit(0);
+        }
+        "sigkill" => {
+            let _keep = (kafka, registry);
+            loop {
+                std::thread::park();
+            }
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+fn spawn_child(mode: &str) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MODE, mode)
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, stdout)
+}
+
+fn read_until(stdout: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stdout
+            .read_line(&mut line)
+            .expect("read the child's stdout");
+        assert!(n > 0, "the child ended before printing {prefix}");
+        // The harness may have printed `test child_process ... ` on the same line first.
+        if let Some((_, rest)) = line.trim_end().split_once(prefix) {
+            return rest.trim().to_owned();
+        }
+    }
+}
+
+fn pids_of(stdout: &mut BufReader<std::process::ChildStdout>) -> Vec<u32> {
+    let pids: Vec<u32> = read_until(stdout, "PIDS")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert!(!pids.is_empty(), "the child started processes");
+    pids
+}
+
+/// Alive means present and not a zombie (a zombie has been killed, only not yet reaped).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+fn assert_all_gone(pids: &[u32], how: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "processes {pids:?} still alive 30 s after {how}"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // polling /proc: there is no exit event for a non-child
+    }
+}
+
+#[test]
+fn dropping_a_cluster_kills_its_processes() {
+    let (mut child, mut stdout) = spawn_child("drop");
+    let pids = pids_of(&mut stdout);
+    assert!(pids.iter().all(|p| alive(*p)));
+    read_until(&mut stdout, "DROPPED");
+    assert_all_gone(&pids, "drop");
+    child.kill().expect("kill the child");
+    child.wait().expect("reap the child");
+}
+
+#[test]
+fn a_panicking_test_leaves_no_process() {
+    let (mut child, mut stdout) = spawn_child("panic");
+    let pids = pids_of(&mut stdout);
+    let status = child.wait().expect("reap the child");
+    assert!(!status.success(), "the child test failed by panicking");
+    assert_all_gone(&pids, "the panic");
+}
+
+#[test]
+fn exiting_with_a_cluster_in_a_static_leaves_no_process() {
+    let (mut child, mut stdout) = spawn_child("exit");
+    let pids = pids_of(&mut stdout);
+    let status = child.wait().expect("reap the child");
+    assert!(status.success());
+    assert_all_gone(&pids, "process exit");
+}
+
+#[test]
+fn a_sigkilled_test_process_leaves_no_process() {
+    let (mut child, mut stdout) = spawn_child("sigkill");
+    let pids = pids_of(&mut stdout);
+    assert_eq!(pids.len(), 2, "a broker and a registry");
+    assert!(pids.iter().all(|p| alive(*p)));
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    assert_all_gone(&pids, "SIGKILL");
+}
