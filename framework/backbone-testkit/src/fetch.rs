@@ -37,15 +37,11 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let say = |line: String| {
         let _ = writeln!(std::io::stderr(), "backbone-testkit: {line}");
     };
-    say(format!(
-        "fetching {what} from Maven Central (first use; cached afterwards) …"
-    ));
+    say(format!("fetching {what} from Maven Central (first use; cached afterwards) …"));
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let label = what.to_owned();
     let ticker = std::thread::spawn(move || {
-        while let Err(mpsc::RecvTimeoutError::Timeout) =
-            done_rx.recv_timeout(Duration::from_secs(10))
-        {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(10)) {
             let _ = writeln!(
                 std::io::stderr(),
                 "backbone-testkit: … still fetching {label} ({} s)",
@@ -57,10 +53,7 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     drop(done_tx);
     let _ = ticker.join();
     if result.is_ok() {
-        say(format!(
-            "fetched {what} in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ));
+        say(format!("fetched {what} in {:.1} s", started.elapsed().as_secs_f64()));
     }
     result
 }
@@ -72,10 +65,8 @@ fn lock(name: &str) -> Result<CacheLock> {
     let root = cache_root();
     fs::create_dir_all(&root).map_err(TestkitError::io(format!("creating {}", root.display())))?;
     let path = root.join(format!(".{name}.lock"));
-    let file =
-        File::create(&path).map_err(TestkitError::io(format!("creating {}", path.display())))?;
-    file.lock()
-        .map_err(TestkitError::io(format!("locking {}", path.display())))?;
+    let file = File::create(&path).map_err(TestkitError::io(format!("creating {}", path.display())))?;
+    file.lock().map_err(TestkitError::io(format!("locking {}", path.display())))?;
     Ok(CacheLock(file))
 }
 
@@ -92,15 +83,8 @@ fn run_maven(what: &str, dir: &Path, args: &[&str]) -> Result<()> {
     }
     let mut detail = String::from_utf8_lossy(&out.stdout).into_owned();
     detail.push_str(&String::from_utf8_lossy(&out.stderr));
-    let detail: Vec<&str> = detail
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .take(5)
-        .collect();
-    Err(TestkitError::Fetch {
-        what: what.to_owned(),
-        detail: detail.join("\n"),
-    })
+    let detail: Vec<&str> = detail.lines().filter(|l| l.contains("ERROR")).take(5).collect();
+    Err(TestkitError::Fetch { what: what.to_owned(), detail: detail.join("\n") })
 }
 
 /// Kafka's runtime classpath (jars in `~/.m2`), fetched on first use.
@@ -110,9 +94,7 @@ pub(crate) fn kafka_classpath() -> Result<String> {
     let read = || -> Option<String> {
         let cp = fs::read_to_string(&file).ok()?;
         let cp = cp.trim().to_owned();
-        cp.split(':')
-            .all(|jar| Path::new(jar).is_file())
-            .then_some(cp)
+        cp.split(':').all(|jar| Path::new(jar).is_file()).then_some(cp)
     };
     if let Some(cp) = read() {
         return Ok(cp);
@@ -155,10 +137,7 @@ pub(crate) fn kafka_classpath() -> Result<String> {
     })?;
     read().ok_or_else(|| TestkitError::Fetch {
         what,
-        detail: format!(
-            "{} is missing or names jars that do not exist",
-            file.display()
-        ),
+        detail: format!("{} is missing or names jars that do not exist", file.display()),
     })
 }
 
@@ -182,9 +161,7 @@ pub(crate) fn apicurio_app() -> Result<PathBuf> {
             &dir,
             &[
                 &format!("{DEPENDENCY_PLUGIN}:copy"),
-                &format!(
-                    "-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
-                ),
+                &format!("-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"),
                 "-DoutputDirectory=.",
             ],
         )?;

@@ -22,10 +22,7 @@ fn candidates() -> Vec<PathBuf> {
     }
     out.push(PathBuf::from("java"));
     if let Ok(entries) = std::fs::read_dir("/usr/lib/jvm") {
-        let mut dirs: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path().join("bin/java"))
-            .collect();
+        let mut dirs: Vec<_> = entries.flatten().map(|e| e.path().join("bin/java")).collect();
         dirs.sort();
         out.extend(dirs);
     }
@@ -85,11 +82,10 @@ pub(crate) fn maven() -> Result<PathBuf> {
         Ok(out) if out.status.success() => Ok(mvn),
         _ => Err(TestkitError::MissingTool {
             tool: "mvn",
-            hint:
-                "the test kit fetches Kafka and the schema registry from Maven Central with Maven; \
+            hint: "the test kit fetches Kafka and the schema registry from Maven Central with Maven; \
                    install it (Debian: apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS and \
                    SCHEMA_REGISTRY_URL to use running servers"
-                    .to_owned(),
+                .to_owned(),
         }),
     }
 }
@@ -100,10 +96,7 @@ mod tests {
 
     #[test]
     fn parses_java_versions() {
-        assert_eq!(
-            parse_major("openjdk version \"17.0.15\" 2025-04-15"),
-            Some(17)
-        );
+        assert_eq!(parse_major("openjdk version \"17.0.15\" 2025-04-15"), Some(17));
         assert_eq!(parse_major("openjdk version \"25\" 2025-09-16"), Some(25));
         assert_eq!(parse_major("java version \"1.8.0_392\""), Some(8));
         assert_eq!(parse_major("no java here"), None);

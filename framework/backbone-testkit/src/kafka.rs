@@ -98,9 +98,7 @@ const TOOL_FLAGS: [&str; 3] = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-
 impl Jvm {
     fn command(&self, flags: &[&str], main_class: &str) -> Command {
         let mut cmd = Command::new(&self.java.bin);
-        cmd.args(flags)
-            .arg(format!("@{}", self.argfile.display()))
-            .arg(main_class);
+        cmd.args(flags).arg(format!("@{}", self.argfile.display())).arg(main_class);
         cmd
     }
 }
@@ -198,10 +196,7 @@ logger.started.level = INFO
 impl KafkaCluster {
     /// A builder for a cluster the kit starts.
     pub fn builder() -> KafkaClusterBuilder {
-        KafkaClusterBuilder {
-            brokers: 1,
-            ..KafkaClusterBuilder::default()
-        }
+        KafkaClusterBuilder { brokers: 1, ..KafkaClusterBuilder::default() }
     }
 
     /// Starts one combined KRaft node without authentication.
@@ -216,12 +211,7 @@ impl KafkaCluster {
 
     /// An already running cluster at `bootstrap` (PLAINTEXT); the kit starts and stops nothing.
     pub fn external(bootstrap: impl Into<String>) -> Self {
-        Self {
-            bootstrap: bootstrap.into(),
-            sasl: false,
-            broker_count: 0,
-            local: None,
-        }
+        Self { bootstrap: bootstrap.into(), sasl: false, broker_count: 0, local: None }
     }
 
     /// `host:port,…` for `bootstrap.servers`.
@@ -252,11 +242,7 @@ impl KafkaCluster {
     /// A client configuration with `bootstrap.servers` set; on a SASL cluster it authenticates as
     /// the super user [`ADMIN_USER`].
     pub fn client_config(&self) -> ClientConfig {
-        if self.sasl {
-            self.client_config_as(ADMIN_USER)
-        } else {
-            self.plain_config()
-        }
+        if self.sasl { self.client_config_as(ADMIN_USER) } else { self.plain_config() }
     }
 
     /// A client configuration that authenticates as `user` (SASL clusters; on others the user is
@@ -281,23 +267,15 @@ impl KafkaCluster {
 
     /// Creates a topic and waits until its leaders are known.
     pub async fn create_topic(&self, name: &str, partitions: i32, replication: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config()
-                .create()
-                .map_err(|e| TestkitError::Command {
-                    what: "creating an admin client".into(),
-                    detail: e.to_string(),
-                })?;
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().map_err(|e| {
+            TestkitError::Command { what: "creating an admin client".into(), detail: e.to_string() }
+        })?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results =
-            admin
-                .create_topics([&topic], &opts)
-                .await
-                .map_err(|e| TestkitError::Command {
-                    what: format!("creating topic {name}"),
-                    detail: e.to_string(),
-                })?;
+        let results = admin.create_topics([&topic], &opts).await.map_err(|e| TestkitError::Command {
+            what: format!("creating topic {name}"),
+            detail: e.to_string(),
+        })?;
         for r in results {
             r.map_err(|(t, e)| TestkitError::Command {
                 what: format!("creating topic {t}"),
@@ -309,19 +287,13 @@ impl KafkaCluster {
 
     /// The broker leading `topic`'s `partition`, from fresh metadata.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Result<i32> {
-        let consumer: BaseConsumer =
-            self.client_config()
-                .create()
-                .map_err(|e| TestkitError::Command {
-                    what: "creating a metadata client".into(),
-                    detail: e.to_string(),
-                })?;
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| TestkitError::Command {
-                what: format!("metadata for {topic}"),
-                detail: e.to_string(),
-            })?;
+        let consumer: BaseConsumer = self.client_config().create().map_err(|e| TestkitError::Command {
+            what: "creating a metadata client".into(),
+            detail: e.to_string(),
+        })?;
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| {
+            TestkitError::Command { what: format!("metadata for {topic}"), detail: e.to_string() }
+        })?;
         md.topics()
             .iter()
             .flat_map(|t| t.partitions())
@@ -342,9 +314,7 @@ impl KafkaCluster {
                 p.kill();
                 Ok(())
             }
-            None => Err(TestkitError::Unsupported(format!(
-                "broker {id} is not running"
-            ))),
+            None => Err(TestkitError::Unsupported(format!("broker {id} is not running"))),
         }
     }
 
@@ -354,9 +324,7 @@ impl KafkaCluster {
         let jvm = local.jvm.clone();
         let node = self.node_mut(id)?;
         if node.process.is_some() {
-            return Err(TestkitError::Unsupported(format!(
-                "broker {id} is already running"
-            )));
+            return Err(TestkitError::Unsupported(format!("broker {id} is already running")));
         }
         node.process = Some(spawn_node(&jvm, node)?);
         self.wait_ready(Some(id))
@@ -373,22 +341,13 @@ impl KafkaCluster {
 
     /// Adds an ACL allowing `principal` (a user name, without `User:`) `operation` on `resource`,
     /// through Kafka's own `AclCommand` as the super user.
-    pub fn allow(
-        &self,
-        principal: &str,
-        operation: AclOperation,
-        resource: &AclResource,
-    ) -> Result<()> {
+    pub fn allow(&self, principal: &str, operation: AclOperation, resource: &AclResource) -> Result<()> {
         let local = self.local.as_ref().ok_or_else(Self::external_error)?;
         if !self.sasl {
-            return Err(TestkitError::Unsupported(
-                "ACLs need a cluster started with .sasl(…)".into(),
-            ));
+            return Err(TestkitError::Unsupported("ACLs need a cluster started with .sasl(…)".into()));
         }
         let admin_props = local.dir.path().join("admin.properties");
-        let mut cmd = local
-            .jvm
-            .command(&TOOL_FLAGS, "org.apache.kafka.tools.AclCommand");
+        let mut cmd = local.jvm.command(&TOOL_FLAGS, "org.apache.kafka.tools.AclCommand");
         cmd.args(["--bootstrap-server", &self.bootstrap, "--command-config"])
             .arg(&admin_props)
             .args(["--add", "--allow-principal", &format!("User:{principal}")])
@@ -408,9 +367,7 @@ impl KafkaCluster {
         if prefixed {
             cmd.args(["--resource-pattern-type", "prefixed"]);
         }
-        let out = cmd
-            .output()
-            .map_err(TestkitError::io("running AclCommand"))?;
+        let out = cmd.output().map_err(TestkitError::io("running AclCommand"))?;
         if out.status.success() {
             Ok(())
         } else {
@@ -458,60 +415,30 @@ impl KafkaCluster {
         let log4j = dir.path().join("log4j2.properties");
         std::fs::write(&log4j, LOG4J2).map_err(TestkitError::io("writing log4j2.properties"))?;
         let argfile = dir.path().join("jvm.args");
-        let args = format!(
-            "-Dlog4j2.configurationFile=\"{}\"\n-cp \"{classpath}\"\n",
-            log4j.display()
-        );
+        let args = format!("-Dlog4j2.configurationFile=\"{}\"\n-cp \"{classpath}\"\n", log4j.display());
         std::fs::write(&argfile, args).map_err(TestkitError::io("writing jvm.args"))?;
         let jvm = Jvm { java, argfile };
 
         let controller_port = free_port()?;
-        let broker_ports: Vec<u16> = (0..spec.brokers)
-            .map(|_| free_port())
-            .collect::<Result<_>>()?;
-        let listener = if spec.sasl_users.is_some() {
-            "SASL_PLAINTEXT"
-        } else {
-            "PLAINTEXT"
-        };
+        let broker_ports: Vec<u16> = (0..spec.brokers).map(|_| free_port()).collect::<Result<_>>()?;
+        let listener = if spec.sasl_users.is_some() { "SASL_PLAINTEXT" } else { "PLAINTEXT" };
         let (controller_id, layout): (i32, Vec<(i32, Role, Option<u16>)>) = if spec.brokers == 1 {
             (1, vec![(1, Role::Combined, Some(broker_ports[0]))])
         } else {
             let mut l = vec![(0, Role::Controller, None)];
-            l.extend(
-                broker_ports
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (i as i32 + 1, Role::Broker, Some(*p))),
-            );
+            l.extend(broker_ports.iter().enumerate().map(|(i, p)| (i as i32 + 1, Role::Broker, Some(*p))));
             (0, l)
         };
 
         let mut nodes = Vec::new();
         for (id, role, port) in layout {
             let node_dir = dir.path().join(format!("node-{id}"));
-            std::fs::create_dir_all(&node_dir)
-                .map_err(TestkitError::io("creating a node directory"))?;
-            let props = node_properties(
-                &spec,
-                &node_dir,
-                id,
-                role,
-                port,
-                controller_id,
-                controller_port,
-                listener,
-            );
+            std::fs::create_dir_all(&node_dir).map_err(TestkitError::io("creating a node directory"))?;
+            let props =
+                node_properties(&spec, &node_dir, id, role, port, controller_id, controller_port, listener);
             let props_path = node_dir.join("node.properties");
-            std::fs::write(&props_path, props)
-                .map_err(TestkitError::io("writing node.properties"))?;
-            nodes.push(Node {
-                id,
-                role,
-                props: props_path,
-                log: node_dir.join("server.log"),
-                process: None,
-            });
+            std::fs::write(&props_path, props).map_err(TestkitError::io("writing node.properties"))?;
+            nodes.push(Node { id, role, props: props_path, log: node_dir.join("server.log"), process: None });
         }
         if spec.sasl_users.is_some() {
             let admin = format!(
@@ -525,30 +452,18 @@ impl KafkaCluster {
         // Format every node's storage (in parallel: each is a JVM start).
         let id = cluster_id();
         std::thread::scope(|s| {
-            let jobs: Vec<_> = nodes
-                .iter()
-                .map(|n| s.spawn(|| format_node(&jvm, &id, n)))
-                .collect();
+            let jobs: Vec<_> = nodes.iter().map(|n| s.spawn(|| format_node(&jvm, &id, n))).collect();
             jobs.into_iter().try_for_each(|j| {
-                j.join()
-                    .unwrap_or_else(|_| Err(TestkitError::Unsupported("format panicked".into())))
+                j.join().unwrap_or_else(|_| Err(TestkitError::Unsupported("format panicked".into())))
             })
         })?;
 
-        let bootstrap = broker_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let bootstrap = broker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
         let mut cluster = Self {
             bootstrap,
             sasl: spec.sasl_users.is_some(),
             broker_count: spec.brokers,
-            local: Some(Local {
-                nodes: Vec::new(),
-                jvm,
-                dir,
-            }),
+            local: Some(Local { nodes: Vec::new(), jvm, dir }),
         };
         let local = cluster.local.as_mut().expect("just set");
         for mut node in nodes {
@@ -561,14 +476,9 @@ impl KafkaCluster {
 
     /// Waits until metadata answers and lists every running broker (or, with `broker`, that one).
     fn wait_ready(&mut self, broker: Option<i32>) -> Result<()> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("log_level", "0")
-            .create()
-            .map_err(|e| TestkitError::Command {
-                what: "creating a metadata client".into(),
-                detail: e.to_string(),
-            })?;
+        let consumer: BaseConsumer = self.client_config().set("log_level", "0").create().map_err(|e| {
+            TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() }
+        })?;
         let want: Vec<i32> = match broker {
             Some(id) => vec![id],
             None => self.broker_ids(),
@@ -588,11 +498,7 @@ impl KafkaCluster {
                 }
             }
             if Instant::now() > deadline {
-                let node = local
-                    .nodes
-                    .iter()
-                    .find(|n| n.process.is_some())
-                    .expect("a node was started");
+                let node = local.nodes.iter().find(|n| n.process.is_some()).expect("a node was started");
                 return Err(node.process.as_ref().expect("running").start_error(format!(
                     "metadata did not list brokers {want:?} within {START_TIMEOUT:?}"
                 )));
@@ -633,10 +539,7 @@ fn node_properties(
             Role::Controller => "controller",
         },
     );
-    set(
-        "controller.quorum.voters",
-        &format!("{controller_id}@127.0.0.1:{controller_port}"),
-    );
+    set("controller.quorum.voters", &format!("{controller_id}@127.0.0.1:{controller_port}"));
     set("controller.listener.names", "CONTROLLER");
     set(
         "listener.security.protocol.map",
@@ -651,10 +554,7 @@ fn node_properties(
     }
     set("listeners", &listeners.join(","));
     if let Some(port) = port {
-        set(
-            "advertised.listeners",
-            &format!("{listener}://127.0.0.1:{port}"),
-        );
+        set("advertised.listeners", &format!("{listener}://127.0.0.1:{port}"));
         set("inter.broker.listener.name", listener);
     }
     set("log.dirs", &dir.join("data").display().to_string());
@@ -687,10 +587,7 @@ fn node_properties(
         set("broker.heartbeat.interval.ms", "1000");
     }
     if let Some(users) = &spec.sasl_users {
-        set(
-            "authorizer.class.name",
-            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        );
+        set("authorizer.class.name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer");
         // The CONTROLLER listener is the only PLAINTEXT one: brokers reach the controller as ANONYMOUS.
         set("super.users", &format!("User:{ADMIN_USER};User:ANONYMOUS"));
         set("allow.everyone.if.no.acl.found", "false");
@@ -739,15 +636,8 @@ fn format_node(jvm: &Jvm, cluster_id: &str, node: &Node) -> Result<()> {
 }
 
 fn spawn_node(jvm: &Jvm, node: &Node) -> Result<Managed> {
-    let mut cmd = jvm.command(
-        &[
-            "-Xms256m",
-            "-Xmx512m",
-            "-XX:+UseSerialGC",
-            "-Djava.awt.headless=true",
-        ],
-        "kafka.Kafka",
-    );
+    let mut cmd =
+        jvm.command(&["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"], "kafka.Kafka");
     cmd.arg(&node.props);
     let what = match node.role {
         Role::Controller => format!("Kafka controller {}", node.id),

@@ -40,9 +40,7 @@ use std::sync::OnceLock;
 
 pub use error::{Result, TestkitError};
 pub use fetch::{APICURIO_VERSION, KAFKA_VERSION};
-pub use kafka::{
-    ADMIN_USER, AclOperation, AclResource, KafkaCluster, KafkaClusterBuilder, password_for,
-};
+pub use kafka::{ADMIN_USER, AclOperation, AclResource, KafkaCluster, KafkaClusterBuilder, password_for};
 pub use registry::SchemaRegistry;
 
 /// The Kafka cluster shared by every test in this test binary: the one named by
@@ -55,9 +53,8 @@ pub fn shared_kafka() -> &'static KafkaCluster {
     static SHARED: OnceLock<KafkaCluster> = OnceLock::new();
     SHARED.get_or_init(|| match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
         Ok(bootstrap) if !bootstrap.trim().is_empty() => KafkaCluster::external(bootstrap),
-        _ => KafkaCluster::start_single().unwrap_or_else(|e| {
-            panic!("backbone-testkit: could not start the shared Kafka broker: {e}")
-        }),
+        _ => KafkaCluster::start_single()
+            .unwrap_or_else(|e| panic!("backbone-testkit: could not start the shared Kafka broker: {e}")),
     })
 }
 
@@ -70,9 +67,8 @@ pub fn shared_registry() -> &'static SchemaRegistry {
     static SHARED: OnceLock<SchemaRegistry> = OnceLock::new();
     SHARED.get_or_init(|| match std::env::var("SCHEMA_REGISTRY_URL") {
         Ok(url) if !url.trim().is_empty() => SchemaRegistry::external(url),
-        _ => SchemaRegistry::start().unwrap_or_else(|e| {
-            panic!("backbone-testkit: could not start the shared schema registry: {e}")
-        }),
+        _ => SchemaRegistry::start()
+            .unwrap_or_else(|e| panic!("backbone-testkit: could not start the shared schema registry: {e}")),
     })
 }
 

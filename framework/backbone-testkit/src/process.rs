@@ -33,9 +33,7 @@ impl Managed {
             .append(true)
             .open(log)
             .map_err(TestkitError::io(format!("opening {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(TestkitError::io("duplicating a log handle"))?;
+        let err = out.try_clone().map_err(TestkitError::io("duplicating a log handle"))?;
         let child = cmd
             .process_group(0)
             .stdin(Stdio::null())
@@ -59,18 +57,10 @@ impl Managed {
                 let mut child = child;
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(TestkitError::Io {
-                    context: "spawning the watchdog (sh)".into(),
-                    source: e,
-                });
+                return Err(TestkitError::Io { context: "spawning the watchdog (sh)".into(), source: e });
             }
         };
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            watchdog,
-            log: log.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), child, watchdog, log: log.to_owned() })
     }
 
     /// The process id (also its process group id).
@@ -83,10 +73,7 @@ impl Managed {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(self.start_error(format!("{reason_if_dead} ({status})"))),
-            Err(e) => Err(TestkitError::Io {
-                context: format!("waiting for {}", self.name),
-                source: e,
-            }),
+            Err(e) => Err(TestkitError::Io { context: format!("waiting for {}", self.name), source: e }),
         }
     }
 
@@ -122,10 +109,7 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .map_while(std::result::Result::ok)
-        .collect();
+    let lines: Vec<String> = BufReader::new(file).lines().map_while(std::result::Result::ok).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -135,15 +119,10 @@ pub(crate) fn free_port() -> Result<u16> {
     use std::sync::Mutex;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(TestkitError::io("finding a free port"))?;
-        let port = listener
-            .local_addr()
-            .map_err(TestkitError::io("finding a free port"))?
-            .port();
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("finding a free port"))?;
+        let port = listener.local_addr().map_err(TestkitError::io("finding a free port"))?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if given.get_or_insert_with(HashSet::new).insert(port) {
             return Ok(port);
         }

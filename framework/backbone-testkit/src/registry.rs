@@ -27,10 +27,7 @@ impl SchemaRegistry {
     /// Fetches Apicurio Registry if needed, starts it on a free loopback port and returns once its
     /// Confluent-compatible API answers with global compatibility BACKWARD.
     pub fn start() -> Result<Self> {
-        let java = java::java(
-            21,
-            &format!("Apicurio Registry {}", fetch::APICURIO_VERSION),
-        )?;
+        let java = java::java(21, &format!("Apicurio Registry {}", fetch::APICURIO_VERSION))?;
         let app = fetch::apicurio_app()?;
         let dir = tempfile::Builder::new()
             .prefix("backbone-registry-")
@@ -39,12 +36,7 @@ impl SchemaRegistry {
         let (port, management) = (free_port()?, free_port()?);
         let mut cmd = Command::new(&java.bin);
         cmd.current_dir(dir.path())
-            .args([
-                "-Xms128m",
-                "-Xmx512m",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-            ])
+            .args(["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
             .arg("-Dquarkus.http.host=127.0.0.1")
             .arg(format!("-Dquarkus.http.port={port}"))
             .arg("-Dquarkus.management.host=127.0.0.1")
@@ -52,8 +44,7 @@ impl SchemaRegistry {
             .arg("-Dapicurio.rules.global.compatibility=BACKWARD")
             .arg("-jar")
             .arg(app.join("quarkus-run.jar"));
-        let mut process =
-            Managed::spawn("Apicurio Registry", cmd, &dir.path().join("registry.log"))?;
+        let mut process = Managed::spawn("Apicurio Registry", cmd, &dir.path().join("registry.log"))?;
         let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -62,17 +53,11 @@ impl SchemaRegistry {
             }
             process.check_alive("the registry exited while starting")?;
             if Instant::now() > deadline {
-                return Err(
-                    process.start_error(format!("{url} did not answer within {START_TIMEOUT:?}"))
-                );
+                return Err(process.start_error(format!("{url} did not answer within {START_TIMEOUT:?}")));
             }
             std::thread::sleep(Duration::from_millis(100)); // poll interval while the JVM boots
         }
-        let registry = Self {
-            url,
-            process: Some(process),
-            _dir: Some(dir),
-        };
+        let registry = Self { url, process: Some(process), _dir: Some(dir) };
         let level = registry.global_compatibility()?;
         if level != "BACKWARD" {
             return Err(TestkitError::Command {
@@ -85,11 +70,7 @@ impl SchemaRegistry {
 
     /// An already running registry at `url` (its Confluent-compatible base URL).
     pub fn external(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into().trim_end_matches('/').to_owned(),
-            process: None,
-            _dir: None,
-        }
+        Self { url: url.into().trim_end_matches('/').to_owned(), process: None, _dir: None }
     }
 
     /// The Confluent-compatible base URL (Apicurio: `…/apis/ccompat/v7`).
@@ -112,53 +93,31 @@ impl SchemaRegistry {
             .map(str::to_owned);
         match (status, level) {
             (200, Some(level)) => Ok(level),
-            _ => Err(TestkitError::Command {
-                what: "reading the registry's config".into(),
-                detail: body,
-            }),
+            _ => Err(TestkitError::Command { what: "reading the registry's config".into(), detail: body }),
         }
     }
 }
 
 /// A minimal HTTP/1.0 client (no async runtime needed): returns status and body.
-pub(crate) fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> Result<(u16, String)> {
+pub(crate) fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
     let rest = base
         .strip_prefix("http://")
         .ok_or_else(|| TestkitError::Unsupported(format!("{base}: only http:// URLs")))?;
-    let (authority, prefix) = rest
-        .split_once('/')
-        .map_or((rest, String::new()), |(a, p)| (a, format!("/{p}")));
+    let (authority, prefix) =
+        rest.split_once('/').map_or((rest, String::new()), |(a, p)| (a, format!("/{p}")));
     let io = TestkitError::io(format!("{method} {base}{path}"));
     let mut stream = TcpStream::connect(authority).map_err(io)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(TestkitError::io("setting a timeout"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(TestkitError::io("setting a timeout"))?;
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {prefix}{path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\
          Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(TestkitError::io("writing an HTTP request"))?;
+    stream.write_all(request.as_bytes()).map_err(TestkitError::io("writing an HTTP request"))?;
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(TestkitError::io("reading an HTTP response"))?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
+    stream.read_to_string(&mut response).map_err(TestkitError::io("reading an HTTP response"))?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
     Ok((status, body))
 }

@@ -57,12 +57,7 @@ fn child_process() {
 
 fn spawn_child(mode: &str) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
         .env(MODE, mode)
         .env("RUST_BACKTRACE", "0")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
@@ -78,9 +73,7 @@ fn read_until(stdout: &mut BufReader<std::process::ChildStdout>, prefix: &str) -
     let mut line = String::new();
     loop {
         line.clear();
-        let n = stdout
-            .read_line(&mut line)
-            .expect("read the child's stdout");
+        let n = stdout.read_line(&mut line).expect("read the child's stdout");
         assert!(n > 0, "the child ended before printing {prefix}");
         // The harness may have printed `test child_process ... ` on the same line first.
         if let Some((_, rest)) = line.trim_end().split_once(prefix) {
@@ -90,10 +83,8 @@ fn read_until(stdout: &mut BufReader<std::process::ChildStdout>, prefix: &str) -
 }
 
 fn pids_of(stdout: &mut BufReader<std::process::ChildStdout>) -> Vec<u32> {
-    let pids: Vec<u32> = read_until(stdout, "PIDS")
-        .split_whitespace()
-        .map(|p| p.parse().expect("pid"))
-        .collect();
+    let pids: Vec<u32> =
+        read_until(stdout, "PIDS").split_whitespace().map(|p| p.parse().expect("pid")).collect();
     assert!(!pids.is_empty(), "the child started processes");
     pids
 }
@@ -101,11 +92,7 @@ fn pids_of(stdout: &mut BufReader<std::process::ChildStdout>) -> Vec<u32> {
 /// Alive means present and not a zombie (a zombie has been killed, only not yet reaped).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                != Some("Z")
-        }
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
         Err(_) => false,
     }
 }
@@ -113,10 +100,7 @@ fn alive(pid: u32) -> bool {
 fn assert_all_gone(pids: &[u32], how: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while pids.iter().any(|p| alive(*p)) {
-        assert!(
-            Instant::now() < deadline,
-            "processes {pids:?} still alive 30 s after {how}"
-        );
+        assert!(Instant::now() < deadline, "processes {pids:?} still alive 30 s after {how}");
         std::thread::sleep(Duration::from_millis(50)); // polling /proc: there is no exit event for a non-child
     }
 }

@@ -42,53 +42,27 @@ fn is_authorization_error(e: &KafkaError) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn principal_without_acl_is_refused_and_one_with_read_acl_reads() {
-    let kafka = KafkaCluster::builder()
-        .sasl(["orders", "stock"])
-        .start()
-        .expect("start a SASL broker");
+    let kafka = KafkaCluster::builder().sasl(["orders", "stock"]).start().expect("start a SASL broker");
     let topic = unique("orders.private");
-    kafka
-        .create_topic(&topic, 1, 1)
-        .await
-        .expect("the admin creates the topic");
+    kafka.create_topic(&topic, 1, 1).await.expect("the admin creates the topic");
     let sent = common::publish(&kafka, &topic, 0..10, 2).await;
 
     // `stock` has no ACL at all: it is refused.
     let stock = kafka.client_config_as("stock");
     let t = topic.clone();
-    let denied = tokio::task::spawn_blocking(move || first_poll(stock, &t))
-        .await
-        .expect("join");
+    let denied = tokio::task::spawn_blocking(move || first_poll(stock, &t)).await.expect("join");
     let err = denied.expect_err("a principal without ACLs reads nothing");
-    assert!(
-        is_authorization_error(&err),
-        "an authorization error, got {err:?}"
-    );
+    assert!(is_authorization_error(&err), "an authorization error, got {err:?}");
 
     // `orders` gets READ on the topic and on its groups: it reads every event.
-    kafka
-        .allow(
-            "orders",
-            AclOperation::Read,
-            &AclResource::Topic(topic.clone()),
-        )
-        .expect("topic ACL");
-    kafka
-        .allow(
-            "orders",
-            AclOperation::Read,
-            &AclResource::GroupPrefix("group-".into()),
-        )
-        .expect("group ACL");
+    kafka.allow("orders", AclOperation::Read, &AclResource::Topic(topic.clone())).expect("topic ACL");
+    kafka.allow("orders", AclOperation::Read, &AclResource::GroupPrefix("group-".into())).expect("group ACL");
     // The ACL reaches the broker through the metadata log: a refusal before it arrives is retried.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let orders = kafka.client_config_as("orders");
         let t = topic.clone();
-        match tokio::task::spawn_blocking(move || first_poll(orders, &t))
-            .await
-            .expect("join")
-        {
+        match tokio::task::spawn_blocking(move || first_poll(orders, &t)).await.expect("join") {
             Ok(payload) => {
                 assert_eq!(payload, b"0", "the first event of the partition");
                 break;

@@ -1,1 +1,3 @@
+//! The sample orders service of the backbone estate; the estate issue fills it.
+
 fn main() {}

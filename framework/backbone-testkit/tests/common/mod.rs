@@ -28,19 +28,12 @@ pub async fn publish(
         .set("linger.ms", "5")
         .create()
         .expect("producer");
-    let sent: Vec<(String, usize)> = seqs
-        .map(|seq| (format!("key-{}", seq % keys), seq))
-        .collect();
+    let sent: Vec<(String, usize)> = seqs.map(|seq| (format!("key-{}", seq % keys), seq)).collect();
     let deliveries = futures::future::join_all(sent.iter().map(|(key, seq)| {
         let payload = seq.to_string();
         let producer = &producer;
         async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
+            producer.send(FutureRecord::to(topic).key(key).payload(&payload), Duration::from_secs(30)).await
         }
     }))
     .await;
@@ -78,10 +71,8 @@ pub async fn assert_reads_all(consumer: &StreamConsumer, sent: &[(String, usize)
             .expect("stream ends only on drop")
             .expect("no consumer error");
         let key = String::from_utf8(msg.key().expect("key").to_vec()).expect("utf-8 key");
-        let seq: usize = std::str::from_utf8(msg.payload().expect("payload"))
-            .expect("utf-8")
-            .parse()
-            .expect("seq");
+        let seq: usize =
+            std::str::from_utf8(msg.payload().expect("payload")).expect("utf-8").parse().expect("seq");
         seen.entry(key).or_default().push(seq);
         total += 1;
     }
@@ -90,9 +81,6 @@ pub async fn assert_reads_all(consumer: &StreamConsumer, sent: &[(String, usize)
     assert_eq!(got, expected, "every acknowledged event is read");
     assert_eq!(total, sent.len(), "no event is read twice");
     for (key, seqs) in &seen {
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "events of {key} arrive in send order: {seqs:?}"
-        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events of {key} arrive in send order: {seqs:?}");
     }
 }
