@@ -1,7 +1,31 @@
 //! # backbone
 //!
 //! A Rust framework for building microservices on Apache Kafka: events carry state between services,
-//! HTTP answers queries. The framework makes the right thing the default: durable idempotent producers,
-//! partition-balanced consumer groups, schema-checked topics, private and public topics.
+//! HTTP answers queries. The framework makes the right thing the default.
 //!
-//! This crate is being built issue by issue; see the repository README for what is here today.
+//! ## Quick start: declare a service and its topics
+//!
+//! ```
+//! use backbone::{Service, topic::TopicSpec};
+//!
+//! let order_created = TopicSpec::public("orders", "order-created", 1).partitions(6).build()?;
+//! let orders = Service::new("orders").owns(&order_created).spec()?;
+//! println!("{}", orders.to_json());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`topic`]: topics as code, the naming convention (`<owner>.public.<event>-v<N>`,
+//!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2).
+//! - [`service`]: a service's declaration and the ownership rules (single writer, private topics stay
+//!   private), checked before anything touches Kafka.
+//! - [`config`]: configuration from the environment, one clear error per bad value.
+
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod topic;
+
+pub use config::{Config, ConfigError, Profile};
+pub use error::{Error, Result};
+pub use service::{Service, ServiceSpec};
+pub use topic::{TopicError, TopicSpec};

@@ -1,0 +1,393 @@
+//! Configuration from the environment (and optionally a file), with one clear error per bad value.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `KAFKA_BOOTSTRAP_SERVERS` | `127.0.0.1:9092` | brokers (`backbone dev up` prints it) |
+//! | `SCHEMA_REGISTRY_URL` | `http://127.0.0.1:8081/apis/ccompat/v7` | Confluent-compatible registry |
+//! | `BACKBONE_PROFILE` | `production` | `development` lowers replication to 1 for a single broker |
+//! | `KAFKA_SECURITY_PROTOCOL` | `PLAINTEXT` | `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` |
+//! | `KAFKA_SASL_MECHANISM` | `PLAIN` | SASL mechanism |
+//! | `KAFKA_SASL_USERNAME` | the service name | the service's principal |
+//! | `KAFKA_SASL_PASSWORD` | (required with SASL) | its password |
+//! | `BACKBONE_DELIVERY_TIMEOUT_MS` | `120000` | how long a publish may take before it fails (retriably) |
+//! | `BACKBONE_LINGER_MS` | `5` | producer batching delay |
+//! | `BACKBONE_PUBLISH_QUEUE` | `100000` | publishes in flight before publishers wait (backpressure) |
+//! | `BACKBONE_SHUTDOWN_TIMEOUT_MS` | `30000` | budget for draining and flushing on shutdown |
+//! | `KAFKA_PRODUCER_<KEY>` | | any librdkafka producer property, `_` for `.` (`KAFKA_PRODUCER_COMPRESSION_TYPE=zstd`) |
+//! | `BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY` | `false` | allow `acks≠all` or idempotence off (loudly unsafe) |
+//! | `BACKBONE_CONFIG_FILE` | | a file of `KEY=VALUE` lines read first; the environment wins |
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How durable topics are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Topics as declared: replication 3, `min.insync.replicas` 2 unless declared otherwise.
+    #[default]
+    Production,
+    /// Replication 1 and `min.insync.replicas` 1, to fit a single local broker. Chosen explicitly.
+    Development,
+}
+
+/// How clients authenticate to the brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// `security.protocol`.
+    pub protocol: String,
+    /// `sasl.mechanism` (SASL protocols only).
+    pub mechanism: String,
+    /// `sasl.username`: the service's principal.
+    pub username: Option<String>,
+    /// `sasl.password`.
+    #[serde(skip)]
+    pub password: Option<String>,
+}
+
+impl Security {
+    fn is_sasl(&self) -> bool {
+        self.protocol.starts_with("SASL")
+    }
+}
+
+/// A service's configuration. Build it with [`Config::from_env`], or [`Config::default`] and the
+/// fields for tests.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Config {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// The Confluent-compatible schema registry's base URL.
+    pub schema_registry_url: String,
+    /// Durability profile for provisioning.
+    pub profile: Profile,
+    /// Authentication.
+    pub security: Security,
+    /// How long a publish may take, retries included, before it fails.
+    pub delivery_timeout: Duration,
+    /// Producer batching delay.
+    pub linger: Duration,
+    /// Publishes in flight before publishers wait.
+    pub publish_queue: usize,
+    /// Budget for draining and flushing on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Extra librdkafka producer properties; weakening ones are refused unless
+    /// [`allow_weak_durability`](Self::allow_weak_durability).
+    pub producer_overrides: BTreeMap<String, String>,
+    /// The explicit, loudly named opt-in to `acks≠all` or idempotence off.
+    pub allow_weak_durability: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
+            profile: Profile::Production,
+            security: Security {
+                protocol: "PLAINTEXT".into(),
+                mechanism: "PLAIN".into(),
+                username: None,
+                password: None,
+            },
+            delivery_timeout: Duration::from_secs(120),
+            linger: Duration::from_millis(5),
+            publish_queue: 100_000,
+            shutdown_timeout: Duration::from_secs(30),
+            producer_overrides: BTreeMap::new(),
+            allow_weak_durability: false,
+        }
+    }
+}
+
+/// A configuration value that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A variable has a value the framework cannot use.
+    #[error("{variable}={value:?} is invalid: expected {expected}")]
+    Invalid {
+        /// The variable (or setting) name.
+        variable: String,
+        /// Its value.
+        value: String,
+        /// What is expected instead.
+        expected: String,
+    },
+    /// A required variable is missing.
+    #[error("{variable} is not set: expected {expected}")]
+    Missing {
+        /// The variable.
+        variable: String,
+        /// What it should hold.
+        expected: String,
+    },
+    /// A producer setting that weakens durability, without the explicit opt-in.
+    #[error(
+        "producer setting {setting}={value} weakens durability ({why}); backbone refuses it unless \
+         BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY=true (or Config::allow_weak_durability) says you mean it"
+    )]
+    UnsafeProducerSetting {
+        /// The librdkafka property.
+        setting: String,
+        /// Its value.
+        value: String,
+        /// What it would cost.
+        why: String,
+    },
+    /// The configuration file could not be read.
+    #[error("configuration file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Configuration errors are never retriable: the configuration must change.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+impl Config {
+    /// Reads the configuration of `service` from the process environment (and `BACKBONE_CONFIG_FILE`).
+    pub fn from_env(service: &str) -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let mut all = match vars.get("BACKBONE_CONFIG_FILE") {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        all.extend(vars);
+        Self::from_lookup(service, |k| all.get(k).cloned())
+    }
+
+    /// Reads the configuration of `service` from any lookup of variables (tests use a map).
+    pub fn from_lookup(service: &str, get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        if let Some(v) = get("KAFKA_BOOTSTRAP_SERVERS") {
+            if v.trim().is_empty() || v.split(',').any(|s| !s.contains(':')) {
+                return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", &v, "a comma-separated list of host:port"));
+            }
+            c.bootstrap_servers = v;
+        }
+        if let Some(v) = get("SCHEMA_REGISTRY_URL") {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(invalid("SCHEMA_REGISTRY_URL", &v, "an http:// or https:// URL"));
+            }
+            c.schema_registry_url = v.trim_end_matches('/').to_owned();
+        }
+        if let Some(v) = get("BACKBONE_PROFILE") {
+            c.profile = match v.as_str() {
+                "production" => Profile::Production,
+                "development" => Profile::Development,
+                _ => return Err(invalid("BACKBONE_PROFILE", &v, "`production` or `development`")),
+            };
+        }
+        if let Some(v) = get("KAFKA_SECURITY_PROTOCOL") {
+            if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&v.as_str()) {
+                return Err(invalid(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    &v,
+                    "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                ));
+            }
+            c.security.protocol = v;
+        }
+        if let Some(v) = get("KAFKA_SASL_MECHANISM") {
+            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&v.as_str()) {
+                return Err(invalid("KAFKA_SASL_MECHANISM", &v, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
+            }
+            c.security.mechanism = v;
+        }
+        if c.security.is_sasl() {
+            c.security.username = Some(get("KAFKA_SASL_USERNAME").unwrap_or_else(|| service.to_owned()));
+            c.security.password = Some(get("KAFKA_SASL_PASSWORD").ok_or_else(|| ConfigError::Missing {
+                variable: "KAFKA_SASL_PASSWORD".into(),
+                expected: format!("the password of principal `{service}` (KAFKA_SECURITY_PROTOCOL is SASL)"),
+            })?);
+        }
+        if let Some(v) = get("BACKBONE_DELIVERY_TIMEOUT_MS") {
+            c.delivery_timeout =
+                Duration::from_millis(number(&v, "BACKBONE_DELIVERY_TIMEOUT_MS", 1000, 3_600_000)?);
+        }
+        if let Some(v) = get("BACKBONE_LINGER_MS") {
+            c.linger = Duration::from_millis(number(&v, "BACKBONE_LINGER_MS", 0, 60_000)?);
+        }
+        if let Some(v) = get("BACKBONE_PUBLISH_QUEUE") {
+            c.publish_queue =
+                usize::try_from(number(&v, "BACKBONE_PUBLISH_QUEUE", 1, 10_000_000)?).unwrap_or(1);
+        }
+        if let Some(v) = get("BACKBONE_SHUTDOWN_TIMEOUT_MS") {
+            c.shutdown_timeout =
+                Duration::from_millis(number(&v, "BACKBONE_SHUTDOWN_TIMEOUT_MS", 0, 3_600_000)?);
+        }
+        if let Some(v) = get("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY") {
+            c.allow_weak_durability = match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY", &v, "`true` or `false`")),
+            };
+        }
+        // KAFKA_PRODUCER_* → librdkafka properties. The lookup cannot enumerate, so the known
+        // property names are probed; anything else goes through Config::producer_overrides in code.
+        for key in PRODUCER_PROPERTIES {
+            let var = format!("KAFKA_PRODUCER_{}", key.replace('.', "_").to_uppercase());
+            if let Some(v) = get(&var) {
+                c.producer_overrides.insert((*key).to_owned(), v);
+            }
+        }
+        c.check_producer_durability()?;
+        Ok(c)
+    }
+
+    /// Refuses producer overrides that weaken durability, unless explicitly allowed (R4).
+    pub fn check_producer_durability(&self) -> Result<(), ConfigError> {
+        if self.allow_weak_durability {
+            return Ok(());
+        }
+        for (key, value) in &self.producer_overrides {
+            let why = match key.as_str() {
+                "acks" | "request.required.acks" if !matches!(value.as_str(), "all" | "-1") => {
+                    "acknowledged writes can be lost when a leader fails; durable is acks=all"
+                }
+                "enable.idempotence" if value != "true" => {
+                    "retries can duplicate and reorder events; durable is enable.idempotence=true"
+                }
+                "max.in.flight.requests.per.connection" | "max.in.flight"
+                    if value.parse::<u32>().map_or(true, |n| n > 5) =>
+                {
+                    "more than 5 requests in flight breaks ordering under retries"
+                }
+                "retries" | "message.send.max.retries" if value == "0" => {
+                    "without retries a transient broker error loses the event"
+                }
+                _ => continue,
+            };
+            return Err(ConfigError::UnsafeProducerSetting {
+                setting: key.clone(),
+                value: value.clone(),
+                why: why.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A librdkafka client configuration for `service` with bootstrap servers, security and client id.
+    pub fn client_config(&self, service: &str) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", service);
+        c.set("security.protocol", &self.security.protocol);
+        if self.security.is_sasl() {
+            c.set("sasl.mechanism", &self.security.mechanism);
+            if let Some(u) = &self.security.username {
+                c.set("sasl.username", u);
+            }
+            if let Some(p) = &self.security.password {
+                c.set("sasl.password", p);
+            }
+        }
+        c
+    }
+}
+
+/// Producer properties that may be set through `KAFKA_PRODUCER_<KEY>`.
+const PRODUCER_PROPERTIES: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "retries",
+    "message.send.max.retries",
+    "compression.type",
+    "batch.size",
+    "batch.num.messages",
+    "queue.buffering.max.kbytes",
+    "message.max.bytes",
+    "socket.keepalive.enable",
+    "statistics.interval.ms",
+    "debug",
+];
+
+fn invalid(variable: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid { variable: variable.into(), value: value.into(), expected: expected.into() }
+}
+
+fn number(value: &str, variable: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| invalid(variable, value, &format!("a whole number from {min} to {max}")))
+}
+
+fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::File { path: path.into(), reason: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| ConfigError::File {
+            path: path.into(),
+            reason: format!("line {}: expected KEY=VALUE, found {line:?}", i + 1),
+        })?;
+        out.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::from_lookup("orders", |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_durable_and_local() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(c.profile, Profile::Production);
+        assert!(!c.allow_weak_durability);
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("KAFKA_BOOTSTRAP_SERVERS", "localhost")],
+                "KAFKA_BOOTSTRAP_SERVERS=\"localhost\" is invalid: expected a comma-separated list of host:port",
+            ),
+            (&[("BACKBONE_PROFILE", "prod")], "BACKBONE_PROFILE=\"prod\" is invalid"),
+            (
+                &[("BACKBONE_DELIVERY_TIMEOUT_MS", "soon")],
+                "BACKBONE_DELIVERY_TIMEOUT_MS=\"soon\" is invalid: expected a whole number",
+            ),
+            (&[("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")], "KAFKA_SASL_PASSWORD is not set"),
+            (&[("SCHEMA_REGISTRY_URL", "registry:8081")], "SCHEMA_REGISTRY_URL"),
+        ];
+        for (vars, expected) in cases {
+            let err = from(vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "`{err}` should contain `{expected}`");
+        }
+    }
+
+    #[test]
+    fn sasl_principal_defaults_to_the_service_name() {
+        let c = from(&[("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"), ("KAFKA_SASL_PASSWORD", "s")]).unwrap();
+        assert_eq!(c.security.username.as_deref(), Some("orders"));
+    }
+}

@@ -1,0 +1,95 @@
+//! The top-level error: opaque, with the area's error inside.
+
+use std::fmt;
+
+/// Any error backbone returns: configuration, topics and ownership, provisioning, publishing.
+///
+/// Match on [`Error::kind`] or downcast with [`Error::as_config`] and friends; ask
+/// [`Error::is_retriable`] whether trying again can help.
+#[derive(Debug)]
+pub struct Error {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Config(crate::config::ConfigError),
+    Topic(crate::topic::TopicError),
+}
+
+/// Which area an [`Error`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Configuration ([`crate::config::ConfigError`]).
+    Config,
+    /// Topic declarations and ownership ([`crate::topic::TopicError`]).
+    Topic,
+}
+
+impl Error {
+    /// The area this error comes from.
+    pub fn kind(&self) -> ErrorKind {
+        match self.inner {
+            Inner::Config(_) => ErrorKind::Config,
+            Inner::Topic(_) => ErrorKind::Topic,
+        }
+    }
+
+    /// Whether retrying the operation may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match &self.inner {
+            Inner::Config(e) => e.is_retriable(),
+            Inner::Topic(e) => e.is_retriable(),
+        }
+    }
+
+    /// The configuration error inside, if that is what this is.
+    pub fn as_config(&self) -> Option<&crate::config::ConfigError> {
+        match &self.inner {
+            Inner::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The topic error inside, if that is what this is.
+    pub fn as_topic(&self) -> Option<&crate::topic::TopicError> {
+        match &self.inner {
+            Inner::Topic(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Config(e) => e.fmt(f),
+            Inner::Topic(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.inner {
+            Inner::Config(e) => Some(e),
+            Inner::Topic(e) => Some(e),
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for Error {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self { inner: Inner::Config(e) }
+    }
+}
+
+impl From<crate::topic::TopicError> for Error {
+    fn from(e: crate::topic::TopicError) -> Self {
+        Self { inner: Inner::Topic(e) }
+    }
+}
+
+/// `Result<T, backbone::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

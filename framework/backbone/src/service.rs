@@ -1,0 +1,144 @@
+//! A service: its name, the topics it owns, writes and reads, and the rules between them.
+//!
+//! The declaration is plain data, a [`ServiceSpec`], printable as JSON: estate-wide tools
+//! (`backbone topics plan|apply`, ACLs, quotas) read specs, not code. Ownership is checked when the
+//! spec is built, before anything touches Kafka (R13a):
+//!
+//! - a service writes only topics it owns (each topic has a single writer);
+//! - a service never reads another service's private topic.
+//!
+//! ```
+//! use backbone::{Service, topic::TopicSpec};
+//!
+//! let created = TopicSpec::public("orders", "order-created", 1).build()?;
+//! let reservations = TopicSpec::private("stock", "reservations").compacted().build()?;
+//!
+//! let stock = Service::new("stock").owns(&reservations).consumes(&created).spec()?;
+//! assert_eq!(stock.produces(), [reservations.name()]);
+//!
+//! // Stock may not write Orders' topic.
+//! let err = Service::new("stock").produces(&created).spec().unwrap_err();
+//! assert!(err.to_string().contains("owned by service `orders`"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde::Serialize;
+
+use crate::topic::{TopicError, TopicSpec, Visibility, validate_service_name};
+
+/// The validated declaration of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSpec {
+    name: String,
+    owns: Vec<TopicSpec>,
+    consumes: Vec<TopicSpec>,
+}
+
+impl ServiceSpec {
+    /// The service name: its Kafka principal and the prefix of its client ids and consumer groups.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Topics this service owns (and alone writes); provisioning creates these.
+    pub fn owned_topics(&self) -> &[TopicSpec] {
+        &self.owns
+    }
+
+    /// Topics this service reads.
+    pub fn consumed_topics(&self) -> &[TopicSpec] {
+        &self.consumes
+    }
+
+    /// Names of the topics this service may write: exactly those it owns.
+    pub fn produces(&self) -> Vec<&str> {
+        self.owns.iter().map(TopicSpec::name).collect()
+    }
+
+    /// The owned topic called `name`, if any.
+    pub fn owned(&self, name: &str) -> Option<&TopicSpec> {
+        self.owns.iter().find(|t| t.name() == name)
+    }
+
+    /// The spec as pretty JSON (for `backbone topics plan --spec`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a spec is plain data")
+    }
+}
+
+/// Declares a service; [`Service::spec`] validates the declaration.
+#[derive(Debug, Clone)]
+#[must_use = "a service declaration does nothing until built"]
+pub struct Service {
+    name: String,
+    owns: Vec<TopicSpec>,
+    produces: Vec<TopicSpec>,
+    consumes: Vec<TopicSpec>,
+}
+
+impl Service {
+    /// A service called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), owns: Vec::new(), produces: Vec::new(), consumes: Vec::new() }
+    }
+
+    /// Declares a topic this service owns: it is provisioned at start-up and this service alone
+    /// writes it.
+    pub fn owns(mut self, topic: &TopicSpec) -> Self {
+        self.owns.push(topic.clone());
+        self
+    }
+
+    /// Declares that this service writes `topic`; refused unless it owns it.
+    pub fn produces(mut self, topic: &TopicSpec) -> Self {
+        self.produces.push(topic.clone());
+        self
+    }
+
+    /// Declares that this service reads `topic`; refused for another service's private topic.
+    pub fn consumes(mut self, topic: &TopicSpec) -> Self {
+        self.consumes.push(topic.clone());
+        self
+    }
+
+    /// Validates names and ownership and returns the plain-data spec.
+    pub fn spec(self) -> Result<ServiceSpec, TopicError> {
+        validate_service_name(&self.name)?;
+        for topic in self.owns.iter().chain(&self.produces) {
+            if !topic.is_owned_by(&self.name) {
+                return Err(TopicError::NotOwner {
+                    service: self.name.clone(),
+                    topic: topic.name().to_owned(),
+                    owner: topic.owner().to_owned(),
+                });
+            }
+        }
+        for topic in &self.consumes {
+            if topic.visibility() == Visibility::Private && !topic.is_owned_by(&self.name) {
+                return Err(TopicError::PrivateTopic {
+                    service: self.name.clone(),
+                    topic: topic.name().to_owned(),
+                    owner: topic.owner().to_owned(),
+                });
+            }
+        }
+        let mut owns = self.owns;
+        for topic in self.produces {
+            if !owns.iter().any(|t| t.name() == topic.name()) {
+                owns.push(topic);
+            }
+        }
+        for (i, topic) in owns.iter().enumerate() {
+            if let Some(other) = owns[..i].iter().find(|t| t.name() == topic.name() && *t != topic) {
+                return Err(TopicError::InvalidTopic {
+                    topic: topic.name().to_owned(),
+                    reason: format!("declared twice with different settings: {other:?} and {topic:?}"),
+                });
+            }
+        }
+        owns.dedup_by(|a, b| a.name() == b.name());
+        let mut consumes = self.consumes;
+        consumes.dedup_by(|a, b| a.name() == b.name());
+        Ok(ServiceSpec { name: self.name, owns, consumes })
+    }
+}
