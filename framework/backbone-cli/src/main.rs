@@ -1,6 +1,8 @@
 //! The `backbone` command.
 //!
 //! - `backbone dev up [--brokers 1|3] [--sasl]`: real Kafka and a schema registry for local work.
+//! - `backbone topics plan|apply --spec FILE …`: provision the topics service specs own (exit 2 when
+//!   the plan has refusals).
 //!
 //! Run with `cargo run -p backbone-cli -- --help`.
 
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod topics;
 
 /// backbone: microservices on Apache Kafka.
 #[derive(Debug, Parser)]
@@ -25,16 +28,22 @@ enum Command {
         #[command(subcommand)]
         command: dev::DevCommand,
     },
+    /// Topics as code: plan and apply the topics of service specs.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Dev { command } => dev::run(command).await,
+    let result: Result<ExitCode, Box<dyn std::error::Error>> = match cli.command {
+        Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Topics { command } => topics::run(command).await.map_err(Into::into),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("backbone: {e}");
             ExitCode::FAILURE

@@ -15,6 +15,7 @@ pub struct Error {
 enum Inner {
     Config(crate::config::ConfigError),
     Topic(crate::topic::TopicError),
+    Provision(crate::provision::ProvisionError),
 }
 
 /// Which area an [`Error`] comes from.
@@ -25,6 +26,8 @@ pub enum ErrorKind {
     Config,
     /// Topic declarations and ownership ([`crate::topic::TopicError`]).
     Topic,
+    /// Topic provisioning ([`crate::provision::ProvisionError`]).
+    Provision,
 }
 
 impl Error {
@@ -33,6 +36,7 @@ impl Error {
         match self.inner {
             Inner::Config(_) => ErrorKind::Config,
             Inner::Topic(_) => ErrorKind::Topic,
+            Inner::Provision(_) => ErrorKind::Provision,
         }
     }
 
@@ -41,6 +45,7 @@ impl Error {
         match &self.inner {
             Inner::Config(e) => e.is_retriable(),
             Inner::Topic(e) => e.is_retriable(),
+            Inner::Provision(e) => e.is_retriable(),
         }
     }
 
@@ -59,6 +64,14 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The provisioning error inside, if that is what this is.
+    pub fn as_provision(&self) -> Option<&crate::provision::ProvisionError> {
+        match &self.inner {
+            Inner::Provision(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -66,6 +79,7 @@ impl fmt::Display for Error {
         match &self.inner {
             Inner::Config(e) => e.fmt(f),
             Inner::Topic(e) => e.fmt(f),
+            Inner::Provision(e) => e.fmt(f),
         }
     }
 }
@@ -75,6 +89,7 @@ impl std::error::Error for Error {
         match &self.inner {
             Inner::Config(e) => Some(e),
             Inner::Topic(e) => Some(e),
+            Inner::Provision(e) => Some(e),
         }
     }
 }
@@ -88,6 +103,12 @@ impl From<crate::config::ConfigError> for Error {
 impl From<crate::topic::TopicError> for Error {
     fn from(e: crate::topic::TopicError) -> Self {
         Self { inner: Inner::Topic(e) }
+    }
+}
+
+impl From<crate::provision::ProvisionError> for Error {
+    fn from(e: crate::provision::ProvisionError) -> Self {
+        Self { inner: Inner::Provision(e) }
     }
 }
 

@@ -22,12 +22,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::topic::{TopicError, TopicSpec, Visibility, validate_service_name};
 
 /// The validated declaration of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// It deserializes (from [`ServiceSpec::to_json`]'s output, say) through the same checks as
+/// [`Service::spec`]: every topic is re-validated and so is ownership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawServiceSpec")]
 pub struct ServiceSpec {
     name: String,
     owns: Vec<TopicSpec>,
@@ -63,6 +67,30 @@ impl ServiceSpec {
     /// The spec as pretty JSON (for `backbone topics plan --spec`).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a spec is plain data")
+    }
+
+    /// Reads a spec from JSON (as [`to_json`](Self::to_json) writes it), validating names, topic
+    /// settings and ownership as [`Service::spec`] does.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+/// A [`ServiceSpec`] as read from JSON, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceSpec {
+    name: String,
+    owns: Vec<TopicSpec>,
+    consumes: Vec<TopicSpec>,
+}
+
+impl TryFrom<RawServiceSpec> for ServiceSpec {
+    type Error = TopicError;
+
+    fn try_from(raw: RawServiceSpec) -> Result<Self, TopicError> {
+        let service = raw.owns.iter().fold(Service::new(raw.name), Service::owns);
+        raw.consumes.iter().fold(service, Service::consumes).spec()
     }
 }
 
@@ -140,5 +168,42 @@ impl Service {
         let mut consumes = self.consumes;
         consumes.dedup_by(|a, b| a.name() == b.name());
         Ok(ServiceSpec { name: self.name, owns, consumes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_through_json() {
+        let created = TopicSpec::public("orders", "order-created", 1).partitions(3).build().unwrap();
+        let events = TopicSpec::private("orders", "events").retain_forever().build().unwrap();
+        let levels = TopicSpec::public("stock", "levels", 2).compacted().build().unwrap();
+        let orders = Service::new("orders").owns(&created).owns(&events).consumes(&levels).spec().unwrap();
+        assert_eq!(ServiceSpec::from_json(&orders.to_json()).unwrap(), orders);
+    }
+
+    #[test]
+    fn deserializing_revalidates_ownership() {
+        let created = TopicSpec::public("orders", "order-created", 1).build().unwrap();
+        let reservations = TopicSpec::private("stock", "reservations").build().unwrap();
+        let stock = Service::new("stock").owns(&reservations).spec().unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&stock.to_json()).unwrap();
+
+        let mut writes_others = json.clone();
+        writes_others["owns"].as_array_mut().unwrap().push(serde_json::to_value(&created).unwrap());
+        let err = ServiceSpec::from_json(&writes_others.to_string()).unwrap_err().to_string();
+        assert!(err.contains("may not write to `orders.public.order-created-v1`"), "{err}");
+
+        json["name"] = "orders".into();
+        let err = ServiceSpec::from_json(&json.to_string()).unwrap_err().to_string();
+        assert!(err.contains("owned by service `stock`"), "{err}");
+
+        let orders = Service::new("orders").owns(&created).spec().unwrap();
+        let mut reads_private: serde_json::Value = serde_json::from_str(&orders.to_json()).unwrap();
+        reads_private["consumes"] = serde_json::json!([reservations]);
+        let err = ServiceSpec::from_json(&reads_private.to_string()).unwrap_err().to_string();
+        assert!(err.contains("private topic of service `stock`"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Profile;
 
@@ -41,7 +41,7 @@ pub const DEFAULT_COMPACTED_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Who may read a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// A contract: its owner writes it, every service may read it.
@@ -51,8 +51,8 @@ pub enum Visibility {
 }
 
 /// How Kafka cleans a topic up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "policy")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "policy", deny_unknown_fields)]
 pub enum Cleanup {
     /// Delete whole segments older than `retention` (`None`: keep forever).
     Delete {
@@ -84,6 +84,17 @@ mod opt_millis {
             None => s.serialize_i64(-1),
         }
     }
+
+    /// Milliseconds, or -1 for "forever" (Kafka's own convention).
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match <i64 as serde::Deserialize>::deserialize(d)? {
+            -1 => Ok(None),
+            ms if ms >= 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+            ms => Err(serde::de::Error::custom(format!(
+                "retention is milliseconds, or -1 for forever, not {ms}"
+            ))),
+        }
+    }
 }
 
 /// A declared topic: its name, owner, visibility and configuration.
@@ -100,7 +111,11 @@ mod opt_millis {
 /// assert_eq!(reservations.name(), "stock.private.reservations");
 /// # Ok::<(), backbone::topic::TopicError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// A spec serializes to JSON and deserializes back through the same validation as
+/// [`TopicBuilder::build`]: a hand-edited declaration that breaks a rule is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawTopicSpec")]
 pub struct TopicSpec {
     name: String,
     owner: String,
@@ -379,12 +394,11 @@ impl TopicBuilder {
         }
         if let Cleanup::Compact { segment_bytes } | Cleanup::CompactDelete { segment_bytes, .. } =
             self.cleanup
+            && !(1024 * 1024..=i32::MAX as u64).contains(&segment_bytes)
         {
-            if !(1024 * 1024..=i32::MAX as u64).contains(&segment_bytes) {
-                return Err(invalid(format!(
-                    "segment.bytes must be between 1 MiB and 2 GiB, not {segment_bytes}"
-                )));
-            }
+            return Err(invalid(format!(
+                "segment.bytes must be between 1 MiB and 2 GiB, not {segment_bytes}"
+            )));
         }
         Ok(TopicSpec {
             name,
@@ -397,6 +411,71 @@ impl TopicBuilder {
             sync_flush: self.sync_flush,
             global_order: self.global_order,
         })
+    }
+}
+
+/// A [`TopicSpec`] as read from JSON, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopicSpec {
+    name: String,
+    owner: String,
+    visibility: Visibility,
+    partitions: i32,
+    replication: i16,
+    min_insync_replicas: i16,
+    cleanup: Cleanup,
+    sync_flush: bool,
+    global_order: bool,
+}
+
+impl TryFrom<RawTopicSpec> for TopicSpec {
+    type Error = TopicError;
+
+    /// Rebuilds the spec through [`TopicBuilder::build`], so a deserialized spec obeys every rule a
+    /// declared one does, and its name is the one the convention derives.
+    fn try_from(raw: RawTopicSpec) -> Result<Self, TopicError> {
+        validate_service_name(&raw.owner)?;
+        let mismatch = || TopicError::InvalidTopic {
+            topic: raw.name.clone(),
+            reason: match raw.visibility {
+                Visibility::Public => {
+                    format!("a public topic of `{}` is named `{0}.public.<event>-v<N>`", raw.owner)
+                }
+                Visibility::Private => {
+                    format!("a private topic of `{}` is named `{0}.private.<name>`", raw.owner)
+                }
+            },
+        };
+        let (base, version) = match raw.visibility {
+            Visibility::Public => {
+                let rest = raw.name.strip_prefix(&format!("{}.public.", raw.owner)).ok_or_else(mismatch)?;
+                let (base, version) = rest.rsplit_once("-v").ok_or_else(mismatch)?;
+                (base.to_owned(), Some(version.parse::<u32>().map_err(|_| mismatch())?))
+            }
+            Visibility::Private => {
+                let base = raw.name.strip_prefix(&format!("{}.private.", raw.owner)).ok_or_else(mismatch)?;
+                (base.to_owned(), None)
+            }
+        };
+        let spec = TopicBuilder {
+            owner: raw.owner.clone(),
+            base,
+            version,
+            visibility: raw.visibility,
+            partitions: raw.partitions,
+            replication: raw.replication,
+            min_insync_replicas: raw.min_insync_replicas,
+            cleanup: raw.cleanup,
+            sync_flush: raw.sync_flush,
+            global_order: raw.global_order,
+        }
+        .build()?;
+        // `-v01` parses as version 1 but is not the name the convention derives.
+        if spec.name != raw.name {
+            return Err(mismatch());
+        }
+        Ok(spec)
     }
 }
 
@@ -537,6 +616,53 @@ mod tests {
         assert!(t.is_global_order());
         let err = TopicSpec::public("orders", "ledger", 1).global_order().partitions(3).build().unwrap_err();
         assert!(err.to_string().contains("exactly one partition"), "{err}");
+    }
+
+    #[test]
+    fn specs_round_trip_through_json() {
+        let specs = [
+            TopicSpec::public("orders", "order-created", 2).partitions(12).sync_flush().build().unwrap(),
+            TopicSpec::public("orders", "ledger", 1).global_order().retain_forever().build().unwrap(),
+            TopicSpec::private("stock", "levels").compacted().segment_bytes(2 * 1024 * 1024).build().unwrap(),
+            TopicSpec::private("stock", "x.y")
+                .compacted()
+                .retention(Duration::from_secs(60))
+                .replication(5)
+                .min_insync_replicas(3)
+                .build()
+                .unwrap(),
+        ];
+        for spec in specs {
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: TopicSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "{json}");
+        }
+    }
+
+    #[test]
+    fn deserializing_revalidates() {
+        let good = serde_json::to_value(TopicSpec::private("stock", "levels").build().unwrap()).unwrap();
+        let edit = |field: &str, value: serde_json::Value| {
+            let mut v = good.clone();
+            v[field] = value;
+            serde_json::from_value::<TopicSpec>(v).unwrap_err().to_string()
+        };
+        let cases = [
+            (edit("partitions", 0.into()), "partitions must be at least 1"),
+            (edit("min_insync_replicas", 4.into()), "min.insync.replicas"),
+            (edit("owner", "Stock".into()), "invalid service name `Stock`"),
+            (edit("owner", "orders".into()), "a private topic of `orders` is named `orders.private.<name>`"),
+            (edit("name", "stock.public.levels-v1".into()), "stock.private.<name>"),
+            (edit("visibility", "public".into()), "stock.public.<event>-v<N>"),
+            (edit("global_order", true.into()), "exactly one partition"),
+            (edit("surprise", 1.into()), "unknown field `surprise`"),
+        ];
+        for (err, expected) in cases {
+            assert!(err.contains(expected), "`{err}` should say `{expected}`");
+        }
+        let mut v = serde_json::to_value(TopicSpec::public("orders", "created", 1).build().unwrap()).unwrap();
+        v["name"] = "orders.public.created-v01".into();
+        assert!(serde_json::from_value::<TopicSpec>(v).is_err(), "a version with a leading zero");
     }
 
     #[test]
