@@ -33,6 +33,7 @@ mod error;
 mod fetch;
 mod java;
 mod kafka;
+pub mod oracle;
 mod process;
 mod registry;
 

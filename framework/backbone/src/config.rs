@@ -252,6 +252,11 @@ impl Config {
         if self.allow_weak_durability {
             return Ok(());
         }
+        self.check_producer_durability_strict()
+    }
+
+    /// Like [`check_producer_durability`](Self::check_producer_durability), ignoring the opt-in.
+    pub fn check_producer_durability_strict(&self) -> Result<(), ConfigError> {
         for (key, value) in &self.producer_overrides {
             let why = match key.as_str() {
                 "acks" | "request.required.acks" if !matches!(value.as_str(), "all" | "-1") => {

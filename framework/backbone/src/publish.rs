@@ -1,0 +1,386 @@
+//! Durable, idempotent publishing.
+//!
+//! A [`Publisher`] belongs to one service and writes only the topics that service owns. Its producer
+//! is durable by default, whatever librdkafka's own defaults are:
+//!
+//! - `acks=all` and `enable.idempotence=true` (librdkafka defaults idempotence to off), at most 5
+//!   requests in flight: retries neither duplicate nor reorder;
+//! - keyed partitioning with `murmur2_random`, the Java client's partitioner: the same key always
+//!   lands on the same partition (per-entity order), and Java services agree on where;
+//! - [`Publisher::publish`] resolves only once the broker has acknowledged the write, with the
+//!   partition and offset (a consistency token for read-your-writes);
+//! - backpressure: at most `publish_queue` publishes are in flight; further publishers wait;
+//! - every event carries headers: event type, producing service, correlation id and W3C
+//!   `traceparent` (see [`crate::trace`]).
+//!
+//! Weaker settings are refused at start-up unless the loudly named opt-in is set (R4).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, ConfigError};
+use crate::health::HealthState;
+use crate::service::ServiceSpec;
+use crate::topic::TopicSpec;
+use crate::trace;
+
+/// Header names backbone puts on every event.
+pub mod headers {
+    /// The event's type name (`OrderCreated`).
+    pub const EVENT_TYPE: &str = "backbone-event-type";
+    /// The service that produced the event.
+    pub const PRODUCER: &str = "backbone-producer";
+    /// The correlation id of the request or event that caused this one.
+    pub const CORRELATION_ID: &str = "backbone-correlation-id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
+}
+
+/// The health component name of the publisher.
+pub const HEALTH_COMPONENT: &str = "publisher";
+
+/// Where an acknowledged event was written: its partition and offset. It is also the consistency
+/// token for read-your-writes: a reader that has applied this offset of this partition has seen it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Delivery {
+    /// The partition.
+    pub partition: i32,
+    /// The offset within the partition.
+    pub offset: i64,
+}
+
+impl fmt::Display for Delivery {
+    /// `partition:offset`, the consistency token's text form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.partition, self.offset)
+    }
+}
+
+/// An event to publish: its type, key, payload and any extra headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    event_type: &'a str,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    extra_headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl<'a> Outgoing<'a> {
+    /// An event of type `event_type` with `key` (the entity id: same key, same partition, in order)
+    /// and `payload`.
+    pub fn new(event_type: &'a str, key: &'a [u8], payload: &'a [u8]) -> Self {
+        Self { event_type, key: Some(key), payload: Some(payload), extra_headers: &[] }
+    }
+
+    /// A tombstone: deletes `key` from a compacted topic.
+    pub fn tombstone(event_type: &'a str, key: &'a [u8]) -> Self {
+        Self { event_type, key: Some(key), payload: None, extra_headers: &[] }
+    }
+
+    /// An event without a key (spread over partitions; no order between events).
+    pub fn unkeyed(event_type: &'a str, payload: &'a [u8]) -> Self {
+        Self { event_type, key: None, payload: Some(payload), extra_headers: &[] }
+    }
+
+    /// Extra headers, after backbone's own.
+    pub fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
+        self.extra_headers = headers;
+        self
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The service does not own the topic: only its owner writes it.
+    #[error("service `{service}` may not publish to `{topic}`: it is owned by service `{owner}`")]
+    NotOwner {
+        /// The publishing service.
+        service: String,
+        /// The topic.
+        topic: String,
+        /// Its owner.
+        owner: String,
+    },
+    /// The broker refused the service's principal (an ACL): not retried, not retriable.
+    #[error("not authorized to publish to `{topic}`: {code}")]
+    Unauthorized {
+        /// The topic.
+        topic: String,
+        /// Kafka's error code.
+        code: RDKafkaErrorCode,
+    },
+    /// The broker did not acknowledge within the delivery timeout (retries included). Retriable:
+    /// the event may or may not have been written.
+    #[error("publishing to `{topic}` was not acknowledged within {timeout:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// The delivery timeout.
+        timeout: Duration,
+    },
+    /// The broker rejected the event.
+    #[error("publishing to `{topic}` failed: {code}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// Kafka's error code.
+        code: RDKafkaErrorCode,
+    },
+    /// The publisher is shut down.
+    #[error("the publisher is closed")]
+    Closed,
+    /// The producer could not be created or failed fatally.
+    #[error("producer failure: {0}")]
+    Client(String),
+    /// The configuration weakens durability without the opt-in (R4).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl PublishError {
+    /// Whether publishing the same event again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::TimedOut { .. } => true,
+            Self::Rejected { code, .. } => is_retriable_code(*code),
+            _ => false,
+        }
+    }
+
+    fn from_kafka(topic: &str, timeout: Duration, e: KafkaError) -> Self {
+        let topic = topic.to_owned();
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageTimedOut) => Self::TimedOut { topic, timeout },
+            Some(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+            ) => Self::Unauthorized { topic, code },
+            Some(code) => Self::Rejected { topic, code },
+            None => Self::Client(e.to_string()),
+        }
+    }
+}
+
+fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageTimedOut
+            | C::RequestTimedOut
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+            | C::BrokerNotAvailable
+            | C::NetworkException
+            | C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::QueueFull
+            | C::UnknownTopicOrPartition
+    )
+}
+
+/// The producer's context: reports client-level errors (all brokers down …) as degraded health.
+struct PublishContext {
+    health: HealthState,
+}
+
+impl ClientContext for PublishContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "producer error");
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+            self.health.degrade(HEALTH_COMPONENT, format!("all brokers are down: {reason}"));
+        }
+    }
+}
+
+struct Inner {
+    service: String,
+    producer: FutureProducer<PublishContext>,
+    owned: HashMap<String, TopicSpec>,
+    permits: Arc<Semaphore>,
+    capacity: u32,
+    delivery_timeout: Duration,
+    health: HealthState,
+    closed: AtomicBool,
+}
+
+/// Publishes a service's events, durably. Cheap to clone: clones share one producer.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher").field("service", &self.inner.service).finish_non_exhaustive()
+    }
+}
+
+/// The librdkafka producer properties backbone sets, before `Config::producer_overrides`.
+pub fn producer_config(config: &Config, service: &str) -> rdkafka::ClientConfig {
+    let mut c = config.client_config(service);
+    let capacity = config.publish_queue.clamp(1, 10_000_000);
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string())
+        // One more than the publishers may have in flight, so librdkafka's queue never refuses.
+        .set("queue.buffering.max.messages", (capacity + 1).to_string());
+    for (k, v) in &config.producer_overrides {
+        c.set(k, v);
+    }
+    // librdkafka refuses idempotence beside acks≠all, more than 5 in flight or no retries. When the
+    // opt-in weakens one of those and idempotence was not set explicitly, it goes too.
+    if config.allow_weak_durability
+        && !config.producer_overrides.contains_key("enable.idempotence")
+        && config.check_producer_durability_strict().is_err()
+    {
+        c.set("enable.idempotence", "false");
+    }
+    c
+}
+
+impl Publisher {
+    /// A publisher for `spec`'s service. Refuses configurations that weaken durability (R4).
+    pub fn new(config: &Config, spec: &ServiceSpec) -> Result<Self, PublishError> {
+        Self::with_health(config, spec, HealthState::default())
+    }
+
+    /// Like [`Publisher::new`], reporting into a shared [`HealthState`].
+    pub fn with_health(config: &Config, spec: &ServiceSpec, health: HealthState) -> Result<Self, PublishError> {
+        config.check_producer_durability()?;
+        if config.allow_weak_durability {
+            tracing::warn!(
+                service = spec.name(),
+                "BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY is set: acknowledged events may be lost or duplicated"
+            );
+        }
+        let producer: FutureProducer<PublishContext> = producer_config(config, spec.name())
+            .create_with_context(PublishContext { health: health.clone() })
+            .map_err(|e| PublishError::Client(e.to_string()))?;
+        let capacity = u32::try_from(config.publish_queue.clamp(1, 10_000_000)).unwrap_or(u32::MAX);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                service: spec.name().to_owned(),
+                producer,
+                owned: spec.owned_topics().iter().map(|t| (t.name().to_owned(), t.clone())).collect(),
+                permits: Arc::new(Semaphore::new(capacity as usize)),
+                capacity,
+                delivery_timeout: config.delivery_timeout,
+                health,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The publishing service's name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The health this publisher reports into.
+    pub fn health(&self) -> &HealthState {
+        &self.inner.health
+    }
+
+    /// Publishes `event` to `topic` and resolves once the broker has acknowledged it (`acks=all`),
+    /// with where it was written. Waits, rather than failing, while `publish_queue` publishes are
+    /// already in flight.
+    pub async fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<Delivery, PublishError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed);
+        }
+        if !inner.owned.contains_key(topic.name()) {
+            return Err(PublishError::NotOwner {
+                service: inner.service.clone(),
+                topic: topic.name().to_owned(),
+                owner: topic.owner().to_owned(),
+            });
+        }
+        let _permit = inner.permits.acquire().await.map_err(|_| PublishError::Closed)?;
+
+        let correlation = trace::correlation_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let traceparent = trace::current_traceparent();
+        let mut headers = OwnedHeaders::new_with_capacity(4 + event.extra_headers.len())
+            .insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type) })
+            .insert(Header { key: headers::PRODUCER, value: Some(inner.service.as_str()) })
+            .insert(Header { key: headers::CORRELATION_ID, value: Some(correlation.as_str()) })
+            .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) });
+        for (k, v) in event.extra_headers {
+            headers = headers.insert(Header { key: k, value: Some(*v) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic.name()).headers(headers);
+        if let Some(key) = event.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = event.payload {
+            record = record.payload(payload);
+        }
+
+        let deadline = tokio::time::Instant::now() + inner.delivery_timeout;
+        let future = loop {
+            match inner.producer.send_result(record) {
+                Ok(future) => break future,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    // Only the byte bound (queue.buffering.max.kbytes) can be hit here; the count bound
+                    // is held by the semaphore. librdkafka offers no event for free space.
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(self.failed(topic, e)),
+            }
+        };
+        match future.await {
+            Ok(Ok(d)) => {
+                inner.health.recover(HEALTH_COMPONENT);
+                Ok(Delivery { partition: d.partition, offset: d.offset })
+            }
+            Ok(Err((e, _))) => Err(self.failed(topic, e)),
+            Err(_canceled) => Err(PublishError::Closed),
+        }
+    }
+
+    fn failed(&self, topic: &TopicSpec, e: KafkaError) -> PublishError {
+        let err = PublishError::from_kafka(topic.name(), self.inner.delivery_timeout, e);
+        if err.is_retriable() {
+            self.inner.health.degrade(HEALTH_COMPONENT, err.to_string());
+        }
+        err
+    }
+
+    /// Stops accepting publishes, waits up to `timeout` for those in flight to be acknowledged, and
+    /// flushes the producer. Everything acknowledged to a caller is on the brokers before this returns.
+    pub async fn close(&self, timeout: Duration) -> Result<(), PublishError> {
+        let inner = &*self.inner;
+        inner.closed.store(true, Ordering::Release);
+        let drained = tokio::time::timeout(timeout, inner.permits.acquire_many(inner.capacity)).await;
+        let producer = inner.producer.clone();
+        let remaining = timeout.saturating_sub(Duration::from_millis(1));
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(remaining))
+            .await
+            .map_err(|e| PublishError::Client(e.to_string()))?;
+        match (drained, flushed) {
+            (Ok(_), Ok(())) => Ok(()),
+            (_, Err(e)) => Err(PublishError::Client(format!("flush on close: {e}"))),
+            (Err(_), Ok(())) => Err(PublishError::Client(format!("publishes still in flight after {timeout:?}"))),
+        }
+    }
+}

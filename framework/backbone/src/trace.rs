@@ -1,0 +1,194 @@
+//! W3C trace context (`traceparent`) carried by tracing spans, and the correlation id carried by tasks.
+//!
+//! Install [`TraceContextLayer`] in your subscriber and every span gets a W3C trace id and span id:
+//! a root span starts a new trace, a child span continues its parent's, and a span with a
+//! `traceparent` field (as the consumer's per-event span has) continues the remote producer's trace.
+//! [`current_traceparent`] gives the header for the current span; publishing puts it on every event.
+//! Without the layer, each publish starts a fresh trace.
+
+use std::fmt;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Dispatch, Subscriber};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The W3C header name.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A span's place in a W3C trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16-byte trace id (never all zero).
+    pub trace_id: u128,
+    /// 8-byte span id (never zero).
+    pub span_id: u64,
+    /// Whether the trace is sampled.
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// A new root context: a fresh trace id and span id, sampled.
+    pub fn new_root() -> Self {
+        Self { trace_id: random_u128(), span_id: random_u64(), sampled: true }
+    }
+
+    /// A child of this context: same trace, new span id.
+    pub fn child(&self) -> Self {
+        Self { span_id: random_u64(), ..*self }
+    }
+
+    /// Parses a `traceparent` header value (`00-<32 hex>-<16 hex>-<2 hex>`).
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(Self { trace_id, span_id, sampled: flags & 1 == 1 })
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+    }
+}
+
+fn random_u128() -> u128 {
+    loop {
+        let v = uuid::Uuid::new_v4().as_u128();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn random_u64() -> u64 {
+    loop {
+        let v = uuid::Uuid::new_v4().as_u64_pair().0;
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// A [`tracing_subscriber::Layer`] that gives every span a W3C [`TraceContext`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextLayer;
+
+struct TraceparentField(Option<TraceContext>);
+
+impl Visit for TraceparentField {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == TRACEPARENT {
+            self.0 = TraceContext::parse(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == TRACEPARENT {
+            self.0 = TraceContext::parse(format!("{value:?}").trim_matches('"'));
+        }
+    }
+}
+
+impl<S> Layer<S> for TraceContextLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut remote = TraceparentField(None);
+        attrs.record(&mut remote);
+        let context = match remote.0 {
+            Some(remote) => remote.child(),
+            None => span
+                .parent()
+                .and_then(|p| p.extensions().get::<TraceContext>().map(TraceContext::child))
+                .unwrap_or_else(TraceContext::new_root),
+        };
+        span.extensions_mut().insert(context);
+    }
+}
+
+/// The trace context of the current span, if a [`TraceContextLayer`] is installed on a
+/// `tracing_subscriber::Registry`.
+pub fn current_context() -> Option<TraceContext> {
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch): (&Id, &Dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.extensions().get::<TraceContext>().copied()
+        })
+        .flatten()
+}
+
+/// The `traceparent` for an event published now: the current span's context, or a new trace.
+pub fn current_traceparent() -> String {
+    current_context().unwrap_or_else(TraceContext::new_root).to_string()
+}
+
+tokio::task_local! {
+    static CORRELATION_ID: String;
+}
+
+/// Runs `future` with `id` as its correlation id: every event it publishes carries it.
+pub async fn with_correlation_id<F: std::future::Future>(id: impl Into<String>, future: F) -> F::Output {
+    CORRELATION_ID.scope(id.into(), future).await
+}
+
+/// The current task's correlation id, if one is set.
+pub fn correlation_id() -> Option<String> {
+    CORRELATION_ID.try_with(Clone::clone).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn traceparent_round_trips() {
+        let c = TraceContext::new_root();
+        assert_eq!(TraceContext::parse(&c.to_string()), Some(c));
+        assert_eq!(TraceContext::parse("00-00000000000000000000000000000000-0000000000000001-01"), None);
+        assert_eq!(TraceContext::parse("garbage"), None);
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(TraceContext::parse(w3c).unwrap().to_string(), w3c);
+    }
+
+    #[test]
+    fn spans_continue_their_parent_and_remote_traces() {
+        let subscriber = Registry::default().with(TraceContextLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(current_context(), None, "no span, no context");
+            let root = tracing::info_span!("root");
+            let _r = root.enter();
+            let root_ctx = current_context().expect("root context");
+            let child = tracing::info_span!("child");
+            let _c = child.enter();
+            let child_ctx = current_context().expect("child context");
+            assert_eq!(child_ctx.trace_id, root_ctx.trace_id);
+            assert_ne!(child_ctx.span_id, root_ctx.span_id);
+
+            let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let handled = tracing::info_span!("handle", traceparent = remote);
+            let _h = handled.enter();
+            assert_eq!(current_context().unwrap().trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+            assert!(current_traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        });
+    }
+
+    #[tokio::test]
+    async fn correlation_id_is_task_scoped() {
+        assert_eq!(correlation_id(), None);
+        let inside = with_correlation_id("req-42", async { correlation_id() }).await;
+        assert_eq!(inside.as_deref(), Some("req-42"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Helpers for backbone's integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone::{Config, Outgoing, Profile, PublishError, Publisher, Service, TopicSpec};
+use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
+use backbone_testkit::unique;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+
+/// A configuration pointing at `bootstrap`, development profile (single-broker friendly).
+pub fn config(bootstrap: &str) -> Config {
+    let mut c = Config::default();
+    c.bootstrap_servers = bootstrap.to_owned();
+    c.profile = Profile::Development;
+    c
+}
+
+/// A fresh service name and a public topic it owns (not yet created).
+pub fn owned_topic(partitions: i32) -> (String, TopicSpec) {
+    let service = unique("svc");
+    let topic = TopicSpec::public(&service, "events", 1).partitions(partitions).build().expect("topic");
+    (service, topic)
+}
+
+/// A publisher for `service` owning `topic`.
+pub fn publisher(config: &Config, service: &str, topic: &TopicSpec) -> Publisher {
+    let spec = Service::new(service).owns(topic).spec().expect("spec");
+    Publisher::new(config, &spec).expect("publisher")
+}
+
+/// Publishes `count` oracle events over `keys` keys (seq = index / keys), at most `window` in flight,
+/// recording acknowledgements in `oracle`. `on_ack(acked)` runs after each acknowledgement.
+pub async fn publish_oracle(
+    publisher: &Publisher,
+    topic: &TopicSpec,
+    count: usize,
+    keys: usize,
+    window: usize,
+    oracle: &Arc<Mutex<Oracle>>,
+    mut on_ack: impl FnMut(usize),
+) -> Vec<PublishError> {
+    let producer = publisher.service().to_owned();
+    let mut in_flight = FuturesUnordered::new();
+    let mut errors = Vec::new();
+    let mut acked = 0;
+    let mut next = 0;
+    while next < count || !in_flight.is_empty() {
+        while next < count && in_flight.len() < window {
+            let (key, seq) = (format!("key-{}", next % keys), (next / keys) as u64);
+            let producer = producer.clone();
+            in_flight.push(async move {
+                let seq_text = seq.to_string();
+                let headers = [(PRODUCER_HEADER, producer.as_bytes()), (SEQ_HEADER, seq_text.as_bytes())];
+                let event = Outgoing::new("OracleEvent", key.as_bytes(), seq_text.as_bytes()).headers(&headers);
+                (key.clone(), seq, publisher.publish(topic, event).await)
+            });
+            next += 1;
+        }
+        if let Some((key, seq, result)) = in_flight.next().await {
+            match result {
+                Ok(_) => {
+                    oracle.lock().unwrap().acknowledged(&producer, &key, seq);
+                    acked += 1;
+                    on_ack(acked);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    errors
+}
+
+/// Reads `topic` back into the oracle and returns its report.
+pub async fn check(
+    client: rdkafka::ClientConfig,
+    topic: &TopicSpec,
+    expected: usize,
+    oracle: Arc<Mutex<Oracle>>,
+) -> backbone_testkit::oracle::Report {
+    let name = topic.name().to_owned();
+    let seen = tokio::task::spawn_blocking(move || {
+        backbone_testkit::oracle::read_topic(&client, &name, expected, Duration::from_secs(120))
+    })
+    .await
+    .expect("reader");
+    let mut oracle = oracle.lock().unwrap();
+    for s in seen {
+        oracle.seen(s);
+    }
+    oracle.report()
+}
