@@ -50,7 +50,10 @@ pub struct Report {
 impl Report {
     /// Nothing lost, duplicated, reordered or skipped.
     pub fn is_clean(&self) -> bool {
-        self.lost.is_empty() && self.duplicate.is_empty() && self.reorder.is_empty() && self.poll_skip.is_empty()
+        self.lost.is_empty()
+            && self.duplicate.is_empty()
+            && self.reorder.is_empty()
+            && self.poll_skip.is_empty()
     }
 }
 
@@ -117,22 +120,25 @@ impl Oracle {
         let mut counts: HashMap<(&str, &str, u64), usize> = HashMap::new();
         let mut last_seq: HashMap<(&str, &str), u64> = HashMap::new();
         let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut report = Report { acknowledged: self.acked.len(), seen: self.seen.len(), ..Report::default() };
+        let mut report =
+            Report { acknowledged: self.acked.len(), seen: self.seen.len(), ..Report::default() };
         for s in &self.seen {
             let id = (s.producer.as_str(), s.key.as_str(), s.seq);
             *counts.entry(id).or_default() += 1;
             let key = (s.producer.as_str(), s.key.as_str());
-            if let Some(prev) = last_seq.get(&key) {
-                if s.seq < *prev && counts[&id] == 1 {
-                    report.reorder.push((s.producer.clone(), s.key.clone(), *prev, s.seq));
-                }
+            if let Some(prev) = last_seq.get(&key)
+                && s.seq < *prev
+                && counts[&id] == 1
+            {
+                report.reorder.push((s.producer.clone(), s.key.clone(), *prev, s.seq));
             }
             let entry = last_seq.entry(key).or_insert(s.seq);
             *entry = (*entry).max(s.seq);
-            if let Some(prev) = last_offset.get(&s.partition) {
-                if s.offset > prev + 1 && !self.reassigned.contains(&s.partition) {
-                    report.poll_skip.push((s.partition, *prev, s.offset));
-                }
+            if let Some(prev) = last_offset.get(&s.partition)
+                && s.offset > prev + 1
+                && !self.reassigned.contains(&s.partition)
+            {
+                report.poll_skip.push((s.partition, *prev, s.offset));
             }
             last_offset.insert(s.partition, s.offset);
         }
@@ -176,7 +182,10 @@ pub fn read_topic(config: &ClientConfig, topic: &str, expected: usize, timeout: 
         let Ok(msg) = msg else { continue };
         let header = |name: &str| {
             msg.headers().and_then(|h| {
-                h.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                h.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
             })
         };
         let (Some(producer), Some(seq)) = (header(PRODUCER_HEADER), header(SEQ_HEADER)) else { continue };

@@ -15,17 +15,19 @@
 //!
 //! Weaker settings are refused at start-up unless the loudly named opt-in is set (R4).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::{Config, ConfigError};
 use crate::health::HealthState;
@@ -206,11 +208,104 @@ impl ClientContext for PublishContext {
     }
 }
 
+/// What a publish captures from its caller at call time.
+struct Context {
+    correlation: String,
+    traceparent: String,
+}
+
+/// Keeps publishes in call order: each call takes a ticket at once; a publish enqueues only on its
+/// turn, so the order in which futures are polled does not matter.
+#[derive(Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct TurnState {
+    next_ticket: u64,
+    next_to_send: u64,
+    /// Tickets whose futures were dropped before their turn.
+    abandoned: BTreeSet<u64>,
+}
+
+impl Turns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Ticket<'_> {
+        let mut s = self.lock();
+        let number = s.next_ticket;
+        s.next_ticket += 1;
+        Ticket { turns: self, number, finished: false }
+    }
+
+    fn is_turn(&self, ticket: u64) -> bool {
+        self.lock().next_to_send == ticket
+    }
+
+    async fn wait_for(&self, ticket: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_turn(ticket) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends `ticket`'s turn (sent, failed or abandoned) and passes the turn on.
+    fn release(&self, ticket: u64) {
+        let mut s = self.lock();
+        if s.next_to_send != ticket {
+            s.abandoned.insert(ticket);
+            return;
+        }
+        s.next_to_send += 1;
+        loop {
+            let next = s.next_to_send;
+            if !s.abandoned.remove(&next) {
+                break;
+            }
+            s.next_to_send += 1;
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A place in line; giving it up (drop) passes the turn on.
+struct Ticket<'a> {
+    turns: &'a Turns,
+    number: u64,
+    finished: bool,
+}
+
+impl Ticket<'_> {
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.turns.release(self.number);
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 struct Inner {
     service: String,
     producer: FutureProducer<PublishContext>,
     owned: HashMap<String, TopicSpec>,
     permits: Arc<Semaphore>,
+    turns: Turns,
     capacity: u32,
     delivery_timeout: Duration,
     health: HealthState,
@@ -262,7 +357,11 @@ impl Publisher {
     }
 
     /// Like [`Publisher::new`], reporting into a shared [`HealthState`].
-    pub fn with_health(config: &Config, spec: &ServiceSpec, health: HealthState) -> Result<Self, PublishError> {
+    pub fn with_health(
+        config: &Config,
+        spec: &ServiceSpec,
+        health: HealthState,
+    ) -> Result<Self, PublishError> {
         config.check_producer_durability()?;
         if config.allow_weak_durability {
             tracing::warn!(
@@ -280,6 +379,7 @@ impl Publisher {
                 producer,
                 owned: spec.owned_topics().iter().map(|t| (t.name().to_owned(), t.clone())).collect(),
                 permits: Arc::new(Semaphore::new(capacity as usize)),
+                turns: Turns::default(),
                 capacity,
                 delivery_timeout: config.delivery_timeout,
                 health,
@@ -301,7 +401,92 @@ impl Publisher {
     /// Publishes `event` to `topic` and resolves once the broker has acknowledged it (`acks=all`),
     /// with where it was written. Waits, rather than failing, while `publish_queue` publishes are
     /// already in flight.
-    pub async fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<Delivery, PublishError> {
+    ///
+    /// Events are enqueued in **call order**, however the returned futures are later awaited: the
+    /// call takes its place in line (and captures the correlation id and trace context) at once, and
+    /// enqueues the event right away when there is room. So `publish(a); publish(b)` with the same key
+    /// writes `a` before `b` even when both futures are awaited together (`join_all`,
+    /// `FuturesUnordered`). A future dropped before its turn gives its place up.
+    pub fn publish<'a>(
+        &'a self,
+        topic: &'a TopicSpec,
+        event: Outgoing<'a>,
+    ) -> impl Future<Output = Result<Delivery, PublishError>> + Send + 'a {
+        let inner = &*self.inner;
+        let admitted = self.admit(topic);
+        let context = Context {
+            correlation: trace::correlation_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            traceparent: trace::current_traceparent(),
+        };
+        let mut ticket = admitted.is_ok().then(|| inner.turns.take());
+        // The fast path, at call time: our turn and room in the queue.
+        let mut early = None;
+        if let Some(t) = ticket.as_mut()
+            && inner.turns.is_turn(t.number)
+            && let Ok(permit) = inner.permits.clone().try_acquire_owned()
+        {
+            match self.enqueue(topic, &event, &context) {
+                Ok(Some(future)) => {
+                    t.finish();
+                    early = Some(Ok((future, permit)));
+                }
+                Ok(None) => {} // librdkafka's byte bound: wait below
+                Err(e) => {
+                    t.finish();
+                    early = Some(Err(e));
+                }
+            }
+        }
+        async move {
+            admitted?;
+            let (future, _permit) = match early {
+                Some(result) => result?,
+                None => {
+                    let mut ticket = ticket.expect("admitted publishes hold a ticket");
+                    inner.turns.wait_for(ticket.number).await;
+                    let permit =
+                        inner.permits.clone().acquire_owned().await.map_err(|_| PublishError::Closed)?;
+                    let deadline = tokio::time::Instant::now() + inner.delivery_timeout;
+                    loop {
+                        match self.enqueue(topic, &event, &context) {
+                            Ok(Some(future)) => {
+                                ticket.finish();
+                                break (future, permit);
+                            }
+                            // Only the byte bound (queue.buffering.max.kbytes) can be hit here; the
+                            // count bound is held by the permits. librdkafka offers no event for
+                            // free space, so back off briefly, keeping our turn.
+                            Ok(None) if tokio::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            Ok(None) => {
+                                ticket.finish();
+                                return Err(PublishError::TimedOut {
+                                    topic: topic.name().to_owned(),
+                                    timeout: inner.delivery_timeout,
+                                });
+                            }
+                            Err(e) => {
+                                ticket.finish();
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+            };
+            match future.await {
+                Ok(Ok(d)) => {
+                    inner.health.recover(HEALTH_COMPONENT);
+                    Ok(Delivery { partition: d.partition, offset: d.offset })
+                }
+                Ok(Err((e, _))) => Err(self.failed(topic, e)),
+                Err(_canceled) => Err(PublishError::Closed),
+            }
+        }
+    }
+
+    /// Checks, at call time, that the publisher is open and the service owns the topic.
+    fn admit(&self, topic: &TopicSpec) -> Result<(), PublishError> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
@@ -313,15 +498,22 @@ impl Publisher {
                 owner: topic.owner().to_owned(),
             });
         }
-        let _permit = inner.permits.acquire().await.map_err(|_| PublishError::Closed)?;
+        Ok(())
+    }
 
-        let correlation = trace::correlation_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let traceparent = trace::current_traceparent();
+    /// Hands the event to librdkafka: `Ok(None)` if its queue is full (nothing enqueued).
+    fn enqueue(
+        &self,
+        topic: &TopicSpec,
+        event: &Outgoing<'_>,
+        context: &Context,
+    ) -> Result<Option<DeliveryFuture>, PublishError> {
+        let inner = &*self.inner;
         let mut headers = OwnedHeaders::new_with_capacity(4 + event.extra_headers.len())
             .insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type) })
             .insert(Header { key: headers::PRODUCER, value: Some(inner.service.as_str()) })
-            .insert(Header { key: headers::CORRELATION_ID, value: Some(correlation.as_str()) })
-            .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) });
+            .insert(Header { key: headers::CORRELATION_ID, value: Some(context.correlation.as_str()) })
+            .insert(Header { key: headers::TRACEPARENT, value: Some(context.traceparent.as_str()) });
         for (k, v) in event.extra_headers {
             headers = headers.insert(Header { key: k, value: Some(*v) });
         }
@@ -332,29 +524,10 @@ impl Publisher {
         if let Some(payload) = event.payload {
             record = record.payload(payload);
         }
-
-        let deadline = tokio::time::Instant::now() + inner.delivery_timeout;
-        let future = loop {
-            match inner.producer.send_result(record) {
-                Ok(future) => break future,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    // Only the byte bound (queue.buffering.max.kbytes) can be hit here; the count bound
-                    // is held by the semaphore. librdkafka offers no event for free space.
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(self.failed(topic, e)),
-            }
-        };
-        match future.await {
-            Ok(Ok(d)) => {
-                inner.health.recover(HEALTH_COMPONENT);
-                Ok(Delivery { partition: d.partition, offset: d.offset })
-            }
-            Ok(Err((e, _))) => Err(self.failed(topic, e)),
-            Err(_canceled) => Err(PublishError::Closed),
+        match inner.producer.send_result(record) {
+            Ok(future) => Ok(Some(future)),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(None),
+            Err((e, _)) => Err(self.failed(topic, e)),
         }
     }
 
@@ -380,7 +553,9 @@ impl Publisher {
         match (drained, flushed) {
             (Ok(_), Ok(())) => Ok(()),
             (_, Err(e)) => Err(PublishError::Client(format!("flush on close: {e}"))),
-            (Err(_), Ok(())) => Err(PublishError::Client(format!("publishes still in flight after {timeout:?}"))),
+            (Err(_), Ok(())) => {
+                Err(PublishError::Client(format!("publishes still in flight after {timeout:?}")))
+            }
         }
     }
 }

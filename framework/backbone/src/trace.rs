@@ -44,7 +44,8 @@ impl TraceContext {
     pub fn parse(header: &str) -> Option<Self> {
         let mut parts = header.trim().split('-');
         let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2
+        {
             return None;
         }
         let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;

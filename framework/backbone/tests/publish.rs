@@ -64,7 +64,12 @@ async fn same_key_same_partition_in_order() {
         let mut deliveries = Vec::new();
         for i in 0..20 {
             let payload = i.to_string();
-            deliveries.push(publisher.publish(&topic, Outgoing::new("E", key.as_bytes(), payload.as_bytes())).await.unwrap());
+            deliveries.push(
+                publisher
+                    .publish(&topic, Outgoing::new("E", key.as_bytes(), payload.as_bytes()))
+                    .await
+                    .unwrap(),
+            );
         }
         assert!(deliveries.iter().all(|d| d.partition == deliveries[0].partition), "{key}: one partition");
         assert!(deliveries.windows(2).all(|w| w[0].offset < w[1].offset), "{key}: offsets increase");
@@ -135,7 +140,10 @@ async fn publishing_to_a_topic_the_service_does_not_own_fails_fast() {
     assert!(matches!(err, PublishError::NotOwner { .. }), "{err:?}");
     assert!(!err.is_retriable());
     let text = err.to_string();
-    assert!(text.contains(&service) && text.contains(foreign.name()) && text.contains(foreign.owner()), "{text}");
+    assert!(
+        text.contains(&service) && text.contains(foreign.name()) && text.contains(foreign.owner()),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -194,11 +202,16 @@ fn r4_weak_producer_settings_are_refused_at_startup() {
             other => panic!("expected an unsafe-setting error for {key}={value}, got {other:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains(&format!("{key}={value}")) && text.contains("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY"), "{text}");
+        assert!(
+            text.contains(&format!("{key}={value}"))
+                && text.contains("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY"),
+            "{text}"
+        );
 
         // From the environment too, naming the variable's setting.
         let env = Config::from_lookup("orders", |k| {
-            (k == format!("KAFKA_PRODUCER_{}", key.replace('.', "_").to_uppercase())).then(|| value.to_owned())
+            (k == format!("KAFKA_PRODUCER_{}", key.replace('.', "_").to_uppercase()))
+                .then(|| value.to_owned())
         });
         assert!(matches!(env, Err(ConfigError::UnsafeProducerSetting { .. })), "{key}: {env:?}");
 
@@ -232,4 +245,33 @@ fn r13a_declaring_another_services_topics_is_refused_at_startup() {
     // Reading a public topic and owning its own topics is fine; the owner may read its private topic.
     Service::new("stock").consumes(&order_created).spec().expect("public topics are readable");
     Service::new("orders").owns(&payments).consumes(&payments).spec().expect("owners read their own");
+}
+
+#[tokio::test]
+async fn publishes_enqueue_in_call_order_however_they_are_awaited() {
+    let kafka = shared_kafka();
+    let (service, topic) = common::owned_topic(1);
+    kafka.create_topic(topic.name(), 1, 1).await.expect("topic");
+    let mut config = common::config(kafka.bootstrap_servers());
+    config.publish_queue = 4; // most calls must wait their turn
+    let publisher = common::publisher(&config, &service, &topic);
+    let payloads: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    let mut futures: Vec<_> = payloads
+        .iter()
+        .map(|p| Some(publisher.publish(&topic, Outgoing::new("E", b"one-key", p.as_bytes()))))
+        .collect();
+    // Give up every tenth place in line (never awaited), then await the rest newest first.
+    for (i, f) in futures.iter_mut().enumerate() {
+        if i % 10 == 5 {
+            *f = None;
+        }
+    }
+    let kept: Vec<(usize, _)> =
+        futures.into_iter().enumerate().filter_map(|(i, f)| f.map(|f| (i, f))).rev().collect();
+    let (indexes, futures): (Vec<usize>, Vec<_>) = kept.into_iter().unzip();
+    let deliveries = futures::future::join_all(futures).await;
+    let mut by_call: Vec<(usize, i64)> =
+        indexes.into_iter().zip(deliveries).map(|(i, d)| (i, d.expect("acknowledged").offset)).collect();
+    by_call.sort();
+    assert!(by_call.windows(2).all(|w| w[0].1 < w[1].1), "offsets follow call order: {by_call:?}");
 }

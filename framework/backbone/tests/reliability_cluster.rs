@@ -26,7 +26,8 @@ async fn r1_leader_kills_lose_duplicate_and_reorder_nothing() {
     let publisher = common::publisher(&config, &service, &topic);
 
     // The busy partition: the one key-0 lands on (every key gets 100 events).
-    let busy = publisher.publish(&topic, Outgoing::new("Warmup", b"key-0", b"")).await.expect("warm-up").partition;
+    let busy =
+        publisher.publish(&topic, Outgoing::new("Warmup", b"key-0", b"")).await.expect("warm-up").partition;
     let cluster = Arc::new(Mutex::new(cluster));
     let kill_and_restart = |cluster: Arc<Mutex<KafkaCluster>>, name: String| {
         tokio::task::spawn_blocking(move || {
@@ -53,7 +54,12 @@ async fn r1_leader_kills_lose_duplicate_and_reorder_nothing() {
         killed.push(k.await.expect("kill/restart"));
     }
     assert_eq!(killed.len(), 2, "two leader kills happened");
-    assert!(errors.is_empty(), "every publish resolved Ok: {} errors, e.g. {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "every publish resolved Ok: {} errors, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
 
     let report = common::check(client, &topic, EVENTS + 1, oracle).await;
     eprintln!("R1: published {EVENTS} in {elapsed:?}, killed leaders {killed:?}; {report}");

@@ -22,9 +22,12 @@ async fn publish_through_faults(max_in_flight: Option<&str>) -> backbone_testkit
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
     ];
-    let errors: Vec<RDKafkaRespErr> = (0..20_000)
-        .map(|i| if i % 100 == 99 { faults[(i / 100) % 3] } else { RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR })
-        .collect();
+    let errors: Vec<RDKafkaRespErr> =
+        (0..20_000)
+            .map(|i| {
+                if i % 100 == 99 { faults[(i / 100) % 3] } else { RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR }
+            })
+            .collect();
     mock.request_errors(RDKafkaApiKey::Produce, &errors);
 
     let bootstrap = mock.bootstrap_servers();

@@ -55,7 +55,8 @@ pub async fn publish_oracle(
             in_flight.push(async move {
                 let seq_text = seq.to_string();
                 let headers = [(PRODUCER_HEADER, producer.as_bytes()), (SEQ_HEADER, seq_text.as_bytes())];
-                let event = Outgoing::new("OracleEvent", key.as_bytes(), seq_text.as_bytes()).headers(&headers);
+                let event =
+                    Outgoing::new("OracleEvent", key.as_bytes(), seq_text.as_bytes()).headers(&headers);
                 (key.clone(), seq, publisher.publish(topic, event).await)
             });
             next += 1;
