@@ -174,8 +174,15 @@ impl AclOperation {
     }
 }
 
+/// A random KRaft cluster id (22 characters of URL-safe base64). Never starting with `-`, which
+/// StorageTool's argument parser would take for an option.
 fn cluster_id() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 const LOG4J2: &str = "status = error

@@ -16,6 +16,7 @@ enum Inner {
     Config(crate::config::ConfigError),
     Topic(crate::topic::TopicError),
     Provision(crate::provision::ProvisionError),
+    Publish(crate::publish::PublishError),
 }
 
 /// Which area an [`Error`] comes from.
@@ -28,6 +29,8 @@ pub enum ErrorKind {
     Topic,
     /// Topic provisioning ([`crate::provision::ProvisionError`]).
     Provision,
+    /// Publishing ([`crate::publish::PublishError`]).
+    Publish,
 }
 
 impl Error {
@@ -37,6 +40,7 @@ impl Error {
             Inner::Config(_) => ErrorKind::Config,
             Inner::Topic(_) => ErrorKind::Topic,
             Inner::Provision(_) => ErrorKind::Provision,
+            Inner::Publish(_) => ErrorKind::Publish,
         }
     }
 
@@ -46,6 +50,7 @@ impl Error {
             Inner::Config(e) => e.is_retriable(),
             Inner::Topic(e) => e.is_retriable(),
             Inner::Provision(e) => e.is_retriable(),
+            Inner::Publish(e) => e.is_retriable(),
         }
     }
 
@@ -72,6 +77,14 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The publish error inside, if that is what this is.
+    pub fn as_publish(&self) -> Option<&crate::publish::PublishError> {
+        match &self.inner {
+            Inner::Publish(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -80,6 +93,7 @@ impl fmt::Display for Error {
             Inner::Config(e) => e.fmt(f),
             Inner::Topic(e) => e.fmt(f),
             Inner::Provision(e) => e.fmt(f),
+            Inner::Publish(e) => e.fmt(f),
         }
     }
 }
@@ -90,6 +104,7 @@ impl std::error::Error for Error {
             Inner::Config(e) => Some(e),
             Inner::Topic(e) => Some(e),
             Inner::Provision(e) => Some(e),
+            Inner::Publish(e) => Some(e),
         }
     }
 }
@@ -114,3 +129,9 @@ impl From<crate::provision::ProvisionError> for Error {
 
 /// `Result<T, backbone::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::publish::PublishError> for Error {
+    fn from(e: crate::publish::PublishError) -> Self {
+        Self { inner: Inner::Publish(e) }
+    }
+}

@@ -35,5 +35,5 @@ pub use config::{Config, ConfigError, Profile};
 pub use error::{Error, Result};
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, PublishError, Publisher};
-pub use service::{Service, ServiceSpec};
+pub use service::{Running, Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};

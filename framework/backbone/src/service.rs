@@ -207,3 +207,52 @@ mod tests {
         assert!(err.contains("private topic of service `stock`"), "{err}");
     }
 }
+
+/// A started service: its topics provisioned, its publisher ready.
+///
+/// [`ServiceSpec::start`] is the start-up sequence in one call: refuse weak producer settings (R4),
+/// provision the owned topics (create what is missing, fix safe drift, refuse unsafe drift), then
+/// open the durable publisher. [`Running::shutdown`] flushes it, so nothing acknowledged is lost.
+#[derive(Debug)]
+pub struct Running {
+    spec: ServiceSpec,
+    publisher: crate::publish::Publisher,
+    health: crate::health::HealthState,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl ServiceSpec {
+    /// Starts the service against the cluster in `config`; see [`Running`].
+    pub async fn start(&self, config: &crate::config::Config) -> crate::Result<Running> {
+        config.check_producer_durability()?;
+        let provisioner = crate::provision::Provisioner::new(config, &self.name)?;
+        let report = provisioner.provision(&self.owns).await?;
+        tracing::info!(service = %self.name, "topics provisioned:\n{report}");
+        let health = crate::health::HealthState::default();
+        let publisher = crate::publish::Publisher::with_health(config, self, health.clone())?;
+        Ok(Running { spec: self.clone(), publisher, health, shutdown_timeout: config.shutdown_timeout })
+    }
+}
+
+impl Running {
+    /// The service's declaration.
+    pub fn spec(&self) -> &ServiceSpec {
+        &self.spec
+    }
+
+    /// The service's publisher (clone it freely).
+    pub fn publisher(&self) -> &crate::publish::Publisher {
+        &self.publisher
+    }
+
+    /// The service's health.
+    pub fn health(&self) -> &crate::health::HealthState {
+        &self.health
+    }
+
+    /// Stops publishing and flushes within the configured shutdown budget.
+    pub async fn shutdown(self) -> crate::Result<()> {
+        self.publisher.close(self.shutdown_timeout).await?;
+        Ok(())
+    }
+}
