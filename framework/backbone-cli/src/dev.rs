@@ -46,10 +46,11 @@ async fn up(brokers: usize, sasl: bool) -> Result<(), TestkitError> {
     );
 
     let kafka = tokio::task::spawn_blocking(move || {
-        let builder = KafkaCluster::builder().brokers(brokers);
+        let builder =
+            KafkaCluster::builder().brokers(brokers).preferred_ports(&[9092, 9093, 9094][..brokers]);
         if sasl { builder.sasl(ESTATE_PRINCIPALS).start() } else { builder.start() }
     });
-    let registry = tokio::task::spawn_blocking(SchemaRegistry::start);
+    let registry = tokio::task::spawn_blocking(|| SchemaRegistry::start_preferring(Some(8081)));
     let started = async {
         let (kafka, registry) = tokio::join!(kafka, registry);
         Ok::<_, TestkitError>((kafka.expect("start-up thread")?, registry.expect("start-up thread")?))
@@ -63,6 +64,10 @@ async fn up(brokers: usize, sasl: bool) -> Result<(), TestkitError> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "KAFKA_BOOTSTRAP_SERVERS={}", kafka.bootstrap_servers());
     let _ = writeln!(out, "SCHEMA_REGISTRY_URL={}", registry.url());
+    if brokers == 1 {
+        // One broker cannot hold replication 3: say so explicitly, as the configuration requires.
+        let _ = writeln!(out, "BACKBONE_PROFILE=development");
+    }
     if sasl {
         let _ = writeln!(out, "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT");
         let _ = writeln!(out, "KAFKA_SASL_MECHANISM=PLAIN");

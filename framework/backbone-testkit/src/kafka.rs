@@ -33,6 +33,7 @@ pub struct KafkaClusterBuilder {
     brokers: usize,
     sasl_users: Option<Vec<String>>,
     broker_properties: BTreeMap<String, String>,
+    preferred_ports: Vec<u16>,
 }
 
 impl KafkaClusterBuilder {
@@ -58,6 +59,13 @@ impl KafkaClusterBuilder {
     /// Sets an extra broker property (quotas, timeouts …) on every broker.
     pub fn broker_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.broker_properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Client ports to use when every one of them is free (one per broker), as `backbone dev up`
+    /// does with 9092…, so default configurations find the cluster; otherwise free ports are chosen.
+    pub fn preferred_ports(mut self, ports: &[u16]) -> Self {
+        self.preferred_ports = ports.to_vec();
         self
     }
 
@@ -427,7 +435,13 @@ impl KafkaCluster {
         let jvm = Jvm { java, argfile };
 
         let controller_port = free_port()?;
-        let broker_ports: Vec<u16> = (0..spec.brokers).map(|_| free_port()).collect::<Result<_>>()?;
+        let broker_ports: Vec<u16> = if spec.preferred_ports.len() == spec.brokers
+            && spec.preferred_ports.iter().all(|p| crate::process::port_is_free(*p))
+        {
+            spec.preferred_ports.clone()
+        } else {
+            (0..spec.brokers).map(|_| free_port()).collect::<Result<_>>()?
+        };
         let listener = if spec.sasl_users.is_some() { "SASL_PLAINTEXT" } else { "PLAINTEXT" };
         let (controller_id, layout): (i32, Vec<(i32, Role, Option<u16>)>) = if spec.brokers == 1 {
             (1, vec![(1, Role::Combined, Some(broker_ports[0]))])

@@ -128,3 +128,8 @@ pub(crate) fn free_port() -> Result<u16> {
         }
     }
 }
+
+/// Whether `port` can be bound on the loopback interface right now.
+pub(crate) fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}

@@ -27,13 +27,23 @@ impl SchemaRegistry {
     /// Fetches Apicurio Registry if needed, starts it on a free loopback port and returns once its
     /// Confluent-compatible API answers with global compatibility BACKWARD.
     pub fn start() -> Result<Self> {
+        Self::start_preferring(None)
+    }
+
+    /// Like [`SchemaRegistry::start`], on `port` when it is free (`backbone dev up` prefers 8081, the
+    /// registry's usual port, so default configurations find it).
+    pub fn start_preferring(port: Option<u16>) -> Result<Self> {
         let java = java::java(21, &format!("Apicurio Registry {}", fetch::APICURIO_VERSION))?;
         let app = fetch::apicurio_app()?;
         let dir = tempfile::Builder::new()
             .prefix("backbone-registry-")
             .tempdir()
             .map_err(TestkitError::io("creating a temporary directory"))?;
-        let (port, management) = (free_port()?, free_port()?);
+        let port = match port {
+            Some(p) if crate::process::port_is_free(p) => p,
+            _ => free_port()?,
+        };
+        let management = free_port()?;
         let mut cmd = Command::new(&java.bin);
         cmd.current_dir(dir.path())
             .args(["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
