@@ -14,13 +14,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Start a service and publish
+//!
+//! [`ServiceSpec::start`] refuses weak producer settings, provisions the owned topics and opens the
+//! durable [`Publisher`]; [`Running::shutdown`] flushes. Runnable: `examples/quickstart.rs`
+//! (`cargo run -p backbone --example quickstart` against `backbone dev up`).
+//!
+//! ## Where things live
+//!
 //! - [`topic`]: topics as code, the naming convention (`<owner>.public.<event>-v<N>`,
-//!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2).
+//!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2,
+//!   unclean leader election off).
 //! - [`service`]: a service's declaration and the ownership rules (single writer, private topics stay
-//!   private), checked before anything touches Kafka.
-//! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order), with
-//!   headers for event type, producer, correlation id and W3C `traceparent`.
+//!   private), checked before anything touches Kafka; the start-up sequence.
+//! - [`provision`]: plan and apply topics: create what is missing, report drift, apply safe config
+//!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
+//! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
+//!   order, backpressure), with headers for event type, producer, correlation id and W3C `traceparent`.
+//! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
+//! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
+//! - [`error`]: the opaque top-level [`Error`]; each area has its own `#[non_exhaustive]` enum with
+//!   `is_retriable()`.
 
 pub mod config;
 pub mod error;
