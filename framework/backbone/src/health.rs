@@ -1,6 +1,7 @@
 //! Health that the HTTP layer serves: live, ready, and degraded with reasons.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
@@ -9,6 +10,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default)]
 pub struct HealthState {
     inner: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Whether anything is degraded: lets the hot path's `recover` skip the lock.
+    any: Arc<AtomicBool>,
 }
 
 /// A snapshot of health.
@@ -34,14 +37,19 @@ impl HealthState {
             tracing::warn!(component, %reason, "degraded");
             map.insert(component.to_owned(), reason);
         }
+        self.any.store(true, Ordering::Release);
     }
 
     /// Marks `component` healthy again.
     pub fn recover(&self, component: &str) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
         let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if map.remove(component).is_some() {
             tracing::info!(component, "recovered");
         }
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 
     /// The current health.

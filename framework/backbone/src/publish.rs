@@ -210,8 +210,15 @@ impl ClientContext for PublishContext {
 
 /// What a publish captures from its caller at call time.
 struct Context {
-    correlation: String,
-    traceparent: String,
+    /// The correlation id in scope, if any; otherwise the trace id (in `traceparent`) is used.
+    correlation: Option<String>,
+    traceparent: [u8; 55],
+}
+
+impl Context {
+    fn correlation(&self) -> &[u8] {
+        self.correlation.as_deref().map_or(&self.traceparent[3..35], str::as_bytes)
+    }
 }
 
 /// Keeps publishes in call order: each call takes a ticket at once; a publish enqueues only on its
@@ -228,6 +235,8 @@ struct TurnState {
     next_to_send: u64,
     /// Tickets whose futures were dropped before their turn.
     abandoned: BTreeSet<u64>,
+    /// Publishes waiting for their turn (no one to wake on the fast path).
+    waiting: usize,
 }
 
 impl Turns {
@@ -247,6 +256,14 @@ impl Turns {
     }
 
     async fn wait_for(&self, ticket: u64) {
+        struct Waiting<'a>(&'a Turns);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.lock().waiting -= 1;
+            }
+        }
+        self.lock().waiting += 1;
+        let _waiting = Waiting(self);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -273,8 +290,11 @@ impl Turns {
             }
             s.next_to_send += 1;
         }
+        let anyone_waiting = s.waiting > 0;
         drop(s);
-        self.changed.notify_waiters();
+        if anyone_waiting {
+            self.changed.notify_waiters();
+        }
     }
 }
 
@@ -414,10 +434,10 @@ impl Publisher {
     ) -> impl Future<Output = Result<Delivery, PublishError>> + Send + 'a {
         let inner = &*self.inner;
         let admitted = self.admit(topic);
-        let context = Context {
-            correlation: trace::correlation_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            traceparent: trace::current_traceparent(),
-        };
+        // Without a correlation id in scope, the event starts a causal chain of its own: its trace id
+        // names it.
+        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
         let mut ticket = admitted.is_ok().then(|| inner.turns.take());
         // The fast path, at call time: our turn and room in the queue.
         let mut early = None;
@@ -512,8 +532,8 @@ impl Publisher {
         let mut headers = OwnedHeaders::new_with_capacity(4 + event.extra_headers.len())
             .insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type) })
             .insert(Header { key: headers::PRODUCER, value: Some(inner.service.as_str()) })
-            .insert(Header { key: headers::CORRELATION_ID, value: Some(context.correlation.as_str()) })
-            .insert(Header { key: headers::TRACEPARENT, value: Some(context.traceparent.as_str()) });
+            .insert(Header { key: headers::CORRELATION_ID, value: Some(context.correlation()) })
+            .insert(Header { key: headers::TRACEPARENT, value: Some(&context.traceparent[..]) });
         for (k, v) in event.extra_headers {
             headers = headers.insert(Header { key: k, value: Some(*v) });
         }

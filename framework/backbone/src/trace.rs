@@ -61,9 +61,11 @@ impl fmt::Display for TraceContext {
     }
 }
 
+// Trace and span ids need to be unique, not secret: a per-thread generator seeded from the OS once
+// (fastrand's wyrand) costs nanoseconds, where a getrandom call per id costs a system call.
 fn random_u128() -> u128 {
     loop {
-        let v = uuid::Uuid::new_v4().as_u128();
+        let v = fastrand::u128(..);
         if v != 0 {
             return v;
         }
@@ -72,10 +74,38 @@ fn random_u128() -> u128 {
 
 fn random_u64() -> u64 {
     loop {
-        let v = uuid::Uuid::new_v4().as_u64_pair().0;
+        let v = fastrand::u64(..);
         if v != 0 {
             return v;
         }
+    }
+}
+
+impl TraceContext {
+    /// The `traceparent` header value, written without the formatting machinery (hot path).
+    pub fn header_value(&self) -> String {
+        String::from_utf8(self.header_bytes().to_vec()).expect("ASCII")
+    }
+
+    /// The `traceparent` header value as bytes on the stack (no allocation).
+    pub fn header_bytes(&self) -> [u8; 55] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for i in 0..32 {
+            out[3 + i] = HEX[((self.trace_id >> ((31 - i) * 4)) & 0xf) as usize];
+        }
+        for i in 0..16 {
+            out[36 + i] = HEX[((self.span_id >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        if self.sampled {
+            out[54] = b'1';
+        }
+        out
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        String::from_utf8(self.header_bytes()[3..35].to_vec()).expect("ASCII")
     }
 }
 
@@ -132,7 +162,7 @@ pub fn current_context() -> Option<TraceContext> {
 
 /// The `traceparent` for an event published now: the current span's context, or a new trace.
 pub fn current_traceparent() -> String {
-    current_context().unwrap_or_else(TraceContext::new_root).to_string()
+    current_context().unwrap_or_else(TraceContext::new_root).header_value()
 }
 
 tokio::task_local! {
@@ -162,6 +192,10 @@ mod tests {
         assert_eq!(TraceContext::parse("garbage"), None);
         let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(TraceContext::parse(w3c).unwrap().to_string(), w3c);
+        assert_eq!(TraceContext::parse(w3c).unwrap().header_value(), w3c);
+        assert_eq!(TraceContext::parse(w3c).unwrap().trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let small = TraceContext { trace_id: 1, span_id: 2, sampled: false };
+        assert_eq!(small.header_value(), small.to_string());
     }
 
     #[test]
