@@ -49,6 +49,6 @@ pub mod trace;
 pub use config::{Config, ConfigError, Profile};
 pub use error::{Error, Result};
 pub use provision::{Plan, ProvisionError, Provisioner};
-pub use publish::{Delivery, Outgoing, PublishError, Publisher};
+pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher};
 pub use service::{Running, Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};

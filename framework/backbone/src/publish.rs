@@ -18,8 +18,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -27,7 +29,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ConfigError};
 use crate::health::HealthState;
@@ -204,6 +206,76 @@ impl ClientContext for PublishContext {
         tracing::warn!(%error, reason, "producer error");
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
             self.health.degrade(HEALTH_COMPONENT, format!("all brokers are down: {reason}"));
+        }
+    }
+}
+
+/// The future of one [`Publisher::publish`]: resolves once the broker has acknowledged the event.
+///
+/// Small when the event was enqueued at call time (the usual case), so holding many in flight is
+/// cheap; only a publish that has to wait for its turn or for room carries a boxed state.
+#[must_use = "a publish is enqueued at call time, but only awaiting it tells whether it was written"]
+pub struct Publish<'a> {
+    publisher: &'a Publisher,
+    topic: &'a TopicSpec,
+    state: PublishState<'a>,
+}
+
+type Waiting<'a> =
+    Pin<Box<dyn Future<Output = Result<(DeliveryFuture, OwnedSemaphorePermit), PublishError>> + Send + 'a>>;
+
+enum PublishState<'a> {
+    /// Handed to librdkafka; the permit is held until the broker answers.
+    Enqueued { delivery: DeliveryFuture, _permit: OwnedSemaphorePermit },
+    /// Waiting for our turn or for room.
+    Waiting(Waiting<'a>),
+    /// Refused before enqueueing (taken when reported).
+    Failed(Option<Box<PublishError>>),
+}
+
+impl fmt::Debug for Publish<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            PublishState::Enqueued { .. } => "enqueued",
+            PublishState::Waiting(_) => "waiting",
+            PublishState::Failed(_) => "failed",
+        };
+        f.debug_struct("Publish").field("topic", &self.topic.name()).field("state", &state).finish()
+    }
+}
+
+impl Future for Publish<'_> {
+    type Output = Result<Delivery, PublishError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                PublishState::Failed(e) => {
+                    return Poll::Ready(Err(*e
+                        .take()
+                        .expect("a publish future is not polled after completion")));
+                }
+                PublishState::Waiting(w) => match w.as_mut().poll(cx) {
+                    Poll::Ready(Ok((delivery, permit))) => {
+                        this.state = PublishState::Enqueued { delivery, _permit: permit };
+                    }
+                    Poll::Ready(Err(e)) => this.state = PublishState::Failed(Some(Box::new(e))),
+                    Poll::Pending => return Poll::Pending,
+                },
+                PublishState::Enqueued { delivery, .. } => {
+                    let result = std::task::ready!(Pin::new(delivery).poll(cx));
+                    let inner = &*this.publisher.inner;
+                    return Poll::Ready(match result {
+                        Ok(Ok(d)) => {
+                            inner.health.recover(HEALTH_COMPONENT);
+                            Ok(Delivery { partition: d.partition, offset: d.offset })
+                        }
+                        Ok(Err((e, _))) => Err(this.publisher.failed(this.topic, e)),
+                        Err(_canceled) => Err(PublishError::Closed),
+                    });
+                }
+            }
         }
     }
 }
@@ -427,80 +499,78 @@ impl Publisher {
     /// enqueues the event right away when there is room. So `publish(a); publish(b)` with the same key
     /// writes `a` before `b` even when both futures are awaited together (`join_all`,
     /// `FuturesUnordered`). A future dropped before its turn gives its place up.
-    pub fn publish<'a>(
+    pub fn publish<'a>(&'a self, topic: &'a TopicSpec, event: Outgoing<'a>) -> Publish<'a> {
+        let inner = &*self.inner;
+        let state = match self.admit(topic) {
+            Err(e) => PublishState::Failed(Some(Box::new(e))),
+            Ok(()) => {
+                // Without a correlation id in scope, the event starts a causal chain of its own: its
+                // trace id names it.
+                let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+                let context =
+                    Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
+                let mut ticket = inner.turns.take();
+                // The fast path, at call time: our turn and room in the queue.
+                let fast = if inner.turns.is_turn(ticket.number)
+                    && let Ok(permit) = inner.permits.clone().try_acquire_owned()
+                {
+                    match self.enqueue(topic, &event, &context) {
+                        Ok(Some(delivery)) => Some(PublishState::Enqueued { delivery, _permit: permit }),
+                        Ok(None) => None, // librdkafka's byte bound: wait below
+                        Err(e) => Some(PublishState::Failed(Some(Box::new(e)))),
+                    }
+                } else {
+                    None
+                };
+                match fast {
+                    Some(state) => {
+                        ticket.finish();
+                        state
+                    }
+                    None => {
+                        PublishState::Waiting(Box::pin(self.enqueue_in_turn(topic, event, context, ticket)))
+                    }
+                }
+            }
+        };
+        Publish { publisher: self, topic, state }
+    }
+
+    /// The slow path: wait for our turn and for room, then enqueue.
+    async fn enqueue_in_turn<'a>(
         &'a self,
         topic: &'a TopicSpec,
         event: Outgoing<'a>,
-    ) -> impl Future<Output = Result<Delivery, PublishError>> + Send + 'a {
+        context: Context,
+        mut ticket: Ticket<'a>,
+    ) -> Result<(DeliveryFuture, OwnedSemaphorePermit), PublishError> {
         let inner = &*self.inner;
-        let admitted = self.admit(topic);
-        // Without a correlation id in scope, the event starts a causal chain of its own: its trace id
-        // names it.
-        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
-        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
-        let mut ticket = admitted.is_ok().then(|| inner.turns.take());
-        // The fast path, at call time: our turn and room in the queue.
-        let mut early = None;
-        if let Some(t) = ticket.as_mut()
-            && inner.turns.is_turn(t.number)
-            && let Ok(permit) = inner.permits.clone().try_acquire_owned()
-        {
+        inner.turns.wait_for(ticket.number).await;
+        let permit = inner.permits.clone().acquire_owned().await.map_err(|_| PublishError::Closed)?;
+        let deadline = tokio::time::Instant::now() + inner.delivery_timeout;
+        loop {
             match self.enqueue(topic, &event, &context) {
                 Ok(Some(future)) => {
-                    t.finish();
-                    early = Some(Ok((future, permit)));
+                    ticket.finish();
+                    return Ok((future, permit));
                 }
-                Ok(None) => {} // librdkafka's byte bound: wait below
+                // Only the byte bound (queue.buffering.max.kbytes) can be hit here; the count bound is
+                // held by the permits. librdkafka offers no event for free space, so back off briefly,
+                // keeping our turn.
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok(None) => {
+                    ticket.finish();
+                    return Err(PublishError::TimedOut {
+                        topic: topic.name().to_owned(),
+                        timeout: inner.delivery_timeout,
+                    });
+                }
                 Err(e) => {
-                    t.finish();
-                    early = Some(Err(e));
+                    ticket.finish();
+                    return Err(e);
                 }
-            }
-        }
-        async move {
-            admitted?;
-            let (future, _permit) = match early {
-                Some(result) => result?,
-                None => {
-                    let mut ticket = ticket.expect("admitted publishes hold a ticket");
-                    inner.turns.wait_for(ticket.number).await;
-                    let permit =
-                        inner.permits.clone().acquire_owned().await.map_err(|_| PublishError::Closed)?;
-                    let deadline = tokio::time::Instant::now() + inner.delivery_timeout;
-                    loop {
-                        match self.enqueue(topic, &event, &context) {
-                            Ok(Some(future)) => {
-                                ticket.finish();
-                                break (future, permit);
-                            }
-                            // Only the byte bound (queue.buffering.max.kbytes) can be hit here; the
-                            // count bound is held by the permits. librdkafka offers no event for
-                            // free space, so back off briefly, keeping our turn.
-                            Ok(None) if tokio::time::Instant::now() < deadline => {
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
-                            Ok(None) => {
-                                ticket.finish();
-                                return Err(PublishError::TimedOut {
-                                    topic: topic.name().to_owned(),
-                                    timeout: inner.delivery_timeout,
-                                });
-                            }
-                            Err(e) => {
-                                ticket.finish();
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-            };
-            match future.await {
-                Ok(Ok(d)) => {
-                    inner.health.recover(HEALTH_COMPONENT);
-                    Ok(Delivery { partition: d.partition, offset: d.offset })
-                }
-                Ok(Err((e, _))) => Err(self.failed(topic, e)),
-                Err(_canceled) => Err(PublishError::Closed),
             }
         }
     }
