@@ -52,6 +52,25 @@ async fn publish_resolves_with_the_acknowledged_partition_and_offset_and_headers
     let traceparent = header(headers::TRACEPARENT).expect("traceparent");
     assert!(backbone::trace::TraceContext::parse(&traceparent).is_some(), "valid W3C: {traceparent}");
     assert_eq!(delivery.to_string(), format!("{}:{}", delivery.partition, delivery.offset));
+
+    // Without a correlation id in scope, the event's own trace id names its causal chain.
+    let second = publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"again")).await.unwrap();
+    assert_eq!(second.partition, delivery.partition);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic.name(), second.partition, rdkafka::Offset::Offset(second.offset)).unwrap();
+    rdkafka::consumer::Consumer::assign(&consumer, &tpl).expect("assign");
+    let msg = loop {
+        if let Some(m) = consumer.poll(Duration::from_secs(1)) {
+            break m.expect("read");
+        }
+    };
+    let header = |name: &str| {
+        msg.headers()
+            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+            .map(|v| String::from_utf8(v.to_vec()).expect("utf-8"))
+    };
+    let traceparent = header(headers::TRACEPARENT).expect("traceparent");
+    assert_eq!(header(headers::CORRELATION_ID).as_deref(), Some(&traceparent[3..35]));
 }
 
 #[tokio::test]
