@@ -31,6 +31,10 @@
 //!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
 //! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
 //!   order, backpressure), with headers for event type, producer, correlation id and W3C `traceparent`.
+//! - [`handler`]: handlers as plain `async fn`s whose arguments are extractors (`Event<T>`, `Key<K>`,
+//!   `Metadata`, `State<S>`, `Publisher` …), axum-style; `HandlerError` says retriable or permanent.
+//! - [`consume`]: a handler subscribed in a consumer group, at least once, with retries, dead letters
+//!   (origin in headers) and graceful shutdown.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
 //! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
@@ -38,7 +42,9 @@
 //!   `is_retriable()`.
 
 pub mod config;
+pub mod consume;
 pub mod error;
+pub mod handler;
 pub mod health;
 pub mod provision;
 pub mod publish;
@@ -48,6 +54,10 @@ pub mod trace;
 
 pub use config::{Config, ConfigError, Profile};
 pub use error::{Error, Result};
+pub use handler::{
+    BoxedHandler, CorrelationId, Event, ExtractError, Handler, HandlerError, IncomingEvent, Json, Key,
+    Metadata, State,
+};
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher};
 pub use service::{Running, Service, ServiceSpec};
