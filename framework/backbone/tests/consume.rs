@@ -1,0 +1,212 @@
+//! The consumer runtime against the real broker: at-least-once with retries (R7), dead letters
+//! with their origin in headers while the partition keeps flowing, graceful shutdown.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone::consume::{Consumer, Retry, dead_letter_headers, dead_letter_topic};
+use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
+use backbone::{Outgoing, Service, TopicSpec};
+use backbone_testkit::{shared_kafka, unique};
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Headers as _, Message as _};
+
+mod common;
+
+#[derive(Clone, Default)]
+struct Seen {
+    events: Arc<Mutex<Vec<(i32, i64, u32)>>>,
+    failures: Arc<AtomicU32>,
+    committed_while_failing: Arc<Mutex<Vec<i64>>>,
+    group: Arc<Mutex<String>>,
+    bootstrap: Arc<Mutex<String>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    n: u32,
+}
+
+fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("offset reader");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    got.elements()[0].offset().to_raw().unwrap_or(-1)
+}
+
+/// Fails retriably three times on event 5, records what was committed meanwhile, then succeeds.
+async fn flaky(
+    Json(order): Json<Order>,
+    meta: Metadata,
+    State(seen): State<Seen>,
+) -> Result<(), HandlerError> {
+    if order.n == 5 && seen.failures.load(Ordering::SeqCst) < 3 {
+        seen.failures.fetch_add(1, Ordering::SeqCst);
+        let (bootstrap, group, topic) = (
+            seen.bootstrap.lock().unwrap().clone(),
+            seen.group.lock().unwrap().clone(),
+            meta.topic().to_owned(),
+        );
+        let c = tokio::task::spawn_blocking(move || committed(&bootstrap, &group, &topic)).await.unwrap();
+        seen.committed_while_failing.lock().unwrap().push(c);
+        return Err(HandlerError::retriable("the stock database is busy"));
+    }
+    seen.events.lock().unwrap().push((meta.partition(), meta.offset(), order.n));
+    if order.n == 9 {
+        seen.done.notify_one();
+    }
+    Ok(())
+}
+
+async fn setup(name: &str) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
+    let kafka = shared_kafka();
+    let config = common::config(kafka.bootstrap_servers());
+    let service = unique(name);
+    let topic = TopicSpec::public(&service, "orders", 1).partitions(1).build().unwrap();
+    let dlq = dead_letter_topic(&service, &topic).unwrap();
+    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+    let running = spec.start(&config).await.expect("start provisions both topics");
+    (config, spec, topic, running.publisher().clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_event() {
+    let (config, spec, topic, publisher) = setup("r7").await;
+    for n in 0..10u32 {
+        let body = format!(r#"{{"n":{n}}}"#);
+        publisher.publish(&topic, Outgoing::new("OrderCreated", b"k", body.as_bytes())).await.unwrap();
+    }
+    let seen = Seen::default();
+    let group = unique("r7-group");
+    *seen.group.lock().unwrap() = group.clone();
+    *seen.bootstrap.lock().unwrap() = config.bootstrap_servers.clone();
+    let retry = Retry {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(1_200),
+        max_backoff: Duration::from_secs(2),
+    };
+    let consumer = Consumer::new(
+        &config,
+        &spec,
+        &topic,
+        BoxedHandler::named("flaky", flaky),
+        seen.clone(),
+        publisher.clone(),
+        Some(&group),
+    )
+    .unwrap()
+    .retry(retry);
+    let done = seen.done.clone();
+    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
+        .await
+        .expect("all events handled within 60 s")
+        .expect("clean stop");
+
+    let events = seen.events.lock().unwrap().clone();
+    let ns: Vec<u32> = events.iter().map(|e| e.2).collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>(), "every event handled once, in order");
+    assert_eq!(seen.failures.load(Ordering::SeqCst), 3);
+    let offset_of_5 = events[5].1;
+    let while_failing = seen.committed_while_failing.lock().unwrap().clone();
+    assert_eq!(while_failing.len(), 3);
+    assert!(
+        while_failing.iter().all(|c| *c <= offset_of_5),
+        "no committed offset passes event 5 (offset {offset_of_5}) before it succeeds: {while_failing:?}"
+    );
+    // Meanwhile the events before it were committed (auto-commit runs between the retries).
+    assert_eq!(*while_failing.last().unwrap(), offset_of_5, "commits reached, but never passed, event 5");
+    // Graceful shutdown committed everything handled.
+    let final_commit = committed(&config.bootstrap_servers, &group, topic.name());
+    assert_eq!(final_commit, events[9].1 + 1);
+}
+
+async fn strict(
+    Json(order): Json<Order>,
+    State(seen): State<Seen>,
+    meta: Metadata,
+) -> Result<(), HandlerError> {
+    seen.events.lock().unwrap().push((meta.partition(), meta.offset(), order.n));
+    if order.n == 99 {
+        seen.done.notify_one();
+    }
+    if order.n == 13 {
+        panic!("unlucky order");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() {
+    let (config, spec, topic, publisher) = setup("dlq").await;
+    let mut bodies: Vec<Vec<u8>> = (0..100u32).map(|n| format!(r#"{{"n":{n}}}"#).into_bytes()).collect();
+    bodies[40] = b"{not json".to_vec(); // undecodable
+    for (i, body) in bodies.iter().enumerate() {
+        let key = format!("order-{i}");
+        publisher.publish(&topic, Outgoing::new("OrderCreated", key.as_bytes(), body)).await.unwrap();
+    }
+    let seen = Seen::default();
+    let consumer = Consumer::new(
+        &config,
+        &spec,
+        &topic,
+        BoxedHandler::named("strict", strict),
+        seen.clone(),
+        publisher.clone(),
+        None,
+    )
+    .unwrap();
+    let done = seen.done.clone();
+    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
+        .await
+        .expect("the partition flows past both poison events")
+        .expect("clean stop");
+    let handled: Vec<u32> = seen.events.lock().unwrap().iter().map(|e| e.2).collect();
+    let expected: Vec<u32> = (0..100).filter(|n| *n != 40).collect();
+    assert_eq!(handled, expected, "every good event handled in order (13 was handled, then panicked)");
+
+    // Two dead letters, with their origin.
+    let dlq = dead_letter_topic(spec.name(), &topic).unwrap();
+    let reader: rdkafka::consumer::BaseConsumer =
+        shared_kafka().client_config().set("group.id", unique("g")).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(dlq.name(), 0, rdkafka::Offset::Beginning).unwrap();
+    reader.assign(&tpl).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        if let Some(m) = reader.poll(Duration::from_secs(1)) {
+            let m = m.unwrap();
+            let h = |name: &str| {
+                m.headers()
+                    .and_then(|hs| hs.iter().find(|x| x.key == name).and_then(|x| x.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            letters.push((
+                h(dead_letter_headers::ORIGIN_TOPIC),
+                h(dead_letter_headers::ORIGIN_OFFSET),
+                h(dead_letter_headers::ORIGIN_KEY),
+                h(dead_letter_headers::ERROR_KIND),
+                h(dead_letter_headers::ERROR_MESSAGE),
+                h(dead_letter_headers::HANDLER),
+                h(dead_letter_headers::ATTEMPTS),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    let (t, off, key, kind, msg, handler, attempts, payload) = &letters[0];
+    assert_eq!((t.as_str(), off.as_str(), key.as_str()), (topic.name(), "13", "order-13"));
+    assert_eq!((kind.as_str(), handler.as_str(), attempts.as_str()), ("panic", "strict", "1"));
+    assert!(msg.contains("unlucky order"), "{msg}");
+    assert_eq!(payload, &bodies[13]);
+    let (t, off, key, _kind, msg, _, _, payload) = &letters[1];
+    assert_eq!((t.as_str(), off.as_str(), key.as_str()), (topic.name(), "40", "order-40"));
+    assert!(!msg.is_empty());
+    assert_eq!(payload, &bodies[40], "the dead letter keeps the original bytes");
+}
