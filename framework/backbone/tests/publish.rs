@@ -54,7 +54,8 @@ async fn publish_resolves_with_the_acknowledged_partition_and_offset_and_headers
     assert_eq!(delivery.to_string(), format!("{}:{}", delivery.partition, delivery.offset));
 
     // Without a correlation id in scope, the event's own trace id names its causal chain.
-    let second = publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"again")).await.unwrap();
+    let second =
+        publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"again")).await.unwrap();
     assert_eq!(second.partition, delivery.partition);
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic.name(), second.partition, rdkafka::Offset::Offset(second.offset)).unwrap();
