@@ -4,7 +4,7 @@
 //! or uses `KAFKA_BOOTSTRAP_SERVERS`).
 //!
 //! `publish`: the same events through a raw rdkafka `FutureProducer` and through a backbone
-//! `Publisher`, with the same producer settings (backbone's durable ones), interleaved over three
+//! `Publisher`, with the same producer settings (backbone's durable ones), interleaved over five
 //! rounds; prints a table and a last line `RESULT publish ratio=<backbone/raw msgs per s>`.
 
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const EVENTS: usize = 200_000;
 const KEYS: usize = 1_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const PAYLOAD: usize = 100;
 
 fn main() -> std::process::ExitCode {
