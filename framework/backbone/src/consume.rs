@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message as _};
 
 use crate::config::Config;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
@@ -116,6 +116,7 @@ pub struct Consumer<S> {
     state: S,
     publisher: Publisher,
     retry: Retry,
+    shutdown_budget: Duration,
     consumer: StreamConsumer,
 }
 
@@ -189,6 +190,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             state,
             publisher,
             retry: Retry::default(),
+            shutdown_budget: config.shutdown_timeout,
             consumer,
         })
     }
@@ -199,8 +201,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
-    /// Handles events until `shutdown` completes; then finishes the event in hand, commits and
-    /// leaves the group.
+    /// Handles events until `shutdown` completes; then lets the event in hand finish within the
+    /// shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`), commits and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumeError> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -209,9 +211,31 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 () = &mut shutdown => break,
                 message = self.consumer.recv() => message,
             };
-            match message {
-                Ok(message) => self.handle(&message).await,
-                Err(e) => tracing::warn!(topic = self.topic.name(), error = %e, "consumer error"),
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(topic = self.topic.name(), error = %e, "consumer error");
+                    continue;
+                }
+            };
+            let handling = self.handle(&message);
+            let mut handling = std::pin::pin!(handling);
+            tokio::select! {
+                () = &mut handling => {}
+                () = &mut shutdown => {
+                    // Shutting down with an event in hand: it gets the shutdown budget to finish. If it
+                    // does not (a paused dead-letter write, a stuck handler), its offset is not stored
+                    // and the next owner of the partition handles it again.
+                    if tokio::time::timeout(self.shutdown_budget, handling).await.is_err() {
+                        tracing::warn!(
+                            topic = self.topic.name(),
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "shutdown budget spent with an event in hand; it will be handled again"
+                        );
+                    }
+                    break;
+                }
             }
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
