@@ -29,27 +29,14 @@ async fn publish_resolves_with_the_acknowledged_partition_and_offset_and_headers
     // Read exactly that partition and offset back.
     let consumer: rdkafka::consumer::BaseConsumer =
         kafka.client_config().set("group.id", unique("g")).create().expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic.name(), delivery.partition, rdkafka::Offset::Offset(delivery.offset))
-        .expect("tpl");
-    rdkafka::consumer::Consumer::assign(&consumer, &tpl).expect("assign");
-    let msg = loop {
-        if let Some(m) = consumer.poll(Duration::from_secs(1)) {
-            break m.expect("read");
-        }
-    };
+    let msg = read_at(&consumer, topic.name(), delivery);
     assert_eq!((msg.partition(), msg.offset()), (delivery.partition, delivery.offset));
     assert_eq!(msg.key(), Some(&b"order-1"[..]));
     assert_eq!(msg.payload(), Some(&b"payload"[..]));
-    let header = |name: &str| {
-        msg.headers()
-            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-            .map(|v| String::from_utf8(v.to_vec()).expect("utf-8"))
-    };
-    assert_eq!(header(headers::EVENT_TYPE).as_deref(), Some("OrderCreated"));
-    assert_eq!(header(headers::PRODUCER).as_deref(), Some(service.as_str()));
-    assert_eq!(header(headers::CORRELATION_ID).as_deref(), Some("req-7"));
-    let traceparent = header(headers::TRACEPARENT).expect("traceparent");
+    assert_eq!(header(&msg, headers::EVENT_TYPE).as_deref(), Some("OrderCreated"));
+    assert_eq!(header(&msg, headers::PRODUCER).as_deref(), Some(service.as_str()));
+    assert_eq!(header(&msg, headers::CORRELATION_ID).as_deref(), Some("req-7"));
+    let traceparent = header(&msg, headers::TRACEPARENT).expect("traceparent");
     assert!(backbone::trace::TraceContext::parse(&traceparent).is_some(), "valid W3C: {traceparent}");
     assert_eq!(delivery.to_string(), format!("{}:{}", delivery.partition, delivery.offset));
 
@@ -57,21 +44,33 @@ async fn publish_resolves_with_the_acknowledged_partition_and_offset_and_headers
     let second =
         publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"again")).await.unwrap();
     assert_eq!(second.partition, delivery.partition);
+    let msg = read_at(&consumer, topic.name(), second);
+    let traceparent = header(&msg, headers::TRACEPARENT).expect("traceparent");
+    assert_eq!(header(&msg, headers::CORRELATION_ID).as_deref(), Some(&traceparent[3..35]));
+}
+
+/// The record at `delivery` in `topic`, read with `consumer` (assigned there).
+fn read_at(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    delivery: backbone::Delivery,
+) -> rdkafka::message::OwnedMessage {
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic.name(), second.partition, rdkafka::Offset::Offset(second.offset)).unwrap();
-    rdkafka::consumer::Consumer::assign(&consumer, &tpl).expect("assign");
-    let msg = loop {
+    tpl.add_partition_offset(topic, delivery.partition, rdkafka::Offset::Offset(delivery.offset))
+        .expect("tpl");
+    rdkafka::consumer::Consumer::assign(consumer, &tpl).expect("assign");
+    loop {
         if let Some(m) = consumer.poll(Duration::from_secs(1)) {
-            break m.expect("read");
+            return m.expect("read").detach();
         }
-    };
-    let header = |name: &str| {
-        msg.headers()
-            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-            .map(|v| String::from_utf8(v.to_vec()).expect("utf-8"))
-    };
-    let traceparent = header(headers::TRACEPARENT).expect("traceparent");
-    assert_eq!(header(headers::CORRELATION_ID).as_deref(), Some(&traceparent[3..35]));
+    }
+}
+
+/// A header's value as text.
+fn header(msg: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    msg.headers()
+        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+        .map(|v| String::from_utf8(v.to_vec()).expect("utf-8"))
 }
 
 #[tokio::test]
