@@ -97,6 +97,13 @@ pub struct Retry {
     pub max_backoff: Duration,
 }
 
+impl Retry {
+    /// The backoff after `current`: doubled, capped at `max_backoff`.
+    fn next_backoff(&self, current: Duration) -> Duration {
+        (current * 2).min(self.max_backoff)
+    }
+}
+
 impl Default for Retry {
     fn default() -> Self {
         Self {
@@ -143,14 +150,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         publisher: Publisher,
         group: Option<&str>,
     ) -> Result<Self, ConsumeError> {
-        if !topic.is_owned_by(spec.name()) && topic.visibility() == crate::topic::Visibility::Private {
-            return Err(TopicError::PrivateTopic {
-                service: spec.name().to_owned(),
-                topic: topic.name().to_owned(),
-                owner: topic.owner().to_owned(),
-            }
-            .into());
-        }
+        crate::topic::check_may_read(spec.name(), topic)?;
         let dead_letters = dead_letter_topic(spec.name(), topic)?;
         if spec.owned(dead_letters.name()).is_none() {
             return Err(TopicError::InvalidTopic {
@@ -276,7 +276,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 Err(e) if e.is_retriable() && attempts < self.retry.max_attempts => {
                     tracing::warn!(handler = self.handler.name(), attempts, error = %e, "retrying");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    backoff = self.retry.next_backoff(backoff);
                 }
                 Err(e) => break Some(e),
             }
@@ -329,7 +329,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                         ),
                     );
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    backoff = self.retry.next_backoff(backoff);
                 }
             }
         }

@@ -416,10 +416,15 @@ impl fmt::Debug for Publisher {
     }
 }
 
+/// How many publishes may be in flight: `publish_queue`, kept within what librdkafka's queue takes.
+fn publish_capacity(config: &Config) -> u32 {
+    u32::try_from(config.publish_queue.clamp(1, 10_000_000)).unwrap_or(10_000_000)
+}
+
 /// The librdkafka producer properties backbone sets, before `Config::producer_overrides`.
 pub fn producer_config(config: &Config, service: &str) -> rdkafka::ClientConfig {
     let mut c = config.client_config(service);
-    let capacity = config.publish_queue.clamp(1, 10_000_000);
+    let capacity = publish_capacity(config);
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("max.in.flight.requests.per.connection", "5")
@@ -464,7 +469,7 @@ impl Publisher {
         let producer: FutureProducer<PublishContext> = producer_config(config, spec.name())
             .create_with_context(PublishContext { health: health.clone() })
             .map_err(|e| PublishError::Client(e.to_string()))?;
-        let capacity = u32::try_from(config.publish_queue.clamp(1, 10_000_000)).unwrap_or(u32::MAX);
+        let capacity = publish_capacity(config);
         Ok(Self {
             inner: Arc::new(Inner {
                 service: spec.name().to_owned(),

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::topic::{TopicError, TopicSpec, Visibility, validate_service_name};
+use crate::topic::{TopicError, TopicSpec, check_may_read, validate_service_name};
 
 /// The validated declaration of a service.
 ///
@@ -142,13 +142,7 @@ impl Service {
             }
         }
         for topic in &self.consumes {
-            if topic.visibility() == Visibility::Private && !topic.is_owned_by(&self.name) {
-                return Err(TopicError::PrivateTopic {
-                    service: self.name.clone(),
-                    topic: topic.name().to_owned(),
-                    owner: topic.owner().to_owned(),
-                });
-            }
+            check_may_read(&self.name, topic)?;
         }
         let mut owns = self.owns;
         for topic in self.produces {

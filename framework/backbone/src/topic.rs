@@ -501,6 +501,18 @@ pub fn validate_service_name(name: &str) -> Result<(), TopicError> {
     }
 }
 
+/// The read rule: `service` may read `topic` unless it is another service's private topic.
+pub fn check_may_read(service: &str, topic: &TopicSpec) -> Result<(), TopicError> {
+    if topic.visibility() == Visibility::Private && !topic.is_owned_by(service) {
+        return Err(TopicError::PrivateTopic {
+            service: service.to_owned(),
+            topic: topic.name().to_owned(),
+            owner: topic.owner().to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Who owns a topic and who may read it, from its name alone (for tools that see only names).
 pub fn parse_topic_name(name: &str) -> Option<(&str, Visibility)> {
     let (owner, rest) = name.split_once('.')?;

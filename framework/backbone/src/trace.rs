@@ -57,7 +57,7 @@ impl TraceContext {
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled))
+        f.write_str(std::str::from_utf8(&self.header_bytes()).expect("ASCII"))
     }
 }
 
@@ -195,7 +195,8 @@ mod tests {
         assert_eq!(TraceContext::parse(w3c).unwrap().header_value(), w3c);
         assert_eq!(TraceContext::parse(w3c).unwrap().trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let small = TraceContext { trace_id: 1, span_id: 2, sampled: false };
-        assert_eq!(small.header_value(), small.to_string());
+        assert_eq!(small.header_value(), "00-00000000000000000000000000000001-0000000000000002-00");
+        assert_eq!(small.to_string(), small.header_value());
     }
 
     #[test]
