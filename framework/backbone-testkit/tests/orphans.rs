@@ -4,7 +4,7 @@
 //! environment variable), which starts real processes, prints their pids and then ends in the way
 //! under test; the parent waits until every pid is gone.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ fn child_process() {
     println!("PIDS {}", line.join(" "));
     match mode.as_str() {
         "drop" => {
+            // Drop only when the parent has seen the processes alive (it writes a line).
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go).expect("the parent's go-ahead");
             drop(kafka);
             println!("DROPPED");
             loop {
@@ -61,6 +64,7 @@ fn spawn_child(mode: &str) -> (Child, BufReader<std::process::ChildStdout>) {
         .env(MODE, mode)
         .env("RUST_BACKTRACE", "0")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -110,6 +114,7 @@ fn dropping_a_cluster_kills_its_processes() {
     let (mut child, mut stdout) = spawn_child("drop");
     let pids = pids_of(&mut stdout);
     assert!(pids.iter().all(|p| alive(*p)));
+    child.stdin.take().expect("stdin").write_all(b"drop\n").expect("tell the child to drop");
     read_until(&mut stdout, "DROPPED");
     assert_all_gone(&pids, "drop");
     child.kill().expect("kill the child");
