@@ -407,6 +407,7 @@ impl ExtractError {
 pub struct HandlerError {
     retriable: bool,
     kind: &'static str,
+    attempts: u32,
     error: BoxError,
 }
 
@@ -429,7 +430,7 @@ impl HandlerError {
         } else {
             "handler"
         };
-        Self { retriable, kind, error }
+        Self { retriable, kind, attempts: 1, error }
     }
 
     /// Whether handling the same event again may succeed.
@@ -447,6 +448,18 @@ impl HandlerError {
     /// With another [`kind`](Self::kind) (`timeout`, `panic` …).
     pub fn with_kind(mut self, kind: &'static str) -> Self {
         self.kind = kind;
+        self
+    }
+
+    /// How many times the event was tried before this error came back (1 unless a retry layer says
+    /// otherwise).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// With the number of attempts made (set by [`crate::layer::RetryLayer`]).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
         self
     }
 
@@ -499,7 +512,7 @@ impl From<crate::Error> for HandlerError {
             crate::error::ErrorKind::Provision => "provision",
             crate::error::ErrorKind::Publish => "publish",
         };
-        Self { retriable, kind, error: Box::new(e) }
+        Self { retriable, kind, attempts: 1, error: Box::new(e) }
     }
 }
 

@@ -1,4 +1,10 @@
 //! Health that the HTTP layer serves: live, ready, and degraded with reasons.
+//!
+//! - **Live**: the process answers (the HTTP layer needs nothing from here for that).
+//! - **Ready**: no component is still starting ([`HealthState::starting`]): a consumer is not ready
+//!   until it has joined its group and received its partitions; a table not until it has restored.
+//! - **Degraded**: components with a reason ([`HealthState::degrade`]): a dead-letter topic that
+//!   cannot be written (its partition paused), brokers unreachable, a publisher that cannot deliver.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +16,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default)]
 pub struct HealthState {
     inner: Arc<Mutex<BTreeMap<String, String>>>,
+    starting: Arc<Mutex<BTreeMap<String, String>>>,
     /// Whether anything is degraded: lets the hot path's `recover` skip the lock.
     any: Arc<AtomicBool>,
     /// Woken on every change, for [`HealthState::wait_until`].
@@ -21,12 +28,19 @@ pub struct HealthState {
 pub struct Health {
     /// Degraded components and why (empty when healthy).
     pub degraded: BTreeMap<String, String>,
+    /// Components still starting and what they wait for (empty when ready).
+    pub starting: BTreeMap<String, String>,
 }
 
 impl Health {
     /// Whether nothing is degraded.
     pub fn is_healthy(&self) -> bool {
         self.degraded.is_empty()
+    }
+
+    /// Whether nothing is still starting.
+    pub fn is_ready(&self) -> bool {
+        self.starting.is_empty()
     }
 }
 
@@ -62,6 +76,25 @@ impl HealthState {
         self.any.store(!map.is_empty(), Ordering::Release);
     }
 
+    /// Marks `component` as starting, waiting for `what`: the service is not ready until it is
+    /// [`ready`](Self::ready).
+    pub fn starting(&self, component: &str, what: impl Into<String>) {
+        let mut map = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert(component.to_owned(), what.into());
+        drop(map);
+        self.changed.notify_waiters();
+    }
+
+    /// Marks `component` ready.
+    pub fn ready(&self, component: &str) {
+        let mut map = self.starting.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.remove(component).is_some() {
+            drop(map);
+            tracing::info!(component, "ready");
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Waits until health satisfies `condition` (checked now and on every change), and returns it.
     pub async fn wait_until(&self, condition: impl Fn(&Health) -> bool) -> Health {
         loop {
@@ -78,7 +111,10 @@ impl HealthState {
 
     /// The current health.
     pub fn snapshot(&self) -> Health {
-        Health { degraded: self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone() }
+        Health {
+            degraded: self.inner.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            starting: self.starting.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        }
     }
 }
 
@@ -97,5 +133,13 @@ mod tests {
         assert_eq!(seen.degraded.get("publisher").map(String::as_str), Some("all brokers are down"));
         health.recover("publisher");
         assert!(health.wait_until(Health::is_healthy).await.is_healthy());
+
+        health.starting("consumer:stock.reserve", "waiting for partitions");
+        assert!(!health.snapshot().is_ready());
+        let watcher = health.clone();
+        let waiting = tokio::spawn(async move { watcher.wait_until(Health::is_ready).await });
+        tokio::task::yield_now().await;
+        health.ready("consumer:stock.reserve");
+        assert!(waiting.await.unwrap().is_ready());
     }
 }

@@ -35,6 +35,8 @@
 //!   `Metadata`, `State<S>`, `Publisher` …), axum-style; `HandlerError` says retriable or permanent.
 //! - [`consume`]: a handler subscribed in a consumer group, at least once, with retries, dead letters
 //!   (origin in headers) and graceful shutdown.
+//! - [`layer`]: middleware as tower layers over the per-event service: tracing span, correlation id,
+//!   dead letters, retry, timeout, panic recovery, and yours, per consumer or service-wide.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
 //! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
@@ -46,6 +48,7 @@ pub mod consume;
 pub mod error;
 pub mod handler;
 pub mod health;
+pub mod layer;
 pub mod provision;
 pub mod publish;
 pub mod service;
@@ -62,3 +65,27 @@ pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher};
 pub use service::{Running, Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
+
+/// Completes when the process is asked to stop: SIGTERM (what Kubernetes and docker send) or Ctrl-C.
+/// Hand it to [`consume::Consumer::run`] (or `axum::serve(…).with_graceful_shutdown`) for a graceful
+/// shutdown.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only"),
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::warn!(error = %e, "cannot listen for Ctrl-C; never shutting down on a signal");
+        std::future::pending::<()>().await;
+    }
+}
