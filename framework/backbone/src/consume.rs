@@ -28,8 +28,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -38,7 +38,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -109,6 +109,7 @@ pub struct Consumer<S> {
     queue_messages: usize,
     shutdown_budget: Duration,
     client: ClientConfig,
+    hooks: Arc<dyn ConsumerHooks>,
 }
 
 impl<S> std::fmt::Debug for Consumer<S> {
@@ -167,6 +168,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             queue_messages: 1000,
             shutdown_budget: config.shutdown_timeout,
             client: config.client_config(spec.name()),
+            hooks: Arc::new(NoHooks),
         })
     }
 
@@ -218,6 +220,20 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// Calls `hooks` on rebalances (see [`ConsumerHooks`]).
+    pub fn hooks(mut self, hooks: impl ConsumerHooks) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
+    }
+
+    /// Sets a librdkafka consumer property (`session.timeout.ms`, `fetch.max.bytes` …). The
+    /// at-least-once settings (`group.id`, offset storing and committing, the assignor, isolation)
+    /// are the framework's and are set after this.
+    pub fn client_setting(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.client.set(key, value);
+        self
+    }
+
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.group
@@ -253,11 +269,16 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         let health = self.publisher.health().clone();
         let component = format!("consumer:{}", self.group);
         health.starting(&component, format!("waiting for partitions of `{}`", self.topic.name()));
-        let (rebalances, mut rebalanced) = mpsc::unbounded_channel();
+        let (strays, mut stray) = mpsc::unbounded_channel();
+        let (stopping, stop) = watch::channel(false);
         let context = GroupContext {
-            consumer: OnceLock::new(),
+            worker: OnceLock::new(),
             topic: self.topic.name().to_owned(),
-            rebalances,
+            runtime: tokio::runtime::Handle::current(),
+            partitions: Mutex::new(HashMap::new()),
+            stop: stop.clone(),
+            budget: self.shutdown_budget,
+            hooks: self.hooks.clone(),
             health: health.clone(),
             component: component.clone(),
         };
@@ -265,7 +286,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             topic: self.topic.name().to_owned(),
             reason: e.to_string(),
         };
-        let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+        let consumer: Arc<StreamConsumer<GroupContext<S>>> = Arc::new(
             self.client
                 .clone()
                 .set("group.id", &self.group)
@@ -280,9 +301,6 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .create_with_context(context)
                 .map_err(client)?,
         );
-        consumer.context().consumer.set(Arc::downgrade(&consumer)).ok();
-        consumer.subscribe(&[self.topic.name()]).map_err(client)?;
-
         let worker = Arc::new(Worker {
             service: self.service(),
             state: self.state.clone(),
@@ -290,45 +308,53 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             permits: Semaphore::new(self.concurrency),
             consumer: Arc::downgrade(&consumer),
         });
-        let (stopping, stop) = watch::channel(false);
-        let mut partitions: HashMap<i32, Partition> = HashMap::new();
+        consumer.context().worker.set(worker.clone()).ok();
+        consumer.subscribe(&[self.topic.name()]).map_err(client)?;
+
+        // The group's own queue (rebalances, errors) is served on a thread of its own: the rebalance
+        // callback blocks there while revoked partitions finish their events in hand, which must not
+        // stall the async workers (a current-thread runtime would deadlock).
+        let driver = std::thread::Builder::new()
+            .name(format!("backbone-group-{}", self.topic.name()))
+            .spawn({
+                let consumer = consumer.clone();
+                let mut stop = stop.clone();
+                move || {
+                    futures::executor::block_on(async {
+                        loop {
+                            tokio::select! {
+                                biased;
+                                _ = stop.wait_for(|s| *s) => break,
+                                message = consumer.recv() => match message {
+                                    // Fetched before its partition's queue was split off (rare).
+                                    Ok(message) => { strays.send(message.detach()).ok(); }
+                                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                                },
+                            }
+                        }
+                    });
+                }
+            })
+            .map_err(|e| ConsumeError::Client {
+                topic: self.topic.name().to_owned(),
+                reason: e.to_string(),
+            })?;
+
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(change) = rebalanced.recv() => match change {
-                    Change::Assigned(queues) => {
-                        for (partition, queue) in queues {
-                            let (revoke, revoked) = watch::channel(false);
-                            // A partition given back to us waits for its earlier task to finish.
-                            let earlier = partitions.remove(&partition).map(|p| p.task);
-                            let task = tokio::spawn(worker.clone().run(queue, earlier, stop.clone(), revoked));
-                            partitions.insert(partition, Partition { revoke, task });
-                        }
-                    }
-                    Change::Revoked(revoked) => {
-                        for partition in revoked {
-                            if let Some(p) = partitions.get(&partition) {
-                                p.revoke.send_replace(true);
-                            }
-                        }
-                    }
-                },
-                message = consumer.recv() => match message {
-                    // Messages fetched before a partition's queue was split off arrive here; handled
-                    // in place (rare: the split happens in the assignment callback).
-                    Ok(message) => worker.handle(&message).await,
-                    Err(e) => tracing::warn!(topic = self.topic.name(), error = %e, "consumer error"),
-                },
+                Some(message) = stray.recv() => worker.handle(&message).await,
             }
         }
 
+        // Stop fetching; the events in hand get the shutdown budget to finish.
         stopping.send_replace(true);
-        let mut tasks: Vec<_> = partitions.into_values().map(|p| p.task).collect();
+        let mut tasks: Vec<_> = consumer.context().lock_partitions().drain().map(|(_, p)| p.task).collect();
         let finishing = futures::future::join_all(tasks.iter_mut());
         if tokio::time::timeout(self.shutdown_budget, finishing).await.is_err() {
-            // Events still in hand: their offsets are not stored, the next owner handles them again.
+            // Their offsets are not stored: the next owner handles them again.
             tracing::warn!(
                 topic = self.topic.name(),
                 "shutdown budget spent with events in hand; they will be handled again"
@@ -336,43 +362,110 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             tasks.iter().for_each(JoinHandle::abort);
             futures::future::join_all(tasks).await;
         }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit is also an error here; not a loss.
-            tracing::debug!(error = %e, "final commit");
-        }
-        health.ready(&component);
+        let topic = self.topic.name().to_owned();
+        tokio::task::spawn_blocking(move || {
+            driver.join().ok();
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is also an error here; not a loss.
+                tracing::debug!(error = %e, "final commit");
+            }
+            // Dropping the last reference closes the consumer: it leaves the group, so the others take
+            // over at once. Closing waits for the broker, so it runs off the async workers.
+            drop(consumer);
+            tracing::info!(topic, "consumer closed");
+        })
+        .await
+        .ok();
         drop(worker);
-        // Dropping the last reference closes the consumer: it leaves the group, so the others take
-        // over at once. Closing waits for the broker, so it runs off the async workers.
-        tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
+        health.ready(&component);
         Ok(())
     }
 }
 
-/// A partition's task and how to tell it the partition was revoked.
+/// Lifecycle hooks of a [`Consumer`], called on its group thread (keep them quick). Every method has
+/// a default that does nothing.
+pub trait ConsumerHooks: Send + Sync + 'static {
+    /// `partitions` of `topic` were assigned to this instance; their tasks have started.
+    fn assigned(&self, topic: &str, partitions: &[i32]) {
+        let _ = (topic, partitions);
+    }
+
+    /// `partitions` of `topic` were revoked from this instance, after their events in hand finished
+    /// and their offsets were committed.
+    fn revoked(&self, topic: &str, partitions: &[i32]) {
+        let _ = (topic, partitions);
+    }
+}
+
+/// No hooks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl ConsumerHooks for NoHooks {}
+
+/// A partition's task, how to tell it the partition was revoked, and whether it has ended.
 struct Partition {
     revoke: watch::Sender<bool>,
     task: JoinHandle<()>,
+    ended: Arc<Ended>,
+}
+
+/// Set when a partition's task ends; waited for by the (synchronous) rebalance callback.
+#[derive(Default)]
+struct Ended {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Ended {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until set or `deadline`; whether it was set.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            done = self.changed.wait_timeout(done, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        true
+    }
+}
+
+/// Sets [`Ended`] when dropped: however a partition's task ends (returns, is aborted, panics).
+struct SetOnDrop(Arc<Ended>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
 }
 
 /// What every partition's task shares.
-struct Worker<S> {
+struct Worker<S: Clone + Send + Sync + 'static> {
     service: EventService<S>,
     state: S,
     publisher: Publisher,
     permits: Semaphore,
-    consumer: Weak<StreamConsumer<GroupContext>>,
+    consumer: Weak<StreamConsumer<GroupContext<S>>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Worker<S> {
     /// Handles one partition's events in order until it is revoked or the consumer stops.
     async fn run(
         self: Arc<Self>,
-        queue: StreamPartitionQueue<GroupContext>,
+        queue: StreamPartitionQueue<GroupContext<S>>,
         earlier: Option<JoinHandle<()>>,
         mut stop: watch::Receiver<bool>,
         mut revoked: watch::Receiver<bool>,
+        ended: SetOnDrop,
     ) {
+        let _ended = ended;
         if let Some(earlier) = earlier {
             earlier.await.ok();
         }
@@ -392,7 +485,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs the event through the layers, then stores its offset (the layers only return once the
     /// event is handled or dead-lettered).
-    async fn handle(&self, message: &BorrowedMessage<'_>) {
+    async fn handle<M: Message>(&self, message: &M) {
         let Ok(_permit) = self.permits.acquire().await else { return };
         let event = Arc::new(IncomingEvent::from_message(message));
         let cx = HandlerContext::new(event, self.state.clone()).with_publisher(self.publisher.clone());
@@ -402,29 +495,34 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             return;
         }
         let Some(consumer) = self.consumer.upgrade() else { return };
-        if let Err(e) = consumer.store_offset_from_message(message) {
+        // librdkafka stores offset + 1: the next event to handle.
+        if let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
             tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
         }
     }
 }
 
-/// What the rebalance callback tells the run loop.
-enum Change {
-    Assigned(Vec<(i32, StreamPartitionQueue<GroupContext>)>),
-    Revoked(Vec<i32>),
-}
-
-/// The consumer's context: splits each assigned partition into its own queue, commits on revocation,
-/// reports health.
-struct GroupContext {
-    consumer: OnceLock<Weak<StreamConsumer<GroupContext>>>,
+/// The consumer's context: starts a task per assigned partition on its own queue, finishes and
+/// commits revoked partitions before they move, reports health.
+struct GroupContext<S: Clone + Send + Sync + 'static> {
+    worker: OnceLock<Arc<Worker<S>>>,
     topic: String,
-    rebalances: mpsc::UnboundedSender<Change>,
+    runtime: tokio::runtime::Handle,
+    partitions: Mutex<HashMap<i32, Partition>>,
+    stop: watch::Receiver<bool>,
+    budget: Duration,
+    hooks: Arc<dyn ConsumerHooks>,
     health: HealthState,
     component: String,
 }
 
-impl ClientContext for GroupContext {
+impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
+    fn lock_partitions(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Partition>> {
+        self.partitions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.degrade(&self.component, format!("brokers unreachable: {reason}"));
@@ -434,38 +532,67 @@ impl ClientContext for GroupContext {
     }
 }
 
-impl ConsumerContext for GroupContext {
+impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<i32> =
-                list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
-            tracing::info!(topic = self.topic, ?revoked, "partitions revoked");
-            // Commit what was handled, so the next owner starts right after it.
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(error = %e, "commit on revocation");
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let revoked: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        // Let the revoked partitions finish their events in hand (within the shutdown budget), so
+        // their offsets are stored and committed before the next owner starts: no duplicates.
+        let deadline = Instant::now() + self.budget;
+        let mut partitions = self.lock_partitions();
+        for partition in &revoked {
+            if let Some(p) = partitions.get(partition) {
+                p.revoke.send_replace(true);
             }
-            self.rebalances.send(Change::Revoked(revoked)).ok();
         }
+        for partition in &revoked {
+            if let Some(p) = partitions.remove(partition)
+                && !p.ended.wait_until(deadline)
+            {
+                tracing::warn!(
+                    topic = self.topic,
+                    partition,
+                    "revoked partition did not finish its event in hand in time; it will be handled again"
+                );
+                p.task.abort();
+            }
+        }
+        drop(partitions);
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "commit on revocation");
+        }
+        tracing::info!(topic = self.topic, ?revoked, "partitions revoked");
+        self.hooks.revoked(&self.topic, &revoked);
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
-            let queues: Vec<_> = list
-                .elements_for_topic(&self.topic)
-                .iter()
-                .filter_map(|e| {
-                    Some((e.partition(), consumer.split_partition_queue(&self.topic, e.partition())?))
-                })
-                .collect();
-            tracing::info!(
-                topic = self.topic,
-                assigned = ?queues.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                "partitions assigned"
-            );
-            self.rebalances.send(Change::Assigned(queues)).ok();
-            self.health.recover(&self.component);
-            self.health.ready(&self.component);
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else { return };
+        let Some(worker) = self.worker.get() else { return };
+        let Some(stream) = worker.consumer.upgrade() else { return };
+        let _ = consumer;
+        let mut assigned = Vec::new();
+        let mut partitions = self.lock_partitions();
+        for element in list.elements_for_topic(&self.topic) {
+            let partition = element.partition();
+            let Some(queue) = stream.split_partition_queue(&self.topic, partition) else { continue };
+            let (revoke, revoked) = watch::channel(false);
+            let ended = Arc::new(Ended::default());
+            // A partition given back to us waits for its earlier task (if any) to end.
+            let earlier = partitions.remove(&partition).map(|p| p.task);
+            let task = self.runtime.spawn(worker.clone().run(
+                queue,
+                earlier,
+                self.stop.clone(),
+                revoked,
+                SetOnDrop(ended.clone()),
+            ));
+            partitions.insert(partition, Partition { revoke, task, ended });
+            assigned.push(partition);
         }
+        drop(partitions);
+        tracing::info!(topic = self.topic, ?assigned, "partitions assigned");
+        self.hooks.assigned(&self.topic, &assigned);
+        self.health.recover(&self.component);
+        self.health.ready(&self.component);
     }
 }
