@@ -3,6 +3,8 @@
 //! - `backbone dev up [--brokers 1|3] [--sasl]`: real Kafka and a schema registry for local work.
 //! - `backbone topics plan|apply --spec FILE …`: provision the topics service specs own (exit 2 when
 //!   the plan has refusals).
+//! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and republish
+//!   chosen ones to their origin topic.
 //!
 //! Run with `cargo run -p backbone-cli -- --help`.
 
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dev;
+mod dlq;
 mod topics;
 
 /// backbone: microservices on Apache Kafka.
@@ -33,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// Dead letters: list a service's, replay chosen ones to their origin topic.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +49,7 @@ async fn main() -> ExitCode {
     let result: Result<ExitCode, Box<dyn std::error::Error>> = match cli.command {
         Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
+        Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
     };
     match result {
         Ok(code) => code,

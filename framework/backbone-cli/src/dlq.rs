@@ -1,0 +1,670 @@
+//! `backbone dlq list|replay`: inspect a service's dead letters and send chosen ones back.
+//!
+//! The consumer runtime dead-letters an event it cannot handle to `<service>.private.dlq.<source>`
+//! (`backbone::consume::dead_letter_topic`), keyed and with the payload as it came, and with
+//! `backbone-dlq-*` headers naming its origin and the failure (`backbone::consume::dead_letter_headers`).
+//!
+//! - `list` reads every dead-letter topic of the service (or the one for `--topic`) from its beginning
+//!   to the end offsets seen at start, and prints one line (or, with `--json`, one JSON object) per
+//!   dead letter.
+//! - `replay` republishes chosen dead letters, named by their offset in the dead-letter topic, to their
+//!   origin topic, in offset order: original key and payload, every header except the `backbone-dlq-*`
+//!   ones, and `backbone-replayed-from: <dlq-topic>:<offset>`. The producer is backbone's durable one
+//!   (acks=all, idempotence on, at most 5 in flight) and each write is awaited before the next, so a
+//!   failure stops the replay with everything before it written and nothing after it. Offsets that are
+//!   not in the dead-letter topic are refused before anything is written. Replaying does not remove
+//!   dead letters (Kafka cannot): replaying the same offset twice writes the event twice.
+//!
+//! Brokers and security come from the environment like a service's (`KAFKA_BOOTSTRAP_SERVERS`,
+//! `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_USERNAME` …; see `backbone::config`); `--bootstrap-servers`
+//! overrides the brokers. With SASL the principal defaults to `backbone-cli`: run with an operator's
+//! credentials (reading the dead-letter topics, writing the origin topics).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use backbone::consume::dead_letter_headers as dlq_headers;
+use backbone::topic::validate_service_name;
+use backbone::{Config, TopicSpec};
+use clap::{ArgGroup, Args, Subcommand};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The command's client id (and its SASL principal unless `KAFKA_SASL_USERNAME` says otherwise).
+const CLIENT: &str = "backbone-cli";
+/// The consumer group named for reading (offsets are assigned, never committed; the group is not
+/// joined).
+const READ_GROUP: &str = "backbone-cli.dlq";
+/// The prefix every dead-letter header shares; these are dropped when replaying.
+const DLQ_HEADER_PREFIX: &str = "backbone-dlq-";
+/// The header a replayed event carries: `<dlq-topic>:<dlq-offset>`.
+const REPLAYED_FROM: &str = "backbone-replayed-from";
+/// How long metadata and watermark requests may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading may go without a message before it is called stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a key `list` prints, in characters.
+const KEY_WIDTH: usize = 40;
+/// How much of an error message `list` prints, in characters.
+const MESSAGE_WIDTH: usize = 120;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// Print the dead letters of a service: one line each, or one JSON object each with `--json`.
+    List(ListArgs),
+    /// Republish chosen dead letters to their origin topic.
+    ///
+    /// In dead-letter offset order, with the original key and payload, every header but the
+    /// `backbone-dlq-*` ones, and `backbone-replayed-from: <dlq-topic>:<offset>`; each write is
+    /// acknowledged (acks=all, idempotent) before the next. Dead letters stay in the dead-letter topic,
+    /// so replaying one twice writes it twice.
+    Replay(ReplayArgs),
+}
+
+/// Where the brokers are.
+#[derive(Debug, Args)]
+pub(crate) struct Connection {
+    /// Brokers, overriding `KAFKA_BOOTSTRAP_SERVERS`.
+    #[arg(long, value_name = "HOST:PORT,…", value_parser = parse_bootstrap_servers)]
+    bootstrap_servers: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The service whose dead letters to list.
+    #[arg(long, value_name = "NAME")]
+    service: String,
+    /// Only the dead letters of events from this topic (default: every `<service>.private.dlq.*`).
+    #[arg(long, value_name = "SOURCE_TOPIC")]
+    topic: Option<String>,
+    /// One JSON object per line, with the full key and error message.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["offsets", "all"])))]
+pub(crate) struct ReplayArgs {
+    /// The service whose dead letters to replay.
+    #[arg(long, value_name = "NAME")]
+    service: String,
+    /// The topic the events came from: replays from `<service>.private.dlq.<SOURCE_TOPIC>`.
+    #[arg(long, value_name = "SOURCE_TOPIC")]
+    topic: String,
+    /// The dead letters to replay, by offset in the dead-letter topic: `3,7,10-12`.
+    #[arg(long, value_name = "LIST", value_parser = parse_offsets)]
+    offsets: Option<Offsets>,
+    /// Replay every dead letter in the dead-letter topic.
+    #[arg(long)]
+    all: bool,
+    /// Print what would be replayed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Dead-letter offsets chosen on the command line, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Offsets(BTreeSet<i64>);
+
+/// Why a dlq command failed.
+#[derive(Debug)]
+pub(crate) enum DlqError {
+    /// Configuration, or a name that breaks backbone's naming rules.
+    Backbone(backbone::Error),
+    /// Kafka refused or failed a request.
+    Kafka { what: String, reason: String },
+    /// The replay was refused before anything was written.
+    Refused(String),
+    /// A replay write failed; those before it were written, none after it.
+    ReplayFailed { letter: String, target: String, reason: String, replayed: usize, chosen: usize },
+}
+
+impl fmt::Display for DlqError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Backbone(e) => e.fmt(f),
+            Self::Kafka { what, reason } => write!(f, "{what}: {reason}"),
+            Self::Refused(why) => write!(f, "{why}; nothing replayed"),
+            Self::ReplayFailed { letter, target, reason, replayed, chosen } => write!(
+                f,
+                "replaying {letter} to {target} failed: {reason}; {replayed} of {chosen} dead letter(s) \
+                 were replayed before it (listed above), the rest were not attempted"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DlqError {}
+
+impl<E: Into<backbone::Error>> From<E> for DlqError {
+    fn from(e: E) -> Self {
+        Self::Backbone(e.into())
+    }
+}
+
+/// A Kafka failure while doing `what`.
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> DlqError {
+    let what = what.into();
+    move |e| DlqError::Kafka { what, reason: e.to_string() }
+}
+
+pub(crate) async fn run(command: DlqCommand) -> Result<ExitCode, DlqError> {
+    match command {
+        DlqCommand::List(args) => {
+            let config = config(&args.connection)?;
+            blocking(move || list(&config, &args)).await
+        }
+        DlqCommand::Replay(args) => replay(args).await,
+    }
+}
+
+/// Runs blocking librdkafka calls (metadata, watermarks, polling) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
+) -> Result<T, DlqError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| DlqError::Kafka { what: "reading dead letters".into(), reason: e.to_string() })?
+}
+
+/// The configuration from the environment, with `--bootstrap-servers` on top.
+fn config(connection: &Connection) -> Result<Config, DlqError> {
+    let mut config = Config::from_env(CLIENT)?;
+    if let Some(servers) = &connection.bootstrap_servers {
+        config.bootstrap_servers.clone_from(servers);
+    }
+    Ok(config)
+}
+
+fn parse_bootstrap_servers(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() || value.split(',').any(|s| !s.contains(':')) {
+        return Err("expected a comma-separated list of host:port".into());
+    }
+    Ok(value.to_owned())
+}
+
+/// Parses `3,7,10-12`: offsets and inclusive ranges, comma-separated.
+fn parse_offsets(value: &str) -> Result<Offsets, String> {
+    let offset = |s: &str| {
+        s.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            format!("`{}` is not an offset (a whole number from 0); expected a list like 3,7,10-12", s.trim())
+        })
+    };
+    let mut offsets = BTreeSet::new();
+    for part in value.split(',') {
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to) = (offset(from)?, offset(to)?);
+                if from > to {
+                    return Err(format!("the range `{}` runs backwards", part.trim()));
+                }
+                if to - from >= 1_000_000 {
+                    return Err(format!("the range `{}` is over a million offsets", part.trim()));
+                }
+                offsets.extend(from..=to);
+            }
+            None => {
+                offsets.insert(offset(part)?);
+            }
+        }
+    }
+    Ok(Offsets(offsets))
+}
+
+/// The dead-letter topic of `service` for events from `source`, named as
+/// `backbone::consume::dead_letter_topic` names it (that takes a declared source; this, any name).
+fn dead_letter_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
+    Ok(TopicSpec::private(service, format!("dlq.{source}")).partitions(1).build()?.name().to_owned())
+}
+
+/// The prefix of every dead-letter topic of `service`.
+fn dead_letter_prefix(service: &str) -> Result<String, DlqError> {
+    validate_service_name(service)?;
+    Ok(format!("{service}.private.dlq."))
+}
+
+/// A reader that is assigned partitions and never commits.
+fn reader(config: &Config) -> Result<BaseConsumer, DlqError> {
+    config
+        .client_config(CLIENT)
+        .set("group.id", READ_GROUP)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(kafka(format!("connecting to {}", config.bootstrap_servers)))
+}
+
+/// The partitions of every topic whose name `matches`, from metadata of the whole cluster (asking for
+/// a named topic would let a broker with `auto.create.topics.enable` create it). Sorted by name.
+fn topics(
+    consumer: &BaseConsumer,
+    matches: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, Vec<i32>)>, DlqError> {
+    let metadata =
+        consumer.fetch_metadata(None, REQUEST_TIMEOUT).map_err(kafka("fetching cluster metadata"))?;
+    let mut found: Vec<(String, Vec<i32>)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| matches(t.name()))
+        .map(|t| (t.name().to_owned(), t.partitions().iter().map(|p| p.id()).collect()))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// One dead letter as read.
+#[derive(Debug)]
+struct Letter {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Letter {
+    /// The first header called `name`, as bytes.
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Where to replay it: its origin topic, if the header is there and is a name.
+    fn origin_topic(&self) -> Option<&str> {
+        self.header(dlq_headers::ORIGIN_TOPIC)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// The first header called `name`, as (lossy) text.
+    fn text(&self, name: &str) -> Option<String> {
+        self.header(name).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The first header called `name`, as a number.
+    fn number(&self, name: &str) -> Option<i64> {
+        self.text(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `<dlq-topic>:<offset>`, or `<dlq-topic>[<partition>]:<offset>` beyond partition 0 (backbone's
+    /// dead-letter topics have one partition).
+    fn location(&self) -> String {
+        if self.partition == 0 {
+            format!("{}:{}", self.topic, self.offset)
+        } else {
+            format!("{}[{}]:{}", self.topic, self.partition, self.offset)
+        }
+    }
+
+    /// `topic:partition:offset` of the event it came from.
+    fn origin(&self) -> String {
+        let field = |name| self.text(name).unwrap_or_else(|| "?".into());
+        format!(
+            "{}:{}:{}",
+            field(dlq_headers::ORIGIN_TOPIC),
+            field(dlq_headers::ORIGIN_PARTITION),
+            field(dlq_headers::ORIGIN_OFFSET)
+        )
+    }
+
+    /// The key as text, for people.
+    fn key_text(&self) -> Option<String> {
+        self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned())
+    }
+
+    /// The line `list` prints.
+    fn line(&self) -> String {
+        let key = self.key_text().map_or_else(|| "none".into(), |k| format!("{:?}", truncate(&k, KEY_WIDTH)));
+        let message = self.text(dlq_headers::ERROR_MESSAGE).unwrap_or_default();
+        format!(
+            "{} {}  origin {}  key {}  kind {}  attempts {}  error {:?}",
+            if self.partition == 0 {
+                self.topic.clone()
+            } else {
+                format!("{}[{}]", self.topic, self.partition)
+            },
+            self.offset,
+            self.origin(),
+            key,
+            self.text(dlq_headers::ERROR_KIND).unwrap_or_else(|| "?".into()),
+            self.text(dlq_headers::ATTEMPTS).unwrap_or_else(|| "?".into()),
+            truncate(&message, MESSAGE_WIDTH),
+        )
+    }
+
+    /// The object `list --json` prints.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dlq_topic": self.topic,
+            "dlq_partition": self.partition,
+            "dlq_offset": self.offset,
+            "origin_topic": self.text(dlq_headers::ORIGIN_TOPIC),
+            "origin_partition": self.number(dlq_headers::ORIGIN_PARTITION),
+            "origin_offset": self.number(dlq_headers::ORIGIN_OFFSET),
+            "key": self.key_text(),
+            "error_kind": self.text(dlq_headers::ERROR_KIND),
+            "error_message": self.text(dlq_headers::ERROR_MESSAGE),
+            "handler": self.text(dlq_headers::HANDLER),
+            "attempts": self.number(dlq_headers::ATTEMPTS),
+            "payload_bytes": self.payload.as_ref().map(Vec::len),
+        })
+    }
+
+    /// The headers a replay carries: every header but the dead-letter ones (and an earlier replay's
+    /// mark), then where this replay comes from.
+    fn replay_headers(&self) -> OwnedHeaders {
+        let kept =
+            self.headers.iter().filter(|(k, _)| !k.starts_with(DLQ_HEADER_PREFIX) && k != REPLAYED_FROM);
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + 1);
+        for (key, value) in kept {
+            headers = headers.insert(Header { key, value: value.as_deref() });
+        }
+        headers.insert(Header { key: REPLAYED_FROM, value: Some(&format!("{}:{}", self.topic, self.offset)) })
+    }
+}
+
+/// `text` cut to `width` characters, with `…` when cut.
+fn truncate(text: &str, width: usize) -> String {
+    match text.char_indices().nth(width) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// Reads `topic`'s `partitions` from their beginning to the end offsets they have now, handing each
+/// dead letter to `visit` in partition order, offset order within a partition. Stops at the captured
+/// high watermarks (or the end of a partition, whichever comes first), so it never waits for more.
+fn read_topic(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    mut visit: impl FnMut(Letter),
+) -> Result<(), DlqError> {
+    for &partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .map_err(kafka(format!("fetching the end offsets of {topic}[{partition}]")))?;
+        if low >= high {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+            .map_err(kafka(format!("assigning {topic}[{partition}]")))?;
+        consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}[{partition}]")))?;
+        let mut progress = Instant::now();
+        let mut next = low;
+        while next < high {
+            match consumer.poll(Duration::from_millis(500)) {
+                None if progress.elapsed() > STALL_TIMEOUT => {
+                    return Err(DlqError::Kafka {
+                        what: format!("reading {topic}[{partition}]"),
+                        reason: format!(
+                            "no progress for {}s at offset {next} (end offset {high})",
+                            STALL_TIMEOUT.as_secs()
+                        ),
+                    });
+                }
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => return Err(kafka(format!("reading {topic}[{partition}]"))(e)),
+                Some(Ok(m)) => {
+                    progress = Instant::now();
+                    next = m.offset() + 1;
+                    if m.offset() >= high {
+                        break;
+                    }
+                    visit(Letter {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|hs| {
+                                hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+    consumer.unassign().map_err(kafka(format!("unassigning {topic}")))
+}
+
+fn list(config: &Config, args: &ListArgs) -> Result<ExitCode, DlqError> {
+    let prefix = dead_letter_prefix(&args.service)?;
+    let wanted =
+        args.topic.as_deref().map(|source| dead_letter_topic_name(&args.service, source)).transpose()?;
+    let consumer = reader(config)?;
+    let topics = topics(&consumer, |name| match &wanted {
+        Some(wanted) => name == wanted,
+        None => name.starts_with(&prefix),
+    })?;
+    let mut count = 0usize;
+    for (topic, partitions) in &topics {
+        read_topic(&consumer, topic, partitions, |letter| {
+            count += 1;
+            if args.json {
+                println!("{}", letter.json());
+            } else {
+                println!("{}", letter.line());
+            }
+        })?;
+    }
+    let summary = match (&wanted, topics.len(), count) {
+        (Some(wanted), 0, _) => format!("no dead letters: topic {wanted} does not exist"),
+        (None, 0, _) => format!("no dead letters: service {} has no topics named {prefix}*", args.service),
+        (_, n, 0) => {
+            format!("no dead letters: {n} dead-letter topic(s) of service {} are empty", args.service)
+        }
+        (_, n, c) => format!("{c} dead letter(s) in {n} topic(s)"),
+    };
+    // The summary is for people: on stdout unless stdout is JSON lines.
+    if args.json || count > 0 {
+        eprintln!("backbone dlq list: {summary}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
+    let config = config(&args.connection)?;
+    let dlq = dead_letter_topic_name(&args.service, &args.topic)?;
+    let chosen = args.offsets.clone();
+    let (letters, existing) = {
+        let (config, dlq) = (config.clone(), dlq.clone());
+        blocking(move || choose(&config, &dlq, chosen.as_ref())).await?
+    };
+    let targets: BTreeSet<&str> = letters.iter().filter_map(Letter::origin_topic).collect();
+    if let Some(missing) = targets.iter().find(|t| !existing.contains(**t)) {
+        return Err(DlqError::Refused(format!("origin topic {missing} does not exist")));
+    }
+    if letters.is_empty() {
+        println!("no dead letters in {dlq}: nothing to replay");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.dry_run {
+        for letter in &letters {
+            println!(
+                "would replay {} -> {}  key {}  ({} payload bytes)",
+                letter.location(),
+                letter.origin_topic().unwrap_or_default(),
+                letter.key_text().map_or_else(|| "none".into(), |k| format!("{:?}", truncate(&k, KEY_WIDTH))),
+                letter.payload.as_ref().map_or(0, Vec::len),
+            );
+        }
+        println!("dry run: {} dead letter(s) would be replayed; nothing written", letters.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let producer: FutureProducer = backbone::publish::producer_config(&config, CLIENT)
+        .create()
+        .map_err(kafka(format!("creating a producer for {}", config.bootstrap_servers)))?;
+    for (done, letter) in letters.iter().enumerate() {
+        let target = letter.origin_topic().unwrap_or_default();
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(target).headers(letter.replay_headers());
+        if let Some(key) = &letter.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &letter.payload {
+            record = record.payload(payload);
+        }
+        match producer.send(record, config.delivery_timeout).await {
+            Ok(d) => println!("replayed {} -> {target}:{}@{}", letter.location(), d.partition, d.offset),
+            Err((e, _)) => {
+                return Err(DlqError::ReplayFailed {
+                    letter: letter.location(),
+                    target: target.to_owned(),
+                    reason: e.to_string(),
+                    replayed: done,
+                    chosen: letters.len(),
+                });
+            }
+        }
+    }
+    println!(
+        "replayed {} dead letter(s) from {dlq} to {}",
+        letters.len(),
+        targets.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dead letters in `dlq` at `offsets` (or all), in offset order, and the names of the cluster's
+/// topics. Refuses offsets that are not there and dead letters that do not say where they came from.
+fn choose(
+    config: &Config,
+    dlq: &str,
+    offsets: Option<&Offsets>,
+) -> Result<(Vec<Letter>, HashSet<String>), DlqError> {
+    let consumer = reader(config)?;
+    let all = topics(&consumer, |_| true)?;
+    let Some((_, partitions)) = all.iter().find(|(name, _)| name == dlq) else {
+        return Err(DlqError::Refused(format!("dead-letter topic {dlq} does not exist")));
+    };
+    if partitions.len() != 1 {
+        return Err(DlqError::Refused(format!(
+            "{dlq} has {} partitions; backbone's dead-letter topics have one, and replay names dead letters \
+             by their offset in it",
+            partitions.len()
+        )));
+    }
+    let mut letters = Vec::new();
+    let mut seen = (i64::MAX, i64::MIN);
+    read_topic(&consumer, dlq, partitions, |letter| {
+        seen = (seen.0.min(letter.offset), seen.1.max(letter.offset));
+        if offsets.is_none_or(|o| o.0.contains(&letter.offset)) {
+            letters.push(letter);
+        }
+    })?;
+    if let Some(Offsets(wanted)) = offsets {
+        let found: BTreeSet<i64> = letters.iter().map(|l| l.offset).collect();
+        let missing: Vec<String> = wanted.difference(&found).map(i64::to_string).collect();
+        if !missing.is_empty() {
+            let holds = if seen.0 > seen.1 {
+                "it is empty".to_owned()
+            } else {
+                format!("it holds offsets {} to {}", seen.0, seen.1)
+            };
+            return Err(DlqError::Refused(format!(
+                "no dead letter at offset(s) {} in {dlq} ({holds})",
+                missing.join(", ")
+            )));
+        }
+    }
+    let unknown: Vec<String> =
+        letters.iter().filter(|l| l.origin_topic().is_none()).map(Letter::location).collect();
+    if !unknown.is_empty() {
+        return Err(DlqError::Refused(format!(
+            "dead letter(s) {} have no valid {} header, so where to replay them is unknown",
+            unknown.join(", "),
+            dlq_headers::ORIGIN_TOPIC
+        )));
+    }
+    let existing = all.into_iter().map(|(name, _)| name).collect();
+    Ok((letters, existing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_parse_lists_and_ranges() {
+        assert_eq!(parse_offsets("3,7,10-12").unwrap().0, BTreeSet::from([3, 7, 10, 11, 12]));
+        assert_eq!(parse_offsets(" 5 , 5,4-4").unwrap().0, BTreeSet::from([4, 5]));
+        for bad in ["", "a", "3,", "-1", "5-3", "1-2-3", "0-99999999"] {
+            assert!(parse_offsets(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(parse_offsets("5-3").unwrap_err().contains("backwards"));
+    }
+
+    #[test]
+    fn the_dead_letter_topic_is_named_as_the_consumer_names_it() {
+        let source = TopicSpec::public("orders", "created", 1).build().unwrap();
+        let framework = backbone::consume::dead_letter_topic("stock", &source).unwrap();
+        assert_eq!(dead_letter_topic_name("stock", source.name()).unwrap(), framework.name());
+        assert!(framework.name().starts_with(&dead_letter_prefix("stock").unwrap()));
+        assert!(dead_letter_prefix("Stock*").is_err());
+    }
+
+    #[test]
+    fn every_dead_letter_header_is_dropped_on_replay() {
+        use dlq_headers as h;
+        for name in [
+            h::ORIGIN_TOPIC,
+            h::ORIGIN_PARTITION,
+            h::ORIGIN_OFFSET,
+            h::ORIGIN_KEY,
+            h::ERROR_KIND,
+            h::ERROR_MESSAGE,
+            h::HANDLER,
+            h::ATTEMPTS,
+        ] {
+            assert!(name.starts_with(DLQ_HEADER_PREFIX), "{name}");
+        }
+        let letter = Letter {
+            topic: "s.private.dlq.t".into(),
+            partition: 0,
+            offset: 4,
+            key: None,
+            payload: None,
+            headers: vec![
+                (h::ORIGIN_TOPIC.into(), Some(b"t".to_vec())),
+                ("tenant".into(), Some(b"acme".to_vec())),
+                (REPLAYED_FROM.into(), Some(b"s.private.dlq.t:1".to_vec())),
+                ("empty".into(), None),
+            ],
+        };
+        let headers = letter.replay_headers();
+        let got: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|h| (h.key, h.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("tenant", Some(&b"acme"[..])),
+                ("empty", None),
+                (REPLAYED_FROM, Some(&b"s.private.dlq.t:4"[..]))
+            ]
+        );
+    }
+
+    #[test]
+    fn truncation_counts_characters() {
+        assert_eq!(truncate("héllo", 10), "héllo");
+        assert_eq!(truncate("héllo", 2), "hé…");
+    }
+}
