@@ -201,6 +201,12 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// The queue bound per partition, in bytes: queued events plus at most one fetch response
+    /// (`max.partition.fetch.bytes` is capped to the queue size).
+    pub fn queue_bound_bytes(&self) -> usize {
+        2 * self.queue_kbytes * 1024
+    }
+
     /// Adds `layer` around the handler, inside the built-in layers (see [`crate::layer`]).
     pub fn layer<L>(mut self, layer: L) -> Self
     where
@@ -298,6 +304,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .set("isolation.level", "read_committed")
                 .set("queued.max.messages.kbytes", self.queue_kbytes.to_string())
                 .set("queued.min.messages", self.queue_messages.to_string())
+                .set("max.partition.fetch.bytes", (self.queue_kbytes * 1024).min(1 << 20).to_string())
                 .create_with_context(context)
                 .map_err(client)?,
         );
@@ -394,6 +401,17 @@ pub trait ConsumerHooks: Send + Sync + 'static {
     /// and their offsets were committed.
     fn revoked(&self, topic: &str, partitions: &[i32]) {
         let _ = (topic, partitions);
+    }
+
+    /// Offsets were committed: `(partition, next offset to handle)` of `topic`.
+    fn committed(&self, topic: &str, offsets: &[(i32, i64)]) {
+        let _ = (topic, offsets);
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`, off unless set with
+    /// [`Consumer::client_setting`]): fetch queue sizes, lag, broker round trips.
+    fn statistics(&self, statistics: &rdkafka::Statistics) {
+        let _ = statistics;
     }
 }
 
@@ -523,6 +541,10 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.hooks.statistics(&statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.degrade(&self.component, format!("brokers unreachable: {reason}"));
@@ -533,6 +555,23 @@ impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &rdkafka::TopicPartitionList,
+    ) {
+        if result.is_ok() {
+            let committed: Vec<(i32, i64)> = offsets
+                .elements_for_topic(&self.topic)
+                .iter()
+                .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
+                .collect();
+            if !committed.is_empty() {
+                self.hooks.committed(&self.topic, &committed);
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(list) = rebalance else { return };
         let revoked: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
