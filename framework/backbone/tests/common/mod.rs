@@ -75,6 +75,37 @@ pub async fn publish_oracle(
     errors
 }
 
+/// Publishes oracle events `start..start + count` (key `key-<i % keys>`, seq `i / keys`), all in
+/// flight at once, recording acknowledgements in `oracle`; returns the errors.
+pub async fn publish_oracle_range(
+    publisher: &Publisher,
+    topic: &TopicSpec,
+    start: usize,
+    count: usize,
+    keys: usize,
+    oracle: &Arc<Mutex<Oracle>>,
+) -> Vec<PublishError> {
+    let producer = publisher.service().to_owned();
+    let sends = (start..start + count).map(|i| {
+        let (key, seq) = (format!("key-{}", i % keys), (i / keys) as u64);
+        let producer = producer.clone();
+        async move {
+            let seq_text = seq.to_string();
+            let headers = [(PRODUCER_HEADER, producer.as_bytes()), (SEQ_HEADER, seq_text.as_bytes())];
+            let event = Outgoing::new("OracleEvent", key.as_bytes(), seq_text.as_bytes()).headers(&headers);
+            (key.clone(), seq, publisher.publish(topic, event).await)
+        }
+    });
+    let mut errors = Vec::new();
+    for (key, seq, result) in futures::future::join_all(sends).await {
+        match result {
+            Ok(_) => oracle.lock().unwrap().acknowledged(&producer, &key, seq),
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
 /// Reads `topic` back into the oracle and returns its report.
 pub async fn check(
     client: rdkafka::ClientConfig,
