@@ -77,65 +77,100 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// An event as a handler sees it: where it was read, its key, payload and headers. Owned, so it
 /// outlives the consumer's poll; the runtime shares it between retries behind an [`Arc`].
+///
+/// Key, payload and headers are copied into one buffer (two allocations per event whatever the
+/// number of headers), and events of one partition share their topic name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingEvent {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
+    key: Option<Span>,
+    payload: Option<Span>,
+    /// Name and value of each header, in order.
+    headers: Vec<(Span, Span)>,
+    data: Vec<u8>,
 }
+
+/// A range of [`IncomingEvent`]'s buffer.
+type Span = (u32, u32);
 
 impl IncomingEvent {
     /// An event read from `topic` at `partition` and `offset`, without key, payload, timestamp or
     /// headers (add them with the `with_` methods). For tests and for the runtime.
     pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
         Self {
-            topic: topic.into(),
+            topic: topic.into().into(),
             partition,
             offset,
             timestamp: None,
             key: None,
             payload: None,
             headers: Vec::new(),
+            data: Vec::new(),
         }
     }
 
     /// Copies a consumed Kafka message (a `BorrowedMessage` from a poll, or an `OwnedMessage`).
     /// A header without a value becomes an empty one.
     pub fn from_message<M: rdkafka::Message>(message: &M) -> Self {
+        Self::from_message_in(&Arc::from(message.topic()), message)
+    }
+
+    /// As [`from_message`](Self::from_message), sharing `topic` (the message's topic name).
+    pub(crate) fn from_message_in<M: rdkafka::Message>(topic: &Arc<str>, message: &M) -> Self {
         use rdkafka::message::Headers as _;
-        let headers = message
-            .headers()
-            .map(|h| {
-                (0..h.count())
-                    .filter_map(|i| h.try_get(i))
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self {
-            topic: message.topic().to_owned(),
+        let borrowed = message.headers();
+        let count = borrowed.map_or(0, |h| h.count());
+        let mut size = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len);
+        if let Some(h) = borrowed {
+            size += (0..count)
+                .filter_map(|i| h.try_get(i))
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum::<usize>();
+        }
+        let mut event = Self {
+            topic: topic.clone(),
             partition: message.partition(),
             offset: message.offset(),
             timestamp: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers,
+            key: None,
+            payload: None,
+            headers: Vec::with_capacity(count),
+            data: Vec::with_capacity(size),
+        };
+        event.key = message.key().map(|k| event.push(k));
+        event.payload = message.payload().map(|p| event.push(p));
+        if let Some(h) = borrowed {
+            for header in (0..count).filter_map(|i| h.try_get(i)) {
+                let name = event.push(header.key.as_bytes());
+                let value = event.push(header.value.unwrap_or_default());
+                event.headers.push((name, value));
+            }
         }
+        event
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Span {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        (span_index(start), span_index(self.data.len()))
+    }
+
+    fn get(&self, (start, end): Span) -> &[u8] {
+        &self.data[start as usize..end as usize]
     }
 
     /// With this key.
-    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+    pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.key = Some(self.push(key.as_ref()));
         self
     }
 
     /// With this payload.
-    pub fn with_payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
-        self.payload = Some(payload.into());
+    pub fn with_payload(mut self, payload: impl AsRef<[u8]>) -> Self {
+        self.payload = Some(self.push(payload.as_ref()));
         self
     }
 
@@ -146,8 +181,10 @@ impl IncomingEvent {
     }
 
     /// With one more header (after those already there).
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
+        let name = self.push(name.as_ref().as_bytes());
+        let value = self.push(value.as_ref());
+        self.headers.push((name, value));
         self
     }
 
@@ -173,24 +210,31 @@ impl IncomingEvent {
 
     /// Its key, if it has one.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.key.map(|k| self.get(k))
     }
 
     /// Its payload; `None` for a tombstone.
     pub fn payload(&self) -> Option<&[u8]> {
-        self.payload.as_deref()
+        self.payload.map(|p| self.get(p))
     }
 
     /// All headers, in order (a name may repeat).
-    pub fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        self.headers
+            .iter()
+            .map(|(n, v)| (std::str::from_utf8(self.get(*n)).unwrap_or_default(), self.get(*v)))
     }
 
     /// The value of the header called `name`: the last one if it repeats, as Kafka's Java client's
     /// `lastHeader` does.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.headers.iter().rev().find(|(n, _)| self.get(*n) == name.as_bytes()).map(|(_, v)| self.get(*v))
     }
+}
+
+/// A buffer index; an event is far below 4 GiB (Kafka's message.max.bytes is an i32).
+fn span_index(i: usize) -> u32 {
+    u32::try_from(i).expect("an event under 4 GiB")
 }
 
 impl From<&rdkafka::message::OwnedMessage> for IncomingEvent {
@@ -1045,7 +1089,7 @@ mod tests {
         let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
         let event = IncomingEvent::from_message(&bare);
         assert_eq!((event.key(), event.payload(), event.timestamp()), (None, None, None));
-        assert!(event.headers().is_empty());
+        assert_eq!(event.headers().len(), 0);
     }
 
     #[test]
