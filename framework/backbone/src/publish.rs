@@ -29,7 +29,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ConfigError};
 use crate::health::HealthState;
@@ -298,7 +298,6 @@ impl Context {
 #[derive(Default)]
 struct Turns {
     state: Mutex<TurnState>,
-    changed: Notify,
 }
 
 #[derive(Default)]
@@ -307,8 +306,8 @@ struct TurnState {
     next_to_send: u64,
     /// Tickets whose futures were dropped before their turn.
     abandoned: BTreeSet<u64>,
-    /// Publishes waiting for their turn (no one to wake on the fast path).
-    waiting: usize,
+    /// Publishes waiting for their turn, by ticket: a release wakes only the next one.
+    waiting: HashMap<u64, std::task::Waker>,
 }
 
 impl Turns {
@@ -328,23 +327,32 @@ impl Turns {
     }
 
     async fn wait_for(&self, ticket: u64) {
-        struct Waiting<'a>(&'a Turns);
+        /// Forgets the waker if the wait is dropped before its turn.
+        struct Waiting<'a>(&'a Turns, u64);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                self.0.lock().waiting -= 1;
+                self.0.lock().waiting.remove(&self.1);
             }
         }
-        self.lock().waiting += 1;
-        let _waiting = Waiting(self);
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_turn(ticket) {
-                return;
+        let _waiting = Waiting(self, ticket);
+        std::future::poll_fn(|cx| {
+            let mut s = self.lock();
+            if s.next_to_send == ticket {
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            match s.waiting.entry(ticket) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if !e.get().will_wake(cx.waker()) {
+                        e.insert(cx.waker().clone());
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Ends `ticket`'s turn (sent, failed or abandoned) and passes the turn on.
@@ -362,10 +370,11 @@ impl Turns {
             }
             s.next_to_send += 1;
         }
-        let anyone_waiting = s.waiting > 0;
+        let next_to_send = s.next_to_send;
+        let next = s.waiting.remove(&next_to_send);
         drop(s);
-        if anyone_waiting {
-            self.changed.notify_waiters();
+        if let Some(waker) = next {
+            waker.wake();
         }
     }
 }
