@@ -38,7 +38,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -164,8 +164,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             retry: Retry::default(),
             timeout: None,
             concurrency: 64,
-            queue_kbytes: 1024,
-            queue_messages: 1000,
+            queue_kbytes: 16 * 1024,
+            queue_messages: 100_000,
             shutdown_budget: config.shutdown_timeout,
             client: config.client_config(spec.name()),
             hooks: Arc::new(NoHooks),
@@ -193,18 +193,21 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     }
 
     /// Bounds each partition's queue of fetched events to `kbytes` kilobytes and about `messages`
-    /// messages (defaults 1024 KiB and 1000): librdkafka stops fetching a partition whose queue is
-    /// full. Memory stays within about partitions × `kbytes` (plus one fetch response).
+    /// messages (defaults 16 MiB and 100,000): librdkafka stops fetching a partition whose queue is
+    /// full, and looks again every 10 ms. Memory stays within partitions × [`queue_bound_bytes`].
+    ///
+    /// [`queue_bound_bytes`]: Self::queue_bound_bytes
     pub fn queue(mut self, kbytes: usize, messages: usize) -> Self {
         self.queue_kbytes = kbytes.max(1);
         self.queue_messages = messages.max(1);
         self
     }
 
-    /// The queue bound per partition, in bytes: queued events plus at most one fetch response
-    /// (`max.partition.fetch.bytes` is capped to the queue size).
+    /// The queue bound per partition, in bytes: the queue's size plus one more record batch, as a
+    /// fetch may overshoot by one (a broker returns a partition's first batch whole, up to the
+    /// topic's `max.message.bytes`, 1 MiB by default).
     pub fn queue_bound_bytes(&self) -> usize {
-        2 * self.queue_kbytes * 1024
+        self.queue_kbytes * 1024 + (1 << 20)
     }
 
     /// Adds `layer` around the handler, inside the built-in layers (see [`crate::layer`]).
@@ -247,12 +250,14 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
 
     /// The per-event service: the built-in layers around yours around the handler.
     fn service(&self) -> EventService<S> {
+        use tower::util::Either;
         let handler = self.handler.name();
-        let inner = self.layers.apply(BoxCloneSyncService::new(HandlerService::new(self.handler.clone())));
-        let inner = BoxCloneSyncService::new(CatchPanicLayer.layer(inner));
-        let inner = match self.timeout {
-            Some(limit) => BoxCloneSyncService::new(TimeoutLayer::new(limit).layer(inner)),
-            None => inner,
+        let bottom = HandlerService::new(self.handler.clone());
+        // Boxed once at the top; your layers (if any) need a boxed service beneath them.
+        let bottom = if self.layers.is_empty() {
+            Either::Left(bottom)
+        } else {
+            Either::Right(self.layers.apply(BoxCloneSyncService::new(bottom)))
         };
         let stack = tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
@@ -264,7 +269,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 self.retry,
             ))
             .layer(RetryLayer::new(self.retry))
-            .service(inner);
+            .option_layer(self.timeout.map(TimeoutLayer::new))
+            .layer(CatchPanicLayer)
+            .service(bottom);
         BoxCloneSyncService::new(stack)
     }
 
@@ -305,6 +312,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .set("queued.max.messages.kbytes", self.queue_kbytes.to_string())
                 .set("queued.min.messages", self.queue_messages.to_string())
                 .set("max.partition.fetch.bytes", (self.queue_kbytes * 1024).min(1 << 20).to_string())
+                // librdkafka waits a second by default before fetching again for a partition whose
+                // queue was full: a slow handler's partition would then idle after catching up.
+                .set("fetch.queue.backoff.ms", "10")
                 .create_with_context(context)
                 .map_err(client)?,
         );
@@ -352,7 +362,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(message) = stray.recv() => worker.handle(&message).await,
+                Some(message) = stray.recv() => worker.handle_stray(&message).await,
             }
         }
 
@@ -487,34 +497,66 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         if let Some(earlier) = earlier {
             earlier.await.ok();
         }
+        // Each partition has its own copy of the layers, and one topic name for all its events.
+        let mut service = self.service.clone();
+        let mut topic: Option<Arc<str>> = None;
+        // Made once, polled on every wait: no waiter registration per event.
+        let stopping = async {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = revoked.wait_for(|r| *r) => {}
+            }
+        };
+        let mut stopping = std::pin::pin!(stopping);
         loop {
             let message = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return,
-                _ = revoked.wait_for(|r| *r) => return,
+                () = &mut stopping => return,
                 message = queue.recv() => message,
             };
             match message {
-                Ok(message) => self.handle(&message).await,
+                Ok(message) => {
+                    let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
+                    if self.handle(&mut service, topic, &message).await
+                        && let Some(consumer) = self.consumer.upgrade()
+                        && let Err(e) = consumer.store_offset_from_message(&message)
+                    {
+                        tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "partition queue error"),
             }
         }
     }
 
-    /// Runs the event through the layers, then stores its offset (the layers only return once the
-    /// event is handled or dead-lettered).
-    async fn handle<M: Message>(&self, message: &M) {
-        let Ok(_permit) = self.permits.acquire().await else { return };
-        let event = Arc::new(IncomingEvent::from_message(message));
+    /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
+    /// offset may be stored.
+    async fn handle<M: Message>(&self, service: &mut EventService<S>, topic: &Arc<str>, message: &M) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else { return false };
+        let event = Arc::new(IncomingEvent::from_message_in(topic, message));
         let cx = HandlerContext::new(event, self.state.clone()).with_publisher(self.publisher.clone());
         // The dead-letter layer turns failures into dead letters; what reaches here is unexpected.
-        if let Err(e) = self.service.clone().oneshot(cx).await {
-            tracing::error!(error = %e, "event not handled; its offset is not stored");
-            return;
+        let outcome = match service.ready().await {
+            Ok(ready) => ready.call(cx).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "event not handled; its offset is not stored");
+                false
+            }
         }
-        let Some(consumer) = self.consumer.upgrade() else { return };
+    }
+
+    /// Handles a message that arrived on the group's queue and stores its offset.
+    async fn handle_stray(&self, message: &OwnedMessage) {
         // librdkafka stores offset + 1: the next event to handle.
-        if let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+        let topic = Arc::from(message.topic());
+        if self.handle(&mut self.service.clone(), &topic, message).await
+            && let Some(consumer) = self.consumer.upgrade()
+            && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())
+        {
             tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
         }
     }

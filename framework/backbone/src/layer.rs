@@ -120,6 +120,11 @@ impl<S: Send + 'static> Layers<S> {
         self
     }
 
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
     /// These layers, then `more`'s inside them.
     pub fn extend(mut self, more: &Layers<S>) -> Self {
         self.layers.extend(more.layers.iter().cloned());
