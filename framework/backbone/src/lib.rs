@@ -51,6 +51,7 @@ pub mod health;
 pub mod layer;
 pub mod provision;
 pub mod publish;
+pub mod schema;
 pub mod service;
 pub mod topic;
 pub mod trace;
