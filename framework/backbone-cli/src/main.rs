@@ -5,6 +5,8 @@
 //!   the plan has refusals).
 //! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and republish
 //!   chosen ones to their origin topic.
+//! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
+//!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
 //!
 //! Run with `cargo run -p backbone-cli -- --help`.
 
@@ -14,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod dev;
 mod dlq;
+mod schemas;
 mod topics;
 
 /// backbone: microservices on Apache Kafka.
@@ -41,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Avro contracts: check edits in `schemas/` against their history in git or the registry.
+    Schemas {
+        #[command(subcommand)]
+        command: schemas::SchemasCommand,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +58,7 @@ async fn main() -> ExitCode {
         Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
+        Command::Schemas { command } => Ok(schemas::run(command).await),
     };
     match result {
         Ok(code) => code,

@@ -50,7 +50,7 @@ use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
 use crate::layer::{
     CatchPanicLayer, CorrelationLayer, DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer,
-    TimeoutLayer, TracingLayer,
+    SchemaLayer, TimeoutLayer, TracingLayer,
 };
 pub use crate::layer::{Retry, dead_letter_headers};
 use crate::publish::Publisher;
@@ -269,6 +269,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 self.retry,
             ))
             .layer(RetryLayer::new(self.retry))
+            .layer(SchemaLayer::new(self.publisher.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
             .layer(CatchPanicLayer)
             .service(bottom);
@@ -534,7 +535,9 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
     async fn handle<M: Message>(&self, service: &mut EventService<S>, topic: &Arc<str>, message: &M) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let event = Arc::new(IncomingEvent::from_message_in(topic, message));
-        let cx = HandlerContext::new(event, self.state.clone()).with_publisher(self.publisher.clone());
+        let cx = HandlerContext::new(event, self.state.clone())
+            .with_publisher(self.publisher.clone())
+            .with_registry(self.publisher.registry().clone());
         // The dead-letter layer turns failures into dead letters; what reaches here is unexpected.
         let outcome = match service.ready().await {
             Ok(ready) => ready.call(cx).await,

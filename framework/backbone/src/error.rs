@@ -17,6 +17,7 @@ enum Inner {
     Topic(crate::topic::TopicError),
     Provision(crate::provision::ProvisionError),
     Publish(crate::publish::PublishError),
+    Schema(crate::schema::SchemaError),
 }
 
 /// Which area an [`Error`] comes from.
@@ -31,6 +32,8 @@ pub enum ErrorKind {
     Provision,
     /// Publishing ([`crate::publish::PublishError`]).
     Publish,
+    /// Schemas and the registry ([`crate::schema::SchemaError`]).
+    Schema,
 }
 
 impl Error {
@@ -41,6 +44,7 @@ impl Error {
             Inner::Topic(_) => ErrorKind::Topic,
             Inner::Provision(_) => ErrorKind::Provision,
             Inner::Publish(_) => ErrorKind::Publish,
+            Inner::Schema(_) => ErrorKind::Schema,
         }
     }
 
@@ -51,6 +55,7 @@ impl Error {
             Inner::Topic(e) => e.is_retriable(),
             Inner::Provision(e) => e.is_retriable(),
             Inner::Publish(e) => e.is_retriable(),
+            Inner::Schema(e) => e.is_retriable(),
         }
     }
 
@@ -78,6 +83,14 @@ impl Error {
         }
     }
 
+    /// The schema error inside, if that is what this is.
+    pub fn as_schema(&self) -> Option<&crate::schema::SchemaError> {
+        match &self.inner {
+            Inner::Schema(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The publish error inside, if that is what this is.
     pub fn as_publish(&self) -> Option<&crate::publish::PublishError> {
         match &self.inner {
@@ -94,6 +107,7 @@ impl fmt::Display for Error {
             Inner::Topic(e) => e.fmt(f),
             Inner::Provision(e) => e.fmt(f),
             Inner::Publish(e) => e.fmt(f),
+            Inner::Schema(e) => e.fmt(f),
         }
     }
 }
@@ -105,6 +119,7 @@ impl std::error::Error for Error {
             Inner::Topic(e) => Some(e),
             Inner::Provision(e) => Some(e),
             Inner::Publish(e) => Some(e),
+            Inner::Schema(e) => Some(e),
         }
     }
 }
@@ -133,5 +148,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<crate::publish::PublishError> for Error {
     fn from(e: crate::publish::PublishError) -> Self {
         Self { inner: Inner::Publish(e) }
+    }
+}
+
+impl From<crate::schema::SchemaError> for Error {
+    fn from(e: crate::schema::SchemaError) -> Self {
+        Self { inner: Inner::Schema(e) }
     }
 }

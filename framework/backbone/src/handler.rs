@@ -256,18 +256,30 @@ pub struct HandlerContext<S = ()> {
     event: Arc<IncomingEvent>,
     state: S,
     publisher: Option<Publisher>,
+    registry: Option<crate::schema::Registry>,
 }
 
 impl<S> HandlerContext<S> {
     /// A context for `event` with `state` and no publisher.
     pub fn new(event: impl Into<Arc<IncomingEvent>>, state: S) -> Self {
-        Self { event: event.into(), state, publisher: None }
+        Self { event: event.into(), state, publisher: None, registry: None }
     }
 
     /// With the service's publisher (what the [`Publisher`] extractor hands out).
     pub fn with_publisher(mut self, publisher: Publisher) -> Self {
         self.publisher = Some(publisher);
         self
+    }
+
+    /// With the schema registry that Avro events decode through.
+    pub fn with_registry(mut self, registry: crate::schema::Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The schema registry, if one is configured.
+    pub fn registry(&self) -> Option<&crate::schema::Registry> {
+        self.registry.as_ref()
     }
 
     /// The event.
@@ -306,6 +318,28 @@ pub trait FromEvent<S>: Sized {
 pub trait Decode: Sized {
     /// Decodes `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Decodes `bytes` with the consumer's schema registry at hand (writer schemas already
+    /// fetched). Defaults to [`decode`](Self::decode); Avro events decode by the writer's schema id.
+    fn decode_with(bytes: &[u8], registry: Option<&crate::schema::Registry>) -> Result<Self, DecodeError> {
+        let _ = registry;
+        Self::decode(bytes)
+    }
+}
+
+/// Avro events ([`crate::schema::AvroEvent`]) decode from the wire format by the writer's schema id,
+/// resolved against their own schema.
+impl<T: crate::schema::AvroEvent> Decode for T {
+    fn decode(_: &[u8]) -> Result<Self, DecodeError> {
+        Err(DecodeError::new("an Avro event decodes through the schema registry, and none is configured"))
+    }
+
+    fn decode_with(bytes: &[u8], registry: Option<&crate::schema::Registry>) -> Result<Self, DecodeError> {
+        match registry {
+            Some(registry) => registry.decode(bytes).map_err(DecodeError::new),
+            None => Self::decode(bytes),
+        }
+    }
 }
 
 /// Why bytes could not be decoded.
@@ -400,6 +434,15 @@ pub enum ExtractError {
     /// event's fault; retrying does not help either).
     #[error("the handler takes a `Publisher` but none is configured")]
     NoPublisher,
+    /// The payload is not schema-framed data the registry can resolve (bad magic byte, unknown
+    /// schema id, a body that does not decode with its writer's schema).
+    #[error("{reason}")]
+    Schema {
+        /// [`crate::schema::SchemaError::kind`]: `bad-magic-byte`, `unknown-schema-id` …
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// A custom extractor refuses the event.
     #[error("invalid {what}: {reason}")]
     Invalid {
@@ -436,6 +479,7 @@ impl ExtractError {
             Self::MissingHeader { .. } => "missing-header",
             Self::BadHeader { .. } => "bad-header",
             Self::NoPublisher => "no-publisher",
+            Self::Schema { kind, .. } => kind,
             Self::Invalid { .. } => "invalid",
         }
     }
@@ -555,6 +599,7 @@ impl From<crate::Error> for HandlerError {
             crate::error::ErrorKind::Topic => "topic",
             crate::error::ErrorKind::Provision => "provision",
             crate::error::ErrorKind::Publish => "publish",
+            crate::error::ErrorKind::Schema => "schema",
         };
         Self { retriable, kind, attempts: 1, error: Box::new(e) }
     }
@@ -585,7 +630,7 @@ pub struct Event<T>(pub T);
 
 impl<T: Decode, S> FromEvent<S> for Event<T> {
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError> {
-        decode_part(Part::Payload, cx.event().payload()).map(Self)
+        decode_part(Part::Payload, cx.event().payload(), cx.registry()).map(Self)
     }
 }
 
@@ -601,7 +646,7 @@ impl<T: DeserializeOwned> Decode for Json<T> {
 
 impl<T: DeserializeOwned, S> FromEvent<S> for Json<T> {
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError> {
-        decode_part(Part::Payload, cx.event().payload())
+        decode_part(Part::Payload, cx.event().payload(), None)
     }
 }
 
@@ -612,19 +657,28 @@ pub struct Key<K>(pub K);
 
 impl<K: Decode, S> FromEvent<S> for Key<K> {
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError> {
-        decode_part(Part::Key, cx.event().key()).map(Self)
+        decode_part(Part::Key, cx.event().key(), cx.registry()).map(Self)
     }
 }
 
-fn decode_part<T: Decode>(part: Part, bytes: Option<&[u8]>) -> Result<T, ExtractError> {
+fn decode_part<T: Decode>(
+    part: Part,
+    bytes: Option<&[u8]>,
+    registry: Option<&crate::schema::Registry>,
+) -> Result<T, ExtractError> {
     let bytes = bytes.ok_or(match part {
         Part::Key => ExtractError::MissingKey,
         Part::Payload => ExtractError::MissingPayload,
     })?;
-    T::decode(bytes).map_err(|e| ExtractError::Undecodable {
-        part,
-        type_name: short_type_name(std::any::type_name::<T>()),
-        reason: e.to_string(),
+    T::decode_with(bytes, registry).map_err(|e| match e.0.downcast_ref::<crate::schema::SchemaError>() {
+        Some(schema) if schema.kind() != "undecodable-payload" => {
+            ExtractError::Schema { kind: schema.kind(), reason: schema.to_string() }
+        }
+        _ => ExtractError::Undecodable {
+            part,
+            type_name: short_type_name(std::any::type_name::<T>()),
+            reason: e.to_string(),
+        },
     })
 }
 

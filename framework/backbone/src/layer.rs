@@ -448,6 +448,77 @@ where
     }
 }
 
+/// Fetches the writer's schema of a schema-framed payload (once per schema id) before the handler
+/// runs, so decoding an Avro event stays synchronous and per-message work is cached codecs only. An
+/// unknown schema id is a permanent error of kind `unknown-schema-id` (dead-lettered, R12); an
+/// unreachable registry a retriable one of kind `registry`.
+#[derive(Debug, Clone)]
+pub struct SchemaLayer {
+    registry: crate::schema::Registry,
+}
+
+impl SchemaLayer {
+    /// Resolves writer schemas through `registry`.
+    pub fn new(registry: crate::schema::Registry) -> Self {
+        Self { registry }
+    }
+}
+
+impl<I> Layer<I> for SchemaLayer {
+    type Service = Schemas<I>;
+
+    fn layer(&self, inner: I) -> Schemas<I> {
+        Schemas { inner, registry: self.registry.clone() }
+    }
+}
+
+/// See [`SchemaLayer`].
+#[derive(Debug, Clone)]
+pub struct Schemas<I> {
+    inner: I,
+    registry: crate::schema::Registry,
+}
+
+impl<I, S> Service<HandlerContext<S>> for Schemas<I>
+where
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+    S: Send + 'static,
+{
+    type Response = ();
+    type Error = HandlerError;
+    type Future = BoxFuture<Result<(), HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
+        let framed = cx
+            .event()
+            .payload()
+            .and_then(|p| crate::schema::wire::split(p).ok())
+            .is_some_and(|(id, _)| self.registry.cached(id).is_none());
+        if !framed {
+            return Box::pin(self.inner.call(cx));
+        }
+        // The ready service goes with this call; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let payload = cx.event().payload().unwrap_or_default();
+            if let Err(e) = registry.prepare(payload).await {
+                let kind = e.kind();
+                let error =
+                    if e.is_retriable() { HandlerError::retriable(e) } else { HandlerError::permanent(e) };
+                return Err(error.with_kind(kind));
+            }
+            inner.call(cx).await
+        })
+    }
+}
+
 /// Header names on a dead-lettered event.
 pub mod dead_letter_headers {
     /// The topic the event came from.

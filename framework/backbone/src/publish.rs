@@ -150,6 +150,10 @@ pub enum PublishError {
     /// The configuration weakens durability without the opt-in (R4).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The event's schema was refused (it breaks its subject's compatibility rule), or the registry
+    /// could not be asked, or the event does not fit its schema. Nothing was produced.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
 impl PublishError {
@@ -158,6 +162,7 @@ impl PublishError {
         match self {
             Self::TimedOut { .. } => true,
             Self::Rejected { code, .. } => is_retriable_code(*code),
+            Self::Schema(e) => e.is_retriable(),
             _ => false,
         }
     }
@@ -411,6 +416,9 @@ struct Inner {
     delivery_timeout: Duration,
     health: HealthState,
     closed: AtomicBool,
+    registry: crate::schema::Registry,
+    /// Subjects of the event types the service declared, by (topic, record full name).
+    subjects: HashMap<(String, String), String>,
 }
 
 /// Publishes a service's events, durably. Cheap to clone: clones share one producer.
@@ -490,6 +498,12 @@ impl Publisher {
                 delivery_timeout: config.delivery_timeout,
                 health,
                 closed: AtomicBool::new(false),
+                registry: crate::schema::Registry::new(&config.schema_registry_url)?,
+                subjects: spec
+                    .events()
+                    .iter()
+                    .map(|e| ((e.topic.clone(), e.record.clone()), e.subject.clone()))
+                    .collect(),
             }),
         })
     }
@@ -502,6 +516,38 @@ impl Publisher {
     /// The health this publisher reports into.
     pub fn health(&self) -> &HealthState {
         &self.inner.health
+    }
+
+    /// The schema registry Avro events go through (shared with the service's consumers).
+    pub fn registry(&self) -> &crate::schema::Registry {
+        &self.inner.registry
+    }
+
+    /// Publishes an Avro event: encodes `event` in the wire format under its subject (declared with
+    /// [`crate::Service::event`], else `<topic>-value`) and publishes it as [`publish`](Self::publish)
+    /// does. The first publish of a type registers its schema; a schema that breaks the subject's
+    /// compatibility rule is refused with [`PublishError::Schema`] and nothing is produced (R10).
+    ///
+    /// Call order (see [`publish`](Self::publish)) holds from the moment the event is encoded: the
+    /// first publish of a type awaits its registration before taking its place in line.
+    pub async fn publish_event<T: crate::schema::AvroEvent>(
+        &self,
+        topic: &TopicSpec,
+        key: &[u8],
+        event: &T,
+    ) -> Result<Delivery, PublishError> {
+        self.admit(topic)?;
+        let record = crate::schema::full_name(T::schema());
+        let subject = self
+            .inner
+            .subjects
+            .get(&(topic.name().to_owned(), record.clone()))
+            .cloned()
+            .unwrap_or_else(|| crate::schema::SubjectStrategy::TopicName.subject(topic.name(), &record));
+        let encoder = self.inner.registry.encoder::<T>(&subject).await?;
+        let payload = encoder.encode(event)?;
+        let event_type = record.rsplit('.').next().unwrap_or(&record);
+        self.publish(topic, Outgoing::new(event_type, key, &payload)).await
     }
 
     /// Publishes `event` to `topic` and resolves once the broker has acknowledged it (`acks=all`),

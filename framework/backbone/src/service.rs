@@ -36,6 +36,23 @@ pub struct ServiceSpec {
     name: String,
     owns: Vec<TopicSpec>,
     consumes: Vec<TopicSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    events: Vec<EventBinding>,
+}
+
+/// An Avro event type a service publishes on one of its topics: registered at start-up, so an
+/// incompatible schema stops the service before anything is produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBinding {
+    /// The topic.
+    pub topic: String,
+    /// The registry subject.
+    pub subject: String,
+    /// The record's full name.
+    pub record: String,
+    /// The schema's JSON text.
+    pub schema: String,
 }
 
 impl ServiceSpec {
@@ -57,6 +74,11 @@ impl ServiceSpec {
     /// Names of the topics this service may write: exactly those it owns.
     pub fn produces(&self) -> Vec<&str> {
         self.owns.iter().map(TopicSpec::name).collect()
+    }
+
+    /// The Avro event types this service publishes, and their subjects.
+    pub fn events(&self) -> &[EventBinding] {
+        &self.events
     }
 
     /// The owned topic called `name`, if any.
@@ -83,13 +105,16 @@ struct RawServiceSpec {
     name: String,
     owns: Vec<TopicSpec>,
     consumes: Vec<TopicSpec>,
+    #[serde(default)]
+    events: Vec<EventBinding>,
 }
 
 impl TryFrom<RawServiceSpec> for ServiceSpec {
     type Error = TopicError;
 
     fn try_from(raw: RawServiceSpec) -> Result<Self, TopicError> {
-        let service = raw.owns.iter().fold(Service::new(raw.name), Service::owns);
+        let mut service = raw.owns.iter().fold(Service::new(raw.name), Service::owns);
+        service.events = raw.events;
         raw.consumes.iter().fold(service, Service::consumes).spec()
     }
 }
@@ -102,12 +127,19 @@ pub struct Service {
     owns: Vec<TopicSpec>,
     produces: Vec<TopicSpec>,
     consumes: Vec<TopicSpec>,
+    events: Vec<EventBinding>,
 }
 
 impl Service {
     /// A service called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), owns: Vec::new(), produces: Vec::new(), consumes: Vec::new() }
+        Self {
+            name: name.into(),
+            owns: Vec::new(),
+            produces: Vec::new(),
+            consumes: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     /// Declares a topic this service owns: it is provisioned at start-up and this service alone
@@ -127,6 +159,29 @@ impl Service {
     pub fn consumes(mut self, topic: &TopicSpec) -> Self {
         self.consumes.push(topic.clone());
         self
+    }
+
+    /// Declares that this service publishes Avro events `T` on `topic` (which it must own), under
+    /// the subject `<topic>-value` (TopicNameStrategy). Start-up registers the schema.
+    pub fn event<T: crate::schema::AvroEvent>(self, topic: &TopicSpec) -> Self {
+        self.event_with::<T>(topic, crate::schema::SubjectStrategy::TopicName)
+    }
+
+    /// Like [`event`](Self::event) with a subject strategy: `RecordName` for topics carrying several
+    /// event types.
+    pub fn event_with<T: crate::schema::AvroEvent>(
+        mut self,
+        topic: &TopicSpec,
+        strategy: crate::schema::SubjectStrategy,
+    ) -> Self {
+        let record = crate::schema::full_name(T::schema());
+        self.events.push(EventBinding {
+            topic: topic.name().to_owned(),
+            subject: strategy.subject(topic.name(), &record),
+            record,
+            schema: T::SCHEMA.to_owned(),
+        });
+        self.produces(topic)
     }
 
     /// Validates names and ownership and returns the plain-data spec.
@@ -161,7 +216,18 @@ impl Service {
         owns.dedup_by(|a, b| a.name() == b.name());
         let mut consumes = self.consumes;
         consumes.dedup_by(|a, b| a.name() == b.name());
-        Ok(ServiceSpec { name: self.name, owns, consumes })
+        for event in &self.events {
+            if !owns.iter().any(|t| t.name() == event.topic) {
+                return Err(TopicError::InvalidTopic {
+                    topic: event.topic.clone(),
+                    reason: format!(
+                        "service `{}` declares event `{}` on a topic it does not own",
+                        self.name, event.record
+                    ),
+                });
+            }
+        }
+        Ok(ServiceSpec { name: self.name, owns, consumes, events: self.events })
     }
 }
 
@@ -219,6 +285,15 @@ impl ServiceSpec {
     /// Starts the service against the cluster in `config`; see [`Running`].
     pub async fn start(&self, config: &crate::config::Config) -> crate::Result<Running> {
         config.check_producer_durability()?;
+        // Contracts first: an incompatible schema stops the service before anything is created or
+        // produced (R10).
+        if !self.events.is_empty() {
+            let registry = crate::schema::Registry::new(&config.schema_registry_url)?;
+            for event in &self.events {
+                let id = registry.register(&event.subject, &event.schema).await?;
+                tracing::info!(service = %self.name, subject = %event.subject, %id, "schema registered");
+            }
+        }
         let provisioner = crate::provision::Provisioner::new(config, &self.name)?;
         let report = provisioner.provision(&self.owns).await?;
         tracing::info!(service = %self.name, "topics provisioned:\n{report}");

@@ -98,3 +98,92 @@ pub fn full_name(schema: &apache_avro::Schema) -> String {
         None => format!("{:?}", apache_avro::schema::SchemaKind::from(schema)).to_lowercase(),
     }
 }
+
+pub mod codec;
+pub mod compat;
+pub mod registry;
+
+pub use codec::Encoder;
+pub use registry::Registry;
+pub use wire::WireError;
+
+/// What went wrong with a schema, the registry or a codec.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The schema breaks the subject's compatibility rule; nothing was registered or produced.
+    #[error("schema refused for subject `{subject}`: {reason}")]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// The registry's reason.
+        reason: String,
+    },
+    /// The registry does not know this schema id.
+    #[error("schema id {0} is unknown to the registry")]
+    UnknownId(SchemaId),
+    /// The registry could not be reached.
+    #[error("schema registry at {url} unreachable: {reason}")]
+    Unreachable {
+        /// Its URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The registry answered with an error.
+    #[error("schema registry answered {status}: {message}")]
+    Registry {
+        /// HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// Not a valid Avro schema.
+    #[error("invalid schema: {reason}")]
+    InvalidSchema {
+        /// Why.
+        reason: String,
+    },
+    /// The payload is not framed as the wire format says.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A value does not fit its schema.
+    #[error("cannot encode `{type_name}` with its schema: {reason}")]
+    Encode {
+        /// The type.
+        type_name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A body does not decode with its writer's schema into the reader's type.
+    #[error("cannot decode schema {id} data as `{type_name}`: {reason}")]
+    Decode {
+        /// The writer's schema id.
+        id: SchemaId,
+        /// The reader's type.
+        type_name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SchemaError {
+    /// Whether trying again may help (the registry unreachable or failing, not a refusal).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+            || matches!(self, Self::Registry { status, .. } if *status >= 500)
+    }
+
+    /// A short name for dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Incompatible { .. } => "incompatible-schema",
+            Self::UnknownId(_) => "unknown-schema-id",
+            Self::Unreachable { .. } | Self::Registry { .. } => "registry",
+            Self::InvalidSchema { .. } => "invalid-schema",
+            Self::Wire(e) => e.kind(),
+            Self::Encode { .. } => "unencodable",
+            Self::Decode { .. } => "undecodable-payload",
+        }
+    }
+}
