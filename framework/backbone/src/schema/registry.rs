@@ -190,6 +190,18 @@ impl Registry {
         }
     }
 
+    /// Caches `schema` as the one with `id`, as if fetched (for tools and tests that know their
+    /// schemas, and for the development registry). An id already cached keeps its schema.
+    pub fn remember(&self, id: SchemaId, schema: &str) -> Result<&'static Schema, SchemaError> {
+        if let Some(known) = self.cached(id) {
+            return Ok(known);
+        }
+        let parsed = Schema::parse_str(schema)
+            .map_err(|e| SchemaError::InvalidSchema { reason: format!("schema {id}: {e}") })?;
+        let mut by_id = self.inner.by_id.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(*by_id.entry(id).or_insert_with(|| Box::leak(Box::new(parsed))))
+    }
+
     /// The schema with `id` if it was fetched before (no request).
     pub fn cached(&self, id: SchemaId) -> Option<&'static Schema> {
         self.inner.by_id.read().unwrap_or_else(PoisonError::into_inner).get(&id).copied()
