@@ -49,6 +49,7 @@ pub mod error;
 pub mod handler;
 pub mod health;
 pub mod layer;
+pub mod migrate;
 pub mod provision;
 pub mod publish;
 pub mod schema;
