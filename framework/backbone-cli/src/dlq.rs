@@ -361,14 +361,28 @@ impl Letter {
         })
     }
 
-    /// The headers a replay carries: every header but the dead-letter ones (and an earlier replay's
-    /// mark), then where this replay comes from.
+    /// The headers a replay carries: the original event's, as the consumer kept them
+    /// (`backbone-dlq-original-<name>`), or, for a letter without them, every header but the
+    /// dead-letter ones (and an earlier replay's mark); then where this replay comes from.
     fn replay_headers(&self) -> OwnedHeaders {
-        let kept =
-            self.headers.iter().filter(|(k, _)| !k.starts_with(DLQ_HEADER_PREFIX) && k != REPLAYED_FROM);
-        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len() + 1);
+        let original = dlq_headers::ORIGINAL_PREFIX;
+        let has_originals = self.headers.iter().any(|(k, _)| k.starts_with(original));
+        let kept: Vec<(&str, Option<&[u8]>)> = if has_originals {
+            self.headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(original)?, v.as_deref())))
+                .filter(|(k, _)| *k != REPLAYED_FROM)
+                .collect()
+        } else {
+            self.headers
+                .iter()
+                .filter(|(k, _)| !k.starts_with(DLQ_HEADER_PREFIX) && k != REPLAYED_FROM)
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect()
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(kept.len() + 1);
         for (key, value) in kept {
-            headers = headers.insert(Header { key, value: value.as_deref() });
+            headers = headers.insert(Header { key, value });
         }
         headers.insert(Header { key: REPLAYED_FROM, value: Some(&format!("{}:{}", self.topic, self.offset)) })
     }
@@ -658,6 +672,36 @@ mod tests {
                 ("tenant", Some(&b"acme"[..])),
                 ("empty", None),
                 (REPLAYED_FROM, Some(&b"s.private.dlq.t:4"[..]))
+            ]
+        );
+    }
+
+    #[test]
+    fn replay_restores_the_original_headers_the_consumer_kept() {
+        use dlq_headers as h;
+        let original = |name: &str| format!("{}{name}", h::ORIGINAL_PREFIX);
+        let letter = Letter {
+            topic: "s.private.dlq.t".into(),
+            partition: 0,
+            offset: 9,
+            key: None,
+            payload: None,
+            headers: vec![
+                (h::ORIGIN_TOPIC.into(), Some(b"t".to_vec())),
+                // The dead letter's own publish headers: not the original's.
+                ("backbone-event-type".into(), Some(b"DeadLetter".to_vec())),
+                (original("backbone-event-type"), Some(b"OrderCreated".to_vec())),
+                (original("traceparent"), Some(b"00-abc".to_vec())),
+            ],
+        };
+        let headers = letter.replay_headers();
+        let got: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|h| (h.key, h.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("backbone-event-type", Some(&b"OrderCreated"[..])),
+                ("traceparent", Some(&b"00-abc"[..])),
+                (REPLAYED_FROM, Some(&b"s.private.dlq.t:9"[..]))
             ]
         );
     }

@@ -537,6 +537,10 @@ pub mod dead_letter_headers {
     pub const HANDLER: &str = "backbone-dlq-handler";
     /// How many times it was tried.
     pub const ATTEMPTS: &str = "backbone-dlq-attempts";
+    /// Prefix of the original event's headers, each kept as `backbone-dlq-original-<name>` (the dead
+    /// letter's own publish headers would otherwise shadow the original's); `backbone dlq replay`
+    /// restores them.
+    pub const ORIGINAL_PREFIX: &str = "backbone-dlq-original-";
 }
 
 /// Writes events whose handling failed to a dead-letter topic, with their origin in headers
@@ -625,7 +629,9 @@ impl DeadLetterTarget {
         let attempts = error.attempts().to_string();
         let message = error.to_string();
         let key = event.key().unwrap_or_default();
-        let headers: [(&str, &[u8]); 8] = [
+        let originals: Vec<(String, &[u8])> =
+            event.headers().map(|(name, value)| (format!("{}{name}", h::ORIGINAL_PREFIX), value)).collect();
+        let mut headers: Vec<(&str, &[u8])> = vec![
             (h::ORIGIN_TOPIC, event.topic().as_bytes()),
             (h::ORIGIN_PARTITION, partition.as_bytes()),
             (h::ORIGIN_OFFSET, offset.as_bytes()),
@@ -635,6 +641,7 @@ impl DeadLetterTarget {
             (h::HANDLER, self.handler.as_bytes()),
             (h::ATTEMPTS, attempts.as_bytes()),
         ];
+        headers.extend(originals.iter().map(|(name, value)| (name.as_str(), *value)));
         let payload = event.payload().unwrap_or_default();
         let mut backoff = self.retry.initial_backoff;
         loop {

@@ -197,15 +197,17 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
                 h(dead_letter_headers::HANDLER),
                 h(dead_letter_headers::ATTEMPTS),
                 m.payload().unwrap_or_default().to_vec(),
+                h(&format!("{}backbone-event-type", dead_letter_headers::ORIGINAL_PREFIX)),
             ));
         }
     }
-    let (t, off, key, kind, msg, handler, attempts, payload) = &letters[0];
+    let (t, off, key, kind, msg, handler, attempts, payload, original_type) = &letters[0];
+    assert_eq!(original_type, "OrderCreated", "the original event's headers are kept, prefixed");
     assert_eq!((t.as_str(), off.as_str(), key.as_str()), (topic.name(), "13", "order-13"));
     assert_eq!((kind.as_str(), handler.as_str(), attempts.as_str()), ("panic", "strict", "1"));
     assert!(msg.contains("unlucky order"), "{msg}");
     assert_eq!(payload, &bodies[13]);
-    let (t, off, key, _kind, msg, _, _, payload) = &letters[1];
+    let (t, off, key, _kind, msg, _, _, payload, _) = &letters[1];
     assert_eq!((t.as_str(), off.as_str(), key.as_str()), (topic.name(), "40", "order-40"));
     assert!(!msg.is_empty());
     assert_eq!(payload, &bodies[40], "the dead letter keeps the original bytes");
