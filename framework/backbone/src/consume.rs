@@ -110,6 +110,10 @@ pub struct Consumer<S> {
     shutdown_budget: Duration,
     client: ClientConfig,
     hooks: Arc<dyn ConsumerHooks>,
+    /// Exactly once: events per transaction (None: at least once).
+    transaction_size: Option<usize>,
+    config: Config,
+    spec: ServiceSpec,
 }
 
 impl<S> std::fmt::Debug for Consumer<S> {
@@ -169,6 +173,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             shutdown_budget: config.shutdown_timeout,
             client: config.client_config(spec.name()),
             hooks: Arc::new(NoHooks),
+            transaction_size: None,
+            config: config.clone(),
+            spec: spec.clone(),
         })
     }
 
@@ -229,6 +236,23 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// Exactly once, consume-transform-produce: what the handler publishes and the offsets it
+    /// consumed commit in one Kafka transaction, about every 750 events (see
+    /// [`transaction_size`](Self::transaction_size)) or 100 ms. Readers of the outputs read
+    /// `read_committed` (backbone's consumers do). The transactional id is derived per instance
+    /// (`<group>.<uuid>`); zombies are fenced by the group's generation (KIP-447), so an instance
+    /// that lost its partitions cannot commit what it produced for them.
+    pub fn exactly_once(mut self) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self
+    }
+
+    /// Exactly once with about `events` events per transaction.
+    pub fn transaction_size(mut self, events: usize) -> Self {
+        self.transaction_size = Some(events.max(1));
+        self
+    }
+
     /// Calls `hooks` on rebalances (see [`ConsumerHooks`]).
     pub fn hooks(mut self, hooks: impl ConsumerHooks) -> Self {
         self.hooks = Arc::new(hooks);
@@ -249,7 +273,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     }
 
     /// The per-event service: the built-in layers around yours around the handler.
-    fn service(&self) -> EventService<S> {
+    fn service(&self, publisher: &Publisher) -> EventService<S> {
         use tower::util::Either;
         let handler = self.handler.name();
         let bottom = HandlerService::new(self.handler.clone());
@@ -262,12 +286,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         let stack = tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
-            .layer(DeadLetterLayer::new(
-                self.dead_letters.clone(),
-                self.publisher.clone(),
-                handler,
-                self.retry,
-            ))
+            .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
             .layer(RetryLayer::new(self.retry))
             .layer(SchemaLayer::new(self.publisher.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
@@ -285,8 +304,23 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         health.starting(&component, format!("waiting for partitions of `{}`", self.topic.name()));
         let (strays, mut stray) = mpsc::unbounded_channel();
         let (stopping, stop) = watch::channel(false);
+        let eos = match self.transaction_size {
+            None => None,
+            Some(size) => {
+                let id = format!("{}.{}", self.group, uuid::Uuid::new_v4().simple());
+                let publisher = Publisher::transactional(&self.config, &self.spec, health.clone(), &id)
+                    .await
+                    .map_err(|e| ConsumeError::Client {
+                        topic: self.topic.name().to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
+                Some(Arc::new(Eos::new(publisher, self.topic.name(), size, self.config.delivery_timeout)))
+            }
+        };
         let context = GroupContext {
             worker: OnceLock::new(),
+            eos: eos.clone(),
             topic: self.topic.name().to_owned(),
             runtime: tokio::runtime::Handle::current(),
             partitions: Mutex::new(HashMap::new()),
@@ -305,7 +339,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .clone()
                 .set("group.id", &self.group)
                 .set("partition.assignment.strategy", "cooperative-sticky")
-                .set("enable.auto.commit", "true")
+                .set("enable.auto.commit", if eos.is_some() { "false" } else { "true" })
                 .set("auto.commit.interval.ms", "1000")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
@@ -319,12 +353,15 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .create_with_context(context)
                 .map_err(client)?,
         );
+        // With exactly once, the handler and the dead letters publish inside the transaction.
+        let publisher = eos.as_ref().map_or_else(|| self.publisher.clone(), |e| e.publisher.clone());
         let worker = Arc::new(Worker {
-            service: self.service(),
+            service: self.service(&publisher),
             state: self.state.clone(),
-            publisher: self.publisher.clone(),
+            publisher,
             permits: Semaphore::new(self.concurrency),
             consumer: Arc::downgrade(&consumer),
+            eos: eos.clone(),
         });
         consumer.context().worker.set(worker.clone()).ok();
         consumer.subscribe(&[self.topic.name()]).map_err(client)?;
@@ -358,11 +395,24 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 reason: e.to_string(),
             })?;
 
+        let committer = eos.clone().map(|eos| tokio::spawn(eos.committing(consumer.clone(), stop.clone())));
+        let fatal = eos.clone();
+        let fenced = async move {
+            match fatal {
+                Some(eos) => eos.fatal.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut fenced = std::pin::pin!(fenced);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                () = &mut fenced => {
+                    tracing::error!(topic = self.topic.name(), "transactions failed fatally (fenced?): stopping");
+                    break;
+                }
                 Some(message) = stray.recv() => worker.handle_stray(&message).await,
             }
         }
@@ -380,10 +430,21 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             tasks.iter().for_each(JoinHandle::abort);
             futures::future::join_all(tasks).await;
         }
+        if let Some(committer) = committer {
+            committer.await.ok();
+        }
         let topic = self.topic.name().to_owned();
+        let last = eos.clone();
         tokio::task::spawn_blocking(move || {
             driver.join().ok();
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            if let Some(eos) = last {
+                // Not tokio's blocking_write: a consumer dropped on a runtime thread closes (and revokes)
+            // there, when no event holds the gate any more.
+            let _gate = futures::executor::block_on(eos.gate.write());
+                if let Err(e) = eos.commit_locked(&*consumer) {
+                    tracing::warn!(error = %e, "final transaction");
+                }
+            } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last commit is also an error here; not a loss.
                 tracing::debug!(error = %e, "final commit");
             }
@@ -417,6 +478,15 @@ pub trait ConsumerHooks: Send + Sync + 'static {
     /// Offsets were committed: `(partition, next offset to handle)` of `topic`.
     fn committed(&self, topic: &str, offsets: &[(i32, i64)]) {
         let _ = (topic, offsets);
+    }
+
+    /// Where to start reading `partitions` of `topic`, about to be assigned to this instance:
+    /// `(partition, offset)` for those that should not resume from the group's committed offset (a
+    /// [`crate::table::Table`] replays from the beginning, or from its local store's offset). Called
+    /// on the group thread before the assignment takes effect, so fetching starts there.
+    fn start_offsets(&self, topic: &str, partitions: &[i32]) -> Vec<(i32, rdkafka::Offset)> {
+        let _ = (topic, partitions);
+        Vec::new()
     }
 
     /// librdkafka's statistics (every `statistics.interval.ms`, off unless set with
@@ -482,6 +552,7 @@ struct Worker<S: Clone + Send + Sync + 'static> {
     publisher: Publisher,
     permits: Semaphore,
     consumer: Weak<StreamConsumer<GroupContext<S>>>,
+    eos: Option<Arc<Eos>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Worker<S> {
@@ -518,6 +589,14 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             match message {
                 Ok(message) => {
                     let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
+                    if let Some(eos) = &self.eos {
+                        // In the open transaction: the committer waits for events in hand.
+                        let _in_transaction = eos.gate.read().await;
+                        if self.handle(&mut service, topic, &message).await {
+                            eos.handled(message.partition(), message.offset());
+                        }
+                        continue;
+                    }
                     if self.handle(&mut service, topic, &message).await
                         && let Some(consumer) = self.consumer.upgrade()
                         && let Err(e) = consumer.store_offset_from_message(&message)
@@ -569,6 +648,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 /// commits revoked partitions before they move, reports health.
 struct GroupContext<S: Clone + Send + Sync + 'static> {
     worker: OnceLock<Arc<Worker<S>>>,
+    eos: Option<Arc<Eos>>,
     topic: String,
     runtime: tokio::runtime::Handle,
     partitions: Mutex<HashMap<i32, Partition>>,
@@ -618,6 +698,20 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            // Start offsets go into the assignment itself: fetching starts there, never elsewhere.
+            let elements = list.elements_for_topic(&self.topic);
+            let partitions: Vec<i32> = elements.iter().map(|e| e.partition()).collect();
+            let starts = self.hooks.start_offsets(&self.topic, &partitions);
+            for mut element in elements {
+                if let Some((_, offset)) = starts.iter().find(|(p, _)| *p == element.partition())
+                    && let Err(e) = element.set_offset(*offset)
+                {
+                    tracing::warn!(error = %e, partition = element.partition(), "start offset not set");
+                }
+            }
+            return;
+        }
         let Rebalance::Revoke(list) = rebalance else { return };
         let revoked: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
         // Let the revoked partitions finish their events in hand (within the shutdown budget), so
@@ -642,7 +736,17 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
             }
         }
         drop(partitions);
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        if let Some(eos) = &self.eos {
+            // Commit the open transaction (every partition's events in hand finish first), so the
+            // next owner starts right after what this one produced.
+            // Not tokio's blocking_write: a consumer dropped on a runtime thread closes (and revokes)
+            // there, when no event holds the gate any more.
+            let _gate = futures::executor::block_on(eos.gate.write());
+            if let Err(e) = eos.commit_locked(consumer) {
+                tracing::warn!(error = %e, "transaction on revocation");
+            }
+            eos.forget(&revoked);
+        } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revocation");
         }
         tracing::info!(topic = self.topic, ?revoked, "partitions revoked");
@@ -678,5 +782,163 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
         self.hooks.assigned(&self.topic, &assigned);
         self.health.recover(&self.component);
         self.health.ready(&self.component);
+    }
+}
+
+/// Exactly-once state: the transactional publisher, the gate between events and commits, and the
+/// offsets handled in the open transaction.
+struct Eos {
+    publisher: Publisher,
+    topic: String,
+    size: usize,
+    timeout: Duration,
+    /// Events hold it shared while handled; a commit holds it exclusively.
+    gate: Arc<tokio::sync::RwLock<()>>,
+    /// Next offset per partition, handled in the open transaction.
+    next: Mutex<HashMap<i32, i64>>,
+    /// Next offset per partition, as last committed.
+    committed: Mutex<HashMap<i32, i64>>,
+    pending: std::sync::atomic::AtomicUsize,
+    full: tokio::sync::Notify,
+    fatal: tokio::sync::Notify,
+}
+
+impl Eos {
+    fn new(publisher: Publisher, topic: &str, size: usize, timeout: Duration) -> Self {
+        Self {
+            publisher,
+            topic: topic.to_owned(),
+            size,
+            timeout,
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            next: Mutex::new(HashMap::new()),
+            committed: Mutex::new(HashMap::new()),
+            pending: Default::default(),
+            full: tokio::sync::Notify::new(),
+            fatal: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn handled(&self, partition: i32, offset: i64) {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner).insert(partition, offset + 1);
+        if self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 >= self.size {
+            self.full.notify_one();
+        }
+    }
+
+    fn forget(&self, partitions: &[i32]) {
+        for map in [&self.next, &self.committed] {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            partitions.iter().for_each(|p| {
+                map.remove(p);
+            });
+        }
+    }
+
+    /// Commits a transaction when it is full, or every 100 ms, until the consumer stops.
+    async fn committing<C: rdkafka::consumer::Consumer<GroupContext<S>> + Send + Sync + 'static, S>(
+        self: Arc<Self>,
+        consumer: Arc<C>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        S: Clone + Send + Sync + 'static,
+    {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = self.full.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                continue;
+            }
+            let gate = self.gate.clone().write_owned().await;
+            let (eos, consumer) = (self.clone(), consumer.clone());
+            let result = tokio::task::spawn_blocking(move || eos.commit_locked(&*consumer)).await;
+            drop(gate);
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if !is_fatal(&e) => {
+                    tracing::warn!(error = %e, "transaction aborted; events handled again")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "transactions failed fatally");
+                    self.publisher.health().degrade(
+                        &format!("transactions:{}", self.topic),
+                        format!("transactions failed fatally ({e}); consumer stopped"),
+                    );
+                    self.fatal.notify_one();
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, "transaction task"),
+            }
+        }
+    }
+
+    /// Commits the open transaction with the handled offsets, then begins the next. The caller
+    /// holds the gate exclusively. A commit that must abort is aborted and the partitions are
+    /// rewound to the last committed offsets (their events are handled again, in a new
+    /// transaction); a fatal error (fenced) is returned for the consumer to stop.
+    fn commit_locked<C: ConsumerContext, K: rdkafka::consumer::Consumer<C>>(
+        &self,
+        consumer: &K,
+    ) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer as _;
+        use std::sync::atomic::Ordering;
+        if self.pending.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let offsets = self.next.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let producer = self.publisher.producer();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (partition, offset) in &offsets {
+            list.add_partition_offset(&self.topic, *partition, rdkafka::Offset::Offset(*offset))?;
+        }
+        let metadata = consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
+        let deadline = Instant::now() + self.timeout;
+        let mut outcome = producer.send_offsets_to_transaction(&list, &metadata, self.timeout);
+        if outcome.is_ok() {
+            outcome = loop {
+                match producer.commit_transaction(self.timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => break other,
+                }
+            };
+        }
+        match outcome {
+            Ok(()) => {
+                *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = offsets;
+                self.pending.store(0, Ordering::Release);
+                producer.begin_transaction()
+            }
+            Err(e) if !is_fatal(&e) => {
+                producer.abort_transaction(self.timeout)?;
+                producer.begin_transaction()?;
+                let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                for partition in offsets.keys() {
+                    let to = committed
+                        .get(partition)
+                        .map_or(rdkafka::Offset::Stored, |o| rdkafka::Offset::Offset(*o));
+                    if let Err(e) = consumer.seek(&self.topic, *partition, to, self.timeout) {
+                        tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
+                    }
+                }
+                *self.next.lock().unwrap_or_else(PoisonError::into_inner) = committed;
+                self.pending.store(0, Ordering::Release);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a transaction error ends this producer (fenced, or fatal): the consumer must stop.
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(e) => e.is_fatal() && !e.txn_requires_abort(),
+        _ => false,
     }
 }

@@ -202,7 +202,7 @@ fn is_retriable_code(code: RDKafkaErrorCode) -> bool {
 }
 
 /// The producer's context: reports client-level errors (all brokers down …) as degraded health.
-struct PublishContext {
+pub(crate) struct PublishContext {
     health: HealthState,
 }
 
@@ -476,6 +476,43 @@ impl Publisher {
         spec: &ServiceSpec,
         health: HealthState,
     ) -> Result<Self, PublishError> {
+        Self::build(config, spec, health, None)
+    }
+
+    /// A transactional publisher with `transactional_id`: what it publishes is visible to
+    /// `read_committed` readers only once [`Transaction::commit`] commits it (used by the exactly-once
+    /// consumer). Initializes transactions (fencing earlier producers with the same id) and begins
+    /// the first one.
+    pub async fn transactional(
+        config: &Config,
+        spec: &ServiceSpec,
+        health: HealthState,
+        transactional_id: &str,
+    ) -> Result<Self, PublishError> {
+        let publisher = Self::build(config, spec, health, Some(transactional_id))?;
+        let producer = publisher.inner.producer.clone();
+        let timeout = config.delivery_timeout;
+        tokio::task::spawn_blocking(move || {
+            producer.init_transactions(timeout)?;
+            producer.begin_transaction()
+        })
+        .await
+        .map_err(|e| PublishError::Client(e.to_string()))?
+        .map_err(|e| PublishError::Client(format!("starting transactions: {e}")))?;
+        Ok(publisher)
+    }
+
+    /// The producer, for transaction control.
+    pub(crate) fn producer(&self) -> &FutureProducer<PublishContext> {
+        &self.inner.producer
+    }
+
+    fn build(
+        config: &Config,
+        spec: &ServiceSpec,
+        health: HealthState,
+        transactional_id: Option<&str>,
+    ) -> Result<Self, PublishError> {
         config.check_producer_durability()?;
         if config.allow_weak_durability {
             tracing::warn!(
@@ -483,7 +520,14 @@ impl Publisher {
                 "BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY is set: acknowledged events may be lost or duplicated"
             );
         }
-        let producer: FutureProducer<PublishContext> = producer_config(config, spec.name())
+        let mut client = producer_config(config, spec.name());
+        if let Some(id) = transactional_id {
+            client.set("transactional.id", id).set(
+                "transaction.timeout.ms",
+                (config.delivery_timeout.as_millis().max(1_000) * 2).to_string(),
+            );
+        }
+        let producer: FutureProducer<PublishContext> = client
             .create_with_context(PublishContext { health: health.clone() })
             .map_err(|e| PublishError::Client(e.to_string()))?;
         let capacity = publish_capacity(config);

@@ -1,0 +1,230 @@
+//! Exactly-once consume-transform-produce against real brokers: what a handler publishes and the
+//! offsets it consumed commit in one transaction. R14: 100,000 events while the processor is
+//! SIGKILLed three times and the transaction coordinator's broker once, on a 3-broker cluster.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
+use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
+use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
+use backbone_testkit::{KafkaCluster, shared_kafka, unique};
+
+mod common;
+
+const CHILD: &str = "BACKBONE_EOS_TEST_CHILD";
+
+struct Pipeline {
+    config: Config,
+    spec: ServiceSpec,
+    input: TopicSpec,
+    output: TopicSpec,
+    group: String,
+}
+
+fn pipeline(service: &str, group: &str, bootstrap: &str, replication: i16) -> Pipeline {
+    let input = TopicSpec::public(service, "input", 1).partitions(6).build().unwrap();
+    let output = TopicSpec::public(service, "output", 1).partitions(6).build().unwrap();
+    let dlq = dead_letter_topic(service, &input).unwrap();
+    let spec = Service::new(service).owns(&input).owns(&output).owns(&dlq).consumes(&input).spec().unwrap();
+    let mut config = common::config(bootstrap);
+    if replication == 3 {
+        config.profile = backbone::Profile::Production;
+    }
+    Pipeline { config, spec, input, output, group: group.to_owned() }
+}
+
+#[derive(Clone)]
+struct Transform {
+    output: TopicSpec,
+    handled: Arc<AtomicUsize>,
+    announce: bool,
+}
+
+/// Copies the event to the output topic, key and oracle headers included.
+async fn transform(
+    meta: Metadata,
+    publisher: Publisher,
+    State(t): State<Transform>,
+) -> Result<(), HandlerError> {
+    let producer = meta.header(PRODUCER_HEADER).unwrap_or_default().to_vec();
+    let seq = meta.header(SEQ_HEADER).unwrap_or_default().to_vec();
+    let headers = [(PRODUCER_HEADER, producer.as_slice()), (SEQ_HEADER, seq.as_slice())];
+    let key = meta.key().unwrap_or_default();
+    let payload = meta.payload().unwrap_or_default();
+    publisher.publish(&t.output, Outgoing::new("Transformed", key, payload).headers(&headers)).await?;
+    let n = t.handled.fetch_add(1, Ordering::SeqCst) + 1;
+    if t.announce && n % 5_000 == 0 {
+        println!("\nHANDLED {n}");
+    }
+    Ok(())
+}
+
+struct Announce;
+
+impl ConsumerHooks for Announce {
+    fn assigned(&self, _: &str, partitions: &[i32]) {
+        println!("\nASSIGNED {partitions:?}");
+    }
+}
+
+fn processor(
+    p: &Pipeline,
+    publisher: &Publisher,
+    handled: Arc<AtomicUsize>,
+    announce: bool,
+) -> Consumer<Transform> {
+    let state = Transform { output: p.output.clone(), handled, announce };
+    let consumer = Consumer::new(
+        &p.config,
+        &p.spec,
+        &p.input,
+        BoxedHandler::named("transform", transform),
+        state,
+        publisher.clone(),
+        Some(&p.group),
+    )
+    .unwrap()
+    .exactly_once()
+    .client_setting("session.timeout.ms", "6000")
+    .client_setting("heartbeat.interval.ms", "1000");
+    if announce { consumer.hooks(Announce) } else { consumer }
+}
+
+/// Reads the output with `read_committed` until `expected` events (or 120 s), into the oracle.
+async fn read_output(p: &Pipeline, bootstrap: &str, expected: usize, oracle: Arc<Mutex<Oracle>>) -> usize {
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap).set("isolation.level", "read_committed");
+    let report = common::check(client, &p.output, expected, oracle).await;
+    println!("output: {report}");
+    // Transaction markers take offsets, so offset gaps (poll-skips) are expected on this topic.
+    assert!(
+        report.lost.is_empty() && report.duplicate.is_empty() && report.reorder.is_empty(),
+        "read_committed output equals input, once each, in order per key: {report}"
+    );
+    report.seen
+}
+
+/// The child side of R14: a processor in its own process, killed by the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_processor() {
+    let Ok(args) = std::env::var(CHILD) else { return };
+    let [bootstrap, service, group]: [&str; 3] = args.split('|').collect::<Vec<_>>().try_into().unwrap();
+    let p = pipeline(service, group, bootstrap, 3);
+    let running = p.spec.start(&p.config).await.expect("start");
+    processor(&p, running.publisher(), Arc::new(AtomicUsize::new(0)), true)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_outputs_commit_with_the_consumed_offsets() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let kafka = shared_kafka();
+    let p = pipeline(&unique("eos"), &unique("eos-group"), kafka.bootstrap_servers(), 1);
+    let running = p.spec.start(&p.config).await.unwrap();
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    let errors =
+        common::publish_oracle(running.publisher(), &p.input, 6_000, 300, 1_000, &oracle, |_| {}).await;
+    assert!(errors.is_empty());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = processor(&p, running.publisher(), handled.clone(), false);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    let seen = read_output(&p, kafka.bootstrap_servers(), 6_000, oracle).await;
+    assert_eq!(seen, 6_000);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), 6_000, "no event handled twice without a failure");
+}
+
+fn spawn_child(p: &Pipeline, bootstrap: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_processor", "--nocapture", "--test-threads=1"])
+        .env(CHILD, [bootstrap, p.spec.name(), p.group.as_str()].join("|"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Blocks until the child prints `HANDLED n` with n ≥ `at_least` (or panics after 120 s).
+fn wait_handled(lines: &std::sync::mpsc::Receiver<String>, at_least: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).expect("the child reports progress");
+        if let Some((_, n)) = line.split_once("HANDLED ")
+            && n.trim().parse::<usize>().unwrap() >= at_least
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r14_exactly_once_survives_processor_kills_and_a_coordinator_kill() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let mut cluster = KafkaCluster::start_three().expect("three brokers");
+    let bootstrap = cluster.bootstrap_servers().to_owned();
+    let p = pipeline(&unique("r14"), &unique("r14-group"), &bootstrap, 3);
+    let running = p.spec.start(&p.config).await.unwrap();
+    const TOTAL: usize = 100_000;
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    let errors =
+        common::publish_oracle(running.publisher(), &p.input, TOTAL, 1_000, 5_000, &oracle, |_| {}).await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // Three processor lives, each SIGKILLed after handling ≥ 20 % of the input; during the second,
+    // the brokers leading the transaction log are killed and restarted.
+    for life in 0..3 {
+        let (mut child, lines) = spawn_child(&p, &bootstrap);
+        let lines = tokio::task::spawn_blocking(move || {
+            wait_handled(&lines, TOTAL / 5);
+            lines
+        })
+        .await
+        .unwrap();
+        if life == 1 {
+            let mut leaders: Vec<i32> =
+                (0..4).map(|p| cluster.leader_of("__transaction_state", p).expect("coordinator")).collect();
+            leaders.sort_unstable();
+            leaders.dedup();
+            for leader in leaders {
+                cluster.kill_broker(leader).expect("kill a transaction coordinator");
+                cluster.restart_broker(leader).expect("restart it");
+            }
+            let _ = tokio::task::spawn_blocking(move || wait_handled(&lines, TOTAL / 5 + 5_000)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // A last life, here, until the output is complete.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = processor(&p, running.publisher(), handled, false);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    let seen = read_output(&p, &bootstrap, TOTAL, oracle).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(seen, TOTAL);
+}
