@@ -105,7 +105,12 @@ impl Decoders {
                         Ok(value) => return Ok(value),
                         // The serde-name check of the schema-aware path: use values from now on.
                         Err(e) if e.to_string().contains("Expected Schema::Record") => {
-                            by_value.store(true, Relaxed)
+                            tracing::warn!(
+                                r#type = std::any::type_name::<T>(),
+                                "the type's serde name is not its Avro record's name: decoding by value from \
+                                 now on (several times slower); rename it with #[serde(rename = \"…\")]"
+                            );
+                            by_value.store(true, Relaxed);
                         }
                         Err(e) => return Err(undecodable(e)),
                     }
