@@ -35,6 +35,12 @@
 //!   `Metadata`, `State<S>`, `Publisher` …), axum-style; `HandlerError` says retriable or permanent.
 //! - [`consume`]: a handler subscribed in a consumer group, at least once, with retries, dead letters
 //!   (origin in headers) and graceful shutdown.
+//! - [`request`]: request/response over topics for callers that cannot call the responder directly:
+//!   request id, reply-to and deadline in headers, per-request timeouts, bounded pending requests
+//!   with metrics, one answer per request across rebalances; and when to prefer HTTP.
+//! - [`table`]: keyed state from compacted topics: a view that follows the topic (tombstones
+//!   delete), restored before the service is ready, split by partition between instances,
+//!   read-your-writes with the publish's partition and offset, optionally kept in a local store.
 //! - [`layer`]: middleware as tower layers over the per-event service: tracing span, correlation id,
 //!   dead letters, retry, timeout, panic recovery, and yours, per consumer or service-wide.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
@@ -52,8 +58,10 @@ pub mod layer;
 pub mod migrate;
 pub mod provision;
 pub mod publish;
+pub mod request;
 pub mod schema;
 pub mod service;
+pub mod table;
 pub mod topic;
 pub mod trace;
 

@@ -1,0 +1,1107 @@
+//! Tables: keyed state materialized from a compacted topic (Goka's group table, Kafka Streams'
+//! KTable).
+//!
+//! Writes go to the topic (publish through the service's [`Publisher`]); the [`Table`] follows it:
+//! each record sets its key, a tombstone deletes it. The view is served to the HTTP layer:
+//!
+//! - **Restore**: when a partition is assigned the table reads it from the start (or, with a local
+//!   store, from where the store left off) up to the last record visible at assignment. Until then
+//!   the service is not ready ([`HealthState::starting`] has `table:<name>`) and reads of that
+//!   partition answer [`NotReady`], for a 503 with `Retry-After`: never stale data silently.
+//! - **Partitioned**: the instances of a service share the table's partitions through one consumer
+//!   group (`<service>.table.<name>`); an instance holds the partitions it owns and drops those it
+//!   loses. [`Table::partition_for`] (the publisher's murmur2 partitioner) tells "not mine"
+//!   ([`NotReady::NotOwned`]) from "absent" (`Ok(None)`).
+//! - **Read your writes**: [`Publisher::publish`] resolves with a [`Delivery`] (partition and
+//!   offset, the consistency token); [`Table::wait_for`] waits, without polling, until the view has
+//!   applied it.
+//! - **In memory by default**; [`TableBuilder::persistent`] adds a local store (redb: pure Rust, no
+//!   dependencies, ACID) holding each partition's entries and the offset applied last, committed
+//!   together. A restart reads the store and replays only what is newer: the consumer is sought to
+//!   the stored offset + 1 when the partition is assigned (in the assignment itself, see
+//!   [`ConsumerHooks::start_offsets`]), since the store, not the group's committed offset, says
+//!   what the view holds.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use backbone::consume::dead_letter_topic;
+//! use backbone::table::Table;
+//! use backbone::{Config, Outgoing, Service, TopicSpec};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let levels = TopicSpec::private("stock", "levels").compacted().build()?;
+//! let spec = Service::new("stock")
+//!     .owns(&levels)
+//!     .owns(&dead_letter_topic("stock", &levels)?)
+//!     .consumes(&levels)
+//!     .spec()?;
+//! let config = Config::from_env("stock")?;
+//! let running = spec.start(&config).await?;
+//! let table = Table::<String>::builder(&config, &spec, &levels, running.publisher().clone())
+//!     .persistent("/var/lib/stock/levels.redb")
+//!     .build()?;
+//! tokio::spawn({
+//!     let table = table.clone();
+//!     async move { table.run(backbone::shutdown_signal()).await }
+//! });
+//!
+//! // A write, then a read that sees it.
+//! let at = running.publisher().publish(&levels, Outgoing::new("Level", b"sku-1", b"7")).await?;
+//! table.wait_for_delivery(at, Duration::from_secs(5)).await?;
+//! assert_eq!(table.get("sku-1")?, Some("7".to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Records the runtime dead-letters before the table sees them (a schema id the registry does not
+//! know) are skipped; if such a record is the last of its partition, that partition stays restoring
+//! until the next write to it.
+
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::consume::{ConsumeError, Consumer, ConsumerHooks};
+use crate::handler::{BoxedHandler, Decode, Event, ExtractError, HandlerError, Metadata, State};
+use crate::health::HealthState;
+use crate::publish::{Delivery, Publisher};
+use crate::service::ServiceSpec;
+use crate::topic::TopicSpec;
+use store::Store;
+
+/// How long an HTTP client should wait before asking again while a table cannot answer.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long one look at a partition's end may take (watermarks, then reading its last records).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a table holds: decoded with [`Decode`] (`String`, `Vec<u8>`, [`crate::Json<T>`], Avro
+/// events), cloned out by [`Table::get`].
+pub trait TableValue: Decode + Clone + Send + Sync + 'static {}
+
+impl<T: Decode + Clone + Send + Sync + 'static> TableValue for T {}
+
+/// The partition the publisher writes `key` to, among `partitions`: murmur2 of the key, made
+/// positive, modulo the partition count (librdkafka's `murmur2_random` and the Java client's
+/// default partitioner agree).
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    // Java's murmur2 takes the length as an int; keys are far shorter than 4 GiB.
+    let mut h: u32 = SEED ^ (key.len() as u32);
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    let partitions = partitions.max(1).unsigned_abs();
+    // Less than `partitions`, an i32.
+    ((h & 0x7fff_ffff) % partitions) as i32
+}
+
+/// Reads a consistency token (`partition:offset`, [`Delivery`]'s text form) back, e.g. from a
+/// query parameter.
+pub fn parse_token(token: &str) -> Option<Delivery> {
+    let (partition, offset) = token.trim().split_once(':')?;
+    let (partition, offset) = (partition.parse().ok()?, offset.parse().ok()?);
+    (partition >= 0 && offset >= 0).then_some(Delivery { partition, offset })
+}
+
+/// Why a table cannot answer a read now. Each is a 503 with `Retry-After` for the HTTP layer
+/// ([`NotReady::retry_after`]); none is "absent".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The table holds no partitions: not running (yet, or any more), or waiting for the group.
+    #[error("table `{table}` is not serving: not running, or no partitions assigned yet")]
+    Starting {
+        /// The table.
+        table: String,
+    },
+    /// The key's partition is still being restored.
+    #[error("table `{table}` is restoring partition {partition}")]
+    Restoring {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// This instance does not hold the key's partition: another instance of the service does.
+    #[error("partition {partition} of table `{table}` is held by another instance")]
+    NotOwned {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
+impl NotReady {
+    /// The HTTP status to answer: 503 Service Unavailable.
+    pub fn status(&self) -> u16 {
+        503
+    }
+
+    /// The `Retry-After` to answer with.
+    pub fn retry_after(&self) -> Duration {
+        RETRY_AFTER
+    }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, as the header wants it.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after().as_secs().max(1)
+    }
+}
+
+/// Why [`Table::wait_for`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The view had not applied the offset within the timeout.
+    #[error(
+        "table `{table}` has not applied offset {offset} of partition {partition} within {timeout:?} \
+         (applied: {applied:?})"
+    )]
+    Timeout {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+        /// The offset waited for.
+        offset: i64,
+        /// The offset applied last, if the partition is held here.
+        applied: Option<i64>,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// This instance does not hold the partition: another instance of the service does.
+    #[error("partition {partition} of table `{table}` is held by another instance")]
+    NotOwned {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
+/// Why a table could not be built or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableError {
+    /// Its consumer could not be created or failed.
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    /// The local store could not be opened.
+    #[error("table store `{path}`: {reason}")]
+    Store {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The client that looks at partition ends could not be created.
+    #[error("table `{table}`: {reason}")]
+    Client {
+        /// The table.
+        table: String,
+        /// librdkafka's words.
+        reason: String,
+    },
+    /// [`Table::run`] was called twice.
+    #[error("table `{table}` is already running (or has run)")]
+    AlreadyRunning {
+        /// The table.
+        table: String,
+    },
+}
+
+/// Where a table stands: the partitions it holds and which of them are still restoring.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStatus {
+    /// The partitions this instance holds.
+    pub owned: BTreeSet<i32>,
+    /// Those still restoring.
+    pub restoring: BTreeSet<i32>,
+    /// Whether the group has assigned partitions (possibly none) at least once.
+    pub assigned: bool,
+    /// Whether [`Table::run`] is running.
+    pub running: bool,
+}
+
+impl TableStatus {
+    /// Running, assigned, and nothing restoring: what readiness reports.
+    pub fn is_ready(&self) -> bool {
+        self.running && self.assigned && self.restoring.is_empty()
+    }
+}
+
+/// Counters since the table was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Records applied from the topic.
+    pub applied: u64,
+    /// Of those, records applied while their partition was restoring.
+    pub restored: u64,
+    /// Entries read from the local store (not from the topic) when partitions were assigned.
+    pub loaded: u64,
+}
+
+/// A keyed view of a compacted topic; see the [module docs](self). Cheap to clone: clones share
+/// the view. Build it with [`Table::builder`], run it with [`Table::run`].
+pub struct Table<V> {
+    shared: Arc<Shared<V>>,
+    /// Taken by [`Table::run`].
+    consumer: Arc<Mutex<Option<TableConsumer<V>>>>,
+}
+
+type TableConsumer<V> = Consumer<Arc<Shared<V>>>;
+
+impl<V> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone(), consumer: self.consumer.clone() }
+    }
+}
+
+impl<V> std::fmt::Debug for Table<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("name", &self.shared.name)
+            .field("topic", &self.shared.topic)
+            .field("status", &*self.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Table`].
+#[must_use = "a table builder does nothing until built"]
+pub struct TableBuilder<V> {
+    config: Config,
+    spec: ServiceSpec,
+    topic: TopicSpec,
+    publisher: Publisher,
+    name: Option<String>,
+    path: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+    value: PhantomData<fn() -> V>,
+}
+
+impl<V> std::fmt::Debug for TableBuilder<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableBuilder")
+            .field("topic", &self.topic.name())
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: TableValue> Table<V> {
+    /// A table of `topic` for `spec`'s service, which must be allowed to read it and own its
+    /// dead-letter topic ([`crate::consume::dead_letter_topic`]: records whose value does not
+    /// decode go there, and their key leaves the view). `publisher` writes the dead letters and lends
+    /// its health and schema registry.
+    pub fn builder(
+        config: &Config,
+        spec: &ServiceSpec,
+        topic: &TopicSpec,
+        publisher: Publisher,
+    ) -> TableBuilder<V> {
+        TableBuilder {
+            config: config.clone(),
+            spec: spec.clone(),
+            topic: topic.clone(),
+            publisher,
+            name: None,
+            path: None,
+            settings: Vec::new(),
+            value: PhantomData,
+        }
+    }
+}
+
+impl<V: TableValue> TableBuilder<V> {
+    /// Names the table (default: the topic's name): its consumer group is
+    /// `<service>.table.<name>`, its health component `table:<name>`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Keeps the view in a local store at `path` too (a redb file, created if missing), so a
+    /// restart replays only what is newer than the store.
+    pub fn persistent(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets a librdkafka property on the table's consumer (see [`Consumer::client_setting`]).
+    pub fn client_setting(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.settings.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Checks the declaration, opens the store and creates the consumer. The service is not ready
+    /// from here until the table has restored.
+    pub fn build(self) -> Result<Table<V>, TableError> {
+        let name = self.name.unwrap_or_else(|| self.topic.name().to_owned());
+        let group = format!("{}.table.{name}", self.spec.name());
+        let store = match &self.path {
+            Some(path) => Some(Arc::new(
+                Store::open(path, self.topic.name())
+                    .map_err(|reason| TableError::Store { path: path.clone(), reason })?,
+            )),
+            None => None,
+        };
+        let probe: BaseConsumer = self
+            .config
+            .client_config(self.spec.name())
+            // Never joined nor committed to (it assigns), but librdkafka assigns only with a group.
+            .set("group.id", format!("{group}.probe"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
+        let health = self.publisher.health().clone();
+        let shared = Arc::new(Shared {
+            component: format!("table:{name}"),
+            topic: self.topic.name().to_owned(),
+            partitions: self.topic.partitions(),
+            health,
+            registry: self.publisher.registry().clone(),
+            persistent: store.is_some(),
+            store: Mutex::new(store),
+            probe: Mutex::new(probe),
+            views: RwLock::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+            status: watch::channel(TableStatus::default()).0,
+            runtime: OnceLock::new(),
+            generation: AtomicU64::new(0),
+            assigned: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            stats: Counters::default(),
+            name,
+        });
+        shared.health.starting(&shared.component, format!("table `{}` is not running", shared.name));
+        let mut consumer = Consumer::new(
+            &self.config,
+            &self.spec,
+            &self.topic,
+            BoxedHandler::named("table", apply::<V>),
+            shared.clone(),
+            self.publisher,
+            Some(&group),
+        )?
+        .hooks(Hooks(shared.clone()));
+        for (key, value) in self.settings {
+            consumer = consumer.client_setting(&key, value);
+        }
+        Ok(Table { shared, consumer: Arc::new(Mutex::new(Some(consumer))) })
+    }
+}
+
+impl<V: TableValue> Table<V> {
+    /// Follows the topic until `shutdown` completes (see [`crate::shutdown_signal`]), then leaves
+    /// the group, makes the store durable and closes it. Reads answer [`NotReady`] afterwards.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), TableError> {
+        let shared = &self.shared;
+        let consumer = self
+            .consumer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| TableError::AlreadyRunning { table: shared.name.clone() })?;
+        shared.runtime.get_or_init(tokio::runtime::Handle::current);
+        shared.running.store(true, Ordering::Release);
+        shared.refresh();
+        let outcome = consumer.run(shutdown).await;
+        shared.running.store(false, Ordering::Release);
+        let dropped: Vec<i32> = shared.write_views().drain().map(|(p, _)| p).collect();
+        for partition in dropped {
+            shared.publish_progress(partition, Progress::default());
+        }
+        let store = shared.store.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(store) = store {
+            let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(table = shared.name, error = %e, "table store not flushed");
+            }
+        }
+        shared.refresh();
+        outcome.map_err(TableError::from)
+    }
+
+    /// The value of `key`: `Ok(None)` if the topic has none (or a tombstone deleted it), or why
+    /// this instance cannot say.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<V>, NotReady> {
+        let key = key.as_ref();
+        let partition = self.partition_for(key);
+        let views = self.shared.read_views();
+        match views.get(&partition) {
+            Some(view) if view.caught_up => Ok(view.entries.get(key).cloned()),
+            Some(_) => Err(NotReady::Restoring { table: self.shared.name.clone(), partition }),
+            None => Err(self.shared.not_held(partition)),
+        }
+    }
+
+    /// Every entry this instance holds (its partitions' keys), or why it cannot answer: a partition
+    /// still restoring, or none assigned yet.
+    pub fn snapshot(&self) -> Result<BTreeMap<Vec<u8>, V>, NotReady> {
+        let views = self.shared.read_views();
+        if !self.shared.assigned.load(Ordering::Acquire) || !self.shared.running.load(Ordering::Acquire) {
+            return Err(NotReady::Starting { table: self.shared.name.clone() });
+        }
+        if let Some((partition, _)) = views.iter().find(|(_, v)| !v.caught_up) {
+            return Err(NotReady::Restoring { table: self.shared.name.clone(), partition: *partition });
+        }
+        Ok(views.values().flat_map(|v| v.entries.iter().map(|(k, v)| (k.clone(), v.clone()))).collect())
+    }
+}
+
+impl<V> Table<V> {
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The topic it follows.
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// The health component that is *starting* until the table has restored: `table:<name>`.
+    pub fn component(&self) -> &str {
+        &self.shared.component
+    }
+
+    /// The partition holding `key` (see [`partition_for`]).
+    pub fn partition_for(&self, key: impl AsRef<[u8]>) -> i32 {
+        partition_for(key.as_ref(), self.shared.partitions)
+    }
+
+    /// Whether this instance holds `partition` (restored or not).
+    pub fn owns(&self, partition: i32) -> bool {
+        self.shared.read_views().contains_key(&partition)
+    }
+
+    /// Where the table stands now.
+    pub fn status(&self) -> TableStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// A receiver of [`TableStatus`] changes (partitions gained, lost, restored).
+    pub fn subscribe(&self) -> watch::Receiver<TableStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Waits until the status satisfies `condition` (checked now and on every change).
+    pub async fn wait_until(&self, condition: impl Fn(&TableStatus) -> bool) -> TableStatus {
+        let mut status = self.subscribe();
+        let seen = status.wait_for(|s| condition(s)).await;
+        // The sender lives as long as `self`.
+        seen.map(|s| s.clone()).unwrap_or_else(|_| self.status())
+    }
+
+    /// Waits until the table is ready: running, assigned, nothing restoring.
+    pub async fn ready(&self) -> TableStatus {
+        self.wait_until(TableStatus::is_ready).await
+    }
+
+    /// Counters since the table was built.
+    pub fn stats(&self) -> TableStats {
+        let s = &self.shared.stats;
+        TableStats {
+            applied: s.applied.load(Ordering::Relaxed),
+            restored: s.restored.load(Ordering::Relaxed),
+            loaded: s.loaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until the view has applied `offset` of `partition` (and the partition has restored),
+    /// so a read sees that write or a later one; without polling. Fails at once if another
+    /// instance holds the partition, and with [`WaitError::Timeout`] after `timeout`.
+    pub async fn wait_for(&self, partition: i32, offset: i64, timeout: Duration) -> Result<(), WaitError> {
+        let mut progress = self.shared.progress(partition).subscribe();
+        let now = *progress.borrow();
+        if !now.owned && matches!(self.shared.not_held(partition), NotReady::NotOwned { .. }) {
+            return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
+        }
+        let applied = |p: &Progress| p.owned && p.caught_up && p.applied.is_some_and(|a| a >= offset);
+        let seen = matches!(tokio::time::timeout(timeout, progress.wait_for(applied)).await, Ok(Ok(_)));
+        if seen {
+            Ok(())
+        } else {
+            Err(WaitError::Timeout {
+                table: self.shared.name.clone(),
+                partition,
+                offset,
+                applied: progress.borrow().applied,
+                timeout,
+            })
+        }
+    }
+
+    /// [`wait_for`](Self::wait_for) the write at `delivery` (what [`Publisher::publish`] resolved
+    /// with).
+    pub async fn wait_for_delivery(&self, delivery: Delivery, timeout: Duration) -> Result<(), WaitError> {
+        self.wait_for(delivery.partition, delivery.offset, timeout).await
+    }
+}
+
+/// One partition's progress, for [`Table::wait_for`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    owned: bool,
+    caught_up: bool,
+    applied: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    applied: AtomicU64,
+    restored: AtomicU64,
+    loaded: AtomicU64,
+}
+
+/// A partition this instance holds.
+struct View<V> {
+    /// Which assignment made it.
+    generation: u64,
+    entries: HashMap<Vec<u8>, V>,
+    /// The offset applied last.
+    applied: Option<i64>,
+    /// The offset the store had applied when the partition was assigned.
+    stored: Option<i64>,
+    /// The store could not be read: start over.
+    reset: bool,
+    /// The last record visible when the partition was assigned (`Some(None)`: none); `None` until
+    /// known.
+    last: Option<Option<i64>>,
+    caught_up: bool,
+    /// Set once the store's entries are in (at once without a store); records wait for it.
+    loaded: watch::Sender<bool>,
+}
+
+impl<V> View<V> {
+    fn reached(&self) -> bool {
+        match self.last {
+            None => false,
+            Some(None) => true,
+            Some(Some(last)) => self.applied.is_some_and(|a| a >= last),
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress { owned: true, caught_up: self.caught_up, applied: self.applied }
+    }
+}
+
+/// What the table's handler, hooks and handles share.
+struct Shared<V> {
+    name: String,
+    topic: String,
+    partitions: i32,
+    component: String,
+    health: HealthState,
+    registry: crate::schema::Registry,
+    persistent: bool,
+    /// Taken (and closed) when the table stops.
+    store: Mutex<Option<Arc<Store>>>,
+    /// Looks at partition ends: watermarks and the last visible record.
+    probe: Mutex<BaseConsumer>,
+    views: RwLock<HashMap<i32, View<V>>>,
+    /// Per partition, kept across assignments so waiters see the partition come back.
+    progress: Mutex<HashMap<i32, watch::Sender<Progress>>>,
+    status: watch::Sender<TableStatus>,
+    runtime: OnceLock<tokio::runtime::Handle>,
+    generation: AtomicU64,
+    assigned: AtomicBool,
+    running: AtomicBool,
+    stats: Counters,
+}
+
+impl<V> Shared<V> {
+    fn read_views(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i32, View<V>>> {
+        self.views.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_views(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<i32, View<V>>> {
+        self.views.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store(&self) -> Option<Arc<Store>> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn progress(&self, partition: i32) -> watch::Sender<Progress> {
+        self.progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(partition)
+            .or_insert_with(|| watch::channel(Progress::default()).0)
+            .clone()
+    }
+
+    fn publish_progress(&self, partition: i32, now: Progress) {
+        self.progress(partition).send_if_modified(|p| std::mem::replace(p, now) != now);
+    }
+
+    /// Why a partition this instance does not hold cannot be read.
+    fn not_held(&self, partition: i32) -> NotReady {
+        if self.assigned.load(Ordering::Acquire) && self.running.load(Ordering::Acquire) {
+            NotReady::NotOwned { table: self.name.clone(), partition }
+        } else {
+            NotReady::Starting { table: self.name.clone() }
+        }
+    }
+
+    /// Recomputes the status; on a change, tells subscribers and health.
+    fn refresh(&self) {
+        let (owned, restoring) = {
+            let views = self.read_views();
+            let owned: BTreeSet<i32> = views.keys().copied().collect();
+            let restoring = views.iter().filter(|(_, v)| !v.caught_up).map(|(p, _)| *p).collect();
+            (owned, restoring)
+        };
+        let now = TableStatus {
+            owned,
+            restoring,
+            assigned: self.assigned.load(Ordering::Acquire),
+            running: self.running.load(Ordering::Acquire),
+        };
+        let reason = if !now.running {
+            format!("table `{}` is not running", self.name)
+        } else if !now.assigned {
+            format!("waiting for partitions of `{}`", self.topic)
+        } else {
+            format!("restoring partitions {:?} of `{}`", now.restoring, self.topic)
+        };
+        let ready = now.is_ready();
+        let changed = self.status.send_if_modified(|s| {
+            if *s == now {
+                return false;
+            }
+            *s = now;
+            true
+        });
+        if changed {
+            if ready {
+                self.health.ready(&self.component);
+            } else {
+                self.health.starting(&self.component, reason);
+            }
+        }
+    }
+}
+
+impl<V: TableValue> Shared<V> {
+    /// `partitions` are about to be assigned: fresh views, restoring; where to start reading each.
+    fn assign(self: &Arc<Self>, partitions: &[i32]) -> Vec<(i32, Offset)> {
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let store = self.store();
+        let mut starts = Vec::with_capacity(partitions.len());
+        {
+            let mut views = self.write_views();
+            for &partition in partitions {
+                let (stored, reset) = match store.as_ref().map(|s| s.applied(partition)) {
+                    None | Some(Ok(None)) => (None, false),
+                    Some(Ok(Some(offset))) => (Some(offset), false),
+                    Some(Err(e)) => {
+                        tracing::error!(
+                            table = self.name,
+                            partition,
+                            error = %e,
+                            "table store unreadable; restoring from the topic"
+                        );
+                        (None, true)
+                    }
+                };
+                views.insert(
+                    partition,
+                    View {
+                        generation,
+                        entries: HashMap::new(),
+                        applied: None,
+                        stored,
+                        reset,
+                        last: None,
+                        caught_up: false,
+                        loaded: watch::channel(!self.persistent).0,
+                    },
+                );
+                starts.push((partition, stored.map_or(Offset::Beginning, |o| Offset::Offset(o + 1))));
+            }
+        }
+        for &partition in partitions {
+            self.publish_progress(partition, Progress { owned: true, ..Progress::default() });
+        }
+        tracing::info!(table = self.name, ?starts, "restoring partitions");
+        self.refresh();
+        match self.runtime.get() {
+            Some(runtime) => {
+                runtime.spawn(self.clone().restore(partitions.to_vec(), generation));
+            }
+            None => tracing::error!(table = self.name, "partitions assigned to a table that is not running"),
+        }
+        starts
+    }
+
+    /// `partitions` were revoked (their events in hand have finished): drop their keys.
+    fn revoke(&self, partitions: &[i32]) {
+        {
+            let mut views = self.write_views();
+            for partition in partitions {
+                views.remove(partition);
+            }
+        }
+        if let Some(store) = self.store()
+            && let Err(e) = store.flush()
+        {
+            tracing::warn!(table = self.name, error = %e, "table store not flushed on revocation");
+        }
+        for &partition in partitions {
+            self.publish_progress(partition, Progress::default());
+        }
+        self.refresh();
+    }
+
+    /// Whether any of `partitions` is still held under `generation`.
+    fn current(&self, partitions: &[i32], generation: u64) -> bool {
+        let views = self.read_views();
+        partitions.iter().any(|p| views.get(p).is_some_and(|v| v.generation == generation))
+    }
+
+    /// Restores freshly assigned partitions: finds where each ends now, loads the store's entries
+    /// (if any), then lets records through; each is restored once its last record is applied.
+    async fn restore(self: Arc<Self>, partitions: Vec<i32>, generation: u64) {
+        let ends = loop {
+            let (shared, asked) = (self.clone(), partitions.clone());
+            match tokio::task::spawn_blocking(move || shared.probe_ends(&asked)).await {
+                Ok(Ok(ends)) => break ends,
+                Ok(Err(e)) => {
+                    tracing::warn!(table = self.name, error = %e, "cannot see partition ends; retrying")
+                }
+                Err(e) => tracing::warn!(table = self.name, error = %e, "partition ends"),
+            }
+            if !self.current(&partitions, generation) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        for (partition, end) in partitions.iter().copied().zip(ends) {
+            let mut loaded = None;
+            if let Some(store) = self.store() {
+                let Some((stored, reset)) = self
+                    .read_views()
+                    .get(&partition)
+                    .filter(|v| v.generation == generation)
+                    .map(|v| (v.stored, v.reset))
+                else {
+                    continue;
+                };
+                // A store ahead of the topic follows an older topic of the same name: start over (the
+                // consumer, sought past the end, starts from the beginning too).
+                if reset || stored.is_some_and(|s| s >= end.high) {
+                    tracing::warn!(
+                        table = self.name,
+                        partition,
+                        ?stored,
+                        high = end.high,
+                        "table store discarded"
+                    );
+                    if let Err(e) = blocking(move || store.clear(partition)).await {
+                        tracing::error!(table = self.name, partition, error = %e, "table store not cleared");
+                    }
+                    loaded = Some((None, HashMap::new()));
+                } else {
+                    loaded = Some((stored, self.load(&store, partition).await));
+                }
+            }
+            let now = {
+                let mut views = self.write_views();
+                let Some(view) = views.get_mut(&partition).filter(|v| v.generation == generation) else {
+                    continue;
+                };
+                if let Some((stored, entries)) = loaded {
+                    self.stats.loaded.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    view.entries = entries;
+                    view.applied = stored;
+                }
+                view.last = Some(end.last);
+                view.caught_up = view.reached();
+                view.loaded.send_replace(true);
+                view.progress()
+            };
+            tracing::info!(
+                table = self.name,
+                partition,
+                ?end,
+                caught_up = now.caught_up,
+                "partition end seen"
+            );
+            self.publish_progress(partition, now);
+        }
+        self.refresh();
+    }
+
+    /// The store's entries of `partition`, decoded (undecodable ones are left out, with a warning).
+    async fn load(&self, store: &Arc<Store>, partition: i32) -> HashMap<Vec<u8>, V> {
+        let store = store.clone();
+        let raw = match blocking(move || store.entries(partition)).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::error!(table = self.name, partition, error = %e, "table store unreadable");
+                Vec::new()
+            }
+        };
+        let mut entries = HashMap::with_capacity(raw.len());
+        for (key, payload) in raw {
+            let mut decoded = V::decode_with(&payload, Some(&self.registry));
+            // An Avro payload whose writer's schema is not cached yet: fetch it, then try again.
+            if decoded.is_err() && self.registry.prepare(&payload).await.is_ok() {
+                decoded = V::decode_with(&payload, Some(&self.registry));
+            }
+            match decoded {
+                Ok(value) => {
+                    entries.insert(key, value);
+                }
+                Err(e) => tracing::warn!(table = self.name, partition, error = %e, "stored value left out"),
+            }
+        }
+        entries
+    }
+
+    /// Where each of `partitions` ends now: its watermarks and the last record a `read_committed`
+    /// reader sees (transaction markers and aborted records are no records).
+    fn probe_ends(&self, partitions: &[i32]) -> Result<Vec<End>, KafkaError> {
+        let probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);
+        let ends = probe_ends(&probe, &self.topic, partitions);
+        if ends.is_err() {
+            probe.unassign().ok();
+        }
+        ends
+    }
+
+    /// Applies one record: sets its key, or deletes it for a tombstone (and for a value that does
+    /// not decode, which is then dead-lettered).
+    async fn apply(
+        &self,
+        meta: &Metadata,
+        value: Result<Option<Event<V>>, ExtractError>,
+    ) -> Result<(), HandlerError> {
+        let (partition, offset) = (meta.partition(), meta.offset());
+        let (generation, mut loaded) = {
+            let views = self.read_views();
+            // Not held (revoked meanwhile): its next owner applies it.
+            let Some(view) = views.get(&partition) else { return Ok(()) };
+            (view.generation, view.loaded.subscribe())
+        };
+        if loaded.wait_for(|l| *l).await.is_err() {
+            return Ok(()); // revoked while loading
+        }
+        if self.read_views().get(&partition).and_then(|v| v.applied).is_some_and(|a| offset <= a) {
+            return Ok(()); // in the store already
+        }
+        let key = meta.key().map(<[u8]>::to_vec);
+        let (update, failure) = match (&key, value) {
+            (None, _) => (None, Some(HandlerError::permanent("a table record needs a key"))),
+            (Some(_), Ok(Some(Event(value)))) => (Some(value), None),
+            (Some(_), Ok(None)) => (None, None),
+            (Some(_), Err(e)) => (None, Some(HandlerError::permanent(e))),
+        };
+        if let Some(store) = self.store() {
+            let (key, payload) = (key.clone(), update.as_ref().and(meta.payload()).map(<[u8]>::to_vec));
+            let change =
+                move || store.write(partition, key.as_deref().map(|k| (k, payload.as_deref())), offset);
+            blocking(change).await.map_err(|e| HandlerError::retriable(format!("table store: {e}")))?;
+        }
+        let (now, restored) = {
+            let mut views = self.write_views();
+            let Some(view) = views.get_mut(&partition).filter(|v| v.generation == generation) else {
+                return Ok(());
+            };
+            if let Some(key) = key {
+                match update {
+                    Some(value) => view.entries.insert(key, value),
+                    None => view.entries.remove(&key),
+                };
+            }
+            view.applied = Some(view.applied.map_or(offset, |a| a.max(offset)));
+            self.stats.applied.fetch_add(1, Ordering::Relaxed);
+            let restored = !view.caught_up && view.reached();
+            if !view.caught_up {
+                self.stats.restored.fetch_add(1, Ordering::Relaxed);
+                view.caught_up = restored;
+            }
+            (view.progress(), restored)
+        };
+        self.publish_progress(partition, now);
+        if restored {
+            tracing::info!(table = self.name, partition, offset, "partition restored");
+            self.refresh();
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The handler: applies each record to the table.
+async fn apply<V: TableValue>(
+    meta: Metadata,
+    value: Result<Option<Event<V>>, ExtractError>,
+    State(table): State<Arc<Shared<V>>>,
+) -> Result<(), HandlerError> {
+    table.apply(&meta, value).await
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, redb::Error> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Where a partition ends.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    high: i64,
+    /// The last record a `read_committed` reader sees, if any.
+    last: Option<i64>,
+}
+
+/// Reads where `partitions` end, all at once: each from just before its high watermark, further
+/// back (16 times as far each round) for those where only transaction markers or aborted records
+/// were found.
+fn probe_ends(probe: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<Vec<End>, KafkaError> {
+    let mut ends = Vec::with_capacity(partitions.len());
+    // (index, low watermark) of each partition still looked for.
+    let mut open = Vec::new();
+    for (i, &partition) in partitions.iter().enumerate() {
+        let (low, high) = probe.fetch_watermarks(topic, partition, PROBE_TIMEOUT)?;
+        ends.push(End { high, last: None });
+        if high > low {
+            open.push((i, low));
+        }
+    }
+    let mut window = 1_i64;
+    while !open.is_empty() {
+        let starts: Vec<i64> = open.iter().map(|&(i, low)| (ends[i].high - window).max(low)).collect();
+        let mut list = TopicPartitionList::new();
+        for (&(i, _), &start) in open.iter().zip(&starts) {
+            list.add_partition_offset(topic, partitions[i], Offset::Offset(start))?;
+        }
+        probe.assign(&list)?;
+        let mut reading: HashMap<i32, (usize, i64)> =
+            open.iter().zip(&starts).map(|(&(i, _), &start)| (partitions[i], (i, start))).collect();
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        while !reading.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
+            }
+            let done = match probe.poll(left) {
+                None => None,
+                Some(Ok(m)) => match reading.get(&m.partition()) {
+                    Some(&(i, from)) if m.offset() >= from => {
+                        let high = ends[i].high;
+                        if m.offset() < high {
+                            ends[i].last = Some(m.offset());
+                        }
+                        (m.offset() >= high - 1).then_some(m.partition())
+                    }
+                    _ => None,
+                },
+                Some(Err(KafkaError::PartitionEOF(partition))) => Some(partition),
+                Some(Err(e)) => return Err(e),
+            };
+            if let Some(partition) = done {
+                reading.remove(&partition);
+            }
+        }
+        // Found, or read from the low watermark: done.
+        let mut starts = starts.into_iter();
+        open.retain(|&(i, low)| starts.next().is_some_and(|start| ends[i].last.is_none() && start > low));
+        window = window.saturating_mul(16);
+    }
+    probe.unassign()?;
+    Ok(ends)
+}
+
+/// The table's rebalance hooks.
+struct Hooks<V>(Arc<Shared<V>>);
+
+impl<V: TableValue> ConsumerHooks for Hooks<V> {
+    fn start_offsets(&self, _topic: &str, partitions: &[i32]) -> Vec<(i32, Offset)> {
+        self.0.assign(partitions)
+    }
+
+    fn assigned(&self, _topic: &str, _partitions: &[i32]) {
+        self.0.assigned.store(true, Ordering::Release);
+        self.0.refresh();
+    }
+
+    fn revoked(&self, _topic: &str, partitions: &[i32]) {
+        self.0.revoke(partitions);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_like_the_java_client() {
+        // Against the broker's placement: tests/tables.rs.
+        for (key, partitions) in [("", 6), ("a", 6), ("ab", 6), ("abc", 6), ("abcd", 6), ("order-42", 6)] {
+            assert!((0..partitions).contains(&partition_for(key.as_bytes(), partitions)));
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let d = Delivery { partition: 3, offset: 42 };
+        assert_eq!(parse_token(&d.to_string()), Some(d));
+        assert_eq!(parse_token("3"), None);
+        assert_eq!(parse_token("-1:4"), None);
+    }
+
+    #[test]
+    fn not_ready_is_a_503_with_retry_after() {
+        let e = NotReady::Restoring { table: "t".into(), partition: 1 };
+        assert_eq!((e.status(), e.retry_after_secs()), (503, 1));
+    }
+}

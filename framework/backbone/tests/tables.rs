@@ -1,0 +1,398 @@
+//! Tables against the real broker: tombstones, read-your-writes, restore on restart (in memory: the
+//! whole topic; persistent: only what is new), two instances splitting a table by partition, and
+//! readiness held back until the restore is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use backbone::consume::dead_letter_topic;
+use backbone::handler::{Decode, DecodeError};
+use backbone::table::{NotReady, Table, TableError, TableStatus, TableValue, WaitError};
+use backbone::{Config, Delivery, Outgoing, Publisher, Running, Service, ServiceSpec, TopicSpec};
+use backbone_testkit::{shared_kafka, unique};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+mod common;
+
+/// Every wait in these tests is for an event; this only bounds a broken one.
+const WITHIN: Duration = Duration::from_secs(90);
+
+struct Estate {
+    config: Config,
+    spec: ServiceSpec,
+    topic: TopicSpec,
+    running: Running,
+}
+
+impl Estate {
+    /// A fresh service owning a compacted topic of `partitions` (and its dead letters), started.
+    async fn new(partitions: i32) -> Self {
+        let config = common::config(shared_kafka().bootstrap_servers());
+        let service = unique("tbl");
+        let topic =
+            TopicSpec::private(&service, "levels").partitions(partitions).compacted().build().unwrap();
+        let dlq = dead_letter_topic(&service, &topic).unwrap();
+        let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+        let running = spec.start(&config).await.expect("start provisions the topics");
+        Self { config, spec, topic, running }
+    }
+
+    fn publisher(&self) -> &Publisher {
+        self.running.publisher()
+    }
+
+    fn table<V: TableValue>(&self) -> Table<V> {
+        self.builder().build().expect("table")
+    }
+
+    fn builder<V: TableValue>(&self) -> backbone::table::TableBuilder<V> {
+        Table::builder(&self.config, &self.spec, &self.topic, self.publisher().clone())
+            .client_setting("heartbeat.interval.ms", "500")
+    }
+
+    /// Publishes records `from..to`: key `k<i % keys>`, value `v<i>`, every seventh a tombstone;
+    /// keeps `expected` (what the view should hold) up to date.
+    async fn write(
+        &self,
+        from: usize,
+        to: usize,
+        keys: usize,
+        expected: &mut BTreeMap<Vec<u8>, String>,
+    ) -> Vec<Delivery> {
+        let records: Vec<(String, Option<String>)> =
+            (from..to).map(|i| (format!("k{}", i % keys), (i % 7 != 6).then(|| format!("v{i}")))).collect();
+        // Publishes take their place in line when called: per key, in this order.
+        let publishes = records.iter().map(|(key, value)| {
+            let event = match value {
+                Some(value) => Outgoing::new("Level", key.as_bytes(), value.as_bytes()),
+                None => Outgoing::tombstone("Level", key.as_bytes()),
+            };
+            self.publisher().publish(&self.topic, event)
+        });
+        let deliveries: Vec<Delivery> = futures::future::join_all(publishes)
+            .await
+            .into_iter()
+            .map(|d| d.expect("acknowledged"))
+            .collect();
+        for (key, value) in records {
+            match value {
+                Some(value) => expected.insert(key.into_bytes(), value),
+                None => expected.remove(key.as_bytes()),
+            };
+        }
+        deliveries
+    }
+}
+
+/// A running table and how to stop it.
+struct Instance<V> {
+    table: Table<V>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), TableError>>,
+}
+
+fn run<V: TableValue>(table: &Table<V>) -> Instance<V> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let table = table.clone();
+        async move {
+            table
+                .run(async move {
+                    stopped.await.ok();
+                })
+                .await
+        }
+    });
+    Instance { table: table.clone(), stop, task }
+}
+
+impl<V: TableValue> Instance<V> {
+    async fn ready(&self) -> TableStatus {
+        tokio::time::timeout(WITHIN, self.table.ready()).await.expect("restored in time")
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).ok();
+        tokio::time::timeout(WITHIN, self.task).await.expect("stops").expect("no panic").expect("clean stop");
+    }
+}
+
+fn text(map: &BTreeMap<Vec<u8>, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tombstones_delete_and_a_read_waits_for_its_write() {
+    let estate = Estate::new(3).await;
+    let table = estate.table::<String>();
+    let instance = run(&table);
+    let status = instance.ready().await;
+    assert_eq!(status.owned, BTreeSet::from([0, 1, 2]), "one instance holds every partition");
+
+    let mut expected = BTreeMap::new();
+    for i in 0..20 {
+        let key = format!("sku-{i}");
+        let at = estate
+            .publisher()
+            .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), format!("{i}").as_bytes()))
+            .await
+            .unwrap();
+        expected.insert(key.clone().into_bytes(), i.to_string());
+        // The table places keys where the publisher does.
+        assert_eq!(table.partition_for(&key), at.partition, "{key}");
+        // Read your write: wait for its offset, then the view has it.
+        table.wait_for_delivery(at, WITHIN).await.expect("applied");
+        assert_eq!(table.get(&key).unwrap(), Some(i.to_string()), "{key}");
+    }
+
+    // A tombstone deletes.
+    let at = estate.publisher().publish(&estate.topic, Outgoing::tombstone("Level", b"sku-3")).await.unwrap();
+    table.wait_for(at.partition, at.offset, WITHIN).await.expect("applied");
+    assert_eq!(table.get("sku-3").unwrap(), None);
+    expected.remove(&b"sku-3"[..]);
+    // An overwrite replaces.
+    let at =
+        estate.publisher().publish(&estate.topic, Outgoing::new("Level", b"sku-4", b"forty")).await.unwrap();
+    table.wait_for_delivery(at, WITHIN).await.expect("applied");
+    assert_eq!(table.get("sku-4").unwrap().as_deref(), Some("forty"));
+    expected.insert(b"sku-4".to_vec(), "forty".into());
+    assert_eq!(text(&table.snapshot().unwrap()), text(&expected));
+    assert_eq!(table.get("never-written").unwrap(), None, "absent, not an error");
+
+    // An offset not written yet: the wait ends with a timeout, not a wrong answer.
+    let err = table.wait_for(at.partition, at.offset + 1_000, Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { applied: Some(a), .. } if a >= at.offset), "{err}");
+    assert!(estate.running.health().snapshot().is_ready(), "{:?}", estate.running.health().snapshot());
+    assert_eq!(table.stats().applied, 22);
+
+    instance.stop().await;
+    assert!(matches!(table.get("sku-4"), Err(NotReady::Starting { .. })), "a stopped table does not answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_memory_table_replays_the_whole_topic_on_restart() {
+    let estate = Estate::new(3).await;
+    let mut expected = BTreeMap::new();
+    estate.write(0, 70, 20, &mut expected).await;
+
+    let first = run(&estate.table::<String>());
+    first.ready().await;
+    assert_eq!(text(&first.table.snapshot().unwrap()), text(&expected));
+    assert_eq!(first.table.stats().restored, 70, "everything there at start is restored");
+    first.stop().await;
+
+    estate.write(70, 100, 20, &mut expected).await;
+    // Same group: its committed offsets are ignored, the view is rebuilt from the beginning.
+    let second = run(&estate.table::<String>());
+    second.ready().await;
+    assert_eq!(text(&second.table.snapshot().unwrap()), text(&expected), "the same view after a restart");
+    let stats = second.table.stats();
+    assert_eq!((stats.restored, stats.loaded), (100, 0), "the whole topic replayed: {stats:?}");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistent_table_replays_only_what_is_new_on_restart() {
+    let estate = Estate::new(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("levels.redb");
+    let mut expected = BTreeMap::new();
+    estate.write(0, 70, 20, &mut expected).await;
+
+    let first = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    first.ready().await;
+    assert_eq!(text(&first.table.snapshot().unwrap()), text(&expected));
+    assert_eq!(first.table.stats().restored, 70);
+    first.stop().await;
+    let live_before = expected.len() as u64;
+
+    estate.write(70, 100, 20, &mut expected).await;
+    let second = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    second.ready().await;
+    assert_eq!(text(&second.table.snapshot().unwrap()), text(&expected), "the same view after a restart");
+    let stats = second.table.stats();
+    assert_eq!(stats.restored, 30, "only the records written since are replayed: {stats:?}");
+    assert!(stats.restored < 100);
+    assert_eq!(stats.loaded, live_before, "the rest comes from the store: {stats:?}");
+
+    // It keeps following the topic, store and all.
+    let at = estate.write(100, 101, 20, &mut expected).await[0];
+    second.table.wait_for_delivery(at, WITHIN).await.expect("applied");
+    assert_eq!(text(&second.table.snapshot().unwrap()), text(&expected));
+    second.stop().await;
+
+    // A store refuses another topic.
+    let other = Estate::new(1).await;
+    let err = other.builder::<String>().persistent(&path).build().unwrap_err();
+    assert!(err.to_string().contains("holds topic"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_split_a_table_by_partition_and_together_hold_every_key() {
+    let estate = Estate::new(6).await;
+    let mut expected = BTreeMap::new();
+    estate.write(0, 120, 60, &mut expected).await;
+    let all: BTreeSet<i32> = (0..6).collect();
+
+    let a = run(&estate.table::<String>());
+    assert_eq!(a.ready().await.owned, all);
+    let b = run(&estate.table::<String>());
+
+    // Wait, on their status changes, until the two hold every partition between them, restored.
+    let (mut sa, mut sb) = (a.table.subscribe(), b.table.subscribe());
+    let settled = async {
+        loop {
+            let (x, y) = (sa.borrow_and_update().clone(), sb.borrow_and_update().clone());
+            assert!(x.owned.is_disjoint(&y.owned), "never both: {x:?} {y:?}");
+            let union: BTreeSet<i32> = x.owned.union(&y.owned).copied().collect();
+            if union == all && x.is_ready() && y.is_ready() && !y.owned.is_empty() {
+                return (x, y);
+            }
+            tokio::select! {
+                r = sa.changed() => r.unwrap(),
+                r = sb.changed() => r.unwrap(),
+            }
+        }
+    };
+    let (x, y) = tokio::time::timeout(WITHIN, settled).await.expect("the group settles");
+    assert!(!x.owned.is_empty() && !y.owned.is_empty(), "both hold partitions: {x:?} {y:?}");
+
+    let (va, vb) = (a.table.snapshot().unwrap(), b.table.snapshot().unwrap());
+    let (ka, kb): (BTreeSet<_>, BTreeSet<_>) = (va.keys().cloned().collect(), vb.keys().cloned().collect());
+    assert!(ka.is_disjoint(&kb), "no key in both");
+    let mut union = va.clone();
+    union.extend(vb.clone());
+    assert_eq!(text(&union), text(&expected), "together they hold every key, with its latest value");
+    for key in ka {
+        assert!(x.owned.contains(&a.table.partition_for(&key)));
+        // The other instance says "not mine", not "absent".
+        assert!(matches!(b.table.get(&key), Err(NotReady::NotOwned { .. })));
+    }
+    for key in kb {
+        assert!(y.owned.contains(&b.table.partition_for(&key)));
+        let p = b.table.partition_for(&key);
+        assert!(matches!(a.table.wait_for(p, 0, WITHIN).await, Err(WaitError::NotOwned { .. })));
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A value whose decoding of the payload `gate` blocks until the test lets it go: a restore caught
+/// in the middle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gated(String);
+
+static ENTERED: Mutex<Option<oneshot::Sender<()>>> = Mutex::new(None);
+static RELEASE: Mutex<Option<std::sync::mpsc::Receiver<()>>> = Mutex::new(None);
+
+impl Decode for Gated {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes == b"gate"
+            && let Some(entered) = ENTERED.lock().unwrap().take()
+        {
+            entered.send(()).ok();
+            let release = RELEASE.lock().unwrap().take();
+            if let Some(release) = release {
+                release.recv().ok();
+            }
+        }
+        String::decode(bytes).map(Self)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_waits_until_the_view_has_caught_up() {
+    let estate = Estate::new(1).await;
+    let mut expected = BTreeMap::new();
+    estate.write(0, 40, 10, &mut expected).await;
+    let gate = estate
+        .publisher()
+        .publish(&estate.topic, Outgoing::new("Level", b"gate-key", b"gate"))
+        .await
+        .unwrap();
+    expected.insert(b"gate-key".to_vec(), "gate".into());
+    let deliveries = estate.write(40, 80, 10, &mut expected).await;
+    let last = deliveries.last().copied().unwrap();
+    assert!(gate.offset < last.offset);
+
+    let (entered_tx, entered) = oneshot::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    *ENTERED.lock().unwrap() = Some(entered_tx);
+    *RELEASE.lock().unwrap() = Some(release_rx);
+
+    let health = estate.running.health().clone();
+    let table = estate.table::<Gated>();
+    assert!(health.snapshot().starting.contains_key(table.component()), "not ready before it runs");
+    assert!(matches!(table.get("k1"), Err(NotReady::Starting { .. })));
+
+    let instance = run(&table);
+    tokio::time::timeout(WITHIN, entered).await.expect("the restore reaches the gate").unwrap();
+    // Mid-restore: not ready, and reads say so instead of answering from a partial view.
+    let now = health.snapshot();
+    assert!(now.starting.contains_key(table.component()), "{now:?}");
+    assert!(!now.is_ready());
+    assert_eq!(table.status().restoring, BTreeSet::from([0]));
+    assert!(matches!(table.get("k1"), Err(NotReady::Restoring { partition: 0, .. })));
+    assert!(matches!(table.snapshot(), Err(NotReady::Restoring { .. })));
+    let err = table.wait_for_delivery(last, Duration::from_millis(100)).await.unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { .. }), "{err}");
+    let e = table.get("k1").unwrap_err();
+    assert_eq!((e.status(), e.retry_after_secs()), (503, 1), "a 503 with Retry-After");
+
+    release.send(()).unwrap();
+    instance.ready().await;
+    let now =
+        tokio::time::timeout(WITHIN, health.wait_until(|h| !h.starting.contains_key(table.component())))
+            .await
+            .expect("ready");
+    assert!(!now.starting.contains_key(table.component()));
+    let view: BTreeMap<Vec<u8>, String> =
+        table.snapshot().unwrap().into_iter().map(|(k, Gated(v))| (k, v)).collect();
+    assert_eq!(text(&view), text(&expected));
+    assert_eq!(table.stats().restored, 81, "everything there at start was restored before ready");
+    table.wait_for_delivery(last, Duration::from_millis(1)).await.expect("applied, at once");
+    instance.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transaction_markers_and_aborted_records_at_the_end_do_not_hold_the_restore_back() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+    let estate = Estate::new(1).await;
+    let producer: FutureProducer = shared_kafka()
+        .client_config()
+        .set("transactional.id", unique("tx"))
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("transactional producer");
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).expect("init");
+    let send = |key: &'static str, value: &'static str| {
+        let record = FutureRecord::to(estate.topic.name()).key(key).payload(value);
+        let sending = producer.send(record, t);
+        async move { sending.await.expect("sent") }
+    };
+    // Committed, then aborted: the log ends with a commit marker, aborted records and an abort
+    // marker; a read_committed reader's last record is far before the high watermark.
+    producer.begin_transaction().unwrap();
+    send("a", "1").await;
+    send("b", "2").await;
+    producer.commit_transaction(t).unwrap();
+    producer.begin_transaction().unwrap();
+    for _ in 0..40 {
+        send("a", "aborted").await;
+    }
+    producer.abort_transaction(t).unwrap();
+
+    let instance = run(&estate.table::<String>());
+    instance.ready().await;
+    let view = instance.table.snapshot().unwrap();
+    assert_eq!(
+        text(&view),
+        BTreeMap::from([("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())]),
+        "committed records only"
+    );
+    assert_eq!(instance.table.stats().restored, 2);
+    instance.stop().await;
+}
