@@ -438,9 +438,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         tokio::task::spawn_blocking(move || {
             driver.join().ok();
             if let Some(eos) = last {
-                // Not tokio's blocking_write: a consumer dropped on a runtime thread closes (and revokes)
-            // there, when no event holds the gate any more.
-            let _gate = futures::executor::block_on(eos.gate.write());
+                let _gate = eos.write_blocking();
                 if let Err(e) = eos.commit_locked(&*consumer) {
                     tracing::warn!(error = %e, "final transaction");
                 }
@@ -739,9 +737,7 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
         if let Some(eos) = &self.eos {
             // Commit the open transaction (every partition's events in hand finish first), so the
             // next owner starts right after what this one produced.
-            // Not tokio's blocking_write: a consumer dropped on a runtime thread closes (and revokes)
-            // there, when no event holds the gate any more.
-            let _gate = futures::executor::block_on(eos.gate.write());
+            let _gate = eos.write_blocking();
             if let Err(e) = eos.commit_locked(consumer) {
                 tracing::warn!(error = %e, "transaction on revocation");
             }
@@ -816,6 +812,17 @@ impl Eos {
             pending: Default::default(),
             full: tokio::sync::Notify::new(),
             fatal: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The gate, exclusively, from synchronous code: the group thread (inside a futures executor,
+    /// outside tokio) or, when a consumer is dropped there, a runtime thread (when no event holds
+    /// the gate any more).
+    fn write_blocking(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            futures::executor::block_on(self.gate.write())
+        } else {
+            self.gate.blocking_write()
         }
     }
 

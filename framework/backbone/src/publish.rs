@@ -433,6 +433,10 @@ impl fmt::Debug for Publisher {
     }
 }
 
+/// How long a transaction may stay open before the broker aborts it (a dead instance's open
+/// transaction blocks `read_committed` readers of its outputs this long at most).
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many publishes may be in flight: `publish_queue`, kept within what librdkafka's queue takes.
 fn publish_capacity(config: &Config) -> u32 {
     u32::try_from(config.publish_queue.clamp(1, 10_000_000)).unwrap_or(10_000_000)
@@ -522,10 +526,15 @@ impl Publisher {
         }
         let mut client = producer_config(config, spec.name());
         if let Some(id) = transactional_id {
-            client.set("transactional.id", id).set(
-                "transaction.timeout.ms",
-                (config.delivery_timeout.as_millis().max(1_000) * 2).to_string(),
-            );
+            // A dead instance's open transaction holds back what read_committed readers see (the
+            // last stable offset) until the broker aborts it: keep that short. Deliveries must fit
+            // inside a transaction.
+            let timeout = TRANSACTION_TIMEOUT.as_millis();
+            let delivery = config.delivery_timeout.as_millis().min(timeout);
+            client
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", timeout.to_string())
+                .set("message.timeout.ms", delivery.to_string());
         }
         let producer: FutureProducer<PublishContext> = client
             .create_with_context(PublishContext { health: health.clone() })
