@@ -735,6 +735,16 @@ impl Publisher {
     }
 
     fn failed(&self, topic: &TopicSpec, e: KafkaError) -> PublishError {
+        use rdkafka::producer::Producer as _;
+        // The idempotent producer turns some errors (a denied write among them) into a fatal one:
+        // the delivery report then says only `Fatal`; the client knows the underlying code.
+        let e = match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Fatal) => match self.inner.producer.client().fatal_error() {
+                Some((code, _)) => KafkaError::MessageProduction(code),
+                None => e,
+            },
+            _ => e,
+        };
         let err = PublishError::from_kafka(topic.name(), self.inner.delivery_timeout, e);
         if err.is_retriable() {
             self.inner.health.degrade(HEALTH_COMPONENT, err.to_string());
