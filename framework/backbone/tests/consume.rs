@@ -10,7 +10,6 @@ use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
 use backbone::{Outgoing, Service, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
 use rdkafka::consumer::Consumer as _;
-use rdkafka::message::{Headers as _, Message as _};
 
 mod common;
 
@@ -173,22 +172,14 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
 
     // Two dead letters, with their origin.
     let dlq = dead_letter_topic(spec.name(), &topic).unwrap();
-    let reader: rdkafka::consumer::BaseConsumer =
-        shared_kafka().client_config().set("group.id", unique("g")).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(dlq.name(), 0, rdkafka::Offset::Beginning).unwrap();
-    reader.assign(&tpl).unwrap();
-    let mut letters = Vec::new();
-    while letters.len() < 2 {
-        if let Some(m) = reader.poll(Duration::from_secs(1)) {
-            let m = m.unwrap();
-            let h = |name: &str| {
-                m.headers()
-                    .and_then(|hs| hs.iter().find(|x| x.key == name).and_then(|x| x.value))
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            letters.push((
+    let dlq_name = dlq.name().to_owned();
+    let read = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 2)).await.unwrap();
+    assert_eq!(read.len(), 2, "two dead letters within 30 s");
+    let letters: Vec<_> = read
+        .iter()
+        .map(|l| {
+            let h = |name: &str| l.header(name).to_owned();
+            (
                 h(dead_letter_headers::ORIGIN_TOPIC),
                 h(dead_letter_headers::ORIGIN_OFFSET),
                 h(dead_letter_headers::ORIGIN_KEY),
@@ -196,11 +187,11 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
                 h(dead_letter_headers::ERROR_MESSAGE),
                 h(dead_letter_headers::HANDLER),
                 h(dead_letter_headers::ATTEMPTS),
-                m.payload().unwrap_or_default().to_vec(),
+                l.payload.clone(),
                 h(&format!("{}backbone-event-type", dead_letter_headers::ORIGINAL_PREFIX)),
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     let (t, off, key, kind, msg, handler, attempts, payload, original_type) = &letters[0];
     assert_eq!(original_type, "OrderCreated", "the original event's headers are kept, prefixed");
     assert_eq!((t.as_str(), off.as_str(), key.as_str()), (topic.name(), "13", "order-13"));

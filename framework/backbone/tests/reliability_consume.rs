@@ -14,7 +14,6 @@ use backbone_testkit::{shared_kafka, unique};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Headers as _, Message as _};
 use tokio::sync::{Notify, oneshot, watch};
 
 mod common;
@@ -89,45 +88,6 @@ impl ConsumerHooks for CommitWatch {
             }
         }
     }
-}
-
-/// A dead letter as read back: its headers (by name) and payload.
-struct Letter {
-    headers: Vec<(String, String)>,
-    payload: Vec<u8>,
-}
-
-impl Letter {
-    fn header(&self, name: &str) -> &str {
-        self.headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
-    }
-}
-
-/// Reads `count` records from partition 0 of `topic` from the beginning (blocking; 30 s at most).
-fn read_letters(topic: &str, count: usize) -> Vec<Letter> {
-    let reader: BaseConsumer =
-        shared_kafka().client_config().set("group.id", unique("dlq-reader")).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
-    reader.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut letters = Vec::new();
-    while letters.len() < count && Instant::now() < deadline {
-        let Some(m) = reader.poll(Duration::from_millis(500)) else { continue };
-        let m = m.unwrap();
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        letters.push(Letter { headers, payload: m.payload().unwrap_or_default().to_vec() });
-    }
-    letters
 }
 
 /// The high watermark of partition 0 of `topic` (blocking).
@@ -222,7 +182,7 @@ async fn r8_poison_records_among_10000_good_ones_are_dead_lettered_and_the_parti
 
     let dlq = dead_letter_topic(spec.name(), &topic).unwrap();
     let dlq_name = dlq.name().to_owned();
-    let letters = tokio::task::spawn_blocking(move || read_letters(&dlq_name, 3)).await.unwrap();
+    let letters = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 3)).await.unwrap();
     assert_eq!(letters.len(), 3, "three dead letters");
     let expected = [
         ("order-poison-undecodable", "undecodable-payload", "1"),

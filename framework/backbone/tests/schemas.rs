@@ -12,7 +12,6 @@ use backbone::schema::{AvroEvent, SchemaError, SubjectStrategy};
 use backbone::{Config, Outgoing, Service, TopicSpec};
 use backbone_testkit::{shared_kafka, shared_registry, unique};
 use rdkafka::consumer::Consumer as _;
-use rdkafka::message::{Headers as _, Message as _};
 
 mod common;
 
@@ -230,27 +229,20 @@ async fn r12_unknown_schema_ids_and_bad_magic_bytes_are_dead_lettered_and_the_pa
     let expected: Vec<i32> = (0..100).filter(|n| *n != 30 && *n != 60).collect();
     assert_eq!(handled, expected, "every good event, in order");
 
-    let reader: rdkafka::consumer::BaseConsumer =
-        shared_kafka().client_config().set("group.id", unique("g")).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(dlq.name(), 0, rdkafka::Offset::Beginning).unwrap();
-    reader.assign(&tpl).unwrap();
-    let mut letters = Vec::new();
-    while letters.len() < 2 {
-        let Some(m) = reader.poll(Duration::from_secs(1)) else { continue };
-        let m = m.unwrap();
-        let h = |name: &str| {
-            m.headers()
-                .and_then(|hs| hs.iter().find(|x| x.key == name).and_then(|x| x.value))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        letters.push((
-            h(dead_letter_headers::ORIGIN_KEY),
-            h(dead_letter_headers::ERROR_KIND),
-            h(dead_letter_headers::ERROR_MESSAGE),
-        ));
-    }
+    let dlq_name = dlq.name().to_owned();
+    let read = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 2)).await.unwrap();
+    assert_eq!(read.len(), 2, "two dead letters within 30 s");
+    let letters: Vec<_> = read
+        .iter()
+        .map(|l| {
+            let h = |name: &str| l.header(name).to_owned();
+            (
+                h(dead_letter_headers::ORIGIN_KEY),
+                h(dead_letter_headers::ERROR_KIND),
+                h(dead_letter_headers::ERROR_MESSAGE),
+            )
+        })
+        .collect();
     assert_eq!((letters[0].0.as_str(), letters[0].1.as_str()), ("bad-id", "unknown-schema-id"));
     assert!(letters[0].2.contains("999999999"), "{}", letters[0].2);
     assert_eq!((letters[1].0.as_str(), letters[1].1.as_str()), ("bad-magic", "bad-magic-byte"));

@@ -10,6 +10,8 @@ use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
 use backbone_testkit::unique;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Headers as _, Message as _};
 
 /// A configuration pointing at `bootstrap`, development profile (single-broker friendly).
 pub fn config(bootstrap: &str) -> Config {
@@ -104,6 +106,49 @@ pub async fn publish_oracle_range(
         }
     }
     errors
+}
+
+/// A dead letter as read back: its headers (by name) and payload.
+pub struct Letter {
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl Letter {
+    /// The value of header `name` (lossy UTF-8), or "" when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Reads `count` records from partition 0 of `topic` from the beginning (blocking; 30 s at most).
+pub fn read_letters(topic: &str, count: usize) -> Vec<Letter> {
+    let reader: rdkafka::consumer::BaseConsumer = backbone_testkit::shared_kafka()
+        .client_config()
+        .set("group.id", unique("dlq-reader"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut letters = Vec::new();
+    while letters.len() < count && std::time::Instant::now() < deadline {
+        let Some(m) = reader.poll(Duration::from_millis(500)) else { continue };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push(Letter { headers, payload: m.payload().unwrap_or_default().to_vec() });
+    }
+    letters
 }
 
 /// Reads `topic` back into the oracle and returns its report.
