@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -368,43 +368,7 @@ fn spawn_child(estate: &Estate, dir: &Path, instance: &str) -> (Child, std::sync
         instance,
     ]
     .join("|");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_instance", "--nocapture", "--test-threads=1"])
-        .env(CHILD, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child instance");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let (lines, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Waits for the child to print a line starting with `prefix` and returns the rest.
-async fn child_says(lines: &mut std::sync::mpsc::Receiver<String>, prefix: &'static str) -> String {
-    let taken = std::mem::replace(lines, std::sync::mpsc::channel().1);
-    let (rest, back) = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            let line =
-                taken.recv_timeout(timeout).unwrap_or_else(|_| panic!("the child never printed {prefix}"));
-            if let Some((_, rest)) = line.split_once(prefix) {
-                return (rest.trim().to_owned(), taken);
-            }
-        }
-    })
-    .await
-    .expect("reader");
-    *lines = back;
-    rest
+    common::spawn_test_child("child_instance", CHILD, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +385,7 @@ async fn r5_an_instance_killed_mid_stream_loses_nothing_and_the_survivor_takes_o
 
     // Instance a in a child process, b here; both hold partitions before the events flow.
     let (mut a, mut a_says) = spawn_child(&estate, dir.path(), "a");
-    child_says(&mut a_says, "ASSIGNED").await;
+    common::child_says(&mut a_says, "ASSIGNED").await;
     let b = start_instance(&estate, &publisher, dir.path(), "b", &changed);
     wait_for(&changed, Duration::from_secs(60), "b is assigned partitions", || !b.log.assigned().is_empty())
         .await;
@@ -430,7 +394,7 @@ async fn r5_an_instance_killed_mid_stream_loses_nothing_and_the_survivor_takes_o
     let flow = publish_flow(publisher.clone(), estate.topic.clone(), TOTAL, 250);
     // Kill a once it has handled 10,000 (b has handled about as many: ~20,000 in all).
     loop {
-        let n: usize = child_says(&mut a_says, "HANDLED").await.parse().expect("count");
+        let n: usize = common::child_says(&mut a_says, "HANDLED").await.parse().expect("count");
         if n >= 10_000 {
             break;
         }

@@ -2,8 +2,7 @@
 //! offsets it consumed commit in one transaction. R14: 100,000 events while the processor is
 //! SIGKILLed three times and the transaction coordinator's broker once, on a 3-broker cluster.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,23 +145,11 @@ async fn exactly_once_outputs_commit_with_the_consumed_offsets() {
 }
 
 fn spawn_child(p: &Pipeline, bootstrap: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_processor", "--nocapture", "--test-threads=1"])
-        .env(CHILD, [bootstrap, p.spec.name(), p.group.as_str()].join("|"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    common::spawn_test_child(
+        "child_processor",
+        CHILD,
+        &[bootstrap, p.spec.name(), p.group.as_str()].join("|"),
+    )
 }
 
 /// Blocks until the child prints `HANDLED n` with n ≥ `at_least` (or panics after 120 s).

@@ -4,8 +4,7 @@
 //! reach the request that asked, whichever responder answered.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -153,43 +152,8 @@ impl Drop for KillOnDrop {
 fn spawn_child(estate: &Estate) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     let args = [estate.config.bootstrap_servers.as_str(), estate.responder.name(), estate.requester.name()]
         .join("|");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_responder", "--nocapture", "--test-threads=1"])
-        .env(CHILD, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child responder");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let (lines, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (child, rx) = common::spawn_test_child("child_responder", CHILD, &args);
     (KillOnDrop(child), rx)
-}
-
-/// Waits for the child to print a line containing `prefix` and returns the rest.
-async fn child_says(lines: &mut std::sync::mpsc::Receiver<String>, prefix: &'static str) -> String {
-    let taken = std::mem::replace(lines, std::sync::mpsc::channel().1);
-    let (rest, back) = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            let line =
-                taken.recv_timeout(timeout).unwrap_or_else(|_| panic!("the child never printed {prefix}"));
-            if let Some((_, rest)) = line.split_once(prefix) {
-                return (rest.trim().to_owned(), taken);
-            }
-        }
-    })
-    .await
-    .expect("reader");
-    *lines = back;
-    rest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,7 +170,7 @@ async fn a_thousand_requests_survive_a_responder_killed_mid_stream_each_answered
 
     // Responder a in a child process, b here; both hold partitions before requests flow.
     let (mut a, mut a_says) = spawn_child(&estate);
-    child_says(&mut a_says, "ASSIGNED").await;
+    common::child_says(&mut a_says, "ASSIGNED").await;
     let b_state = Answering::new("b", false);
     let b = responder(&estate, responding.publisher(), &b_state);
     let (stop_b, b_stopped) = oneshot::channel::<()>();
@@ -262,7 +226,7 @@ async fn a_thousand_requests_survive_a_responder_killed_mid_stream_each_answered
 
     // Kill a once it has answered ~200.
     loop {
-        let n: usize = child_says(&mut a_says, "ANSWERED").await.parse().expect("count");
+        let n: usize = common::child_says(&mut a_says, "ANSWERED").await.parse().expect("count");
         if n >= KILL_AFTER {
             break;
         }

@@ -170,3 +170,50 @@ pub async fn check(
     }
     oracle.report()
 }
+
+/// Re-runs this test binary's test `test` as a child process, with `key=value` in its environment
+/// (the child test does its work only when it finds it), and forwards the child's stdout lines.
+pub fn spawn_test_child(
+    test: &str,
+    key: &str,
+    value: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(key, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the child {test}: {e}"));
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (60 s at most) for the child to print a line containing `prefix` and returns the rest.
+pub async fn child_says(lines: &mut std::sync::mpsc::Receiver<String>, prefix: &'static str) -> String {
+    let taken = std::mem::replace(lines, std::sync::mpsc::channel().1);
+    let (rest, back) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+            let line =
+                taken.recv_timeout(timeout).unwrap_or_else(|_| panic!("the child never printed {prefix}"));
+            if let Some((_, rest)) = line.split_once(prefix) {
+                return (rest.trim().to_owned(), taken);
+            }
+        }
+    })
+    .await
+    .expect("reader");
+    *lines = back;
+    rest
+}
