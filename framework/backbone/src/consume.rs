@@ -381,7 +381,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                                 biased;
                                 _ = stop.wait_for(|s| *s) => break,
                                 message = consumer.recv() => match message {
-                                    // Fetched before its partition's queue was split off (rare).
+                                    // Only if a partition's queue could not be split off (warned).
                                     Ok(message) => { strays.send(message.detach()).ok(); }
                                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                                 },
@@ -631,6 +631,12 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Handles a message that arrived on the group's queue and stores its offset.
     async fn handle_stray(&self, message: &OwnedMessage) {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            "event on the group's queue (its partition queue was not split); handled inline"
+        );
         // librdkafka stores offset + 1: the next event to handle.
         let topic = Arc::from(message.topic());
         if self.handle(&mut self.service.clone(), &topic, message).await
@@ -660,6 +666,31 @@ struct GroupContext<S: Clone + Send + Sync + 'static> {
 impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
     fn lock_partitions(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Partition>> {
         self.partitions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Splits each of `partitions` off onto a queue of its own and starts its task.
+    fn start_partitions(&self, partitions: &[i32]) {
+        let Some(worker) = self.worker.get() else { return };
+        let Some(stream) = worker.consumer.upgrade() else { return };
+        let mut tasks = self.lock_partitions();
+        for &partition in partitions {
+            let Some(queue) = stream.split_partition_queue(&self.topic, partition) else {
+                tracing::warn!(topic = self.topic, partition, "partition queue not split; events go to the group's queue");
+                continue;
+            };
+            let (revoke, revoked) = watch::channel(false);
+            let ended = Arc::new(Ended::default());
+            // A partition given back to us waits for its earlier task (if any) to end.
+            let earlier = tasks.remove(&partition).map(|p| p.task);
+            let task = self.runtime.spawn(worker.clone().run(
+                queue,
+                earlier,
+                self.stop.clone(),
+                revoked,
+                SetOnDrop(ended.clone()),
+            ));
+            tasks.insert(partition, Partition { revoke, task, ended });
+        }
     }
 }
 
@@ -708,6 +739,10 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
                     tracing::warn!(error = %e, partition = element.partition(), "start offset not set");
                 }
             }
+            // Each partition's queue is split off (and its task started) before the assignment
+            // takes effect: librdkafka then never forwards a fetched message of it to the group's
+            // queue, so every event of a partition is handled by that partition's task, in order.
+            self.start_partitions(&partitions);
             return;
         }
         let Rebalance::Revoke(list) = rebalance else { return };
@@ -742,43 +777,75 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
                 tracing::warn!(error = %e, "transaction on revocation");
             }
             eos.forget(&revoked);
-        } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "commit on revocation");
+        } else {
+            commit_revoked(consumer, &self.topic, &revoked, deadline);
         }
         tracing::info!(topic = self.topic, ?revoked, "partitions revoked");
         self.hooks.revoked(&self.topic, &revoked);
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(list) = rebalance else { return };
-        let Some(worker) = self.worker.get() else { return };
-        let Some(stream) = worker.consumer.upgrade() else { return };
-        let _ = consumer;
-        let mut assigned = Vec::new();
-        let mut partitions = self.lock_partitions();
-        for element in list.elements_for_topic(&self.topic) {
-            let partition = element.partition();
-            let Some(queue) = stream.split_partition_queue(&self.topic, partition) else { continue };
-            let (revoke, revoked) = watch::channel(false);
-            let ended = Arc::new(Ended::default());
-            // A partition given back to us waits for its earlier task (if any) to end.
-            let earlier = partitions.remove(&partition).map(|p| p.task);
-            let task = self.runtime.spawn(worker.clone().run(
-                queue,
-                earlier,
-                self.stop.clone(),
-                revoked,
-                SetOnDrop(ended.clone()),
-            ));
-            partitions.insert(partition, Partition { revoke, task, ended });
-            assigned.push(partition);
-        }
-        drop(partitions);
+        let assigned: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
         tracing::info!(topic = self.topic, ?assigned, "partitions assigned");
         self.hooks.assigned(&self.topic, &assigned);
         self.health.recover(&self.component);
         self.health.ready(&self.component);
     }
+}
+
+/// Commits the stored offsets before `revoked` partitions move on, retrying a retriable failure until
+/// `deadline`: once they are unassigned their stored offsets are gone, and the next owner (possibly
+/// this instance again) would repeat what was handled since the last commit.
+fn commit_revoked<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    revoked: &[i32],
+    deadline: Instant,
+) {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => return,
+            // Nothing stored since the last commit: nothing to lose.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+            Err(e) if is_retriable_commit(&e) && Instant::now() < deadline => {
+                tracing::info!(topic, ?revoked, attempt, error = %e, "commit on revocation failed; retrying");
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(10))));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    topic,
+                    ?revoked,
+                    attempt,
+                    error = %e,
+                    "commit on revocation failed: events handled since the last commit will be handled again"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a failed commit may succeed if tried again.
+fn is_retriable_commit(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::RebalanceInProgress
+                | C::RequestTimedOut
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::NetworkException
+                | C::OperationTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::WaitingForCoordinator
+        )
+    )
 }
 
 /// Exactly-once state: the transactional publisher, the gate between events and commits, and the
