@@ -675,7 +675,11 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
         let mut tasks = self.lock_partitions();
         for &partition in partitions {
             let Some(queue) = stream.split_partition_queue(&self.topic, partition) else {
-                tracing::warn!(topic = self.topic, partition, "partition queue not split; events go to the group's queue");
+                tracing::warn!(
+                    topic = self.topic,
+                    partition,
+                    "partition queue not split; events go to the group's queue"
+                );
                 continue;
             };
             let (revoke, revoked) = watch::channel(false);

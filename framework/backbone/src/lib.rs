@@ -43,6 +43,8 @@
 //!   read-your-writes with the publish's partition and offset, optionally kept in a local store.
 //! - [`layer`]: middleware as tower layers over the per-event service: tracing span, correlation id,
 //!   dead letters, retry, timeout, panic recovery, and yours, per consumer or service-wide.
+//! - [`testing`]: a [`testing::Probe`] that tells a test what was published to a topic, decoded
+//!   the way a handler would.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
 //! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
@@ -62,6 +64,7 @@ pub mod request;
 pub mod schema;
 pub mod service;
 pub mod table;
+pub mod testing;
 pub mod topic;
 pub mod trace;
 

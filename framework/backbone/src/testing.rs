@@ -1,0 +1,254 @@
+//! Testing your service against the real broker: a [`Probe`] watches a topic and answers "was this
+//! event published, with this key?", decoding it the way a handler would.
+//!
+//! Pair it with `backbone-testkit`, which starts a real Kafka and schema registry for the test
+//! binary (or uses `KAFKA_BOOTSTRAP_SERVERS` / `SCHEMA_REGISTRY_URL`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use backbone::{Outgoing, Service, TopicSpec, testing::{Probe, config}};
+//!
+//! # async fn demo(kafka_bootstrap: &str, registry_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! // In a test: let kafka = backbone_testkit::shared_kafka(); kafka.bootstrap_servers() …
+//! let config = config(kafka_bootstrap, Some(registry_url));
+//! let topic = TopicSpec::public("orders", "order-created", 1).partitions(3).build()?;
+//! let running = Service::new("orders").owns(&topic).spec()?.start(&config).await?;
+//!
+//! let probe = Probe::new(&config, &topic).await?;       // sees what is published from now on
+//! running.publisher().publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"{}")).await?;
+//! let event = probe.expect_key("order-1", Duration::from_secs(10)).await?;
+//! assert_eq!(event.header("backbone-event-type"), Some(&b"OrderCreated"[..]));
+//! # Ok(()) }
+//! ```
+//!
+//! A probe reads `read_committed`, outside any consumer group (it assigns every partition itself),
+//! so it never takes partitions from the service under test. The runnable example is
+//! `framework/backbone/examples/testing.rs`; the sample services' tests use it too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::{Config, Profile};
+use crate::handler::{Decode, IncomingEvent};
+use crate::schema::Registry;
+use crate::topic::TopicSpec;
+
+/// A configuration for tests: the development profile (replication 1, fits one broker) against
+/// `bootstrap_servers`, with the schema registry at `registry_url` if given.
+pub fn config(bootstrap_servers: &str, registry_url: Option<&str>) -> Config {
+    let defaults = Config::default();
+    Config {
+        bootstrap_servers: bootstrap_servers.to_owned(),
+        schema_registry_url: registry_url.map_or(defaults.schema_registry_url.clone(), str::to_owned),
+        profile: Profile::Development,
+        ..defaults
+    }
+}
+
+/// Why a probe could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The consumer could not be created, or the topic's partitions not found.
+    #[error("probe of `{topic}`: {reason}")]
+    Client {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Nothing matching arrived in time.
+    #[error("probe of `{topic}`: no event {what} within {waited:?} ({seen} other events seen)")]
+    Timeout {
+        /// The topic.
+        topic: String,
+        /// What was awaited.
+        what: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Events seen meanwhile that did not match.
+        seen: usize,
+    },
+    /// The event arrived but did not decode as the asked type.
+    #[error("probe of `{topic}`: event at {partition}:{offset} does not decode: {reason}")]
+    Undecodable {
+        /// The topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// The decoder's words.
+        reason: String,
+    },
+}
+
+impl ProbeError {
+    /// Whether asking again may help (a timeout may, with a longer wait).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+}
+
+/// Watches one topic for a test. See the [module docs](self).
+pub struct Probe {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    registry: Option<Registry>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// A probe that sees what is published to `topic` from now on: it starts at the current end of
+    /// every partition.
+    pub async fn new(config: &Config, topic: &TopicSpec) -> Result<Self, ProbeError> {
+        Self::start(config, topic.name(), true).await
+    }
+
+    /// A probe that sees everything `topic` holds, from the beginning of every partition.
+    pub async fn from_beginning(config: &Config, topic: &TopicSpec) -> Result<Self, ProbeError> {
+        Self::start(config, topic.name(), false).await
+    }
+
+    async fn start(config: &Config, topic: &str, at_end: bool) -> Result<Self, ProbeError> {
+        let client = |reason: String| ProbeError::Client { topic: topic.to_owned(), reason };
+        let consumer: StreamConsumer = config
+            .client_config("backbone-probe")
+            .set("group.id", format!("backbone-probe-{}", uuid::Uuid::new_v4().simple()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| client(e.to_string()))?;
+        let registry = if config.schema_registry_url.is_empty() {
+            None
+        } else {
+            Some(Registry::new(&config.schema_registry_url).map_err(|e| client(e.to_string()))?)
+        };
+        let probe = Self { consumer: Arc::new(consumer), topic: topic.to_owned(), registry };
+        // Metadata and watermarks are blocking calls: off the async workers.
+        let consumer = probe.consumer.clone();
+        let name = topic.to_owned();
+        let list = tokio::task::spawn_blocking(move || -> Result<TopicPartitionList, String> {
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer.fetch_metadata(Some(&name), timeout).map_err(|e| e.to_string())?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == name && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err("the topic does not exist (or has no partitions)".to_owned());
+            }
+            let mut list = TopicPartitionList::new();
+            for partition in partitions {
+                let offset = if at_end {
+                    let (_, high) =
+                        consumer.fetch_watermarks(&name, partition, timeout).map_err(|e| e.to_string())?;
+                    Offset::Offset(high)
+                } else {
+                    Offset::Beginning
+                };
+                list.add_partition_offset(&name, partition, offset).map_err(|e| e.to_string())?;
+            }
+            Ok(list)
+        })
+        .await
+        .map_err(|e| client(e.to_string()))?
+        .map_err(client)?;
+        probe.consumer.assign(&list).map_err(|e| client(e.to_string()))?;
+        Ok(probe)
+    }
+
+    /// The topic watched.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The next event, whatever it is, within `timeout`.
+    pub async fn next(&self, timeout: Duration) -> Result<IncomingEvent, ProbeError> {
+        self.expect("at all", timeout, |_| true).await
+    }
+
+    /// The first event (from here on) with key `key`, within `timeout`.
+    pub async fn expect_key(
+        &self,
+        key: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<IncomingEvent, ProbeError> {
+        let key = key.as_ref();
+        let what = format!("with key {:?}", String::from_utf8_lossy(key));
+        self.expect(&what, timeout, |e| e.key() == Some(key)).await
+    }
+
+    /// The first event (from here on) with key `key`, decoded as `T` the way a handler's
+    /// `Event<T>` would (Avro through the registry, by the writer's schema id).
+    pub async fn expect_event<T: Decode>(
+        &self,
+        key: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<T, ProbeError> {
+        let event = self.expect_key(key, timeout).await?;
+        self.decode(&event).await
+    }
+
+    /// Decodes `event`'s payload as `T` (fetching its writer schema first, if it is schema-framed).
+    pub async fn decode<T: Decode>(&self, event: &IncomingEvent) -> Result<T, ProbeError> {
+        let undecodable = |reason: String| ProbeError::Undecodable {
+            topic: self.topic.clone(),
+            partition: event.partition(),
+            offset: event.offset(),
+            reason,
+        };
+        let payload = event.payload().ok_or_else(|| undecodable("a tombstone (no payload)".to_owned()))?;
+        if let Some(registry) = &self.registry
+            && crate::schema::wire::split(payload).is_ok()
+        {
+            registry.prepare(payload).await.map_err(|e| undecodable(e.to_string()))?;
+        }
+        T::decode_with(payload, self.registry.as_ref()).map_err(|e| undecodable(e.to_string()))
+    }
+
+    /// The first event (from here on) for which `matches` holds, within `timeout`; `what` names it
+    /// in the error.
+    pub async fn expect(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut matches: impl FnMut(&IncomingEvent) -> bool,
+    ) -> Result<IncomingEvent, ProbeError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(e)) => {
+                    return Err(ProbeError::Client { topic: self.topic.clone(), reason: e.to_string() });
+                }
+                Err(_) => {
+                    return Err(ProbeError::Timeout {
+                        topic: self.topic.clone(),
+                        what: what.to_owned(),
+                        waited: started.elapsed(),
+                        seen,
+                    });
+                }
+            };
+            let event = IncomingEvent::from_message(&message);
+            if matches(&event) {
+                return Ok(event);
+            }
+            seen += 1;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The service author's test helpers against the real broker: a probe sees what is published after
+//! it starts (not before), finds an event by key among others, decodes JSON and Avro the way a
+//! handler would, and times out with a clear error.
+
+use std::time::Duration;
+
+use backbone::handler::Json;
+use backbone::testing::{Probe, ProbeError, config};
+use backbone::{Outgoing, Service, TopicSpec};
+use backbone_testkit::{shared_kafka, shared_registry, unique};
+
+/// An Avro event bound to its contract.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::AvroEvent)]
+#[avro(schema = "tests/schemas/demo/ping-v1.avsc")]
+struct Ping {
+    n: i64,
+    label: String,
+    ok: bool,
+    ratio: f64,
+    score: f32,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Order {
+    product: String,
+    quantity: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_finds_an_event_by_key_published_after_it_started() {
+    let kafka = shared_kafka();
+    let config = config(kafka.bootstrap_servers(), None);
+    let service = unique("probe");
+    let topic = TopicSpec::public(&service, "order-created", 1).partitions(3).build().expect("topic");
+    let running =
+        Service::new(&service).owns(&topic).spec().expect("spec").start(&config).await.expect("start");
+    let publisher = running.publisher().clone();
+    let before = Outgoing::new("OrderCreated", b"order-1", br#"{"product":"old","quantity":1}"#);
+    publisher.publish(&topic, before).await.expect("published before the probe");
+
+    let probe = Probe::new(&config, &topic).await.expect("probe");
+    for (key, body) in [
+        ("order-2", r#"{"product":"socks","quantity":2}"#),
+        ("order-1", r#"{"product":"jumpers","quantity":3}"#),
+    ] {
+        let event = Outgoing::new("OrderCreated", key.as_bytes(), body.as_bytes());
+        publisher.publish(&topic, event).await.expect("published");
+    }
+    // The order-1 published before the probe started is not seen: the one after it is.
+    let Json(order): Json<Order> =
+        probe.expect_event("order-1", Duration::from_secs(30)).await.expect("order-1 after the probe");
+    assert_eq!(order, Order { product: "jumpers".into(), quantity: 3 });
+
+    // A probe from the beginning sees the first one too.
+    let everything = Probe::from_beginning(&config, &topic).await.expect("probe");
+    let first = everything.expect_key("order-1", Duration::from_secs(30)).await.expect("first order-1");
+    let Json(old): Json<Order> = everything.decode(&first).await.expect("decodes");
+    assert_eq!(old.product, "old");
+    assert_eq!(first.header("backbone-event-type"), Some(&b"OrderCreated"[..]));
+
+    // Nothing more with that key: a clear timeout, naming what was awaited.
+    let err = probe.expect_key("order-9", Duration::from_millis(300)).await.expect_err("no order-9");
+    assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("order-9"), "{err}");
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_decodes_avro_events_by_their_writer_schema() {
+    let (kafka, registry) = (shared_kafka(), shared_registry());
+    let config = config(kafka.bootstrap_servers(), Some(registry.url()));
+    let service = unique("probe-avro");
+    let topic = TopicSpec::public(&service, "order-created", 1).partitions(1).build().expect("topic");
+    let running = Service::new(&service)
+        .owns(&topic)
+        .event::<Ping>(&topic)
+        .spec()
+        .expect("spec")
+        .start(&config)
+        .await
+        .expect("start registers the schema");
+    let probe = Probe::new(&config, &topic).await.expect("probe");
+    let sent = Ping { n: 7, label: "seven".into(), ok: true, ratio: 0.5, score: 1.5 };
+    running.publisher().publish_event(&topic, b"ping-7", &sent).await.expect("published");
+    let got: Ping = probe.expect_event("ping-7", Duration::from_secs(30)).await.expect("decoded");
+    assert_eq!(got, sent);
+
+    // An unknown topic is a clear error at once.
+    let missing = TopicSpec::public(&service, "nothing-here", 1).build().expect("topic");
+    let err = Probe::new(&config, &missing).await.expect_err("no such topic");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    running.shutdown().await.expect("shutdown");
+}
