@@ -11,11 +11,13 @@
 //!
 //! `consume`: one topic (6 partitions) pre-filled once with 200,000 JSON events (~110 bytes, 1,000
 //! keys, backbone's headers), then read from the beginning to the end by a fresh consumer group per
-//! read, three rounds interleaved: raw = a `StreamConsumer` with backbone's group settings that
-//! decodes each payload with serde_json, touches a field and stores its offset; backbone = a
-//! `Consumer` whose handler takes `Json<Order>` and counts. Throughput runs from the first event seen
-//! to the last (group join and shutdown excluded, they are the same for both); last line
-//! `RESULT consume ratio=<backbone/raw msgs per s>`.
+//! read: one untimed warm-up read per side (the broker's JIT), then five rounds interleaved. raw = a
+//! `StreamConsumer` with backbone's group and fetch-queue settings that decodes each payload with
+//! serde_json, touches a field and stores its offset; backbone = a `Consumer` whose handler takes
+//! `Json<Order>` and counts. Throughput runs from the first event seen to the last (group join and
+//! shutdown excluded, they are the same for both); last line
+//! `RESULT consume ratio=<backbone/raw msgs per s>`. `BENCH_RAW_SPLIT=1` adds raw rdkafka shaped like
+//! backbone (a queue and a task per partition), outside the ratio.
 //!
 //! `latency`: end to end, producer to handler, at a fixed 2,000 events/s for 10 s per round after a
 //! warm-up, linger 0 on both sides: raw = `FutureProducer` (backbone's durable settings) to a raw
@@ -220,7 +222,9 @@ fn rate(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // consume
 
-const CONSUME_ROUNDS: usize = 3;
+const CONSUME_ROUNDS: usize = 5;
+/// Untimed reads per side before the rounds (broker warm-up).
+const CONSUME_WARMUP_ROUNDS: usize = 1;
 /// How long one read of the whole topic may take before the benchmark gives up.
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -284,6 +288,12 @@ fn raw_consumer(config: &Config, service: &str, group: &str, topic: &str) -> Str
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // backbone's fetch-queue settings: with librdkafka's 1 s `fetch.queue.backoff.ms`, a reader
+        // that drains its queue faster than that idles until the backoff ends (raw rounds then
+        // swung between ~170,000 and ~1,000,000 msg/s from one round to the next).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "100000")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("raw consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -353,6 +363,65 @@ async fn raw_consume_round(config: &Config, service: &str, topic: &str) -> Durat
     counter.elapsed()
 }
 
+/// Raw rdkafka with backbone's shape: every partition split onto a queue of its own, read by a task
+/// of its own (no group: the partitions are assigned directly). Not in the ratio; it shows what
+/// the per-partition design costs apart from backbone's layers.
+async fn raw_split_consume_round(config: &Config, service: &str, topic: &str) -> Duration {
+    let counter = Arc::new(Counter::new(EVENTS));
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .client_config(service)
+            .set("group.id", unique("raw-split-group"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("raw split consumer"),
+    );
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut tasks = Vec::new();
+    for partition in 0..6 {
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).expect("partition");
+        let queue = consumer.split_partition_queue(topic, partition).expect("split");
+        let (counter, consumer) = (counter.clone(), consumer.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = counter.done.notified() => return,
+                    message = queue.recv() => {
+                        let message = message.expect("raw split recv");
+                        let order: Order =
+                            serde_json::from_slice(message.payload().expect("payload")).expect("json");
+                        std::hint::black_box(order.quantity);
+                        let last = counter.seen();
+                        consumer.store_offset_from_message(&message).expect("store offset");
+                        if last {
+                            counter.done.notify_waiters();
+                            return;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    consumer.assign(&list).expect("assign");
+    // The consumer's own queue still has to be served.
+    let serve = {
+        let consumer = consumer.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = consumer.recv().await;
+            }
+        })
+    };
+    tokio::time::timeout(READ_TIMEOUT, futures::future::join_all(tasks))
+        .await
+        .expect("raw split read the topic in time");
+    serve.abort();
+    counter.elapsed()
+}
+
 async fn backbone_consume_round(
     config: &Config,
     spec: &ServiceSpec,
@@ -414,10 +483,34 @@ async fn consume() {
     );
     println!(
         "raw = rdkafka StreamConsumer, backbone's group settings, serde_json decode + store_offset; \
-         backbone = Consumer with a Json<Order> handler; first event to last; fetch queues as each \
-         side's defaults"
+         backbone = Consumer with a Json<Order> handler; first event to last; the same fetch-queue \
+         settings on both sides"
     );
     println!("{:<6} {:>12} {:>14} {:>7}", "round", "raw msg/s", "backbone msg/s", "ratio");
+    // One untimed read per side first: the broker's JIT compiles its fetch path during the first
+    // reads of a fresh JVM, which would otherwise favour whichever side reads later.
+    for _ in 0..CONSUME_WARMUP_ROUNDS {
+        let r = raw_consume_round(&config, spec.name(), topic.name()).await;
+        let b = backbone_consume_round(&config, &spec, &topic, &publisher).await;
+        let (rr, br) = (rate(r), rate(b));
+        println!("{:<6} {rr:>12.0} {br:>14.0} {:>7.3}", "warm", br / rr);
+    }
+    // Diagnostics, not part of the result: BENCH_PROFILE_BACKBONE=1 reads with backbone only (for a
+    // profiler); BENCH_RAW_SPLIT=1 also reads with raw rdkafka shaped like backbone (a queue and a
+    // task per partition), to tell the cost of the shape from the cost of the layers.
+    if std::env::var("BENCH_PROFILE_BACKBONE").is_ok() {
+        for _ in 0..5 {
+            let b = backbone_consume_round(&config, &spec, &topic, &publisher).await;
+            println!("backbone only: {:.0} msg/s", rate(b));
+        }
+        return;
+    }
+    if std::env::var("BENCH_RAW_SPLIT").is_ok() {
+        for _ in 0..3 {
+            let s = raw_split_consume_round(&config, spec.name(), topic.name()).await;
+            println!("raw with a queue and task per partition: {:.0} msg/s", rate(s));
+        }
+    }
     let (mut raw_total, mut bb_total) = (Duration::ZERO, Duration::ZERO);
     for round in 1..=CONSUME_ROUNDS {
         let mut times = [Duration::ZERO; 2];

@@ -365,22 +365,16 @@ where
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = tokio::task::futures::TaskLocalFuture<crate::trace::Correlation, I::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
-        let event = cx.event();
-        let id = event
-            .header(crate::publish::headers::CORRELATION_ID)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map_or_else(
-                || format!("{}:{}:{}", event.topic(), event.partition(), event.offset()),
-                str::to_owned,
-            );
-        Box::pin(crate::trace::with_correlation_id(id, self.inner.call(cx)))
+        // Worked out from the event only if the handler asks (by publishing): no allocation here.
+        let correlation = crate::trace::Correlation::of_event(cx.event_arc().clone());
+        crate::trace::scope_correlation(correlation, self.inner.call(cx))
     }
 }
 

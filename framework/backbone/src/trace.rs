@@ -165,18 +165,60 @@ pub fn current_traceparent() -> String {
     current_context().unwrap_or_else(TraceContext::new_root).header_value()
 }
 
+/// Where a task's correlation id comes from (opaque; see [`correlation_id`]). An event's is worked
+/// out only when asked for (most handlers never publish), so setting it costs the consumer no
+/// allocation per event.
+#[derive(Debug, Clone)]
+pub struct Correlation(Source);
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Given as is.
+    Id(String),
+    /// The event's `backbone-correlation-id` header, or `topic:partition:offset` when it has none.
+    Event(std::sync::Arc<crate::handler::IncomingEvent>),
+}
+
+impl Correlation {
+    /// The correlation of an event being handled.
+    pub(crate) fn of_event(event: std::sync::Arc<crate::handler::IncomingEvent>) -> Self {
+        Self(Source::Event(event))
+    }
+
+    fn id(&self) -> String {
+        match &self.0 {
+            Source::Id(id) => id.clone(),
+            Source::Event(event) => event
+                .header(crate::publish::headers::CORRELATION_ID)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map_or_else(
+                    || format!("{}:{}:{}", event.topic(), event.partition(), event.offset()),
+                    str::to_owned,
+                ),
+        }
+    }
+}
+
 tokio::task_local! {
-    static CORRELATION_ID: String;
+    static CORRELATION_ID: Correlation;
 }
 
 /// Runs `future` with `id` as its correlation id: every event it publishes carries it.
 pub async fn with_correlation_id<F: std::future::Future>(id: impl Into<String>, future: F) -> F::Output {
-    CORRELATION_ID.scope(id.into(), future).await
+    CORRELATION_ID.scope(Correlation(Source::Id(id.into())), future).await
+}
+
+/// Runs `future` with `correlation` as its correlation id, without boxing or awaiting.
+pub(crate) fn scope_correlation<F: std::future::Future>(
+    correlation: Correlation,
+    future: F,
+) -> tokio::task::futures::TaskLocalFuture<Correlation, F> {
+    CORRELATION_ID.scope(correlation, future)
 }
 
 /// The current task's correlation id, if one is set.
 pub fn correlation_id() -> Option<String> {
-    CORRELATION_ID.try_with(Clone::clone).ok()
+    CORRELATION_ID.try_with(Correlation::id).ok()
 }
 
 #[cfg(test)]
