@@ -439,6 +439,15 @@ impl<V> std::fmt::Debug for RunningTotals<V> {
 /// How an event changes a total: decodes it, then folds it in (never a half-applied change).
 type Fold<V> = Box<dyn Fn(&mut V, &IncomingEvent, &Registry) -> Result<(), DecodeError> + Send + Sync>;
 
+/// Decodes each event as an `E`, then folds it in with `fold`.
+fn fold_of<V, E: Decode, F: Fn(&mut V, E) + Send + Sync + 'static>(fold: F) -> Fold<V> {
+    Box::new(move |total, event, registry| {
+        let payload = event.payload().ok_or_else(|| DecodeError::new("a running total needs a payload"))?;
+        fold(total, E::decode_with(payload, Some(registry))?);
+        Ok(())
+    })
+}
+
 /// Builds [`RunningTotals`].
 #[must_use = "a builder does nothing until built"]
 pub struct RunningTotalsBuilder<V> {
@@ -482,19 +491,13 @@ impl<V: TotalValue> RunningTotals<V> {
         E: Decode,
         F: Fn(&mut V, E) + Send + Sync + 'static,
     {
-        let fold: Fold<V> = Box::new(move |total, event, registry| {
-            let payload =
-                event.payload().ok_or_else(|| DecodeError::new("a running total needs a payload"))?;
-            fold(total, E::decode_with(payload, Some(registry))?);
-            Ok(())
-        });
         RunningTotalsBuilder {
             config: config.clone(),
             spec: spec.clone(),
             input: input.clone(),
             snapshot: snapshot.clone(),
             publisher,
-            fold,
+            fold: fold_of(fold),
             name: None,
             every: 1_000,
             settings: Vec::new(),
@@ -794,5 +797,64 @@ impl<V: TotalValue> ConsumerHooks for Hooks<V> {
                 s.transactions += 1;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals() -> Arc<Totals<i64>> {
+        let config = Config::default();
+        let parts = (0..2).map(|p| (p, Part { committed: HashMap::new(), open: HashMap::new(), events: 0 }));
+        Arc::new(Totals {
+            name: "t".into(),
+            snapshot: TopicSpec::private("svc", "totals").compacted().build().unwrap(),
+            fold: fold_of(|total: &mut i64, amount: String| *total += amount.parse::<i64>().unwrap()),
+            reader: Mutex::new(Reader::new(&config, "svc", "svc.private.totals").unwrap()),
+            parts: Mutex::new(parts.collect()),
+            stopping: AtomicBool::new(false),
+            stats: watch::channel(TotalsStats::default()).0,
+        })
+    }
+
+    fn event(partition: i32, key: &str, payload: &str) -> IncomingEvent {
+        IncomingEvent::new("svc.public.in-v1", partition, 0).with_key(key).with_payload(payload)
+    }
+
+    fn committed(totals: &Totals<i64>, key: &str) -> Option<i64> {
+        totals.lock_parts().values().find_map(|p| p.committed.get(key.as_bytes()).copied())
+    }
+
+    #[test]
+    fn an_aborted_transaction_forgets_its_changes_a_committed_one_keeps_them() {
+        let totals = totals();
+        let hooks = Hooks(totals.clone());
+        let registry = Registry::new(&Config::default().schema_registry_url).unwrap();
+        let count = |p, key, amount| totals.count(&event(p, key, amount), &registry);
+        count(0, "a", "5").unwrap();
+        count(1, "b", "2").unwrap();
+        count(0, "a", "1").unwrap();
+        assert_eq!(committed(&totals, "a"), None, "nothing committed yet");
+        hooks.transaction_ended(true);
+        assert_eq!((committed(&totals, "a"), committed(&totals, "b")), (Some(6), Some(2)));
+        let stats = *totals.stats.borrow();
+        assert_eq!((stats.events, stats.written, stats.transactions), (3, 2, 1));
+
+        // Counted, then aborted: the events will be handled again, from the committed total.
+        count(0, "a", "100").unwrap();
+        hooks.transaction_ended(false);
+        count(0, "a", "100").unwrap();
+        hooks.transaction_ended(true);
+        assert_eq!(committed(&totals, "a"), Some(106), "counted once");
+        assert_eq!(totals.stats.borrow().events, 4);
+
+        // An event that does not decode changes nothing (it is dead-lettered).
+        let not_utf8 = IncomingEvent::new("svc.public.in-v1", 0, 0).with_key("c").with_payload([0xff]);
+        assert!(!totals.count(&not_utf8, &registry).unwrap_err().is_retriable());
+        hooks.transaction_ended(true);
+        assert_eq!(committed(&totals, "c"), None);
+        // An event of a partition not held is retried, not counted.
+        assert!(count(5, "d", "1").unwrap_err().is_retriable());
     }
 }
