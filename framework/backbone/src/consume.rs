@@ -112,6 +112,8 @@ pub struct Consumer<S> {
     hooks: Arc<dyn ConsumerHooks>,
     /// Exactly once: events per transaction (None: at least once).
     transaction_size: Option<usize>,
+    /// Exactly once: the longest a transaction stays open.
+    transaction_interval: Duration,
     config: Config,
     spec: ServiceSpec,
 }
@@ -174,6 +176,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             client: config.client_config(spec.name()),
             hooks: Arc::new(NoHooks),
             transaction_size: None,
+            transaction_interval: Duration::from_millis(100),
             config: config.clone(),
             spec: spec.clone(),
         })
@@ -253,6 +256,15 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// Exactly once, committing at least every `interval` (default 100 ms) when events were
+    /// handled: longer, fewer transactions; shorter, outputs visible sooner. Keep it well under
+    /// [`crate::publish::TRANSACTION_TIMEOUT`].
+    pub fn transaction_interval(mut self, interval: Duration) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self.transaction_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// Calls `hooks` on rebalances (see [`ConsumerHooks`]).
     pub fn hooks(mut self, hooks: impl ConsumerHooks) -> Self {
         self.hooks = Arc::new(hooks);
@@ -315,8 +327,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                         reason: e.to_string(),
                     })?;
                 tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
-                let timeout = self.config.delivery_timeout;
-                Some(Arc::new(Eos::new(publisher, self.topic.name(), size, timeout, self.hooks.clone())))
+                let (timeout, every) = (self.config.delivery_timeout, self.transaction_interval);
+                let hooks = self.hooks.clone();
+                Some(Arc::new(Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)))
             }
         };
         let context = GroupContext {
@@ -816,18 +829,20 @@ struct Eos {
     full: tokio::sync::Notify,
     fatal: tokio::sync::Notify,
     hooks: Arc<dyn ConsumerHooks>,
+    interval: Duration,
 }
 
 impl Eos {
     fn new(
         publisher: Publisher,
         topic: &str,
-        size: usize,
+        (size, interval): (usize, Duration),
         timeout: Duration,
         hooks: Arc<dyn ConsumerHooks>,
     ) -> Self {
         Self {
             hooks,
+            interval,
             publisher,
             topic: topic.to_owned(),
             size,
@@ -876,7 +891,7 @@ impl Eos {
     ) where
         S: Clone + Send + Sync + 'static,
     {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,

@@ -19,7 +19,7 @@
 //! **Running totals** (the "keep totals in memory, snapshot them" pattern). [`RunningTotals`] folds
 //! each event of a topic into the total of its key, in memory, in an exactly-once consumer
 //! ([`Consumer::exactly_once`]). Every transaction (about [`every`](RunningTotalsBuilder::every)
-//! events, or 100 ms) writes the totals it changed to a compacted private snapshot topic **in the
+//! events, or [`interval`](RunningTotalsBuilder::interval)) writes the totals it changed to a compacted private snapshot topic **in the
 //! same Kafka transaction as the consumed offsets** (through [`ConsumerHooks::before_commit`]), so
 //! the snapshot and the offsets never disagree. When a partition is assigned, its snapshot is read
 //! (`read_committed`, once every transaction below its end has ended) before any event of it is
@@ -459,6 +459,7 @@ pub struct RunningTotalsBuilder<V> {
     fold: Fold<V>,
     name: Option<String>,
     every: usize,
+    interval: Duration,
     settings: Vec<(String, String)>,
 }
 
@@ -500,6 +501,7 @@ impl<V: TotalValue> RunningTotals<V> {
             fold: fold_of(fold),
             name: None,
             every: 1_000,
+            interval: Duration::from_millis(100),
             settings: Vec::new(),
         }
     }
@@ -513,11 +515,19 @@ impl<V: TotalValue> RunningTotalsBuilder<V> {
         self
     }
 
-    /// Commits (offsets and changed totals, one transaction) about every `events` events, or every
-    /// 100 ms, whichever comes first (default 1,000). Larger: fewer snapshot writes; smaller: less
-    /// to handle again after a crash.
+    /// Commits (offsets and changed totals, one transaction) about every `events` events (default
+    /// 1,000), or every [`interval`](Self::interval), whichever comes first. Larger: fewer snapshot
+    /// writes; smaller: less to handle again after a crash.
     pub fn every(mut self, events: usize) -> Self {
         self.every = events.max(1);
+        self
+    }
+
+    /// Commits at least every `interval` while events come (default 100 ms; see
+    /// [`Consumer::transaction_interval`]). Totals read with [`RunningTotals::get`] are at most
+    /// this old.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
         self
     }
 
@@ -574,6 +584,7 @@ impl<V: TotalValue> RunningTotalsBuilder<V> {
             Some(&group),
         )?
         .transaction_size(self.every)
+        .transaction_interval(self.interval)
         .hooks(Hooks(shared.clone()));
         for (key, value) in self.settings {
             consumer = consumer.client_setting(&key, value);

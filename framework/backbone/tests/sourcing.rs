@@ -144,6 +144,7 @@ fn totals(e: &Estate, running: &Running) -> RunningTotals<Total> {
     };
     RunningTotals::builder(&e.config, &e.spec, &e.input, &e.snapshot, running.publisher().clone(), fold)
         .every(200)
+        .interval(Duration::from_millis(250))
         .client_setting("session.timeout.ms", "6000")
         .client_setting("heartbeat.interval.ms", "1000")
         .build()
