@@ -1,5 +1,6 @@
 //! Event sourcing and running totals against the real broker: an entity rebuilt by replay equals
-//! the fold of its events; a projection rebuilds every entity of a topic; running totals stay exact
+//! the fold of its events; a replay waits for an open transaction to end and leaves its events out
+//! once aborted; a projection rebuilds every entity of a topic; running totals stay exact
 //! while the instance counting them is SIGKILLed twice mid-stream, and a restart loads the snapshot
 //! instead of replaying the input.
 
@@ -89,6 +90,30 @@ async fn an_entity_rebuilt_by_replay_equals_the_fold_of_its_events() {
     assert_eq!(rebuilt.balance, expected["acct-1"].balance + 1000, "{at}");
     running.publisher().publish(&topic, Outgoing::tombstone("AccountClosed", b"acct-1")).await.unwrap();
     assert_eq!(journal.rebuild("acct-1").await.unwrap(), None, "a tombstone ends the entity");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_waits_for_open_transactions_and_leaves_aborted_events_out() {
+    let (config, spec, topic, running) = journal_service(1).await;
+    let journal = Journal::<Account>::new(&config, &spec, &topic, running.publisher().clone()).unwrap();
+    journal.append("acct-1", "AccountMoved", b"10").await.unwrap();
+    // An event written in a transaction that never commits: its producer goes away, the broker
+    // aborts the transaction after its timeout.
+    let id = unique("txn");
+    let transactional =
+        backbone::Publisher::transactional(&config, &spec, Default::default(), &id).await.unwrap();
+    let event = Outgoing::new("AccountMoved", b"acct-1", b"1000000");
+    let written = transactional.publish(&topic, event).await.unwrap();
+    drop(transactional);
+    // Written after the open transaction's event, committed.
+    let after = journal.append("acct-1", "AccountMoved", b"5").await.unwrap();
+    assert!(after.offset > written.offset);
+    let rebuilt = tokio::time::timeout(WITHIN, journal.rebuild("acct-1")).await.unwrap().unwrap();
+    assert_eq!(
+        rebuilt,
+        Some(Account { balance: 15, movements: vec![10, 5] }),
+        "the aborted event left out, the later committed one read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
