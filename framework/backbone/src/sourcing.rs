@@ -14,18 +14,23 @@
 //! (`read_committed`) and folds its events with [`Aggregate::apply`], starting from
 //! [`Default`]; [`Journal::project`] does so for every entity of the topic. A replay reads the whole
 //! history: fine for an entity or a small topic, a one-off job for a large one. An entity read often
-//! wants a [`Table`](crate::table::Table) of its current state beside the journal.
+//! wants a [`Table`](crate::table::Table) of its current state beside the journal. Replays wait
+//! for open transactions on what they read to end, so an event whose transaction aborts is never
+//! applied, and one that committed just before is.
 //!
 //! **Running totals** (the "keep totals in memory, snapshot them" pattern). [`RunningTotals`] folds
 //! each event of a topic into the total of its key, in memory, in an exactly-once consumer
 //! ([`Consumer::exactly_once`]). Every transaction (about [`every`](RunningTotalsBuilder::every)
-//! events, or [`interval`](RunningTotalsBuilder::interval)) writes the totals it changed to a compacted private snapshot topic **in the
-//! same Kafka transaction as the consumed offsets** (through [`ConsumerHooks::before_commit`]), so
-//! the snapshot and the offsets never disagree. When a partition is assigned, its snapshot is read
+//! events, or every [`interval`](RunningTotalsBuilder::interval)) writes the totals it changed to
+//! a compacted private snapshot topic **in the same Kafka transaction as the consumed offsets**
+//! (through [`ConsumerHooks::before_commit`]), so the snapshot and the offsets never disagree; an
+//! aborted transaction's changes are forgotten in memory too
+//! ([`ConsumerHooks::transaction_ended`]), as its events are handled again. When a partition is assigned, its snapshot is read
 //! (`read_committed`, once every transaction below its end has ended) before any event of it is
 //! handled; the consumer then resumes from the committed offsets. A crash, a kill or a rebalance
 //! therefore neither loses nor double-counts an event, and a restart replays only what came after the
-//! last commit. A total's key is its event's key, and the snapshot has as many partitions as the
+//! last commit. Reads ([`RunningTotals::get`], [`RunningTotals::snapshot`]) see the totals as last
+//! committed. A total's key is its event's key, and the snapshot has as many partitions as the
 //! input (totals of input partition `p` live in snapshot partition `p`), so instances of a service
 //! split the totals as they split the input.
 //!
@@ -244,7 +249,9 @@ struct Record {
 }
 
 /// An entity's events on a topic: appends them keyed by the entity's id, rebuilds entities by
-/// replay (see the [module docs](self)). Cheap to clone.
+/// replay (see the [module docs](self)). Cheap to clone; clones share one reader, so their replays
+/// run one at a time. An entity's partition is found from the topic's declared partition count
+/// (as [`crate::table::partition_for`] computes it), like the publisher places it.
 pub struct Journal<A> {
     topic: TopicSpec,
     publisher: Publisher,
