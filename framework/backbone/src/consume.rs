@@ -53,7 +53,7 @@ use crate::layer::{
     SchemaLayer, TimeoutLayer, TracingLayer,
 };
 pub use crate::layer::{Retry, dead_letter_headers};
-use crate::publish::Publisher;
+use crate::publish::{PublishError, Publisher, Transaction};
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec};
 
@@ -112,6 +112,8 @@ pub struct Consumer<S> {
     hooks: Arc<dyn ConsumerHooks>,
     /// Exactly once: events per transaction (None: at least once).
     transaction_size: Option<usize>,
+    /// Exactly once: the longest a transaction stays open.
+    transaction_interval: Duration,
     config: Config,
     spec: ServiceSpec,
 }
@@ -174,6 +176,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             client: config.client_config(spec.name()),
             hooks: Arc::new(NoHooks),
             transaction_size: None,
+            transaction_interval: Duration::from_millis(100),
             config: config.clone(),
             spec: spec.clone(),
         })
@@ -253,6 +256,15 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// Exactly once, committing at least every `interval` (default 100 ms) when events were
+    /// handled: longer, fewer transactions; shorter, outputs visible sooner. Keep it well under
+    /// [`crate::publish::TRANSACTION_TIMEOUT`].
+    pub fn transaction_interval(mut self, interval: Duration) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self.transaction_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
     /// Calls `hooks` on rebalances (see [`ConsumerHooks`]).
     pub fn hooks(mut self, hooks: impl ConsumerHooks) -> Self {
         self.hooks = Arc::new(hooks);
@@ -315,7 +327,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                         reason: e.to_string(),
                     })?;
                 tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
-                Some(Arc::new(Eos::new(publisher, self.topic.name(), size, self.config.delivery_timeout)))
+                let (timeout, every) = (self.config.delivery_timeout, self.transaction_interval);
+                let hooks = self.hooks.clone();
+                Some(Arc::new(Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)))
             }
         };
         let context = GroupContext {
@@ -491,6 +505,23 @@ pub trait ConsumerHooks: Send + Sync + 'static {
     /// [`Consumer::client_setting`]): fetch queue sizes, lag, broker round trips.
     fn statistics(&self, statistics: &rdkafka::Statistics) {
         let _ = statistics;
+    }
+
+    /// Exactly once only: the open transaction is about to commit with the handled offsets; every
+    /// event in hand has finished and none starts until it ends. What `transaction` publishes
+    /// commits with those offsets or not at all (the running totals' snapshot,
+    /// [`crate::sourcing`]); an error aborts the transaction, and its events are handled again.
+    /// Called on the committing thread: it holds the consumer up, so enqueue and return.
+    fn before_commit(&self, transaction: &Transaction<'_>) -> Result<(), PublishError> {
+        let _ = transaction;
+        Ok(())
+    }
+
+    /// Exactly once only: the transaction [`before_commit`](Self::before_commit) saw ended,
+    /// `committed` or aborted. After an abort its partitions are rewound to the last committed
+    /// offsets and their events are handled again: forget what they changed in memory.
+    fn transaction_ended(&self, committed: bool) {
+        let _ = committed;
     }
 }
 
@@ -868,11 +899,21 @@ struct Eos {
     pending: std::sync::atomic::AtomicUsize,
     full: tokio::sync::Notify,
     fatal: tokio::sync::Notify,
+    hooks: Arc<dyn ConsumerHooks>,
+    interval: Duration,
 }
 
 impl Eos {
-    fn new(publisher: Publisher, topic: &str, size: usize, timeout: Duration) -> Self {
+    fn new(
+        publisher: Publisher,
+        topic: &str,
+        (size, interval): (usize, Duration),
+        timeout: Duration,
+        hooks: Arc<dyn ConsumerHooks>,
+    ) -> Self {
         Self {
+            hooks,
+            interval,
             publisher,
             topic: topic.to_owned(),
             size,
@@ -921,7 +962,7 @@ impl Eos {
     ) where
         S: Clone + Send + Sync + 'static,
     {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -975,7 +1016,13 @@ impl Eos {
         }
         let metadata = consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
         let deadline = Instant::now() + self.timeout;
-        let mut outcome = producer.send_offsets_to_transaction(&list, &metadata, self.timeout);
+        let mut outcome = self.hooks.before_commit(&Transaction::new(&self.publisher)).map_err(|e| {
+            tracing::warn!(error = %e, "before_commit hook failed: aborting the transaction");
+            KafkaError::MessageProduction(RDKafkaErrorCode::Fail)
+        });
+        if outcome.is_ok() {
+            outcome = producer.send_offsets_to_transaction(&list, &metadata, self.timeout);
+        }
         if outcome.is_ok() {
             outcome = loop {
                 match producer.commit_transaction(self.timeout) {
@@ -990,10 +1037,12 @@ impl Eos {
             Ok(()) => {
                 *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = offsets;
                 self.pending.store(0, Ordering::Release);
+                self.hooks.transaction_ended(true);
                 producer.begin_transaction()
             }
             Err(e) if !is_fatal(&e) => {
                 producer.abort_transaction(self.timeout)?;
+                self.hooks.transaction_ended(false);
                 producer.begin_transaction()?;
                 let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 for partition in offsets.keys() {

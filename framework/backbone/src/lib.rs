@@ -41,6 +41,9 @@
 //! - [`table`]: keyed state from compacted topics: a view that follows the topic (tombstones
 //!   delete), restored before the service is ready, split by partition between instances,
 //!   read-your-writes with the publish's partition and offset, optionally kept in a local store.
+//! - [`sourcing`]: event sourcing (an entity's events in a journal, rebuilt by replay; projections)
+//!   and running totals kept in memory, snapshotted to a compacted topic in the same transaction as
+//!   the consumed offsets; when to use which, and when a table instead.
 //! - [`layer`]: middleware as tower layers over the per-event service: tracing span, correlation id,
 //!   dead letters, retry, timeout, panic recovery, and yours, per consumer or service-wide.
 //! - [`testing`]: a [`testing::Probe`] that tells a test what was published to a topic, decoded
@@ -63,6 +66,7 @@ pub mod publish;
 pub mod request;
 pub mod schema;
 pub mod service;
+pub mod sourcing;
 pub mod table;
 pub mod testing;
 pub mod topic;
@@ -75,7 +79,7 @@ pub use handler::{
     Metadata, State,
 };
 pub use provision::{Plan, ProvisionError, Provisioner};
-pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher};
+pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher, Transaction};
 pub use service::{Running, Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
 

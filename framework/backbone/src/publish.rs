@@ -76,28 +76,37 @@ pub struct Outgoing<'a> {
     key: Option<&'a [u8]>,
     payload: Option<&'a [u8]>,
     extra_headers: &'a [(&'a str, &'a [u8])],
+    partition: Option<i32>,
 }
 
 impl<'a> Outgoing<'a> {
     /// An event of type `event_type` with `key` (the entity id: same key, same partition, in order)
     /// and `payload`.
     pub fn new(event_type: &'a str, key: &'a [u8], payload: &'a [u8]) -> Self {
-        Self { event_type, key: Some(key), payload: Some(payload), extra_headers: &[] }
+        Self { event_type, key: Some(key), payload: Some(payload), extra_headers: &[], partition: None }
     }
 
     /// A tombstone: deletes `key` from a compacted topic.
     pub fn tombstone(event_type: &'a str, key: &'a [u8]) -> Self {
-        Self { event_type, key: Some(key), payload: None, extra_headers: &[] }
+        Self { event_type, key: Some(key), payload: None, extra_headers: &[], partition: None }
     }
 
     /// An event without a key (spread over partitions; no order between events).
     pub fn unkeyed(event_type: &'a str, payload: &'a [u8]) -> Self {
-        Self { event_type, key: None, payload: Some(payload), extra_headers: &[] }
+        Self { event_type, key: None, payload: Some(payload), extra_headers: &[], partition: None }
     }
 
     /// Extra headers, after backbone's own.
     pub fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
         self.extra_headers = headers;
+        self
+    }
+
+    /// Writes to `partition` rather than to the key's (murmur2) partition: for a changelog that
+    /// must sit beside the partition it follows (the running totals' snapshot,
+    /// [`crate::sourcing`]). Order then holds per key within that partition only.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
         self
     }
 }
@@ -484,7 +493,7 @@ impl Publisher {
     }
 
     /// A transactional publisher with `transactional_id`: what it publishes is visible to
-    /// `read_committed` readers only once [`Transaction::commit`] commits it (used by the exactly-once
+    /// `read_committed` readers only once its transaction commits (used by the exactly-once
     /// consumer). Initializes transactions (fencing earlier producers with the same id) and begins
     /// the first one.
     pub async fn transactional(
@@ -727,6 +736,9 @@ impl Publisher {
         if let Some(payload) = event.payload {
             record = record.payload(payload);
         }
+        if let Some(partition) = event.partition {
+            record = record.partition(partition);
+        }
         match inner.producer.send_result(record) {
             Ok(future) => Ok(Some(future)),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(None),
@@ -768,6 +780,53 @@ impl Publisher {
             (_, Err(e)) => Err(PublishError::Client(format!("flush on close: {e}"))),
             (Err(_), Ok(())) => {
                 Err(PublishError::Client(format!("publishes still in flight after {timeout:?}")))
+            }
+        }
+    }
+}
+
+/// The open transaction of an exactly-once consumer (see [`crate::consume::Consumer::exactly_once`]),
+/// lent to [`crate::consume::ConsumerHooks::before_commit`] while the consumer commits: what is
+/// published here commits with the consumed offsets, or not at all.
+pub struct Transaction<'a> {
+    publisher: &'a Publisher,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction").field("service", &self.publisher.inner.service).finish()
+    }
+}
+
+impl<'a> Transaction<'a> {
+    /// The transaction `publisher` (a transactional one) has open.
+    pub(crate) fn new(publisher: &'a Publisher) -> Self {
+        Self { publisher }
+    }
+
+    /// Adds `event` to the transaction. Synchronous: it enqueues the event and returns; the commit
+    /// waits for its acknowledgement, and a write that fails aborts the whole transaction (the
+    /// consumer then handles its events again). Fails at once if the service does not own `topic`.
+    pub fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<(), PublishError> {
+        let publisher = self.publisher;
+        publisher.admit(topic)?;
+        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
+        let deadline = std::time::Instant::now() + publisher.inner.delivery_timeout;
+        loop {
+            // The delivery future may go: the commit flushes, and fails if a write did.
+            match publisher.enqueue(topic, &event, &context)? {
+                Some(_delivery) => return Ok(()),
+                // librdkafka's byte bound (no event says when there is room): back off briefly.
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                None => {
+                    return Err(PublishError::TimedOut {
+                        topic: topic.name().to_owned(),
+                        timeout: publisher.inner.delivery_timeout,
+                    });
+                }
             }
         }
     }
