@@ -20,27 +20,27 @@ use serde_json::{Value, json};
 /// One registry under test: its base URL, and the development registry kept alive while in use.
 struct Target {
     url: String,
+    /// One client per test: each test has its own runtime, which a pooled connection must not outlive.
+    http: reqwest::Client,
     _dev: Option<DevRegistry>,
 }
 
 impl Target {
     fn apicurio() -> Self {
-        Self { url: shared_registry().url().to_owned(), _dev: None }
+        Self { url: shared_registry().url().to_owned(), http: reqwest::Client::new(), _dev: None }
     }
 
     fn development() -> Self {
         let dev = DevRegistry::start().expect("development registry");
-        Self { url: dev.url().to_owned(), _dev: Some(dev) }
+        Self { url: dev.url().to_owned(), http: reqwest::Client::new(), _dev: Some(dev) }
     }
 
     /// `method path` with an optional JSON body: the status and the JSON answer (`null` if none).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-        let http = HTTP.get_or_init(reqwest::Client::new);
         let url = format!("{}{path}", self.url);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request =
-            http.request(method, &url).header("Accept", "application/vnd.schemaregistry.v1+json");
+            self.http.request(method, &url).header("Accept", "application/vnd.schemaregistry.v1+json");
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/vnd.schemaregistry.v1+json")

@@ -148,6 +148,17 @@ impl MockKafka {
         })
     }
 
+    /// Starts a mock cluster of `brokers` brokers with `topics` created as the development profile
+    /// provisions them (replication 1): for demos whose topics exist before any service starts, and
+    /// for plain rdkafka clients pointed at [`bootstrap_servers`](Self::bootstrap_servers).
+    pub fn with_topics(brokers: i32, topics: &[TopicSpec]) -> Result<Self, MockError> {
+        let kafka = Self::start(brokers)?;
+        for topic in topics {
+            kafka.create(topic, Profile::Development)?;
+        }
+        Ok(kafka)
+    }
+
     /// The cluster's `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.inner.bootstrap
@@ -264,9 +275,8 @@ mod tests {
 
     #[test]
     fn topics_are_created_in_the_mock_cluster_and_their_configs_recorded() {
-        let kafka = MockKafka::start(1).unwrap();
         let topic = TopicSpec::private("svc", "state").compacted().partitions(3).build().unwrap();
-        kafka.create(&topic, Profile::Development).unwrap();
+        let kafka = MockKafka::with_topics(1, std::slice::from_ref(&topic)).unwrap();
         kafka.create(&topic, Profile::Development).unwrap(); // already there: left alone
         assert_eq!(kafka.topic_configs(topic.name()).unwrap()["cleanup.policy"], "compact");
 
