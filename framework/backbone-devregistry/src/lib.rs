@@ -168,7 +168,12 @@ pub fn router() -> Router {
         .route("/config", get(global_config).put(set_global_config))
         .route("/config/{subject}", get(subject_config).put(set_subject_config).delete(delete_subject_config))
         .with_state(Registry::default());
-    Router::new().nest(BASE_PATH, api)
+    Router::new().nest(BASE_PATH, api).fallback(not_found)
+}
+
+/// Anything else: 404 in the registry's error shape.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, 404, format!("HTTP 404 Not Found: {uri}"))
 }
 
 /// The shared in-memory store.

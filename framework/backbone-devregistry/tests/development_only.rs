@@ -39,6 +39,8 @@ async fn it_serves_on_loopback_under_the_ccompat_path() {
     assert_ne!(registry.addr().port(), 0, "an ephemeral port was chosen");
     assert_eq!(registry.url(), format!("http://{}{BASE_PATH}", registry.addr()));
     assert_eq!(call(&registry, "GET", "/subjects", None).await, (200, json!([])));
+    let (status, answer) = call(&registry, "GET", "/no/such/endpoint", None).await;
+    assert_eq!((status, answer["error_code"].as_i64()), (404, Some(404)), "{answer}");
 }
 
 #[tokio::test]

@@ -78,10 +78,12 @@ async fn a_service_publishes_and_a_consumer_handles_an_avro_event_on_the_mock_cl
     let kafka = MockKafka::start(1).expect("mock cluster");
     let registry = DevRegistry::start().expect("development registry");
     let config = config(&kafka, &registry);
+    let started = std::time::Instant::now();
 
     let created = TopicSpec::public("orders", "order-created", 1).partitions(3).build().unwrap();
     let orders = Service::new("orders").event::<OrderCreated>(&created).spec().unwrap();
     let orders_running = orders.start(&config).await.expect("orders starts on the mock cluster");
+    let start_took = started.elapsed();
 
     // Provisioned through the mock cluster: planning again finds everything up to date.
     let plan = Provisioner::new(&config, "orders").unwrap().plan(orders.owned_topics()).await.unwrap();
@@ -116,12 +118,14 @@ async fn a_service_publishes_and_a_consumer_handles_an_avro_event_on_the_mock_cl
     }));
 
     let order = OrderCreated { id: "o-1".into(), quantity: 2 };
+    let published = std::time::Instant::now();
     orders_running.publisher().publish_event(&created, b"o-1", &order).await.expect("published");
     let arrived = seen.arrived.clone();
     tokio::time::timeout(Duration::from_secs(30), arrived.notified())
         .await
         .expect("the consumer handles the event within 30 s");
     assert_eq!(*seen.orders.lock().unwrap(), vec![order]);
+    eprintln!("start-up {start_took:?}; publish to handled {:?} (group join included)", published.elapsed());
 
     stop.send(()).unwrap();
     consuming.await.unwrap().expect("the consumer stops cleanly");
