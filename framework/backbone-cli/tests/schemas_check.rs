@@ -259,7 +259,19 @@ fn without_git_history_the_check_refuses_and_suggests_the_registry() {
 
 #[tokio::test]
 async fn registry_mode_asks_the_registry() {
-    let url = shared_registry().url().to_owned();
+    registry_mode_asks(shared_registry().url()).await;
+}
+
+/// The same against the development registry (`backbone-devregistry`), which the one-command demo
+/// uses: the check behaves as against Apicurio.
+#[tokio::test]
+async fn registry_mode_asks_the_development_registry() {
+    let registry = backbone_devregistry::DevRegistry::start().expect("development registry");
+    registry_mode_asks(registry.url()).await;
+}
+
+async fn registry_mode_asks(url: &str) {
+    let url = url.to_owned();
     let owner = unique("orders");
     let subject = format!("{owner}.public.order-created-v1-value");
     let path = format!("schemas/{owner}/order-created-v1.avsc");
@@ -291,8 +303,8 @@ async fn registry_mode_asks_the_registry() {
         out.starts_with(&format!("FAIL {path}: incompatible with the latest version of {subject}: ")),
         "{out}"
     );
-    // Apicurio answers a bare `is_compatible: false`; the field is named from the registry's latest
-    // version and the subject's rule there.
+    // Apicurio answers a bare `is_compatible: false` (the development registry gives reasons too);
+    // the field is named from the registry's latest version and the subject's rule there.
     assert!(out.contains("BACKWARD: field `customer` was added and has no default"), "{out}");
 
     let other = unique("stock");

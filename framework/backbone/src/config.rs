@@ -80,6 +80,11 @@ pub struct Config {
     pub producer_overrides: BTreeMap<String, String>,
     /// The explicit, loudly named opt-in to `acks≠all` or idempotence off.
     pub allow_weak_durability: bool,
+    /// Development without a broker: the in-process mock cluster these settings point at, through
+    /// which provisioning creates topics (it answers no admin requests). Set by
+    /// [`MockKafka::config`](crate::dev::MockKafka::config); never read from the environment.
+    #[serde(skip)]
+    pub mock_cluster: Option<crate::dev::MockKafka>,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             producer_overrides: BTreeMap::new(),
             allow_weak_durability: false,
+            mock_cluster: None,
         }
     }
 }

@@ -51,11 +51,14 @@
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
 //! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
+//! - [`dev`]: development without a broker: librdkafka's mock cluster in the process, with
+//!   provisioning creating topics through it (demos only; never a replacement for real brokers).
 //! - [`error`]: the opaque top-level [`Error`]; each area has its own `#[non_exhaustive]` enum with
 //!   `is_retriable()`.
 
 pub mod config;
 pub mod consume;
+pub mod dev;
 pub mod error;
 pub mod handler;
 pub mod health;

@@ -33,6 +33,14 @@
 //! [`ProvisionError::Refused`] before it touches the cluster, so a half-applied estate never
 //! results from a declaration that needs a human decision.
 //!
+//! # Development without a broker
+//!
+//! With [`Config::mock_cluster`] set (by [`crate::dev::MockKafka::config`]), the same plans are made
+//! and applied through librdkafka's mock cluster, which answers no admin requests: topics are
+//! created with its own API, and configs are recorded by the [`crate::dev::MockKafka`] handle (the
+//! mock cluster does not apply them), so planning again shows the topics up to date. Adding
+//! partitions is refused there.
+//!
 //! Only the keys of [`TopicSpec::configs`] are managed. Other topic configs set by operators
 //! (`max.message.bytes`, say) are left as they are: rdkafka's `AlterConfigs` replaces a topic's
 //! whole dynamic configuration, so apply sends every current topic-level override along with the
@@ -64,6 +72,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Provisioner {
     admin: Arc<AdminClient<DefaultClientContext>>,
+    /// The in-process mock cluster to create topics through instead of the admin API.
+    mock: Option<crate::dev::MockKafka>,
     profile: Profile,
     allow_partition_increase: bool,
     timeout: Duration,
@@ -80,6 +90,7 @@ impl Provisioner {
             client.create().map_err(|e: KafkaError| ProvisionError::Client { reason: e.to_string() })?;
         Ok(Self {
             admin: Arc::new(admin),
+            mock: config.mock_cluster.clone(),
             profile: config.profile,
             allow_partition_increase: false,
             timeout: DEFAULT_TIMEOUT,
@@ -181,7 +192,19 @@ impl Provisioner {
                 _ => None,
             })
             .collect();
-        if !creates.is_empty() {
+        if let Some(mock) = &self.mock {
+            for a in &plan.actions {
+                if let Action::Create { partitions, replication, configs } = &a.action {
+                    let created = mock.create_topic(
+                        &a.topic,
+                        *partitions,
+                        i32::from(*replication),
+                        configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    );
+                    created.map_err(|e| from_mock(format!("creating topic {}", a.topic), e))?;
+                }
+            }
+        } else if !creates.is_empty() {
             let results = self
                 .admin
                 .create_topics(&creates, &opts)
@@ -219,6 +242,12 @@ impl Provisioner {
                 _ => None,
             })
             .collect();
+        if !additions.is_empty() && self.mock.is_some() {
+            return Err(ProvisionError::Invalid {
+                operation: "adding partitions".into(),
+                reason: "librdkafka's mock cluster cannot add partitions to a topic".into(),
+            });
+        }
         if !additions.is_empty() {
             let results = self
                 .admin
@@ -296,7 +325,11 @@ impl Provisioner {
                     full.iter().fold(request, |c, (k, v)| c.set(k.as_str(), v.as_str()))
                 })
                 .collect();
-            if !alter.is_empty() {
+            if let Some(mock) = &self.mock {
+                for (topic, full) in &requests {
+                    mock.set_topic_configs(topic, full);
+                }
+            } else if !alter.is_empty() {
                 let results = self
                     .admin
                     .alter_configs(&alter, &opts)
@@ -426,6 +459,16 @@ impl Provisioner {
     async fn describe(&self, topics: &[&str]) -> Result<HashMap<String, Vec<Entry>>, ProvisionError> {
         if topics.is_empty() {
             return Ok(HashMap::new());
+        }
+        if let Some(mock) = &self.mock {
+            // What provisioning recorded: the mock cluster keeps no configs and answers no
+            // DescribeConfigs.
+            let entries = |topic: &str| {
+                let configs = mock.topic_configs(topic).unwrap_or_default();
+                let entry = |(name, value)| Entry { name, value: Some(value), topic_override: true };
+                configs.into_iter().map(entry).collect()
+            };
+            return Ok(topics.iter().map(|t| ((*t).to_owned(), entries(t))).collect());
         }
         let specifiers: Vec<ResourceSpecifier<'_>> =
             topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
@@ -1011,6 +1054,17 @@ impl ProvisionError {
             Self::Refused { refusals } => refusals,
             _ => &[],
         }
+    }
+}
+
+fn from_mock(operation: String, e: crate::dev::MockError) -> ProvisionError {
+    match e {
+        crate::dev::MockError::TopicExists { .. } => ProvisionError::Broker {
+            operation,
+            reason: "it was created after the plan was made; plan again".into(),
+            retriable: true,
+        },
+        e => ProvisionError::Invalid { operation, reason: e.to_string() },
     }
 }
 

@@ -1,0 +1,295 @@
+//! Development mode without a broker: Kafka in the process, from librdkafka's mock cluster, for
+//! demos (`cargo run -p estate`) and quick local runs that should need nothing but Rust.
+//!
+//! ```no_run
+//! use backbone::{Service, dev::MockKafka, topic::TopicSpec};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let kafka = MockKafka::start(1)?;
+//! let config = kafka.config(); // bootstrap servers, development profile, topics made through the mock
+//! let created = TopicSpec::public("orders", "order-created", 1).partitions(3).build()?;
+//! let orders = Service::new("orders").owns(&created).spec()?;
+//! let running = orders.start(&config).await?; // provisions `created` in the mock cluster
+//! # Ok(()) }
+//! ```
+//!
+//! [`MockKafka`] starts the mock cluster and hands out a [`Config`] whose
+//! [`mock_cluster`](Config::mock_cluster) names it: provisioning ([`crate::provision::Provisioner`],
+//! and so [`crate::ServiceSpec::start`]) then creates topics through the mock cluster's own API,
+//! because the mock cluster answers no admin requests (`CreateTopics`, `DescribeConfigs` and
+//! `AlterConfigs` are not among the APIs it serves). Publishers, consumers (groups, commits,
+//! cooperative rebalances) and idempotent and transactional producers work as against brokers.
+//! Schemas need a registry too: `backbone-devregistry` serves one in the process.
+//!
+//! # What it is not
+//!
+//! The mock cluster is **not** a replacement for real brokers, and backbone's own tests run against
+//! real Kafka. It keeps data in memory (about 5 MiB per partition, older data pruned silently), does
+//! no compaction or retention (topic configs are recorded for provisioning's plans, not applied), no
+//! SASL, ACLs or quotas, delivers aborted transactional records to `read_committed` consumers, and a
+//! waiting fetch does not wake on new data (end-to-end latency is about `fetch.wait.max.ms`, 500 ms
+//! by default). Partitions cannot be added to a topic once created.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+
+use crate::config::{Config, Profile};
+use crate::topic::TopicSpec;
+
+/// librdkafka's mock cluster, running in this process: a handle that is cheap to clone, `Send` and
+/// `Sync` (the cluster itself lives on a thread of its own), and stops the cluster when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct MockKafka {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bootstrap: String,
+    brokers: i32,
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The topics created through this handle, with the configs provisioning declared for them.
+    topics: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+/// What the cluster's thread is asked to do.
+enum Command {
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication: i32,
+        done: mpsc::Sender<rdkafka::error::KafkaResult<()>>,
+    },
+}
+
+/// The mock cluster refused or failed an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MockError {
+    /// The mock cluster could not be started.
+    #[error("could not start librdkafka's mock cluster: {reason}")]
+    Start {
+        /// Why.
+        reason: String,
+    },
+    /// The topic exists already.
+    #[error("topic `{topic}` exists already in the mock cluster")]
+    TopicExists {
+        /// The topic.
+        topic: String,
+    },
+    /// A topic could not be created.
+    #[error("the mock cluster could not create topic `{topic}`: {reason}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+    /// The mock cluster has stopped.
+    #[error("the mock cluster has stopped")]
+    Stopped,
+}
+
+impl MockError {
+    /// Never: the mock cluster's refusals do not go away by themselves.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+impl MockKafka {
+    /// Starts a mock cluster of `brokers` brokers on loopback ports.
+    pub fn start(brokers: i32) -> Result<Self, MockError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (commands, inbox) = mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("backbone-mock-kafka".into())
+            .spawn(move || {
+                // The cluster is not `Send`: it lives and dies on this thread.
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(cluster) => cluster,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Until every handle is gone.
+                while let Ok(command) = inbox.recv() {
+                    match command {
+                        Command::CreateTopic { name, partitions, replication, done } => {
+                            let _ = done.send(cluster.create_topic(&name, partitions, replication));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| MockError::Start { reason: e.to_string() })?;
+        let bootstrap = match ready_rx.recv() {
+            Ok(Ok(bootstrap)) => bootstrap,
+            Ok(Err(reason)) => return Err(MockError::Start { reason }),
+            Err(_) => return Err(MockError::Start { reason: "its thread ended while starting".into() }),
+        };
+        tracing::info!(%bootstrap, brokers, "mock Kafka cluster started (development only)");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                bootstrap,
+                brokers,
+                commands: Mutex::new(Some(commands)),
+                thread: Mutex::new(Some(thread)),
+                topics: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Starts a mock cluster of `brokers` brokers with `topics` created as the development profile
+    /// provisions them (replication 1): for demos whose topics exist before any service starts, and
+    /// for plain rdkafka clients pointed at [`bootstrap_servers`](Self::bootstrap_servers).
+    pub fn with_topics(brokers: i32, topics: &[TopicSpec]) -> Result<Self, MockError> {
+        let kafka = Self::start(brokers)?;
+        for topic in topics {
+            kafka.create(topic, Profile::Development)?;
+        }
+        Ok(kafka)
+    }
+
+    /// The cluster's `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.inner.bootstrap
+    }
+
+    /// The number of brokers.
+    pub fn brokers(&self) -> i32 {
+        self.inner.brokers
+    }
+
+    /// A configuration for this cluster: [`Config::default`] with its bootstrap servers, the
+    /// development profile (replication 1, so topics fit a one-broker cluster) and
+    /// [`Config::mock_cluster`] set, so provisioning creates topics here. Set
+    /// [`schema_registry_url`](Config::schema_registry_url) for services with Avro events.
+    pub fn config(&self) -> Config {
+        Config {
+            bootstrap_servers: self.inner.bootstrap.clone(),
+            profile: Profile::Development,
+            mock_cluster: Some(self.clone()),
+            ..Config::default()
+        }
+    }
+
+    /// Creates `topic` as provisioning would under `profile`: its partitions, the profile's
+    /// replication, its configs recorded. For topics no service provisions (or before services
+    /// start); a topic that exists already is left as it is.
+    pub fn create(&self, topic: &TopicSpec, profile: Profile) -> Result<(), MockError> {
+        let configs: BTreeMap<String, String> =
+            topic.configs(profile).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let replication = i32::from(topic.effective_replication(profile));
+        match self.create_topic(topic.name(), topic.partitions(), replication, configs.clone()) {
+            Err(MockError::TopicExists { .. }) => {
+                let mut topics = self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner);
+                topics.entry(topic.name().to_owned()).or_insert(configs);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Creates a topic with `partitions` partitions and `replication` replicas, recording `configs` as
+    /// its configuration (the mock cluster does not apply them). Refused, as a broker would, with more
+    /// replicas than brokers (the mock cluster itself would quietly make fewer) and for a topic that
+    /// exists ([`MockError::TopicExists`]). Blocks briefly while the mock cluster's thread creates it.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), MockError> {
+        let refuse = |reason: String| Err(MockError::CreateTopic { topic: name.to_owned(), reason });
+        if !(1..=self.inner.brokers).contains(&replication) {
+            return refuse(format!("replication {replication} with {} broker(s)", self.inner.brokers));
+        }
+        if partitions < 1 {
+            return refuse(format!("{partitions} partitions"));
+        }
+        let (done, result) = mpsc::channel();
+        let command = Command::CreateTopic { name: name.to_owned(), partitions, replication, done };
+        {
+            let commands = self.inner.commands.lock().unwrap_or_else(PoisonError::into_inner);
+            commands.as_ref().ok_or(MockError::Stopped)?.send(command).map_err(|_| MockError::Stopped)?;
+        }
+        result.recv().map_err(|_| MockError::Stopped)?.map_err(|e| {
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) {
+                MockError::TopicExists { topic: name.to_owned() }
+            } else {
+                MockError::CreateTopic { topic: name.to_owned(), reason: e.to_string() }
+            }
+        })?;
+        self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), configs);
+        Ok(())
+    }
+
+    /// The configuration recorded for `topic` (by [`create_topic`](Self::create_topic) or
+    /// provisioning), or `None` for a topic this handle did not create.
+    pub fn topic_configs(&self, topic: &str) -> Option<BTreeMap<String, String>> {
+        self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner).get(topic).cloned()
+    }
+
+    /// Records `configs` on top of `topic`'s configuration (provisioning's "alter configs").
+    pub(crate) fn set_topic_configs(&self, topic: &str, configs: &BTreeMap<String, String>) {
+        let mut topics = self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .entry(topic.to_owned())
+            .or_default()
+            .extend(configs.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+}
+
+impl fmt::Debug for MockKafka {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockKafka")
+            .field("bootstrap_servers", &self.inner.bootstrap)
+            .field("brokers", &self.inner.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which drops (stops) the cluster.
+        self.commands.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_created_in_the_mock_cluster_and_their_configs_recorded() {
+        let topic = TopicSpec::private("svc", "state").compacted().partitions(3).build().unwrap();
+        let kafka = MockKafka::with_topics(1, std::slice::from_ref(&topic)).unwrap();
+        kafka.create(&topic, Profile::Development).unwrap(); // already there: left alone
+        assert_eq!(kafka.topic_configs(topic.name()).unwrap()["cleanup.policy"], "compact");
+
+        use rdkafka::consumer::Consumer as _;
+        let client: rdkafka::consumer::BaseConsumer =
+            kafka.config().client_config("svc").create().expect("client");
+        let metadata = client.fetch_metadata(Some(topic.name()), std::time::Duration::from_secs(5));
+        let metadata = metadata.expect("metadata");
+        assert_eq!(metadata.topics()[0].partitions().len(), 3);
+
+        let err = kafka.create_topic("too-many-replicas", 1, 3, BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, MockError::CreateTopic { .. }), "{err:?}");
+        let err = kafka.create_topic(topic.name(), 3, 1, BTreeMap::new()).unwrap_err();
+        assert_eq!(err, MockError::TopicExists { topic: topic.name().to_owned() });
+    }
+}
