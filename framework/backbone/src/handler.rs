@@ -306,6 +306,11 @@ impl<S> HandlerContext<S> {
 /// Something a handler argument can be made from. Extraction is synchronous: it works on bytes in
 /// hand. What needs I/O first (fetching a writer schema from the registry) the runtime does before
 /// the handler is called, so extractors stay cheap and need no boxed future each.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an extractor a handler can take (with state `{S}`)",
+    label = "not an extractor",
+    note = "handler arguments are extractors: `Event<T>`, `Json<T>`, `Key<K>`, `Metadata`, `State<S>` (the service's state), `Publisher`, `CorrelationId`, an `Option` or `Result<_, ExtractError>` of one, or a type implementing `FromEvent`"
+)]
 pub trait FromEvent<S>: Sized {
     /// Extracts the value from `cx`, or says why it cannot.
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError>;
@@ -606,6 +611,11 @@ impl From<crate::Error> for HandlerError {
 }
 
 /// What a handler's output means: success, or a [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    label = "not a handler outcome",
+    note = "a handler returns `()`, `Result<(), HandlerError>`, or `Result<(), E>` where `E: Into<HandlerError>` (`PublishError`, `ExtractError`, `backbone::Error` …)"
+)]
 pub trait IntoOutcome {
     /// The outcome.
     fn into_outcome(self) -> Result<(), HandlerError>;

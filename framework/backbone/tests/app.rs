@@ -1,0 +1,174 @@
+//! A service declared with the macros (`#[derive(Event)]`, `#[backbone::handler]`,
+//! `backbone::service!`) runs against a real broker and registry: an event published to the topic
+//! it consumes reaches its handler, the handler's output lands on the topic it owns (keyed by the
+//! event's key field), and HTTP serves readiness, health and its routes until a graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backbone::app::App;
+use backbone::{Config, Event, HandlerError, Publisher, State};
+use backbone_testkit::{shared_kafka, shared_registry, unique};
+use rdkafka::Message as _;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+
+/// The shop's contract: an order was placed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::Event)]
+#[event(topic = ("macro-shop", "order-placed", 1), key = id, schema = "tests/schemas/shop/order-placed-v1.avsc")]
+struct OrderPlaced {
+    id: String,
+    product: String,
+    quantity: i32,
+}
+
+/// Stock's contract: its verdict on an order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::Event)]
+#[serde(rename_all = "camelCase")]
+#[event(topic = ("macro-stock", "order-checked", 1), key = order_id, schema = "tests/schemas/shop/order-checked-v1.avsc")]
+struct OrderChecked {
+    order_id: String,
+    passed: bool,
+}
+
+#[derive(Clone, Default)]
+struct Stock {
+    handled: Arc<AtomicUsize>,
+}
+
+/// Passes orders of at most 10.
+#[backbone::handler]
+async fn check(
+    Event(order): Event<OrderPlaced>,
+    State(stock): State<Stock>,
+    out: Publisher,
+) -> Result<(), HandlerError> {
+    out.emit(&OrderChecked { order_id: order.id, passed: order.quantity <= 10 }).await?;
+    stock.handled.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+fn routes() -> axum::Router<Stock> {
+    use axum::extract::State;
+    axum::Router::new().route(
+        "/v1/handled",
+        axum::routing::get(
+            |State(s): State<Stock>| async move { s.handled.load(Ordering::SeqCst).to_string() },
+        ),
+    )
+}
+
+backbone::service! {
+    /// Stock: checks new orders.
+    macro_stock: Stock {
+        publishes OrderChecked;
+        handles check;
+        routes routes();
+    }
+}
+
+fn config() -> Config {
+    let mut config = common::config(shared_kafka().bootstrap_servers());
+    config.schema_registry_url = shared_registry().url().to_owned();
+    config
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, Option<String>, String) {
+    let response = client.get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
+    let config = config();
+    let spec = macro_stock().spec().expect("the declaration is valid");
+    assert!(
+        spec.owned("macro-stock.private.dlq.macro-shop.public.order-placed-v1").is_some(),
+        "the consumed topic's dead-letter topic is declared for us"
+    );
+
+    // The shop: publishes orders (declared with the builder, to the same effect).
+    let shop = App::<()>::new("macro-shop")
+        .publishes::<OrderPlaced>()
+        .start(&config, ())
+        .await
+        .expect("shop starts");
+
+    let started = macro_stock().start(&config, Stock::default()).await.expect("stock starts");
+    let health = started.health().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(started.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+
+    // Not ready before the consumer has its partitions (it cannot have them yet: joining a group
+    // takes round trips to the broker).
+    let (status, retry_after, body) = get(&client, &format!("{base}/readyz")).await;
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
+    assert!(body.contains("consumer:macro-stock.check"), "{body}");
+
+    tokio::time::timeout(Duration::from_secs(60), health.wait_until(|h| h.is_ready()))
+        .await
+        .expect("ready within 60 s");
+    assert_eq!(get(&client, &format!("{base}/readyz")).await.0, 200);
+    assert_eq!(get(&client, &format!("{base}/healthz")).await.0, 200);
+
+    // Orders in, verdicts out.
+    let run = unique("run");
+    let orders: Vec<OrderPlaced> = (0..4)
+        .map(|i| OrderPlaced { id: format!("{run}-{i}"), product: "widget".into(), quantity: i * 5 })
+        .collect();
+    for order in &orders {
+        shop.publisher().emit(order).await.expect("published");
+    }
+
+    let registry = backbone::schema::Registry::new(&config.schema_registry_url).unwrap();
+    let reader: StreamConsumer = shared_kafka()
+        .client_config()
+        .set("group.id", unique("verdicts"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    reader.subscribe(&["macro-stock.public.order-checked-v1"]).unwrap();
+    let mut verdicts = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while verdicts.len() < orders.len() {
+        let message = tokio::time::timeout_at(deadline, reader.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} verdicts within 60 s", verdicts.len(), orders.len()))
+            .expect("a record");
+        let payload = message.payload().expect("a payload");
+        registry.prepare(payload).await.expect("writer schema");
+        let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
+        if verdict.order_id.starts_with(&run) {
+            assert_eq!(message.key(), Some(verdict.order_id.as_bytes()), "keyed by its key field");
+            verdicts.insert(verdict.order_id.clone(), verdict.passed);
+        }
+    }
+    for order in &orders {
+        assert_eq!(verdicts[&order.id], order.quantity <= 10, "{order:?}");
+    }
+    let (status, _, handled) = get(&client, &format!("{base}/v1/handled")).await;
+    assert_eq!(status, 200);
+    assert!(handled.parse::<usize>().unwrap() >= orders.len(), "{handled}");
+
+    // Graceful shutdown: the server stops, the consumer commits and leaves, the publisher flushes.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("stops within 60 s")
+        .unwrap()
+        .expect("a clean shutdown");
+    assert!(!health.snapshot().is_ready(), "out of rotation once shutting down");
+    assert!(client.get(format!("{base}/healthz")).send().await.is_err(), "no longer serving");
+    shop.shutdown().await.unwrap();
+}
