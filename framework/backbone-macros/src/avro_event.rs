@@ -307,12 +307,12 @@ fn generate(input: &DeriveInput, file: &SchemaFile) -> TokenStream {
     });
     quote! {
         #[automatically_derived]
-        impl #impl_generics ::backbone::schema::AvroEvent for #ident #ty_generics #where_clause {
+        impl #impl_generics #private::AvroEvent for #ident #ty_generics #where_clause {
             const SCHEMA: &'static str = #text;
 
             fn schema() -> &'static #private::apache_avro::Schema {
                 static SCHEMA: #private::OnceLock<#private::apache_avro::Schema> = #private::OnceLock::new();
-                ::backbone::schema::parse_once(&SCHEMA, <Self as ::backbone::schema::AvroEvent>::SCHEMA)
+                #private::parse_once(&SCHEMA, <Self as #private::AvroEvent>::SCHEMA)
             }
         }
         #tracked

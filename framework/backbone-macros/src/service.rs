@@ -100,12 +100,14 @@ impl Parse for Line {
 }
 
 pub(crate) fn expand(input: TokenStream) -> TokenStream {
-    let tokens = match syn::parse2::<Declaration>(input) {
-        Ok(declaration) => generate(&declaration).unwrap_or_else(syn::Error::into_compile_error),
+    match syn::parse2::<Declaration>(input) {
+        Ok(declaration) => {
+            let tokens = generate(&declaration).unwrap_or_else(syn::Error::into_compile_error);
+            crate::debug::print("backbone::service!", &declaration.ident, &tokens);
+            tokens
+        }
         Err(e) => e.into_compile_error(),
-    };
-    crate::debug::print("backbone::service!", &"service", &tokens);
-    tokens
+    }
 }
 
 fn generate(d: &Declaration) -> syn::Result<TokenStream> {

@@ -20,8 +20,18 @@
 //! durable [`Publisher`]; [`Running::shutdown`] flushes. Runnable: `examples/quickstart.rs`
 //! (`cargo run -p backbone --example quickstart` against `backbone dev up`).
 //!
+//! ## Declare a whole service
+//!
+//! [`app::App`] runs a service from one declaration (topics, events, handlers, tables, HTTP routes):
+//! provisioning, schema registration, consumers, tables, `/healthz` and `/readyz`, graceful shutdown.
+//! The macros write that declaration: `#[derive(Event)]` binds a type to its topic, key and schema
+//! ([`BoundEvent`], so [`Publisher::emit`] needs neither), `#[handler]` declares an `async fn`
+//! handler, and `service!` declares the service with its ownership checked at compile time.
+//!
 //! ## Where things live
 //!
+//! - [`app`]: a whole service from one declaration, and running it.
+//! - [`event`]: events bound to their topic and key; topics declared in `const`.
 //! - [`topic`]: topics as code, the naming convention (`<owner>.public.<event>-v<N>`,
 //!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2,
 //!   unclean leader election off).
@@ -91,7 +101,7 @@ pub mod __private {
     pub use crate::app::{App, HandlerDecl, HandlerInfo, HandlerOptions};
     pub use crate::event::{BoundEvent, EventKey, TopicDecl, cached_spec};
     pub use crate::handler::{BoxedHandler, FromEvent, IntoOutcome};
-    pub use crate::schema::AvroEvent;
+    pub use crate::schema::{AvroEvent, parse_once};
     pub use crate::topic::{TopicError, TopicSpec};
     pub use apache_avro;
     pub use std::borrow::Cow;

@@ -2,6 +2,8 @@
 //! `backbone::service!`) runs against a real broker and registry: an event published to the topic
 //! it consumes reaches its handler, the handler's output lands on the topic it owns (keyed by the
 //! event's key field), and HTTP serves readiness, health and its routes until a graceful shutdown.
+//! And the builder underneath, driven without a socket: a table restored before the service is
+//! ready, fed by a handler, read by a route.
 
 mod common;
 
@@ -10,8 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::Request;
 use backbone::app::App;
-use backbone::{Config, Event, HandlerError, Publisher, State};
+use backbone::table::Table;
+use backbone::{Config, Event, HandlerError, Outgoing, Publisher, State, TopicSpec};
 use backbone_testkit::{shared_kafka, shared_registry, unique};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -171,4 +176,92 @@ async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
     assert!(!health.snapshot().is_ready(), "out of rotation once shutting down");
     assert!(client.get(format!("{base}/healthz")).send().await.is_err(), "no longer serving");
     shop.shutdown().await.unwrap();
+}
+
+#[derive(Clone)]
+struct Levels {
+    table: Table<String>,
+    topic: TopicSpec,
+}
+
+/// `sku=count` requests set a level: written to the table's topic.
+async fn set_level(
+    Event(request): Event<String>,
+    State(levels): State<Levels>,
+    out: Publisher,
+) -> Result<(), HandlerError> {
+    let (sku, count) =
+        request.split_once('=').ok_or_else(|| HandlerError::permanent("expected sku=count"))?;
+    out.publish(&levels.topic, Outgoing::new("Level", sku.as_bytes(), count.as_bytes())).await?;
+    Ok(())
+}
+
+async fn level(
+    axum::extract::State(levels): axum::extract::State<Levels>,
+    axum::extract::Path(sku): axum::extract::Path<String>,
+) -> (axum::http::StatusCode, String) {
+    match levels.table.get(&sku) {
+        Ok(Some(count)) => (axum::http::StatusCode::OK, count),
+        Ok(None) => (axum::http::StatusCode::NOT_FOUND, String::new()),
+        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn call(router: &axum::Router, path: &str) -> (u16, String) {
+    use tower::ServiceExt as _;
+    let response = router.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_runs_a_table_fed_by_a_handler_and_tests_drive_it_without_a_socket() {
+    let config = config();
+    let service = unique("app");
+    let levels = TopicSpec::private(&service, "levels").compacted().partitions(2).build().unwrap();
+    let requests = TopicSpec::public(&service, "level-requests", 1).partitions(2).build().unwrap();
+    let app = App::<Levels>::new(&service)
+        .owns(&levels)
+        .owns(&requests)
+        .table::<String>(&levels)
+        .consume(&requests, set_level)
+        .routes(axum::Router::new().route("/v1/levels/{sku}", axum::routing::get(level)));
+    let spec = app.spec().unwrap();
+    let dead_letters = format!("{service}.private.dlq.{}", requests.name());
+    assert!(spec.owned(&dead_letters).is_some(), "{spec:?}");
+    assert!(spec.consumed_topics().iter().any(|t| t.name() == levels.name()), "the table's topic is read");
+
+    let started = app
+        .start_with(&config, |tables| {
+            Ok(Levels { table: tables.get::<String>(&levels)?, topic: levels.clone() })
+        })
+        .await
+        .expect("starts");
+    let router = started.router();
+    assert!(
+        matches!(started.tables().get::<Vec<u8>>(&levels), Err(backbone::app::AppError::NoTable { .. })),
+        "a table is found by topic and value type"
+    );
+    tokio::time::timeout(Duration::from_secs(60), started.ready()).await.expect("ready within 60 s");
+    let (status, body) = call(&router, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(call(&router, "/v1/levels/sku-1").await.0, 404, "restored, and empty");
+
+    started.publisher().publish(&requests, Outgoing::new("SetLevel", b"sku-1", b"sku-1=7")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(&router, "/v1/levels/sku-1").await;
+        if status == 200 {
+            assert_eq!(body, "7");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the level never reached the table: {status} {body}");
+        // Polled with a deadline: the handler's write has no delivery for the test to wait on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    started.shutdown().await.expect("a clean shutdown");
+    let (status, body) = call(&router, "/readyz").await;
+    assert_eq!(status, 503, "not ready once shut down: {body}");
 }
