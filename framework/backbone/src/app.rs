@@ -460,6 +460,29 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     ) -> Result<Started<S>, AppError> {
         let spec = self.spec()?;
         let running = spec.start(config).await?;
+        match self.start_parts(config, &spec, &running, make_state) {
+            Ok(Parts { router, tasks, stop, tables, state }) => {
+                tracing::info!(service = %spec.name(), "started");
+                Ok(Started { running, router, tasks, stop, tables: Arc::new(tables), state })
+            }
+            Err(e) => {
+                // Nothing was spawned; what the publisher holds is flushed.
+                if let Err(flush) = running.shutdown().await {
+                    tracing::warn!(error = %flush, "flushing after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The tables, the state, the consumers (spawned) and the router, once the service has started.
+    fn start_parts(
+        self,
+        config: &Config,
+        spec: &ServiceSpec,
+        running: &Running,
+        make_state: impl FnOnce(&Tables) -> Result<S, AppError>,
+    ) -> Result<Parts<S>, AppError> {
         let publisher = running.publisher().clone();
         let health = running.health().clone();
         let (stop, _) = watch::channel(false);
@@ -473,7 +496,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         let mut tables = Tables::default();
         let mut runs = Vec::new();
         for declaration in self.tables {
-            let built = declaration.build(config, &spec, publisher.clone())?;
+            let built = declaration.build(config, spec, publisher.clone())?;
             tables.by_topic.insert(built.topic, built.handle);
             runs.push((built.component, built.run));
         }
@@ -484,7 +507,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             let consume_error = |source| AppError::Consume { handler: name.clone(), source };
             let mut consumer = Consumer::new(
                 config,
-                &spec,
+                spec,
                 &s.topic,
                 s.handler,
                 state.clone(),
@@ -516,8 +539,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             });
         }
         let router = self.routes.merge(health_routes(&health)).with_state(state.clone());
-        tracing::info!(service = %spec.name(), "started");
-        Ok(Started { running, router, tasks, stop, tables: Arc::new(tables), state })
+        Ok(Parts { router, tasks, stop, tables, state })
     }
 
     /// Runs the service until `shutdown` completes: [`start_with`](Self::start_with), then
@@ -584,6 +606,15 @@ fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthState) -> Rout
                 }
             }),
         )
+}
+
+/// What [`Started`] holds besides the running service.
+struct Parts<S> {
+    router: Router,
+    tasks: JoinSet<(String, Result<(), AppError>)>,
+    stop: watch::Sender<bool>,
+    tables: Tables,
+    state: S,
 }
 
 /// The health component that keeps a stopping service out of rotation.
@@ -728,5 +759,79 @@ fn task_failure(ended: TaskEnd) -> AppError {
         Ok((_, Err(e))) => e,
         Ok((component, Ok(()))) => AppError::Stopped(component),
         Err(e) => AppError::Stopped(format!("a task ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn reserve(_event: crate::Event<String>) {}
+
+    #[test]
+    fn the_spec_declares_dead_letter_topics_and_what_tables_read() {
+        let orders = TopicSpec::public("orders", "order-created", 1).build().unwrap();
+        let levels = TopicDecl::private("stock", "levels").compacted();
+        let prices = TopicDecl::public("pricing", "prices", 1).compacted();
+        let spec = App::<()>::new("stock")
+            .consume(&orders, reserve)
+            .table::<String>(levels)
+            .table::<String>(prices)
+            .spec()
+            .unwrap();
+        let mut owned: Vec<&str> = spec.owned_topics().iter().map(TopicSpec::name).collect();
+        owned.sort_unstable();
+        assert_eq!(
+            owned,
+            [
+                "stock.private.dlq.orders.public.order-created-v1",
+                "stock.private.dlq.pricing.public.prices-v1",
+                "stock.private.dlq.stock.private.levels",
+                "stock.private.levels",
+            ]
+        );
+        assert_eq!(spec.consumed_topics().len(), 3);
+    }
+
+    #[test]
+    fn declaration_mistakes_surface_from_spec() {
+        let err = App::<()>::new("stock").owns(TopicDecl::private("stock", "Bad Name")).spec().unwrap_err();
+        assert!(matches!(err, TopicError::InvalidTopic { .. }), "{err}");
+
+        let theirs = TopicDecl::private("orders", "state");
+        let err = App::<()>::new("stock").table::<String>(theirs).spec().unwrap_err();
+        assert!(err.to_string().contains("private topic of service `orders`"), "{err}");
+
+        let err = App::<()>::new("stock").owns(theirs).spec().unwrap_err();
+        assert!(err.to_string().contains("owned by service `orders`"), "{err}");
+    }
+
+    async fn status(router: &Router, path: &str) -> (StatusCode, Option<HeaderValue>) {
+        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        (response.status(), response.headers().get(header::RETRY_AFTER).cloned())
+    }
+
+    #[tokio::test]
+    async fn health_routes_follow_the_health_state() {
+        let health = HealthState::default();
+        let router = health_routes::<()>(&health).with_state(());
+        assert_eq!(status(&router, "/readyz").await, (StatusCode::OK, None));
+        assert_eq!(status(&router, "/healthz").await.0, StatusCode::OK);
+
+        health.starting("consumer:stock.reserve", "waiting for partitions");
+        assert_eq!(
+            status(&router, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some(HeaderValue::from_static("1")))
+        );
+        health.ready("consumer:stock.reserve");
+        assert_eq!(status(&router, "/readyz").await.0, StatusCode::OK);
+
+        health.degrade("publisher", "all brokers are down");
+        assert_eq!(status(&router, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        health.recover("publisher");
+        assert_eq!(status(&router, "/healthz").await.0, StatusCode::OK);
     }
 }

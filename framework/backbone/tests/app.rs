@@ -114,11 +114,13 @@ async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
     }));
     let client = reqwest::Client::new();
 
-    // Not ready before the consumer has its partitions (it cannot have them yet: joining a group
-    // takes round trips to the broker).
+    // Until the consumer has its partitions, /readyz says what it waits for (on the local broker
+    // that can be over before the first request: the app unit tests pin the 503 down).
     let (status, retry_after, body) = get(&client, &format!("{base}/readyz")).await;
-    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
-    assert!(body.contains("consumer:macro-stock.check"), "{body}");
+    if status != 200 {
+        assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
+        assert!(body.contains("consumer:macro-stock.check"), "{body}");
+    }
 
     tokio::time::timeout(Duration::from_secs(60), health.wait_until(|h| h.is_ready()))
         .await
