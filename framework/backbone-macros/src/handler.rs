@@ -2,8 +2,9 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
+use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ItemFn, LitStr, Path, PathArguments, ReturnType, Type};
+use syn::{FnArg, GenericArgument, ItemFn, LitStr, Path, PathArguments, ReturnType, Token, Type};
 
 /// What `#[handler(...)]` says.
 #[derive(Default)]
@@ -12,6 +13,7 @@ struct Options {
     group: Option<LitStr>,
     topic: Option<Path>,
     state: Option<Type>,
+    emits: Vec<Type>,
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -42,9 +44,14 @@ fn parse_options(attr: TokenStream) -> syn::Result<Options> {
             options.topic = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("state") {
             options.state = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("emits") {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            options.emits.extend(Punctuated::<Type, Token![,]>::parse_terminated(&content)?);
         } else {
             return Err(meta.error(
-                "unknown handler option: expected `exactly_once`, `group = \"…\"`, `topic = PATH` or `state = Type`",
+                "unknown handler option: expected `exactly_once`, `group = \"…\"`, `emits(Event, …)`, `topic = PATH` or \
+                 `state = Type`",
             ));
         }
         Ok(())
@@ -131,6 +138,9 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
         handler_options.extend(quote!(.exactly_once()));
     }
 
+    let emits = &options.emits;
+    let emitted_topics =
+        emits.iter().map(|ty| quote_spanned!(ty.span()=> <#ty as #private::BoundEvent>::TOPIC));
     let vis = &function.vis;
     let name_str = LitStr::new(&name.to_string(), name.span());
     let state_param = format_ident!("__BackboneState");
@@ -161,6 +171,7 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
             const NAME: &'static str = #name_str;
             const TOPIC: #private::TopicDecl = #topic;
             const OPTIONS: #private::HandlerOptions = #handler_options;
+            const EMITS: &'static [#private::TopicDecl] = &[#(#emitted_topics),*];
         }
 
         #[automatically_derived]
@@ -171,6 +182,10 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
         {
             fn handler() -> #private::BoxedHandler<#state_param> {
                 #boxed
+            }
+
+            fn declare(app: #private::App<#state_param>) -> #private::App<#state_param> {
+                app #(.publishes::<#emits>())*
             }
         }
 

@@ -149,6 +149,8 @@ pub fn derive_event(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 /// group `<service>.<handler>`.
 ///
 /// Options: `exactly_once` (`Consumer::exactly_once`), `group = "…"` (another consumer group),
+/// `emits(OrderChecked, …)` (bound events the handler publishes: the service declares them, and
+/// `service!` checks at compile time that it owns their topics),
 /// `topic = PATH` (a `const` `backbone::TopicDecl`, when the event type is not bound to a topic),
 /// `state = Type` (the state the arguments are checked against, when no `State<S>` argument says).
 ///
@@ -172,7 +174,7 @@ pub fn handler(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> 
 ///         owns RESERVATIONS;             // a `const` TopicDecl Stock owns
 ///         table StockLevel;              // a table of a bound event's topic
 ///         table LEVELS: StockLevel;      // … or of a `const` TopicDecl
-///         handles reserve;               // a #[backbone::handler]: its topic is consumed
+///         handles reserve;               // a #[backbone::handler]: its topic consumed, its `emits` published
 ///         routes http::routes();         // an axum Router<Stock>
 ///     }
 /// }
@@ -182,8 +184,8 @@ pub fn handler(attr: proc_macro::TokenStream, item: proc_macro::TokenStream) -> 
 ///
 /// The service's name is the function's, `_` read as `-`. Each line is checked at compile time, by
 /// `const` evaluation of the topics' owners and visibility, and an error points at the line:
-/// publishing or owning a topic another service owns, consuming (a handler's topic, or a table's)
-/// another service's private topic. The same rules are checked again at start-up.
+/// publishing or owning a topic another service owns (with `publishes`, `owns`, or a handler's
+/// `emits(…)`), consuming (a handler's topic, or a table's) another service's private topic. The same rules are checked again at start-up.
 ///
 /// Why a function-like macro and not an attribute: a service is not a Rust item of its own (an
 /// attribute would hang it on a struct or module whose fields or items mean nothing), the

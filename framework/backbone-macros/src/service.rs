@@ -146,14 +146,29 @@ fn generate(d: &Declaration) -> syn::Result<TokenStream> {
                 calls.push(quote_spanned!(path.span()=> .owns(#path)));
             }
             Line::Handles(path) => {
-                let message = format!(
+                let reads = format!(
                     "service `{service}` may not consume what handler `{}` reads: it is another service's \
                      private topic, and only its owner reads a private topic",
                     shown(path)
                 );
+                let writes = format!(
+                    "service `{service}` may not run handler `{}`: it emits an event on a topic another \
+                     service owns, and only a topic's owner writes it",
+                    shown(path)
+                );
                 checks.push(quote_spanned! {path.span()=>
                     const _: () = if !<#path as #private::HandlerInfo>::TOPIC.may_be_read_by(#service_lit) {
-                        ::core::panic!(#message)
+                        ::core::panic!(#reads)
+                    };
+                    const _: () = {
+                        let emits = <#path as #private::HandlerInfo>::EMITS;
+                        let mut i = 0;
+                        while i < emits.len() {
+                            if !emits[i].may_be_written_by(#service_lit) {
+                                ::core::panic!(#writes)
+                            }
+                            i += 1;
+                        }
                     };
                 });
                 calls.push(quote_spanned!(path.span()=> .handler::<#path>()));

@@ -191,6 +191,8 @@ pub trait HandlerInfo: 'static {
     const TOPIC: TopicDecl;
     /// Group and guarantee.
     const OPTIONS: HandlerOptions;
+    /// The topics of the events it emits (`emits(…)`): the service must own them.
+    const EMITS: &'static [TopicDecl];
 }
 
 /// A handler declared with `#[backbone::handler]`, for state `S`. The attribute implements it on a
@@ -203,6 +205,10 @@ pub trait HandlerInfo: 'static {
 pub trait HandlerDecl<S>: HandlerInfo {
     /// The handler, boxed.
     fn handler() -> BoxedHandler<S>;
+
+    /// Declares what the handler needs of the service besides its subscription: the events it
+    /// emits ([`App::publishes`]).
+    fn declare(app: App<S>) -> App<S>;
 }
 
 type Configure<S> = Box<dyn FnOnce(Consumer<S>) -> Consumer<S> + Send>;
@@ -390,9 +396,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     }
 
     /// Subscribes a `#[backbone::handler]`: `app.handler::<reserve>()` (its topic, group and
-    /// guarantee come from the declaration).
+    /// guarantee come from the declaration, and the events it emits are declared).
     pub fn handler<H: HandlerDecl<S>>(self) -> Self {
-        self.with_topic(H::TOPIC, |mut app, topic| {
+        H::declare(self).with_topic(H::TOPIC, |mut app, topic| {
             app.service = app.service.consumes(&topic);
             app.subscriptions.push(Subscription {
                 topic,

@@ -45,7 +45,7 @@ struct Stock {
 }
 
 /// Passes orders of at most 10.
-#[backbone::handler]
+#[backbone::handler(emits(OrderChecked))]
 async fn check(
     Event(order): Event<OrderPlaced>,
     State(stock): State<Stock>,
@@ -69,8 +69,8 @@ fn routes() -> axum::Router<Stock> {
 backbone::service! {
     /// Stock: checks new orders.
     macro_stock: Stock {
-        publishes OrderChecked;
-        handles check;
+        handles check; // emits OrderChecked: declared (schema registered) by the handler
+
         routes routes();
     }
 }

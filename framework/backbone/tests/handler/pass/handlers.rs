@@ -2,7 +2,7 @@
 
 use backbone::__private::{HandlerDecl, HandlerInfo};
 use backbone::handler::{BoxedHandler, HandlerContext, IncomingEvent};
-use backbone::{CorrelationId, Event, HandlerError, Key, Metadata, Publisher, State, TopicDecl};
+use backbone::{BoundEvent, CorrelationId, Event, HandlerError, Key, Metadata, Publisher, State, TopicDecl};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, backbone::Event)]
 #[event(topic = ("shop", "order-placed", 1), key = id, schema = "tests/schemas/shop/order-placed-v1.avsc")]
@@ -18,7 +18,7 @@ pub struct Stock {
 }
 
 /// Everything at once, exactly once.
-#[backbone::handler(exactly_once)]
+#[backbone::handler(exactly_once, emits(OrderPlaced))]
 pub async fn reserve(
     Event(_order): Event<OrderPlaced>,
     Key(_key): Key<String>,
@@ -55,6 +55,8 @@ fn main() {
         <audit as HandlerInfo>::OPTIONS,
         backbone::__private::HandlerOptions::new().group("stock.audit")
     );
+    assert_eq!(<reserve as HandlerInfo>::EMITS, [OrderPlaced::TOPIC]);
+    assert!(<audit as HandlerInfo>::EMITS.is_empty());
     assert_eq!(<raw as HandlerInfo>::TOPIC, RAW);
     assert_eq!(<raw as HandlerInfo>::NAME, "raw");
 
