@@ -309,6 +309,48 @@ mod tests {
         assert!(TopicDecl::public("orders", "Bad Name", 1).spec().is_err());
     }
 
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Placed {
+        id: String,
+    }
+
+    impl AvroEvent for Placed {
+        const SCHEMA: &'static str =
+            r#"{"type":"record","name":"Placed","fields":[{"name":"id","type":"string"}]}"#;
+
+        fn schema() -> &'static apache_avro::Schema {
+            static SCHEMA: OnceLock<apache_avro::Schema> = OnceLock::new();
+            crate::schema::parse_once(&SCHEMA, Self::SCHEMA)
+        }
+    }
+
+    impl BoundEvent for Placed {
+        const TOPIC: TopicDecl = TopicDecl::public("shop", "placed", 1);
+
+        fn topic() -> Result<&'static TopicSpec, TopicError> {
+            static SPEC: OnceLock<Result<TopicSpec, TopicError>> = OnceLock::new();
+            cached_spec(&SPEC, &Self::TOPIC)
+        }
+
+        fn key(&self) -> Cow<'_, [u8]> {
+            self.id.key_bytes()
+        }
+    }
+
+    #[tokio::test]
+    async fn emitting_an_event_of_a_topic_the_service_does_not_own_is_refused() {
+        let stock = crate::Service::new("stock").spec().unwrap();
+        // Creating a producer does not connect; the refusal comes before anything is sent.
+        let config = crate::Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let publisher = Publisher::new(&config, &stock).unwrap();
+        let err = publisher.emit(&Placed { id: "o-1".into() }).await.unwrap_err();
+        assert!(
+            matches!(&err, PublishError::NotOwner { topic, owner, .. } if topic == "shop.public.placed-v1" && owner == "shop"),
+            "{err}"
+        );
+        assert_eq!(&*Placed { id: "o-1".into() }.key(), b"o-1");
+    }
+
     #[test]
     fn the_const_rules_agree_with_the_topic_rules() {
         for decl in [TopicDecl::public("orders", "created", 1), TopicDecl::private("orders", "state")] {

@@ -267,3 +267,49 @@ async fn the_builder_runs_a_table_fed_by_a_handler_and_tests_drive_it_without_a_
     let (status, body) = call(&router, "/readyz").await;
     assert_eq!(status, 503, "not ready once shut down: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_on_the_configured_address_until_shutdown_and_reports_one_in_use() {
+    let service = unique("app");
+    let topic = TopicSpec::private(&service, "state").partitions(1).build().unwrap();
+    let app = || App::<()>::new(&service).owns(&topic);
+
+    // An address in use: the error says so (after the publisher is flushed).
+    let mut config = config();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.http_addr = taken.local_addr().unwrap();
+    let err = app().run(&config, (), std::future::pending()).await.unwrap_err();
+    assert!(matches!(err, backbone::app::AppError::Http(_)), "{err}");
+
+    // A free one (freed just before: another process could take it meanwhile, but hardly does).
+    drop(taken);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let app = app();
+        let config = config.clone();
+        async move {
+            app.run(&config, (), async move {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/readyz", config.http_addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.get(&url).send().await {
+            Ok(response) if response.status() == 200 => break,
+            outcome => {
+                assert!(tokio::time::Instant::now() < deadline, "not serving within 60 s: {outcome:?}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("stops within 60 s")
+        .unwrap()
+        .expect("a clean shutdown");
+}
