@@ -140,7 +140,10 @@ pub fn derive_event(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
 /// ```ignore
 /// #[backbone::handler(exactly_once)]
 /// async fn reserve(Event(order): Event<OrderCreated>, State(stock): State<Stock>, out: Publisher)
-///     -> Result<(), HandlerError> { … }
+///     -> Result<(), HandlerError> {
+///     out.emit(&verdict(&order, &stock)).await?;
+///     Ok(())
+/// }
 /// ```
 ///
 /// The function stays as written (call it in tests); beside it the attribute declares a type of the

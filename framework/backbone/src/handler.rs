@@ -23,7 +23,7 @@
 //! use backbone::handler::{BoxedHandler, Decode, DecodeError, Event, HandlerContext, IncomingEvent};
 //! use backbone::{HandlerError, State};
 //!
-//! // `#[derive(Event)]` and Avro contracts will implement `Decode`; by hand until then.
+//! // `#[derive(Event)]` types implement `Decode` (through `AvroEvent`); a plain type, by hand.
 //! struct OrderCreated {
 //!     quantity: u32,
 //! }
@@ -319,7 +319,7 @@ pub trait FromEvent<S>: Sized {
 /// Decodes a key or a payload from bytes: how [`Event<T>`] and [`Key<K>`] read theirs.
 ///
 /// Implemented here for `String` (UTF-8) and `Vec<u8>` (the raw bytes), and for [`Json<T>`];
-/// `#[derive(Event)]` and the Avro contracts bound to `schemas/` will implement it for event types.
+/// Avro events (`#[derive(Event)]`, `#[derive(AvroEvent)]`) implement it through the schema registry.
 pub trait Decode: Sized {
     /// Decodes `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;

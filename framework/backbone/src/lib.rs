@@ -35,13 +35,13 @@
 //! - [`topic`]: topics as code, the naming convention (`<owner>.public.<event>-v<N>`,
 //!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2,
 //!   unclean leader election off).
-//! - [`service`]: a service's declaration and the ownership rules (single writer, private topics stay
+//! - [`service`](mod@service): a service's declaration and the ownership rules (single writer, private topics stay
 //!   private), checked before anything touches Kafka; the start-up sequence.
 //! - [`provision`]: plan and apply topics: create what is missing, report drift, apply safe config
 //!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
 //! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
 //!   order, backpressure), with headers for event type, producer, correlation id and W3C `traceparent`.
-//! - [`handler`]: handlers as plain `async fn`s whose arguments are extractors (`Event<T>`, `Key<K>`,
+//! - [`handler`](mod@handler): handlers as plain `async fn`s whose arguments are extractors (`Event<T>`, `Key<K>`,
 //!   `Metadata`, `State<S>`, `Publisher` …), axum-style; `HandlerError` says retriable or permanent.
 //! - [`consume`]: a handler subscribed in a consumer group, at least once, with retries, dead letters
 //!   (origin in headers) and graceful shutdown.

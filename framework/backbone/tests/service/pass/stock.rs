@@ -36,10 +36,18 @@ pub const PRICES: TopicDecl = TopicDecl::public("pricing", "prices", 1).compacte
 #[derive(Clone)]
 pub struct Stock;
 
-#[backbone::handler]
-async fn check(Event(order): Event<OrderPlaced>, State(_): State<Stock>, out: Publisher) -> Result<(), HandlerError> {
-    out.emit(&OrderChecked { order_id: order.id, passed: order.quantity < 10 }).await?;
-    Ok(())
+mod handlers {
+    use super::*;
+
+    #[backbone::handler]
+    pub async fn check(
+        Event(order): Event<OrderPlaced>,
+        State(_): State<Stock>,
+        out: Publisher,
+    ) -> Result<(), HandlerError> {
+        out.emit(&OrderChecked { order_id: order.id, passed: order.quantity < 10 }).await?;
+        Ok(())
+    }
 }
 
 mod http {
@@ -55,7 +63,7 @@ backbone::service! {
         owns RESERVATIONS;
         table StockLevel;
         table PRICES: String;
-        handles check;
+        handles handlers::check;
         routes http::routes();
     }
 }
