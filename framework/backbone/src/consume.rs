@@ -668,8 +668,16 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             offset = message.offset(),
             "event on the group's queue (its partition queue was not split); handled inline"
         );
-        // librdkafka stores offset + 1: the next event to handle.
         let topic = Arc::from(message.topic());
+        if let Some(eos) = &self.eos {
+            // As on a partition's task: in the open transaction, with its offset.
+            let _in_transaction = eos.gate.read().await;
+            if self.handle(&mut self.service.clone(), &topic, message).await {
+                eos.handled(message.partition(), message.offset());
+            }
+            return;
+        }
+        // librdkafka stores offset + 1: the next event to handle.
         if self.handle(&mut self.service.clone(), &topic, message).await
             && let Some(consumer) = self.consumer.upgrade()
             && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())

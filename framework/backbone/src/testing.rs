@@ -61,7 +61,7 @@ pub enum ProbeError {
         reason: String,
     },
     /// Nothing matching arrived in time.
-    #[error("probe of `{topic}`: no event {what} within {waited:?} ({seen} other events seen)")]
+    #[error("probe of `{topic}`: no event {what} within {waited:?} ({seen} other events seen and not taken)")]
     Timeout {
         /// The topic.
         topic: String,
@@ -69,7 +69,7 @@ pub enum ProbeError {
         what: String,
         /// How long it waited.
         waited: Duration,
-        /// Events seen meanwhile that did not match.
+        /// Events read and not taken by any expectation.
         seen: usize,
     },
     /// The event arrived but did not decode as the asked type.
@@ -98,6 +98,9 @@ pub struct Probe {
     consumer: Arc<StreamConsumer>,
     topic: String,
     registry: Option<Registry>,
+    /// Events read but not yet matched, oldest first: a later expectation looks here first, so
+    /// expecting `b` before `a` finds both whatever order they arrived in.
+    unmatched: std::sync::Mutex<std::collections::VecDeque<IncomingEvent>>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -133,7 +136,12 @@ impl Probe {
         } else {
             Some(Registry::new(&config.schema_registry_url).map_err(|e| client(e.to_string()))?)
         };
-        let probe = Self { consumer: Arc::new(consumer), topic: topic.to_owned(), registry };
+        let probe = Self {
+            consumer: Arc::new(consumer),
+            topic: topic.to_owned(),
+            registry,
+            unmatched: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        };
         // Metadata and watermarks are blocking calls: off the async workers.
         let consumer = probe.consumer.clone();
         let name = topic.to_owned();
@@ -218,8 +226,9 @@ impl Probe {
         T::decode_with(payload, self.registry.as_ref()).map_err(|e| undecodable(e.to_string()))
     }
 
-    /// The first event (from here on) for which `matches` holds, within `timeout`; `what` names it
-    /// in the error.
+    /// The first event for which `matches` holds, within `timeout`; `what` names it in the error.
+    /// Events read earlier that no expectation took are searched first (oldest first), so each
+    /// event is returned at most once and expectations may come in any order.
     pub async fn expect(
         &self,
         what: &str,
@@ -228,7 +237,12 @@ impl Probe {
     ) -> Result<IncomingEvent, ProbeError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = 0;
+        {
+            let mut unmatched = self.unmatched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = unmatched.iter().position(&mut matches) {
+                return Ok(unmatched.remove(at).expect("position is in range"));
+            }
+        }
         loop {
             let message = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => message,
@@ -240,7 +254,7 @@ impl Probe {
                         topic: self.topic.clone(),
                         what: what.to_owned(),
                         waited: started.elapsed(),
-                        seen,
+                        seen: self.unmatched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len(),
                     });
                 }
             };
@@ -248,7 +262,7 @@ impl Probe {
             if matches(&event) {
                 return Ok(event);
             }
-            seen += 1;
+            self.unmatched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back(event);
         }
     }
 }

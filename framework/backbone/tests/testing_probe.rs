@@ -91,3 +91,33 @@ async fn a_probe_decodes_avro_events_by_their_writer_schema() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expectations_may_come_in_any_order_and_take_each_event_once() {
+    let kafka = shared_kafka();
+    let config = config(kafka.bootstrap_servers(), None);
+    let service = unique("probe-order");
+    let topic = TopicSpec::public(&service, "event", 1).partitions(1).build().expect("topic");
+    let running =
+        Service::new(&service).owns(&topic).spec().expect("spec").start(&config).await.expect("start");
+    let probe = Probe::new(&config, &topic).await.expect("probe");
+    for key in ["a", "b", "c", "a"] {
+        running
+            .publisher()
+            .publish(&topic, Outgoing::new("E", key.as_bytes(), b""))
+            .await
+            .expect("published");
+    }
+    let within = Duration::from_secs(30);
+    // `c` is read after `a` and `b`; they wait for their own expectations.
+    let c = probe.expect_key("c", within).await.expect("c");
+    let b = probe.expect_key("b", within).await.expect("b");
+    let first_a = probe.expect_key("a", within).await.expect("first a");
+    let second_a = probe.expect_key("a", within).await.expect("second a");
+    let offsets: Vec<i64> = [&first_a, &b, &c, &second_a].iter().map(|e| e.offset()).collect();
+    let base = offsets[0];
+    assert_eq!(offsets, vec![base, base + 1, base + 2, base + 3], "each event once, in its place");
+    let err = probe.expect_key("a", Duration::from_millis(200)).await.expect_err("no third a");
+    assert!(matches!(err, ProbeError::Timeout { seen: 0, .. }), "{err}");
+    running.shutdown().await.expect("shutdown");
+}
