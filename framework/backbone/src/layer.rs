@@ -541,7 +541,7 @@ pub mod dead_letter_headers {
 /// ([`dead_letter_headers`]), the original key and bytes; the event then counts as handled.
 ///
 /// If the write fails, the event is not done: health is degraded (`dead-letters:<topic>`, "cannot
-/// write dead letter for <topic>:<partition>:<offset> (…); partition paused") and the write is
+/// write dead letter for `<topic>:<partition>:<offset>` (…); partition paused") and the write is
 /// retried with backoff until it succeeds, so the partition waits and nothing is dropped silently.
 #[derive(Debug, Clone)]
 pub struct DeadLetterLayer {

@@ -3,30 +3,110 @@
 //! A Rust framework for building microservices on Apache Kafka: events carry state between services,
 //! HTTP answers queries. The framework makes the right thing the default.
 //!
-//! ## Quick start: declare a service and its topics
+//! Every section below points at a runnable example in `framework/backbone/examples/`; each starts
+//! with `//! Run with …` and needs `cargo run -p backbone-cli -- dev up` (a local Kafka and schema
+//! registry) unless it says otherwise. `cargo test -p backbone --test examples` runs them all
+//! against the test kit's broker and registry.
 //!
+//! ## Quick start
+//!
+//! A service is declared once: what it owns, publishes, consumes and serves. `#[derive(Event)]`
+//! binds a type to its topic, key field and Avro contract ([`BoundEvent`]: [`Publisher::emit`]
+//! needs neither topic nor key); `#[handler]` declares an `async fn` handler whose arguments are
+//! extractors; `service!` declares the service and checks at compile time that it writes only
+//! topics it owns and reads no other service's private topic. [`app::App::run`] provisions the
+//! topics, registers the schemas, starts the consumers and tables, serves HTTP (`/healthz`,
+//! `/readyz`, your routes) and shuts down gracefully on SIGTERM.
+//!
+//! ```ignore
+//! #[derive(Clone, serde::Serialize, serde::Deserialize, backbone::Event)]
+//! #[serde(rename_all = "camelCase")]
+//! #[event(topic = ("warehouse", "order-checked", 1), key = order_id, schema = "schemas/warehouse/order-checked-v1.avsc")]
+//! struct OrderChecked { order_id: String, passed: bool }
+//!
+//! #[backbone::handler(emits(OrderChecked))]
+//! async fn check(Event(order): Event<OrderPlaced>, out: Publisher) -> Result<(), HandlerError> {
+//!     out.emit(&OrderChecked { order_id: order.id, passed: order.quantity <= 10 }).await?;
+//!     Ok(())
+//! }
+//!
+//! backbone::service! {
+//!     /// The warehouse: checks new orders.
+//!     warehouse: Warehouse { handles check; routes routes(); }
+//! }
+//!
+//! warehouse().run(&Config::from_env("warehouse")?, Warehouse::default(), backbone::shutdown_signal()).await?;
 //! ```
-//! use backbone::{Service, topic::TopicSpec};
 //!
-//! let order_created = TopicSpec::public("orders", "order-created", 1).partitions(6).build()?;
-//! let orders = Service::new("orders").owns(&order_created).spec()?;
-//! println!("{}", orders.to_json());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Runnable: `examples/service.rs`. The same without macros, step by step: `examples/quickstart.rs`
+//! ([`ServiceSpec::start`] refuses weak producer settings, provisions, opens the durable
+//! [`Publisher`]; [`Running::shutdown`] flushes). Publishing is durable by default: `acks=all`,
+//! idempotence on, ordering-safe retries, keyed partitioning for per-entity order.
 //!
-//! ## Start a service and publish
+//! ## Topics and ownership
 //!
-//! [`ServiceSpec::start`] refuses weak producer settings, provisions the owned topics and opens the
-//! durable [`Publisher`]; [`Running::shutdown`] flushes. Runnable: `examples/quickstart.rs`
-//! (`cargo run -p backbone --example quickstart` against `backbone dev up`).
+//! A topic's name says its owner and who may read it: `<owner>.public.<event>-v<N>` for contracts
+//! other services read, `<owner>.private.<name>` for a service's own state. Only the owner writes a
+//! topic; nobody else reads a private one. Both rules are checked when the service is declared
+//! ([`Service::spec`]), by the [`Publisher`] before anything is sent, by `service!` at compile
+//! time, and by Kafka ACLs on the broker (one SASL principal per service; see `deploy/`). Durable
+//! defaults: replication 3, `min.insync.replicas` 2, unclean leader election off; one partition
+//! for a global order. Runnable offline: `examples/ownership.rs` ([`topic`], [`provision`]).
 //!
-//! ## Declare a whole service
+//! ## Handlers and layers
 //!
-//! [`app::App`] runs a service from one declaration (topics, events, handlers, tables, HTTP routes):
-//! provisioning, schema registration, consumers, tables, `/healthz` and `/readyz`, graceful shutdown.
-//! The macros write that declaration: `#[derive(Event)]` binds a type to its topic, key and schema
-//! ([`BoundEvent`], so [`Publisher::emit`] needs neither), `#[handler]` declares an `async fn`
-//! handler, and `service!` declares the service with its ownership checked at compile time.
+//! A handler is a plain `async fn` whose arguments are extractors ([`Event`](struct@Event), [`Key`], [`Json`],
+//! [`Metadata`], [`State`], [`Publisher`], [`CorrelationId`] …). A [`consume::Consumer`] subscribes
+//! it in the group `<service>.<handler>`: instances share the partitions (cooperative-sticky), each
+//! partition is handled in order by a task of its own, partitions concurrently; an offset is stored
+//! only after its handler succeeded (at least once), committed every second, on revocation and on
+//! shutdown. Every event passes through tower layers ([`layer`]): a tracing span continuing the
+//! producer's `traceparent`, the correlation id, dead letters, retry with backoff, the writer-schema
+//! fetch, a timeout, panic recovery, then yours (per consumer, or shared with [`layer::Layers`]).
+//! Runnable: `examples/handlers.rs` (a retried failure and a layer of its own).
+//!
+//! ## Dead letters
+//!
+//! An event that cannot be decoded, or whose handler fails permanently or past its retries, goes to
+//! `<service>.private.dlq.<topic>` with its origin (topic, partition, offset, key), the error, the
+//! handler and the attempts in headers ([`layer::dead_letter_headers`]); the partition flows on. If
+//! that write fails, the partition waits and health says why: nothing is dropped silently.
+//! `backbone dlq list|replay` shows and republishes them. Runnable: `examples/dead_letters.rs`.
+//!
+//! ## Schemas and evolution
+//!
+//! Public events are Avro contracts in `schemas/`, bound to their Rust types at compile time
+//! (`#[derive(AvroEvent)]` / `#[derive(Event)]` check fields and types against the `.avsc`),
+//! registered in a Confluent-compatible registry at start-up after a compatibility check: an
+//! incompatible schema stops the service before anything is produced, naming the field. Consumers
+//! decode by the writer's schema id into their own type, so compatible changes work both ways; a
+//! breaking change goes to a new `-v<N+1>` topic with [`migrate`] keeping old readers fed.
+//! `backbone schemas check` gates CI offline against git history. Runnable: `examples/schemas.rs`
+//! ([`schema`]).
+//!
+//! ## Tables
+//!
+//! [`table::Table`] is a keyed view of a compacted topic: writes go to the topic, the view follows
+//! it, a tombstone deletes. It is restored before the service is ready (reads answer
+//! [`table::NotReady`], a 503 with `Retry-After`, meanwhile), split by partition between instances,
+//! and a reader can wait for its own write with the publish's partition and offset
+//! (read-your-writes). Runnable: `examples/tables.rs`.
+//!
+//! ## Exactly once, event sourcing, request/response
+//!
+//! [`consume::Consumer::exactly_once`] commits what a handler publishes and the offsets it consumed
+//! in one Kafka transaction (KIP-447 fencing; readers use `read_committed`): `examples/exactly_once.rs`.
+//! [`sourcing`] keeps an entity's history in a journal and rebuilds it by replay, and keeps running
+//! totals snapshotted in the same transaction as the offsets: `examples/running_totals.rs`.
+//! [`request`] does commands and queries over topics where HTTP does not fit.
+//!
+//! ## Testing your service
+//!
+//! `backbone-testkit` starts a real Kafka (KRaft) and schema registry per test binary, fetched from
+//! Maven Central (no docker); [`testing::Probe`] asserts what a service published ("this event, with
+//! this key, on this topic", decoded as a handler would); [`app::App::start`] runs a service without
+//! a socket, its [`app::Started::router`] answering through `tower::ServiceExt::oneshot`. Runnable:
+//! `examples/testing.rs`; `backbone new service NAME` scaffolds a service with such a test.
 //!
 //! ## Where things live
 //!

@@ -50,7 +50,7 @@
 //!    publishes the payload, keyed by the id, with headers ([`headers`]): request id, reply-to (the
 //!    reply topic), requester instance and deadline (now + the timeout, Unix milliseconds).
 //! 2. A responder instance handles it with a plain `async fn` whose arguments are extractors, as
-//!    for events ([`crate::handler`]), plus [`RequestInfo`], and which returns the reply payload
+//!    for events ([`crate::handler`](mod@crate::handler)), plus [`RequestInfo`], and which returns the reply payload
 //!    ([`IntoReply`]). A request whose deadline has passed is skipped: its caller has given up.
 //! 3. The reply is published on the reply topic with the request id and requester instance.
 //! 4. The requester's reply reader, which was assigned every partition of the reply topic at the end
