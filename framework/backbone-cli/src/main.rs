@@ -5,6 +5,7 @@
 //!   the plan has refusals).
 //! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and republish
 //!   chosen ones to their origin topic.
+//! - `backbone new service NAME`: scaffold a service crate (contracts, a handler, a route, a test).
 //! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
 //!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
 //!
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod dev;
 mod dlq;
+mod new_service;
 mod schemas;
 mod topics;
 
@@ -44,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Scaffold a new service crate in the workspace.
+    New {
+        #[command(subcommand)]
+        command: new_service::NewCommand,
+    },
     /// Avro contracts: check edits in `schemas/` against their history in git or the registry.
     Schemas {
         #[command(subcommand)]
@@ -58,6 +65,7 @@ async fn main() -> ExitCode {
         Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
+        Command::New { command } => new_service::run(command).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Schemas { command } => Ok(schemas::run(command).await),
     };
     match result {

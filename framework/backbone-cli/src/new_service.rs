@@ -1,0 +1,181 @@
+//! `backbone new service NAME`: scaffolds a service crate in the workspace, written the way the
+//! guide teaches (its events bound to Avro contracts, a handler, an HTTP route, a real-broker test),
+//! that builds and passes its test as generated.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+/// What `backbone new` makes.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NewCommand {
+    /// A service crate at `services/NAME` with its contracts in `schemas/NAME/`, added to the
+    /// workspace's members.
+    Service {
+        /// The service's name: lowercase letters, digits and hyphens, starting with a letter.
+        name: String,
+        /// The workspace (or a directory inside it); default: the current directory.
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+    },
+}
+
+/// Why nothing was scaffolded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NewError {
+    #[error("`{0}` is not a service name: use lowercase letters, digits and hyphens, starting with a letter")]
+    BadName(String),
+    #[error("no Cargo workspace at or above {0} (a Cargo.toml with [workspace])")]
+    NoWorkspace(PathBuf),
+    #[error("{0} exists already: nothing was written")]
+    Exists(PathBuf),
+    #[error("the workspace's Cargo.toml has no `members = [ … ]` list to add `services/{0}` to")]
+    NoMembers(String),
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+/// The files written, as (path relative to the workspace, template).
+const FILES: &[(&str, &str)] = &[
+    ("services/{{name}}/Cargo.toml", include_str!("new_service/Cargo.toml.tmpl")),
+    ("services/{{name}}/src/lib.rs", include_str!("new_service/lib.rs.tmpl")),
+    ("services/{{name}}/src/main.rs", include_str!("new_service/main.rs.tmpl")),
+    ("services/{{name}}/tests/service.rs", include_str!("new_service/service_test.rs.tmpl")),
+    ("schemas/{{name}}/name-given-v1.avsc", include_str!("new_service/name-given.avsc.tmpl")),
+    ("schemas/{{name}}/greeted-v1.avsc", include_str!("new_service/greeted.avsc.tmpl")),
+];
+
+pub(crate) fn run(command: NewCommand) -> Result<(), NewError> {
+    match command {
+        NewCommand::Service { name, workspace } => {
+            let root = scaffold(&name, &workspace)?;
+            println!("scaffolded the `{name}` service in {}:", root.display());
+            for (path, _) in FILES {
+                println!("  {}", fill(path, &name));
+            }
+            println!("and added `services/{name}` to the workspace's members. Next:");
+            println!(
+                "  cargo test -p {name}                      # its test, against a real broker (test kit)"
+            );
+            println!("  cargo run -p backbone-cli -- dev up       # then, in another terminal:");
+            println!("  BACKBONE_PROFILE=development cargo run -p {name}");
+            Ok(())
+        }
+    }
+}
+
+/// Writes the service `name` into the workspace at or above `start`; returns the workspace root.
+/// Checks everything before writing anything.
+pub(crate) fn scaffold(name: &str, start: &Path) -> Result<PathBuf, NewError> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if !valid {
+        return Err(NewError::BadName(name.to_owned()));
+    }
+    let root = workspace_root(start)?;
+    let manifest = root.join("Cargo.toml");
+    let text = read(&manifest)?;
+    let members =
+        add_member(&text, &format!("services/{name}")).ok_or_else(|| NewError::NoMembers(name.to_owned()))?;
+    let files: Vec<(PathBuf, String)> =
+        FILES.iter().map(|(path, template)| (root.join(fill(path, name)), fill(template, name))).collect();
+    for dir in [root.join("services").join(name), root.join("schemas").join(name)] {
+        if dir.exists() {
+            return Err(NewError::Exists(dir));
+        }
+    }
+    for (path, contents) in &files {
+        let io = |error| NewError::Io { path: path.clone(), error };
+        std::fs::create_dir_all(path.parent().expect("files have a parent")).map_err(io)?;
+        std::fs::write(path, contents).map_err(|error| NewError::Io { path: path.clone(), error })?;
+    }
+    std::fs::write(&manifest, members).map_err(|error| NewError::Io { path: manifest, error })?;
+    Ok(root)
+}
+
+fn read(path: &Path) -> Result<String, NewError> {
+    std::fs::read_to_string(path).map_err(|error| NewError::Io { path: path.to_owned(), error })
+}
+
+/// The nearest directory at or above `start` whose Cargo.toml declares a `[workspace]`.
+fn workspace_root(start: &Path) -> Result<PathBuf, NewError> {
+    let start =
+        std::fs::canonicalize(start).map_err(|error| NewError::Io { path: start.to_owned(), error })?;
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|text| text.lines().any(|line| line.trim() == "[workspace]"))
+        })
+        .map(Path::to_path_buf)
+        .ok_or(NewError::NoWorkspace(start))
+}
+
+/// `manifest` with `member` added at the end of its `members = [ … ]` list (None: no such list).
+fn add_member(manifest: &str, member: &str) -> Option<String> {
+    let start = manifest.find("members = [")?;
+    let end = start + manifest[start..].find(']')?;
+    let list = &manifest[start..end];
+    if list.contains(&format!("\"{member}\"")) {
+        return Some(manifest.to_owned());
+    }
+    let entry = if list.contains('\n') {
+        let before = list.trim_end_matches([' ', '\t']);
+        let indent = "    ";
+        format!("{before}{indent}\"{member}\",\n")
+    } else {
+        let items = list.trim_start_matches("members = [").trim().trim_end_matches(',');
+        let sep = if items.is_empty() { "" } else { ", " };
+        format!("members = [{items}{sep}\"{member}\"")
+    };
+    Some(format!("{}{entry}{}", &manifest[..start], &manifest[end..]))
+}
+
+/// `template` with the service's names filled in.
+fn fill(template: &str, name: &str) -> String {
+    let ident = name.replace('-', "_");
+    template
+        .replace("{{name}}", name)
+        .replace("{{ident}}", &ident)
+        .replace("{{crate_ident}}", &ident)
+        .replace("{{namespace}}", &format!("services.{ident}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_added_once_in_the_lists_style() {
+        let multi = "[workspace]\nmembers = [\n    \"a\",\n    \"b\",\n]\n";
+        assert_eq!(
+            add_member(multi, "services/x").unwrap(),
+            "[workspace]\nmembers = [\n    \"a\",\n    \"b\",\n    \"services/x\",\n]\n"
+        );
+        let again = add_member(&add_member(multi, "services/x").unwrap(), "services/x").unwrap();
+        assert_eq!(again.matches("services/x").count(), 1);
+        assert_eq!(add_member("members = [\"a\"]", "b").unwrap(), "members = [\"a\", \"b\"]");
+        assert_eq!(add_member("members = []", "b").unwrap(), "members = [\"b\"]");
+        assert_eq!(add_member("[package]\nname = \"x\"", "b"), None);
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_written() {
+        for bad in ["Orders", "1st", "-x", "x-", "a--b", "a_b", ""] {
+            let dir = std::env::temp_dir();
+            assert!(matches!(scaffold(bad, &dir), Err(NewError::BadName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn templates_are_filled_everywhere() {
+        for (path, template) in FILES {
+            let filled = fill(template, "gift-shop");
+            assert!(!filled.contains("{{"), "{path} keeps a placeholder");
+            assert!(!fill(path, "gift-shop").contains("{{"), "{path}");
+        }
+        assert!(fill(FILES[1].1, "gift-shop").contains("gift_shop: Greeter"));
+    }
+}
