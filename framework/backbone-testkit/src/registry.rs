@@ -57,18 +57,25 @@ impl SchemaRegistry {
         let mut process = Managed::spawn("Apicurio Registry", cmd, &dir.path().join("registry.log"))?;
         let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if matches!(http(&url, "GET", "/subjects", None), Ok((200, _))) {
-                break;
+        let mut registry = Self { url, process: None, _dir: Some(dir) };
+        // Ready once it lists subjects and reports its rules: right after the first answers, the
+        // second was seen to fail once with an empty body (the rules storage still starting).
+        let level = loop {
+            if matches!(http(&registry.url, "GET", "/subjects", None), Ok((200, _))) {
+                match registry.global_compatibility() {
+                    Ok(level) => break level,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => {}
+                }
             }
             process.check_alive("the registry exited while starting")?;
             if Instant::now() > deadline {
+                let url = &registry.url;
                 return Err(process.start_error(format!("{url} did not answer within {START_TIMEOUT:?}")));
             }
             std::thread::sleep(Duration::from_millis(100)); // poll interval while the JVM boots
-        }
-        let registry = Self { url, process: Some(process), _dir: Some(dir) };
-        let level = registry.global_compatibility()?;
+        };
+        registry.process = Some(process);
         if level != "BACKWARD" {
             return Err(TestkitError::Command {
                 what: "setting global compatibility".into(),
@@ -103,7 +110,10 @@ impl SchemaRegistry {
             .map(str::to_owned);
         match (status, level) {
             (200, Some(level)) => Ok(level),
-            _ => Err(TestkitError::Command { what: "reading the registry's config".into(), detail: body }),
+            _ => Err(TestkitError::Command {
+                what: "reading the registry's config".into(),
+                detail: format!("HTTP {status}: {body:?}"),
+            }),
         }
     }
 }
