@@ -14,18 +14,23 @@ use crate::serde_attrs;
 /// Expands the derive; errors come back as `compile_error!`s. Mismatches with a schema that was read
 /// come with the impl all the same, so that they are not followed by errors where the type is used.
 pub(crate) fn expand(input: &DeriveInput, origin: &Origin) -> TokenStream {
-    let tokens = match expand_checked(input, origin) {
+    let tokens =
+        schema_attr(input).map_or_else(|e| e.into_compile_error(), |lit| expand_with(input, origin, lit));
+    crate::debug::print("#[derive(AvroEvent)]", &input.ident, &tokens);
+    tokens
+}
+
+/// The `AvroEvent` impl for `input` bound to the `.avsc` `lit` names, with the type's mismatches
+/// with it as `compile_error!`s (what `#[derive(Event)]` reuses).
+pub(crate) fn expand_with(input: &DeriveInput, origin: &Origin, lit: LitStr) -> TokenStream {
+    match expand_checked(input, origin, lit) {
         Ok((tokens, None)) => tokens,
         Ok((mut tokens, Some(mismatches))) => {
             tokens.extend(mismatches.into_compile_error());
             tokens
         }
         Err(e) => e.into_compile_error(),
-    };
-    if std::env::var_os("BACKBONE_MACRO_DEBUG").is_some_and(|v| v == "1") {
-        eprintln!("#[derive(AvroEvent)] for `{}` expands to:\n{tokens}\n", input.ident);
     }
-    tokens
 }
 
 /// The `.avsc`, found and read.
@@ -38,7 +43,11 @@ struct SchemaFile {
 }
 
 /// The impl, and the type's mismatches with the schema if any; `Err` if there is no impl to give.
-fn expand_checked(input: &DeriveInput, origin: &Origin) -> syn::Result<(TokenStream, Option<syn::Error>)> {
+fn expand_checked(
+    input: &DeriveInput,
+    origin: &Origin,
+    lit: LitStr,
+) -> syn::Result<(TokenStream, Option<syn::Error>)> {
     match &input.data {
         Data::Struct(data) if matches!(data.fields, Fields::Named(_)) => {}
         Data::Enum(data) => {
@@ -51,7 +60,6 @@ fn expand_checked(input: &DeriveInput, origin: &Origin) -> syn::Result<(TokenStr
         }
         _ => return Err(not_named(input)),
     }
-    let lit = schema_attr(input)?;
     let shown = lit.value();
     let path = origin.find(&shown).map_err(|e| syn::Error::new_spanned(&lit, e))?;
     let text = std::fs::read_to_string(&path)
@@ -299,12 +307,12 @@ fn generate(input: &DeriveInput, file: &SchemaFile) -> TokenStream {
     });
     quote! {
         #[automatically_derived]
-        impl #impl_generics ::backbone::schema::AvroEvent for #ident #ty_generics #where_clause {
+        impl #impl_generics #private::AvroEvent for #ident #ty_generics #where_clause {
             const SCHEMA: &'static str = #text;
 
             fn schema() -> &'static #private::apache_avro::Schema {
                 static SCHEMA: #private::OnceLock<#private::apache_avro::Schema> = #private::OnceLock::new();
-                ::backbone::schema::parse_once(&SCHEMA, <Self as ::backbone::schema::AvroEvent>::SCHEMA)
+                #private::parse_once(&SCHEMA, <Self as #private::AvroEvent>::SCHEMA)
             }
         }
         #tracked

@@ -15,6 +15,7 @@
 //! | `BACKBONE_SHUTDOWN_TIMEOUT_MS` | `30000` | budget for draining and flushing on shutdown |
 //! | `KAFKA_PRODUCER_<KEY>` | | any librdkafka producer property, `_` for `.` (`KAFKA_PRODUCER_COMPRESSION_TYPE=zstd`) |
 //! | `BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY` | `false` | allow `acks≠all` or idempotence off (loudly unsafe) |
+//! | `BACKBONE_HTTP_ADDR` | `0.0.0.0:8080` | where a service declared with `App` serves HTTP (`/healthz`, `/readyz`, its routes) |
 //! | `BACKBONE_CONFIG_FILE` | | a file of `KEY=VALUE` lines read first; the environment wins |
 
 use std::collections::BTreeMap;
@@ -85,6 +86,8 @@ pub struct Config {
     /// [`MockKafka::config`](crate::dev::MockKafka::config); never read from the environment.
     #[serde(skip)]
     pub mock_cluster: Option<crate::dev::MockKafka>,
+    /// Where [`crate::app::App::run`] serves HTTP (`BACKBONE_HTTP_ADDR`, default `0.0.0.0:8080`).
+    pub http_addr: std::net::SocketAddr,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             producer_overrides: BTreeMap::new(),
             allow_weak_durability: false,
             mock_cluster: None,
+            http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
         }
     }
 }
@@ -240,6 +244,10 @@ impl Config {
                 "false" => false,
                 _ => return Err(invalid("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY", &v, "`true` or `false`")),
             };
+        }
+        if let Some(v) = get("BACKBONE_HTTP_ADDR") {
+            c.http_addr =
+                v.parse().map_err(|_| invalid("BACKBONE_HTTP_ADDR", &v, "an address like 0.0.0.0:8080"))?;
         }
         // KAFKA_PRODUCER_* → librdkafka properties. The lookup cannot enumerate, so the known
         // property names are probed; anything else goes through Config::producer_overrides in code.

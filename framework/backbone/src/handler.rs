@@ -23,7 +23,7 @@
 //! use backbone::handler::{BoxedHandler, Decode, DecodeError, Event, HandlerContext, IncomingEvent};
 //! use backbone::{HandlerError, State};
 //!
-//! // `#[derive(Event)]` and Avro contracts will implement `Decode`; by hand until then.
+//! // `#[derive(Event)]` types implement `Decode` (through `AvroEvent`); a plain type, by hand.
 //! struct OrderCreated {
 //!     quantity: u32,
 //! }
@@ -306,6 +306,11 @@ impl<S> HandlerContext<S> {
 /// Something a handler argument can be made from. Extraction is synchronous: it works on bytes in
 /// hand. What needs I/O first (fetching a writer schema from the registry) the runtime does before
 /// the handler is called, so extractors stay cheap and need no boxed future each.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an extractor a handler can take (with state `{S}`)",
+    label = "not an extractor",
+    note = "handler arguments are extractors: `Event<T>`, `Json<T>`, `Key<K>`, `Metadata`, `State<S>` (the service's state), `Publisher`, `CorrelationId`, an `Option` or `Result<_, ExtractError>` of one, or a type implementing `FromEvent`"
+)]
 pub trait FromEvent<S>: Sized {
     /// Extracts the value from `cx`, or says why it cannot.
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError>;
@@ -314,7 +319,7 @@ pub trait FromEvent<S>: Sized {
 /// Decodes a key or a payload from bytes: how [`Event<T>`] and [`Key<K>`] read theirs.
 ///
 /// Implemented here for `String` (UTF-8) and `Vec<u8>` (the raw bytes), and for [`Json<T>`];
-/// `#[derive(Event)]` and the Avro contracts bound to `schemas/` will implement it for event types.
+/// Avro events (`#[derive(Event)]`, `#[derive(AvroEvent)]`) implement it through the schema registry.
 pub trait Decode: Sized {
     /// Decodes `bytes`.
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
@@ -606,6 +611,11 @@ impl From<crate::Error> for HandlerError {
 }
 
 /// What a handler's output means: success, or a [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "a handler cannot return `{Self}`",
+    label = "not a handler outcome",
+    note = "a handler returns `()`, `Result<(), HandlerError>`, or `Result<(), E>` where `E: Into<HandlerError>` (`PublishError`, `ExtractError`, `backbone::Error` …)"
+)]
 pub trait IntoOutcome {
     /// The outcome.
     fn into_outcome(self) -> Result<(), HandlerError>;

@@ -1,0 +1,8 @@
+use backbone::Event;
+
+#[backbone::handler]
+async fn log(Event(text): Event<String>) {
+    println!("{text}");
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[backbone::handler]
+struct Reserve;
+
+fn main() {}

@@ -1,0 +1,8 @@
+#[derive(Clone)]
+pub struct Stock;
+
+backbone::service! {
+    pub Stock2: Stock {}
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, backbone::Event)]
+#[event(topic = ("shop", "order-placed", 1), key = id, schema = "tests/schemas/shop/order-placed-v1.avsc")]
+pub struct OrderPlaced {
+    pub id: String,
+    pub product: String,
+    pub quantity: i32,
+}
+
+#[derive(Clone)]
+pub struct Stock;
+
+backbone::service! {
+    pub stock: Stock {
+        publishes OrderPlaced;
+    }
+}
+
+fn main() {}
