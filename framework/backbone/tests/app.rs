@@ -313,3 +313,96 @@ async fn run_serves_on_the_configured_address_until_shutdown_and_reports_one_in_
         .unwrap()
         .expect("a clean shutdown");
 }
+
+/// The same service with `#[backbone::handler(exactly_once)]`: outputs commit with the consumed
+/// offsets, so a `read_committed` reader sees exactly one verdict per order.
+mod exactly_once {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::Event)]
+    #[event(topic = ("macro-shop", "order-placed-eos", 1), key = id, schema = "tests/schemas/shop/order-placed-v1.avsc")]
+    pub(super) struct OrderPlaced {
+        id: String,
+        product: String,
+        quantity: i32,
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::Event)]
+    #[serde(rename_all = "camelCase")]
+    #[event(topic = ("macro-eos", "order-checked", 1), key = order_id, schema = "tests/schemas/shop/order-checked-v1.avsc")]
+    pub(super) struct OrderChecked {
+        order_id: String,
+        passed: bool,
+    }
+
+    #[backbone::handler(exactly_once, emits(OrderChecked))]
+    async fn check_once(Event(order): Event<OrderPlaced>, out: Publisher) -> Result<(), HandlerError> {
+        out.emit(&OrderChecked { order_id: order.id, passed: order.quantity <= 10 }).await?;
+        Ok(())
+    }
+
+    backbone::service! {
+        macro_eos: () {
+            handles check_once;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exactly_once_handler_commits_one_output_per_input() {
+        let config = config();
+        let shop = App::<()>::new("macro-shop")
+            .publishes::<OrderPlaced>()
+            .start(&config, ())
+            .await
+            .expect("shop starts");
+        let started = macro_eos().start(&config, ()).await.expect("starts");
+        tokio::time::timeout(Duration::from_secs(60), started.ready()).await.expect("ready within 60 s");
+
+        let run = unique("eos");
+        let orders: Vec<OrderPlaced> = (0..20)
+            .map(|i| OrderPlaced { id: format!("{run}-{i}"), product: "widget".into(), quantity: i })
+            .collect();
+        for order in &orders {
+            shop.publisher().emit(order).await.expect("published");
+        }
+
+        let registry = backbone::schema::Registry::new(&config.schema_registry_url).unwrap();
+        let reader: StreamConsumer = shared_kafka()
+            .client_config()
+            .set("group.id", unique("verdicts"))
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        reader.subscribe(&["macro-eos.public.order-checked-v1"]).unwrap();
+        let mut verdicts: HashMap<String, Vec<bool>> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while verdicts.len() < orders.len() {
+            let message = tokio::time::timeout_at(deadline, reader.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("only {} of {} verdicts within 60 s", verdicts.len(), orders.len())
+                })
+                .expect("a record");
+            let payload = message.payload().expect("a payload");
+            registry.prepare(payload).await.expect("writer schema");
+            let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
+            if verdict.order_id.starts_with(&run) {
+                verdicts.entry(verdict.order_id).or_default().push(verdict.passed);
+            }
+        }
+        started.shutdown().await.expect("a clean shutdown");
+        // Whatever else was committed by now is readable: nothing for these orders is duplicated.
+        while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), reader.recv()).await {
+            let payload = message.payload().expect("a payload");
+            let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
+            if verdict.order_id.starts_with(&run) {
+                verdicts.entry(verdict.order_id).or_default().push(verdict.passed);
+            }
+        }
+        for order in &orders {
+            assert_eq!(verdicts[&order.id], [order.quantity <= 10], "{order:?}");
+        }
+        shop.shutdown().await.unwrap();
+    }
+}

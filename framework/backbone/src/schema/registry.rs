@@ -4,7 +4,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
@@ -15,7 +15,10 @@ use super::{AvroEvent, Encoder, SchemaError, SchemaId, wire};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// A schema registry client. Cheap to clone; clones share the cache.
+/// A schema registry client. Cheap to clone; clones share the cache, and so do all clients of the
+/// same registry URL in a process (a schema id names one schema in a registry): a schema fetched
+/// through one client (the consumer's schema layer, say) decodes through any other (the
+/// exactly-once consumer's transactional publisher's).
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -24,8 +27,9 @@ pub struct Registry {
 struct Inner {
     base: String,
     http: reqwest::Client,
-    /// Schemas by id, parsed once and kept for the life of the process (they are few).
-    by_id: RwLock<HashMap<SchemaId, &'static Schema>>,
+    /// Schemas by id, parsed once and kept for the life of the process (they are few); shared by
+    /// the clients of one URL ([`schemas_of`]).
+    by_id: SchemasById,
     decoders: Decoders,
     /// Encoders by (event type, subject): registered once, then reused.
     encoders: RwLock<HashMap<(TypeId, String), Arc<dyn Any + Send + Sync>>>,
@@ -35,6 +39,16 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").field("url", &self.inner.base).finish_non_exhaustive()
     }
+}
+
+type SchemasById = Arc<RwLock<HashMap<SchemaId, &'static Schema>>>;
+
+/// The schemas fetched from the registry at `base`, shared by its clients in this process. (Only
+/// the cache is shared: an HTTP client belongs to the runtime it was first used on.)
+fn schemas_of(base: &str) -> SchemasById {
+    static BY_URL: OnceLock<Mutex<HashMap<String, SchemasById>>> = OnceLock::new();
+    let mut by_url = BY_URL.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    by_url.entry(base.to_owned()).or_default().clone()
 }
 
 #[derive(Deserialize)]
@@ -67,11 +81,12 @@ impl Registry {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| SchemaError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        let base = url.trim_end_matches('/').to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
-                base: url.trim_end_matches('/').to_owned(),
+                by_id: schemas_of(&base),
+                base,
                 http,
-                by_id: RwLock::new(HashMap::new()),
                 decoders: Decoders::default(),
                 encoders: RwLock::new(HashMap::new()),
             }),
