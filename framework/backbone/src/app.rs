@@ -270,10 +270,11 @@ impl<V: TableValue> TableDeclaration for TableOf<V> {
     }
 }
 
-/// The tables of a started service, for building its state: [`Tables::get`].
-#[derive(Default)]
+/// The tables of a started service, for building its state: [`Tables::get`]; and its
+/// [`publisher`](Tables::publisher), for routes that publish.
 pub struct Tables {
     by_topic: HashMap<String, Box<dyn Any + Send + Sync>>,
+    publisher: Publisher,
 }
 
 impl std::fmt::Debug for Tables {
@@ -294,6 +295,11 @@ impl Tables {
     /// The table of `T`'s own topic, with values `T` (`table T;` in `backbone::service!`).
     pub fn of<T: BoundEvent + TableValue>(&self) -> Result<Table<T>, AppError> {
         self.get::<T>(T::TOPIC)
+    }
+
+    /// The service's publisher, for a state whose HTTP routes publish (a `POST` writing an event).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 }
 
@@ -410,6 +416,24 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         })
     }
 
+    /// [`handler`](Self::handler), with `configure` for the rest of [`Consumer`]'s settings
+    /// (hooks, retries, timeout, concurrency …): `app.handler_with::<apply>(|c| c.hooks(cache))`.
+    pub fn handler_with<H: HandlerDecl<S>>(
+        self,
+        configure: impl FnOnce(Consumer<S>) -> Consumer<S> + Send + 'static,
+    ) -> Self {
+        H::declare(self).with_topic(H::TOPIC, |mut app, topic| {
+            app.service = app.service.consumes(&topic);
+            app.subscriptions.push(Subscription {
+                topic,
+                handler: H::handler(),
+                options: H::OPTIONS,
+                configure: Some(Box::new(configure)),
+            });
+            app
+        })
+    }
+
     /// Declares a table of `topic` with values `V` (see [`crate::table`]): built and restored at
     /// start-up, handed to the state builder through [`Tables`]. A topic of this service's is
     /// owned (and provisioned); another service's is consumed.
@@ -499,7 +523,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             })
         };
         let mut tasks = JoinSet::new();
-        let mut tables = Tables::default();
+        let mut tables = Tables { by_topic: HashMap::new(), publisher: publisher.clone() };
         let mut runs = Vec::new();
         for declaration in self.tables {
             let built = declaration.build(config, spec, publisher.clone())?;

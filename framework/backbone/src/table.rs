@@ -196,7 +196,7 @@ pub enum WaitError {
         table: String,
         /// The partition.
         partition: i32,
-        /// The offset waited for.
+        /// The offset waited for (-1 for [`Table::wait_until_key`]).
         offset: i64,
         /// The offset applied last, if the partition is held here.
         applied: Option<i64>,
@@ -574,6 +574,55 @@ impl<V> Table<V> {
     /// with).
     pub async fn wait_for_delivery(&self, delivery: Delivery, timeout: Duration) -> Result<(), WaitError> {
         self.wait_for(delivery.partition, delivery.offset, timeout).await
+    }
+
+    /// Waits until `key`'s value (`None`: absent) satisfies `condition`, and returns it: checked
+    /// now and again after each change the view applies to the key's partition, without polling
+    /// (a long-poll read). A partition still restoring is waited for. Fails at once if another
+    /// instance holds the partition, and with [`WaitError::Timeout`] after `timeout`.
+    pub async fn wait_until_key(
+        &self,
+        key: impl AsRef<[u8]>,
+        condition: impl Fn(Option<&V>) -> bool,
+        timeout: Duration,
+    ) -> Result<Option<V>, WaitError>
+    where
+        V: Clone,
+    {
+        let key = key.as_ref();
+        let partition = self.partition_for(key);
+        let mut progress = self.shared.progress(partition).subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            progress.borrow_and_update();
+            let now = {
+                let views = self.shared.read_views();
+                match views.get(&partition) {
+                    Some(view) if view.caught_up => Some(view.entries.get(key).cloned()),
+                    Some(_) => None,
+                    None => match self.shared.not_held(partition) {
+                        NotReady::NotOwned { .. } => {
+                            return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
+                        }
+                        _ => None,
+                    },
+                }
+            };
+            if let Some(value) = now
+                && condition(value.as_ref())
+            {
+                return Ok(value);
+            }
+            if !matches!(tokio::time::timeout_at(deadline, progress.changed()).await, Ok(Ok(()))) {
+                return Err(WaitError::Timeout {
+                    table: self.shared.name.clone(),
+                    partition,
+                    offset: -1,
+                    applied: progress.borrow().applied,
+                    timeout,
+                });
+            }
+        }
     }
 }
 
