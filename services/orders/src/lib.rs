@@ -202,10 +202,17 @@ mod backbone_topics {
     use backbone::provision::{Action, Provisioner};
     use backbone::{Config, ServiceSpec};
 
-    /// Provisions `spec`'s own topics, then waits until every topic it reads exists.
-    pub(crate) async fn provision_then_wait(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
+    /// Provisions `spec`'s own topics.
+    pub(crate) async fn provision(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
         let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
         provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
+        Ok(())
+    }
+
+    /// Provisions `spec`'s own topics, then waits until every topic it reads exists.
+    pub(crate) async fn provision_then_wait(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
+        provision(config, spec).await?;
+        let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
         let foreign: Vec<_> =
             spec.consumed_topics().iter().filter(|t| spec.owned(t.name()).is_none()).cloned().collect();
         let mut warned = false;
@@ -227,6 +234,12 @@ mod backbone_topics {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// Provisions the service's own topics (what [`run`] does first): others may then subscribe to
+/// them before the service starts.
+pub async fn provision(config: &Config) -> Result<(), AppError> {
+    backbone_topics::provision(config, &app().spec()?).await
 }
 
 /// JSON logs through tracing (`RUST_LOG`, default `info`).
