@@ -376,8 +376,9 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
+        // The token is waited for up to `timeout` (default 10 s); an absent order only if asked.
+        caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
         let limit = timeout(&params, Duration::ZERO);
-        caught_up(&orders, token(&params, &headers)?, limit.max(DEFAULT_VALIDATED_WAIT)).await?;
         match wait_for_order(&orders, &id, |_| true, limit).await? {
             Some(order) => Ok(axum::Json(order).into_response()),
             None => Err(ApiError::NotFound(format!("no order `{id}`"))),
