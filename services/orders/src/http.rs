@@ -277,7 +277,14 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
     let mut wrote = false;
     let placed = cell
         .get_or_try_init(|| async {
-            // Placed before (by another instance, or before a restart): the table knows.
+            // Placed before (by another instance, or before a restart): the table knows, once it
+            // has caught up with the order's partition.
+            let partition = orders.table.partition_for(&id);
+            orders
+                .table
+                .sync(partition, PLACED_WAIT)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
             if let Some(existing) = orders.table.get(&id)? {
                 return Ok::<_, ApiError>(Placed { order: existing, token: None });
             }

@@ -120,9 +120,11 @@ pub struct Orders {
 /// How long the validation handler waits for the order's own record to reach the table.
 const ORDER_WAIT: Duration = Duration::from_secs(30);
 
-/// Stock's result becomes the order's new state; Orders is the only writer of orders. A result for
-/// an order no longer `CREATED` (cancelled, or a result seen twice) changes nothing.
-#[backbone::handler(emits(Order))]
+/// Stock's result becomes the order's new state; Orders is the only writer of orders. Exactly once:
+/// the new state and the consumed result commit together, so an instance taking over from a
+/// stopped one neither settles an order twice nor skips one. A result for an order no longer
+/// `CREATED` changes nothing.
+#[backbone::handler(exactly_once, emits(Order))]
 pub async fn record_validation(
     Event(validation): Event<OrderValidation>,
     State(orders): State<Orders>,
@@ -156,15 +158,16 @@ backbone::service! {
     /// Orders: takes orders, settles them with Stock's results, answers queries.
     pub orders: Orders {
         publishes Order;
-        table Order;
         handles record_validation;
         routes routes();
     }
 }
 
 /// The service's declaration: topics, events, the validation handler, the orders table, routes.
+/// The table is replicated: every instance holds every order, so any instance answers any `GET`
+/// and settles any validation.
 pub fn app() -> App<Orders> {
-    orders()
+    orders().table_with::<Order>(ORDERS, |table| table.replicated())
 }
 
 /// Starts Orders (without a socket): the state is built from its table and publisher.

@@ -129,7 +129,7 @@ pub struct Stock {
     cache: Arc<ProductCache>,
 }
 
-/// How long [`apply`] waits for a product's partition of the table to restore.
+/// How long [`apply`] waits for a product's partition of the table to catch up.
 const RESTORE_WAIT: Duration = Duration::from_secs(60);
 
 impl Stock {
@@ -139,11 +139,11 @@ impl Stock {
         if let Some(state) = self.cache.get(product) {
             return Ok(state);
         }
-        let stored = self
-            .products
-            .wait_until_key(product, |_| true, RESTORE_WAIT)
-            .await
-            .map_err(HandlerError::retriable)?;
+        // First touch since this instance got the partition: the view must hold every state the
+        // previous owner committed before it is trusted.
+        let partition = self.products.partition_for(product);
+        self.products.sync(partition, RESTORE_WAIT).await.map_err(HandlerError::retriable)?;
+        let stored = self.products.get(product).map_err(HandlerError::retriable)?;
         Ok(stored.map_or_else(|| ProductState::new(product), |Json(state)| state))
     }
 }
@@ -275,7 +275,6 @@ backbone::service! {
     pub stock: Stock {
         owns COMMANDS;
         owns PRODUCTS;
-        table PRODUCTS: Json<ProductState>;
         handles route_order;
         routes routes();
     }
@@ -284,7 +283,10 @@ backbone::service! {
 /// The service's declaration, its [`apply`] handler keeping `cache`.
 pub fn app_with(cache: &Arc<ProductCache>) -> App<Stock> {
     let hooks = CacheHooks(cache.clone());
-    stock().handler_with::<apply>(move |consumer| consumer.hooks(hooks))
+    stock()
+        // Every instance answers every product's GET, and reads any product `apply` takes over.
+        .table_with::<Json<ProductState>>(PRODUCTS, |table| table.replicated())
+        .handler_with::<apply>(move |consumer| consumer.hooks(hooks))
 }
 
 /// The service's declaration: topics, events, handlers, the products table, routes.
