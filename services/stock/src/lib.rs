@@ -198,13 +198,26 @@ pub async fn apply(
         return Ok(());
     }
     let payload = serde_json::to_vec(&next).map_err(HandlerError::permanent)?;
-    out.publish(products(), Outgoing::new("ProductState", product.as_bytes(), &payload)).await?;
-    if (next.warehouse, next.reserved) != (current.warehouse, current.reserved) {
-        out.emit(&next.level()).await?;
-    }
-    if let Some(verdict) = verdict {
+    let level =
+        ((next.warehouse, next.reserved) != (current.warehouse, current.reserved)).then(|| next.level());
+    // Three topics, one transaction: written together, not one after the other.
+    let state =
+        async { out.publish(products(), Outgoing::new("ProductState", product.as_bytes(), &payload)).await };
+    let level = async {
+        match &level {
+            Some(level) => out.emit(level).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let answer = async {
+        match &verdict {
+            Some(verdict) => out.emit(verdict).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    tokio::try_join!(state, level, answer)?;
+    if let Some(verdict) = &verdict {
         tracing::info!(order = verdict.order_id, product, result = ?verdict.result, "order checked");
-        out.emit(&verdict).await?;
     }
     stock.cache.stage(product, next);
     Ok(())
