@@ -1,6 +1,6 @@
 //! Benchmarks of backbone against raw rdkafka on the same broker, in one run, and of its Avro codec.
 //!
-//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec>`. The first three
+//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec|estate>`. The first three
 //! start a broker with the test kit (or use `KAFKA_BOOTSTRAP_SERVERS`) and compare backbone with raw
 //! rdkafka doing the same work on the same broker, interleaving the two; `codec` needs no broker nor
 //! registry. Each prints a table and a last `RESULT` line.
@@ -26,6 +26,9 @@
 //! before the send call. Two rounds per side, interleaved; prints p50/p99/max per side and a last
 //! line `RESULT latency p50_ms=<backbone> p99_ms=<backbone> p99_ratio=<backbone p99/raw p99>`.
 //!
+//! `estate`: the sample estate on the broker, over HTTP (see `estate.rs`); last line
+//! `RESULT estate orders_per_s=<POST to VALIDATED> get_p99_ms=<GET /v1/orders/{id} under that load>`.
+//!
 //! `codec`: one ~126-byte framed Avro event (an `OrderCreated`: uuid string id, customer id, product,
 //! quantity, price, timestamp-millis, enum state; its `AvroEvent` written by hand, serde name = record
 //! name so decoding takes the schema-aware path), in process: backbone's `Encoder::encode` (and
@@ -35,6 +38,8 @@
 //! give the original back, warms each case up and sizes its runs to ~1 s, then five runs per case,
 //! interleaved; prints ns/op (median, min, max) and a last line
 //! `RESULT codec encode_ns=<median encode> decode_ns=<median decode>`.
+
+mod estate;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -60,11 +65,12 @@ const PAYLOAD: usize = 100;
 fn main() -> std::process::ExitCode {
     let what = std::env::args().nth(1).unwrap_or_default();
     match what.as_str() {
-        "publish" | "consume" | "latency" => {
+        "publish" | "consume" | "latency" | "estate" => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
             match what.as_str() {
                 "publish" => runtime.block_on(publish()),
                 "consume" => runtime.block_on(consume()),
+                "estate" => runtime.block_on(estate::estate()),
                 _ => runtime.block_on(latency()),
             }
             std::process::ExitCode::SUCCESS
@@ -74,7 +80,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: backbone-bench <publish|consume|latency|codec>");
+            eprintln!("usage: backbone-bench <publish|consume|latency|codec|estate>");
             std::process::ExitCode::from(2)
         }
     }

@@ -70,7 +70,7 @@ use crate::layer::Layers;
 use crate::publish::Publisher;
 use crate::schema::AvroEvent;
 use crate::service::{Running, Service, ServiceSpec};
-use crate::table::{Table, TableError, TableValue};
+use crate::table::{Table, TableBuilder, TableError, TableValue};
 use crate::topic::{TopicError, TopicSpec};
 
 /// Why a service declared with [`App`] could not start or stopped.
@@ -232,9 +232,11 @@ trait TableDeclaration: Send {
     ) -> Result<BuiltTable, TableError>;
 }
 
+type ConfigureTable<V> = Box<dyn FnOnce(TableBuilder<V>) -> TableBuilder<V> + Send>;
+
 struct TableOf<V> {
     topic: TopicSpec,
-    value: std::marker::PhantomData<fn() -> V>,
+    configure: Option<ConfigureTable<V>>,
 }
 
 type StopSignal = BoxFuture<'static, ()>;
@@ -257,7 +259,11 @@ impl<V: TableValue> TableDeclaration for TableOf<V> {
         spec: &ServiceSpec,
         publisher: Publisher,
     ) -> Result<BuiltTable, TableError> {
-        let table = Table::<V>::builder(config, spec, &self.topic, publisher).build()?;
+        let mut builder = Table::<V>::builder(config, spec, &self.topic, publisher);
+        if let Some(configure) = self.configure {
+            builder = configure(builder);
+        }
+        let table = builder.build()?;
         let runner = table.clone();
         Ok(BuiltTable {
             topic: self.topic.name().to_owned(),
@@ -270,10 +276,11 @@ impl<V: TableValue> TableDeclaration for TableOf<V> {
     }
 }
 
-/// The tables of a started service, for building its state: [`Tables::get`].
-#[derive(Default)]
+/// The tables of a started service, for building its state: [`Tables::get`]; and its
+/// [`publisher`](Tables::publisher), for routes that publish.
 pub struct Tables {
     by_topic: HashMap<String, Box<dyn Any + Send + Sync>>,
+    publisher: Publisher,
 }
 
 impl std::fmt::Debug for Tables {
@@ -294,6 +301,11 @@ impl Tables {
     /// The table of `T`'s own topic, with values `T` (`table T;` in `backbone::service!`).
     pub fn of<T: BoundEvent + TableValue>(&self) -> Result<Table<T>, AppError> {
         self.get::<T>(T::TOPIC)
+    }
+
+    /// The service's publisher, for a state whose HTTP routes publish (a `POST` writing an event).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 }
 
@@ -410,16 +422,52 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         })
     }
 
+    /// [`handler`](Self::handler), with `configure` for the rest of [`Consumer`]'s settings
+    /// (hooks, retries, timeout, concurrency …): `app.handler_with::<apply>(|c| c.hooks(cache))`.
+    pub fn handler_with<H: HandlerDecl<S>>(
+        self,
+        configure: impl FnOnce(Consumer<S>) -> Consumer<S> + Send + 'static,
+    ) -> Self {
+        H::declare(self).with_topic(H::TOPIC, |mut app, topic| {
+            app.service = app.service.consumes(&topic);
+            app.subscriptions.push(Subscription {
+                topic,
+                handler: H::handler(),
+                options: H::OPTIONS,
+                configure: Some(Box::new(configure)),
+            });
+            app
+        })
+    }
+
     /// Declares a table of `topic` with values `V` (see [`crate::table`]): built and restored at
     /// start-up, handed to the state builder through [`Tables`]. A topic of this service's is
     /// owned (and provisioned); another service's is consumed.
     pub fn table<V: TableValue>(self, topic: impl IntoTopicSpec) -> Self {
+        self.add_table::<V>(topic, None)
+    }
+
+    /// [`table`](Self::table), with `configure` for the rest of its settings:
+    /// `app.table_with::<Order>(ORDERS, |t| t.replicated())`.
+    pub fn table_with<V: TableValue>(
+        self,
+        topic: impl IntoTopicSpec,
+        configure: impl FnOnce(TableBuilder<V>) -> TableBuilder<V> + Send + 'static,
+    ) -> Self {
+        self.add_table::<V>(topic, Some(Box::new(configure)))
+    }
+
+    fn add_table<V: TableValue>(
+        self,
+        topic: impl IntoTopicSpec,
+        configure: Option<ConfigureTable<V>>,
+    ) -> Self {
         self.with_topic(topic, |mut app, topic| {
             if topic.is_owned_by(&app.name) {
                 app.service = app.service.owns(&topic);
             }
             app.service = app.service.consumes(&topic);
-            app.tables.push(Box::new(TableOf::<V> { topic, value: std::marker::PhantomData }));
+            app.tables.push(Box::new(TableOf::<V> { topic, configure }));
             app
         })
     }
@@ -499,7 +547,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             })
         };
         let mut tasks = JoinSet::new();
-        let mut tables = Tables::default();
+        let mut tables = Tables { by_topic: HashMap::new(), publisher: publisher.clone() };
         let mut runs = Vec::new();
         for declaration in self.tables {
             let built = declaration.build(config, spec, publisher.clone())?;

@@ -196,7 +196,7 @@ pub enum WaitError {
         table: String,
         /// The partition.
         partition: i32,
-        /// The offset waited for.
+        /// The offset waited for (-1 for [`Table::wait_until_key`]).
         offset: i64,
         /// The offset applied last, if the partition is held here.
         applied: Option<i64>,
@@ -210,6 +210,16 @@ pub enum WaitError {
         table: String,
         /// The partition.
         partition: i32,
+    },
+    /// Where the partition ends could not be looked up ([`Table::sync`]).
+    #[error("table `{table}`: cannot see where partition {partition} ends: {reason}")]
+    End {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -311,6 +321,7 @@ pub struct TableBuilder<V> {
     name: Option<String>,
     path: Option<PathBuf>,
     settings: Vec<(String, String)>,
+    replicated: bool,
     value: PhantomData<fn() -> V>,
 }
 
@@ -343,6 +354,7 @@ impl<V: TableValue> Table<V> {
             name: None,
             path: None,
             settings: Vec::new(),
+            replicated: false,
             value: PhantomData,
         }
     }
@@ -353,6 +365,16 @@ impl<V: TableValue> TableBuilder<V> {
     /// `<service>.table.<name>`, its health component `table:<name>`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Every instance holds every partition (a global table, Kafka Streams' `GlobalKTable`)
+    /// instead of sharing them: the table's consumer group is this instance's alone
+    /// (`<service>.table.<name>.<uuid>`). For state every instance must answer from (HTTP reads
+    /// behind a load balancer, a handler's lookups by another key than its input's); each instance
+    /// then reads the whole topic.
+    pub fn replicated(mut self) -> Self {
+        self.replicated = true;
         self
     }
 
@@ -373,7 +395,11 @@ impl<V: TableValue> TableBuilder<V> {
     /// from here until the table has restored.
     pub fn build(self) -> Result<Table<V>, TableError> {
         let name = self.name.unwrap_or_else(|| self.topic.name().to_owned());
-        let group = format!("{}.table.{name}", self.spec.name());
+        let group = if self.replicated {
+            format!("{}.table.{name}.{}", self.spec.name(), uuid::Uuid::new_v4().simple())
+        } else {
+            format!("{}.table.{name}", self.spec.name())
+        };
         let store = match &self.path {
             Some(path) => Some(Arc::new(
                 Store::open(path, self.topic.name())
@@ -574,6 +600,122 @@ impl<V> Table<V> {
     /// with).
     pub async fn wait_for_delivery(&self, delivery: Delivery, timeout: Duration) -> Result<(), WaitError> {
         self.wait_for(delivery.partition, delivery.offset, timeout).await
+    }
+
+    /// Waits until the view has applied every record of `partition` a `read_committed` reader
+    /// sees now (its end is looked up first): a read then sees every write to it acknowledged or
+    /// committed before the call, whoever made it. What a new owner of a key does before trusting
+    /// the view with it, e.g. a handler that took over a partition from a stopped instance. Fails
+    /// at once if another instance holds the partition, with [`WaitError::End`] if the end cannot
+    /// be looked up, and with [`WaitError::Timeout`] after `timeout`.
+    pub async fn sync(&self, partition: i32, timeout: Duration) -> Result<(), WaitError>
+    where
+        V: Send + Sync + 'static,
+    {
+        let mut progress = self.shared.progress(partition).subscribe();
+        let now = *progress.borrow();
+        if !now.owned && matches!(self.shared.not_held(partition), NotReady::NotOwned { .. }) {
+            return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
+        }
+        let shared = self.shared.clone();
+        let end = tokio::time::timeout(
+            timeout,
+            tokio::task::spawn_blocking(move || {
+                let probe = shared.probe.lock().unwrap_or_else(PoisonError::into_inner);
+                let ends = probe_ends(&probe, &shared.topic, &[partition]);
+                if ends.is_err() {
+                    probe.unassign().ok();
+                }
+                ends
+            }),
+        )
+        .await;
+        let last = match end {
+            Ok(Ok(Ok(ends))) => ends.first().and_then(|e| e.last),
+            Ok(Ok(Err(e))) => {
+                return Err(WaitError::End {
+                    table: self.shared.name.clone(),
+                    partition,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(WaitError::End {
+                    table: self.shared.name.clone(),
+                    partition,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(WaitError::End {
+                    table: self.shared.name.clone(),
+                    partition,
+                    reason: format!("no answer within {timeout:?}"),
+                });
+            }
+        };
+        let applied =
+            |p: &Progress| p.owned && p.caught_up && last.is_none_or(|l| p.applied.is_some_and(|a| a >= l));
+        if matches!(tokio::time::timeout(timeout, progress.wait_for(applied)).await, Ok(Ok(_))) {
+            Ok(())
+        } else {
+            Err(WaitError::Timeout {
+                table: self.shared.name.clone(),
+                partition,
+                offset: last.unwrap_or(-1),
+                applied: progress.borrow().applied,
+                timeout,
+            })
+        }
+    }
+
+    /// Waits until `key`'s value (`None`: absent) satisfies `condition`, and returns it: checked
+    /// now and again after each change the view applies to the key's partition, without polling
+    /// (a long-poll read). A partition still restoring is waited for. Fails at once if another
+    /// instance holds the partition, and with [`WaitError::Timeout`] after `timeout`.
+    pub async fn wait_until_key(
+        &self,
+        key: impl AsRef<[u8]>,
+        condition: impl Fn(Option<&V>) -> bool,
+        timeout: Duration,
+    ) -> Result<Option<V>, WaitError>
+    where
+        V: Clone,
+    {
+        let key = key.as_ref();
+        let partition = self.partition_for(key);
+        let mut progress = self.shared.progress(partition).subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            progress.borrow_and_update();
+            let now = {
+                let views = self.shared.read_views();
+                match views.get(&partition) {
+                    Some(view) if view.caught_up => Some(view.entries.get(key).cloned()),
+                    Some(_) => None,
+                    None => match self.shared.not_held(partition) {
+                        NotReady::NotOwned { .. } => {
+                            return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
+                        }
+                        _ => None,
+                    },
+                }
+            };
+            if let Some(value) = now
+                && condition(value.as_ref())
+            {
+                return Ok(value);
+            }
+            if !matches!(tokio::time::timeout_at(deadline, progress.changed()).await, Ok(Ok(()))) {
+                return Err(WaitError::Timeout {
+                    table: self.shared.name.clone(),
+                    partition,
+                    offset: -1,
+                    applied: progress.borrow().applied,
+                    timeout,
+                });
+            }
+        }
     }
 }
 

@@ -172,6 +172,69 @@ async fn tombstones_delete_and_a_read_waits_for_its_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_poll_on_a_key_wakes_on_its_change_and_times_out_without_one() {
+    let estate = Estate::new(3).await;
+    let table = estate.table::<String>();
+    // Started before the table restores: the wait spans the restore.
+    let waiting = tokio::spawn({
+        let table = table.clone();
+        async move { table.wait_until_key("sku-1", |v| v.is_some_and(|v| v == "final"), WITHIN).await }
+    });
+    let instance = run(&table);
+    instance.ready().await;
+    // Another key of every partition, then the key's own intermediate and final values.
+    for (key, value) in [("sku-2", "x"), ("sku-3", "y"), ("sku-1", "first"), ("sku-1", "final")] {
+        estate
+            .publisher()
+            .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), value.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let seen = tokio::time::timeout(WITHIN, waiting).await.expect("woken").unwrap().expect("seen");
+    assert_eq!(seen.as_deref(), Some("final"));
+    // Satisfied already: answers at once, even with no time to wait.
+    let now = table.wait_until_key("sku-1", |v| v.is_some(), Duration::ZERO).await.unwrap();
+    assert_eq!(now.as_deref(), Some("final"));
+    // Never satisfied: a timeout, with where the partition stands.
+    let started = std::time::Instant::now();
+    let err = table.wait_until_key("sku-9", |v| v.is_some(), Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(err, WaitError::Timeout { offset: -1, .. }), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "waited the whole timeout");
+    instance.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_tables_each_hold_every_partition_and_sync_sees_every_earlier_write() {
+    let estate = Estate::new(3).await;
+    let (one, two) = (
+        estate.builder::<String>().replicated().build().unwrap(),
+        estate.builder::<String>().replicated().build().unwrap(),
+    );
+    let (a, b) = (run(&one), run(&two));
+    let all = BTreeSet::from([0, 1, 2]);
+    assert_eq!(a.ready().await.owned, all, "the first instance holds every partition");
+    assert_eq!(b.ready().await.owned, all, "and so does the second, at the same time");
+
+    // Writes whose offsets the reader is not told: sync looks the partition's end up and waits
+    // for it, so a read right after sees them.
+    for i in 0..10 {
+        let key = format!("sku-{i}");
+        estate
+            .publisher()
+            .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), i.to_string().as_bytes()))
+            .await
+            .unwrap();
+        let partition = two.partition_for(&key);
+        two.sync(partition, WITHIN).await.expect("synced");
+        assert_eq!(two.get(&key).unwrap(), Some(i.to_string()), "{key}");
+        one.sync(partition, WITHIN).await.expect("synced");
+        assert_eq!(one.get(&key).unwrap(), Some(i.to_string()), "{key}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_in_memory_table_replays_the_whole_topic_on_restart() {
     let estate = Estate::new(3).await;
     let mut expected = BTreeMap::new();

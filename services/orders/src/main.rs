@@ -1,3 +1,22 @@
-//! The sample orders service of the backbone estate; the estate issue fills it.
+//! The Orders service: configuration from the environment (`KAFKA_BOOTSTRAP_SERVERS`,
+//! `SCHEMA_REGISTRY_URL`, `BACKBONE_PROFILE`, `BACKBONE_HTTP_ADDR` …), JSON logs, graceful
+//! shutdown on SIGTERM or Ctrl-C.
 
-fn main() {}
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    orders::init_logging();
+    let config = match backbone::Config::from_env("orders") {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match orders::run(&config, backbone::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "orders stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Two instances of each service on the real broker, one of each stopped (gracefully) midway
+//! through 1,000 orders: every order reaches a final state, and exactly one (one CREATED, one
+//! verdict from Stock, one VALIDATED or FAILED on the orders topic); each product validated as
+//! many orders as it had units and no more, and Stock's counts add up.
+//!
+//! (Its own test binary: the services' topics have fixed names, and each binary has its broker.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use backbone::testing::Probe;
+use backbone::{Config, Json, Profile};
+use backbone_testkit::{shared_kafka, shared_registry, unique};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const WITHIN: Duration = Duration::from_secs(120);
+const ORDERS: usize = 1_000;
+const PRODUCTS: usize = 8;
+const UNITS: i64 = 70;
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.bootstrap_servers = shared_kafka().bootstrap_servers().to_owned();
+    config.schema_registry_url = shared_registry().url().to_owned();
+    config.profile = Profile::Development;
+    config
+}
+
+async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_once() {
+    let config = config();
+    orders::provision(&config).await.unwrap();
+    stock::provision(&config).await.unwrap();
+    let started = Instant::now();
+    let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
+    let (stock_1, stock_2) = tokio::try_join!(stock::start(&config), stock::start(&config)).unwrap();
+    for ready in [orders_1.ready(), orders_2.ready()] {
+        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
+    }
+    for ready in [stock_1.ready(), stock_2.ready()] {
+        tokio::time::timeout(WITHIN, ready).await.expect("stock ready");
+    }
+    eprintln!("4 instances ready in {:?}", started.elapsed());
+    let run = unique("two");
+    let products: Vec<String> = (0..PRODUCTS).map(|p| format!("{run}-p{p}")).collect();
+    let created_probe = Probe::new(&config, &orders::ORDERS.spec().unwrap()).await.unwrap();
+    let verdict_probe = Probe::new(&config, &orders::VALIDATIONS.spec().unwrap()).await.unwrap();
+
+    // Stock: each product has UNITS; the instances share the stock topics' partitions.
+    for (i, product) in products.iter().enumerate() {
+        let router = if i % 2 == 0 { stock_1.router() } else { stock_2.router() };
+        let (status, level) =
+            call(&router, Method::PUT, &format!("/v1/stock/{product}"), Some(json!({"quantity": UNITS})))
+                .await;
+        assert_eq!(status, StatusCode::OK, "{level}");
+    }
+
+    // 1,000 orders of 1 unit, spread over the products unevenly (some run out), alternating
+    // between the Orders instances, 32 in flight; after the 500th, one instance of each service
+    // stops and the rest go to the survivors.
+    let wanted: Vec<(String, String)> =
+        (0..ORDERS).map(|i| (format!("{run}-o{i}"), products[(i * i + i / 7) % PRODUCTS].clone())).collect();
+    let placing = Instant::now();
+    let place = |router: Router, (id, product): (String, String)| async move {
+        let body = json!({"id": id, "customerId": "c", "product": product, "quantity": 1, "price": 100});
+        let (status, order) = call(&router, Method::POST, "/v1/orders", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+    };
+    let (first, second) = wanted.split_at(ORDERS / 2);
+    let (r1, r2) = (orders_1.router(), orders_2.router());
+    futures::stream::iter(first.iter().cloned().enumerate())
+        .map(|(i, o)| place(if i % 2 == 0 { r1.clone() } else { r2.clone() }, o))
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let stopping = Instant::now();
+    let (stopped_orders, stopped_stock) = tokio::join!(orders_1.shutdown(), stock_1.shutdown());
+    stopped_orders.expect("orders 1 stops cleanly");
+    stopped_stock.expect("stock 1 stops cleanly");
+    eprintln!("one instance of each stopped in {:?}", stopping.elapsed());
+    futures::stream::iter(second.iter().cloned())
+        .map(|o| place(r2.clone(), o))
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!("{ORDERS} orders placed in {:?}", placing.elapsed());
+
+    // Every order reaches a final state (asked of the surviving instance).
+    let settle = |id: String| {
+        let router = r2.clone();
+        async move {
+            let (status, order) =
+                call(&router, Method::GET, &format!("/v1/orders/{id}/validated?timeout=60000"), None).await;
+            assert_eq!(status, StatusCode::OK, "{id} not settled: {order}");
+            (id, order["state"].as_str().unwrap().to_owned())
+        }
+    };
+    let states: HashMap<String, String> = futures::stream::iter(wanted.iter().map(|(id, _)| id.clone()))
+        .map(settle)
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let elapsed = placing.elapsed();
+    eprintln!(
+        "all {ORDERS} settled {:?} after the first POST ({:.0} orders/s)",
+        elapsed,
+        ORDERS as f64 / elapsed.as_secs_f64()
+    );
+
+    // Per product: as many VALIDATED as it had units (or orders), the rest FAILED.
+    let mut asked: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut validated: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, product) in &wanted {
+        *asked.entry(product).or_default() += 1;
+        match states[id].as_str() {
+            "VALIDATED" => *validated.entry(product).or_default() += 1,
+            "FAILED" => {}
+            other => panic!("{id} ended {other}"),
+        }
+    }
+    assert!(asked.values().any(|&n| n > UNITS), "some product runs out: {asked:?}");
+    for (product, &n) in &asked {
+        let v = validated.get(product).copied().unwrap_or(0);
+        assert_eq!(v, n.min(UNITS), "{product}: {n} asked, {v} validated");
+        // Stock's counts (its state, caught up with what it committed) add up.
+        let table = &stock_2.state().products;
+        table.sync(table.partition_for(product), WITHIN).await.unwrap();
+        let Json(state) = table.get(product).unwrap().unwrap();
+        assert_eq!((state.warehouse, state.reserved), (UNITS, v), "{product}");
+        let reservations =
+            state.orders.values().filter(|r| r.state == stock::ReservationState::Reserved).count();
+        assert_eq!(reservations as i64, v, "{product}: one reservation per validated order");
+        let (_, level) = call(&stock_2.router(), Method::GET, &format!("/v1/stock/{product}"), None).await;
+        assert_eq!(
+            (level["reserved"].as_i64(), level["available"].as_i64()),
+            (Some(v), Some(UNITS - v)),
+            "{product}"
+        );
+    }
+
+    // Exactly once on the topics: per order one CREATED and one final state, one verdict.
+    let mut written: HashMap<String, Vec<String>> = HashMap::new();
+    let finals = |w: &HashMap<String, Vec<String>>| w.values().filter(|s| s.len() >= 2).count();
+    while finals(&written) < ORDERS {
+        let event = created_probe
+            .expect("the run's orders", WITHIN, |e| e.key().is_some_and(|k| k.starts_with(run.as_bytes())))
+            .await
+            .expect("every order's events");
+        let order: orders::Order = created_probe.decode(&event).await.unwrap();
+        written.entry(order.id).or_default().push(format!("{:?}", order.state));
+    }
+    let mut verdicts: HashMap<Vec<u8>, usize> = HashMap::new();
+    while verdicts.len() < ORDERS {
+        let event = verdict_probe
+            .expect("the run's verdicts", WITHIN, |e| e.key().is_some_and(|k| k.starts_with(run.as_bytes())))
+            .await
+            .expect("every order's verdict");
+        *verdicts.entry(event.key().unwrap().to_vec()).or_default() += 1;
+    }
+    // Anything more would be a duplicate: read on until nothing of the run comes for 5 s.
+    while let Ok(event) = created_probe
+        .expect("more", Duration::from_secs(5), |e| e.key().is_some_and(|k| k.starts_with(run.as_bytes())))
+        .await
+    {
+        let order: orders::Order = created_probe.decode(&event).await.unwrap();
+        written.entry(order.id).or_default().push(format!("{:?}", order.state));
+    }
+    while let Ok(event) = verdict_probe
+        .expect("more", Duration::from_secs(2), |e| e.key().is_some_and(|k| k.starts_with(run.as_bytes())))
+        .await
+    {
+        *verdicts.entry(event.key().unwrap().to_vec()).or_default() += 1;
+    }
+    for (id, _) in &wanted {
+        let seen = &written[id];
+        assert_eq!(seen.len(), 2, "{id}: {seen:?}");
+        assert_eq!(seen[0], "Created", "{id}: {seen:?}");
+        assert_eq!(
+            seen[1],
+            format!(
+                "{:?}",
+                if states[id] == "VALIDATED" {
+                    orders::OrderState::Validated
+                } else {
+                    orders::OrderState::Failed
+                }
+            )
+        );
+        assert_eq!(verdicts[id.as_bytes()], 1, "{id}: one verdict");
+    }
+
+    orders_2.shutdown().await.expect("orders 2 stops cleanly");
+    stock_2.shutdown().await.expect("stock 2 stops cleanly");
+}

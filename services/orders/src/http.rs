@@ -1,0 +1,522 @@
+//! Orders' HTTP API: plain async handlers over the [`Orders`] state, documented with utoipa so
+//! `/openapi.json` comes from this code.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use backbone::Delivery;
+use backbone::table::{WaitError, parse_token};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use utoipa::OpenApi;
+
+use crate::waiters::WaiterStats;
+use crate::{Order, OrderState, Orders};
+
+/// The header carrying a write's consistency token (`partition:offset`).
+pub const CONSISTENCY_TOKEN: &str = "consistency-token";
+/// The header naming an order for an idempotent `POST`.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest a long-poll may wait.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// `/validated` waits this long unless told otherwise (the reference's default call timeout).
+const DEFAULT_VALIDATED_WAIT: Duration = Duration::from_secs(10);
+/// A `POST` waits this long for the table to show an order it placed before (a retry).
+const PLACED_WAIT: Duration = Duration::from_secs(10);
+/// Orders placed by this instance and remembered for retries; beyond, the table answers alone.
+const PLACING_MEMORY: usize = 100_000;
+
+/// The OpenAPI document of Orders' HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Orders", description = "The backbone estate's order service."),
+    paths(place_order, get_order, get_validated, cancel_order, waiters),
+    components(schemas(Order, OrderState, NewOrder, Problem, WaiterStats))
+)]
+pub struct ApiDoc;
+
+/// The HTTP routes over the state (backbone adds `/healthz` and `/readyz`).
+pub fn routes() -> Router<Orders> {
+    Router::new()
+        .route("/v1/orders", post(place_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/validated", get(get_validated))
+        .route("/v1/orders/{id}/cancel", post(cancel_order))
+        .route("/v1/waiters", get(waiters))
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+}
+
+/// A new order, as `POST /v1/orders` takes it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOrder {
+    /// The order's id, chosen by the client (else the `Idempotency-Key` header, else a UUID).
+    pub id: Option<String>,
+    /// Who orders; not empty.
+    pub customer_id: String,
+    /// The product's id in Stock; not empty.
+    pub product: String,
+    /// How many, at least 1.
+    pub quantity: i32,
+    /// Total price in minor units (cents), at least 0.
+    pub price: i64,
+}
+
+/// What went wrong, for the client: which field and why, where a field is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`.
+    pub error: String,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Long-poll parameters.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// How long to wait, in ms (at most 60,000).
+    pub timeout: Option<u64>,
+    /// A consistency token (`partition:offset`) from a write: wait until local state has it. The
+    /// `Consistency-Token` header works too.
+    pub token: Option<String>,
+}
+
+/// Why a request fails.
+#[derive(Debug)]
+enum ApiError {
+    Invalid { field: &'static str, reason: String },
+    NotFound(String),
+    Conflict(String),
+    Timeout(String),
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, field, reason) = match self {
+            Self::Invalid { field, reason } => (StatusCode::BAD_REQUEST, "invalid", Some(field), reason),
+            Self::NotFound(reason) => (StatusCode::NOT_FOUND, "not_found", None, reason),
+            Self::Conflict(reason) => (StatusCode::CONFLICT, "conflict", None, reason),
+            Self::Timeout(reason) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None, reason),
+            Self::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, reason),
+        };
+        let problem = Problem { error: error.into(), field: field.map(str::to_owned), reason };
+        let mut response = (status, axum::Json(problem)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
+    ApiError::Invalid { field, reason: reason.into() }
+}
+
+impl From<backbone::table::NotReady> for ApiError {
+    fn from(e: backbone::table::NotReady) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<backbone::PublishError> for ApiError {
+    fn from(e: backbone::PublishError) -> Self {
+        Self::Unavailable(format!("the order could not be written: {e}"))
+    }
+}
+
+/// Reads a new order, naming the first field at fault.
+fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+    let Value::Object(fields) = value else {
+        return Err(invalid("body", "expected a JSON object"));
+    };
+    const KNOWN: [&str; 5] = ["id", "customerId", "product", "quantity", "price"];
+    if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::Invalid {
+            field: if unknown == "state" { "state" } else { "body" },
+            reason: if unknown == "state" {
+                "is set by the service, not the client".into()
+            } else {
+                format!("unknown field `{unknown}` (expected: {})", KNOWN.join(", "))
+            },
+        });
+    }
+    let text = |fields: &Map<String, Value>, name: &'static str| -> Result<Option<String>, ApiError> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(invalid(name, "must not be empty")),
+            Some(Value::String(s)) if s.len() > 128 => Err(invalid(name, "must be at most 128 characters")),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(name, "must be a string")),
+        }
+    };
+    let number = |name: &'static str, min: i64, max: i64| -> Result<i64, ApiError> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Err(invalid(name, "is required")),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(n) if n < min => Err(invalid(name, format!("must be at least {min}"))),
+                Some(n) if n > max => Err(invalid(name, format!("must be at most {max}"))),
+                Some(n) => Ok(n),
+                None => Err(invalid(name, "must be a whole number")),
+            },
+            Some(_) => Err(invalid(name, "must be a number")),
+        }
+    };
+    let id = text(&fields, "id")?;
+    if id.as_deref().is_some_and(|id| id.contains('/')) {
+        return Err(invalid("id", "must not contain `/`"));
+    }
+    let customer_id = text(&fields, "customerId")?.ok_or_else(|| invalid("customerId", "is required"))?;
+    let product = text(&fields, "product")?.ok_or_else(|| invalid("product", "is required"))?;
+    let quantity = number("quantity", 1, 1_000_000)?;
+    let price = number("price", 0, i64::MAX)?;
+    // Within i32 by the bound above.
+    Ok(NewOrder { id, customer_id, product, quantity: quantity as i32, price })
+}
+
+/// An order placed (or found placed) by a `POST`.
+#[derive(Debug, Clone)]
+struct Placed {
+    order: Order,
+    token: Option<Delivery>,
+}
+
+/// The `POST`s in progress or done on this instance, by order id: a retry racing the first attempt
+/// waits for it instead of writing a second `CREATED`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Placing {
+    cells: Arc<Mutex<HashMap<String, Arc<OnceCell<Placed>>>>>,
+}
+
+impl Placing {
+    fn cell(&self, id: &str) -> Arc<OnceCell<Placed>> {
+        let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
+        if cells.len() >= PLACING_MEMORY && !cells.contains_key(id) {
+            // Older orders are in the table by now: it answers their retries.
+            cells.retain(|_, cell| !cell.initialized());
+        }
+        cells.entry(id.to_owned()).or_default().clone()
+    }
+}
+
+fn location(id: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("/v1/orders/{id}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("/v1/orders"))
+}
+
+fn with_token(mut response: Response, token: Option<Delivery>) -> Response {
+    if let Some(token) = token
+        && let Ok(value) = HeaderValue::from_str(&token.to_string())
+    {
+        response.headers_mut().insert(CONSISTENCY_TOKEN, value);
+    }
+    response
+}
+
+/// Places an order.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    request_body = NewOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Names the order: a retry with the same key answers the same order")),
+    responses(
+        (status = 201, description = "Placed, durably; `Location` and `Consistency-Token` headers", body = Order),
+        (status = 200, description = "A retry: the order placed before", body = Order),
+        (status = 400, description = "A field is missing or wrong", body = Problem),
+        (status = 409, description = "The id names another order", body = Problem),
+        (status = 503, description = "Restoring, or the write failed; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn place_order(State(orders): State<Orders>, headers: HeaderMap, body: Bytes) -> Response {
+    place(orders, headers, body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let new = parse_new_order(&body)?;
+    let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.trim().is_empty() && key.len() <= 128 && !key.contains('/') => {
+            Some(key.to_owned())
+        }
+        Some(_) => {
+            return Err(invalid("Idempotency-Key", "must be 1 to 128 visible characters without `/`"));
+        }
+    };
+    let id = match (&new.id, key) {
+        (Some(id), Some(key)) if *id != key => {
+            return Err(invalid("id", "differs from the Idempotency-Key header"));
+        }
+        (Some(id), _) => id.clone(),
+        (None, Some(key)) => key,
+        (None, None) => uuid::Uuid::new_v4().to_string(),
+    };
+    let wanted = Order {
+        id: id.clone(),
+        customer_id: new.customer_id,
+        product: new.product,
+        quantity: new.quantity,
+        price: new.price,
+        state: OrderState::Created,
+        reason: None,
+    };
+    let cell = orders.placing.cell(&id);
+    let mut wrote = false;
+    let placed = cell
+        .get_or_try_init(|| async {
+            // Placed before (by another instance, or before a restart): the table knows. (A retry
+            // on another instance within the table's lag, milliseconds, is not caught: Stock then
+            // sees the order twice and reserves once.)
+            if let Some(existing) = orders.table.get(&id)? {
+                return Ok::<_, ApiError>(Placed { order: existing, token: None });
+            }
+            let at = orders.publisher.emit(&wanted).await?;
+            wrote = true;
+            tracing::info!(order = id, token = %at, "order placed");
+            Ok(Placed { order: wanted.clone(), token: Some(at) })
+        })
+        .await?
+        .clone();
+    if !wrote {
+        // A retry: the same order, in its current state.
+        let same = |o: &Order| {
+            (&o.customer_id, &o.product, o.quantity, o.price)
+                == (&wanted.customer_id, &wanted.product, wanted.quantity, wanted.price)
+        };
+        if !same(&placed.order) {
+            return Err(ApiError::Conflict(format!("order `{id}` exists with other contents")));
+        }
+        let now = match placed.token {
+            Some(at) => {
+                let _ = orders.table.wait_for_delivery(at, PLACED_WAIT).await;
+                orders.table.get(&id)?.unwrap_or(placed.order)
+            }
+            None => placed.order,
+        };
+        let mut response = (StatusCode::OK, axum::Json(now)).into_response();
+        response.headers_mut().insert(header::LOCATION, location(&id));
+        return Ok(with_token(response, placed.token));
+    }
+    let mut response = (StatusCode::CREATED, axum::Json(placed.order)).into_response();
+    response.headers_mut().insert(header::LOCATION, location(&id));
+    Ok(with_token(response, placed.token))
+}
+
+/// The token to wait for: the query's, else the header's.
+fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, ApiError> {
+    let text = params
+        .token
+        .clone()
+        .or_else(|| headers.get(CONSISTENCY_TOKEN).and_then(|v| v.to_str().ok()).map(str::to_owned));
+    text.map(|t| parse_token(&t).ok_or_else(|| invalid("token", "expected `partition:offset`"))).transpose()
+}
+
+fn timeout(params: &WaitParams, default: Duration) -> Duration {
+    params.timeout.map_or(default, Duration::from_millis).min(MAX_WAIT)
+}
+
+/// Waits, if asked to, until local state has applied the write at the token.
+async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) -> Result<(), ApiError> {
+    let Some(at) = token else { return Ok(()) };
+    orders.table.wait_for_delivery(at, limit).await.map_err(|e| match e {
+        WaitError::Timeout { .. } => ApiError::Timeout(format!("local state has not reached {at} yet")),
+        other => ApiError::Unavailable(other.to_string()),
+    })
+}
+
+/// Waits (long-poll, bounded) until `id`'s order satisfies `done`; what it is then.
+async fn wait_for_order(
+    orders: &Orders,
+    id: &str,
+    done: impl Fn(&Order) -> bool,
+    limit: Duration,
+) -> Result<Option<Order>, ApiError> {
+    // No waiting needed: answer now (this is also where a restoring table says 503).
+    let now = orders.table.get(id)?;
+    if now.as_ref().is_some_and(&done) || limit.is_zero() {
+        return Ok(now);
+    }
+    let Some(_place) = orders.waiters.enter(id) else {
+        return Err(ApiError::Unavailable("too many requests are waiting; try again".into()));
+    };
+    match orders.table.wait_until_key(id, |o| o.is_some_and(&done), limit).await {
+        Ok(order) => Ok(order),
+        Err(WaitError::Timeout { .. }) => Ok(orders.table.get(id)?),
+        Err(other) => Err(ApiError::Unavailable(other.to_string())),
+    }
+}
+
+/// An order, from local state.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    params(("id" = String, Path, description = "The order id"), WaitParams),
+    responses(
+        (status = 200, description = "The order as it stands", body = Order),
+        (status = 404, description = "No such order (after `timeout`, if given)", body = Problem),
+        (status = 504, description = "Local state did not reach the token in time", body = Problem),
+        (status = 503, description = "Restoring, or too many waiters; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn get_order(
+    State(orders): State<Orders>,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        // The token is waited for up to `timeout` (default 10 s); an absent order only if asked.
+        caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
+        let limit = timeout(&params, Duration::ZERO);
+        match wait_for_order(&orders, &id, |_| true, limit).await? {
+            Some(order) => Ok(axum::Json(order).into_response()),
+            None => Err(ApiError::NotFound(format!("no order `{id}`"))),
+        }
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// An order once Stock has answered: `VALIDATED` or `FAILED` (or `CANCELLED`).
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}/validated",
+    params(("id" = String, Path, description = "The order id"), WaitParams),
+    responses(
+        (status = 200, description = "The order in a final state", body = Order),
+        (status = 404, description = "No such order", body = Problem),
+        (status = 504, description = "Not validated within `timeout` (default 10 s)", body = Problem),
+        (status = 503, description = "Restoring, or too many waiters; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn get_validated(
+    State(orders): State<Orders>,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        let limit = timeout(&params, DEFAULT_VALIDATED_WAIT);
+        let token = token(&params, &headers)?;
+        caught_up(&orders, token, limit).await?;
+        match orders.table.get(&id)? {
+            // Caught up to the caller's write and still unknown: it does not exist.
+            None if token.is_some() => return Err(ApiError::NotFound(format!("no order `{id}`"))),
+            _ => {}
+        }
+        match wait_for_order(&orders, &id, |o| o.state.is_final(), limit).await? {
+            Some(order) if order.state.is_final() => Ok(axum::Json(order).into_response()),
+            Some(order) => Err(ApiError::Timeout(format!(
+                "order `{id}` is still {:?} after {} ms",
+                order.state,
+                limit.as_millis()
+            ))),
+            None => Err(ApiError::NotFound(format!("no order `{id}`"))),
+        }
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Cancels a `VALIDATED` order; Stock releases its reservation. Cancelling a cancelled order
+/// answers it again.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    params(("id" = String, Path, description = "The order id"), WaitParams),
+    responses(
+        (status = 200, description = "Cancelled; `Consistency-Token` header", body = Order),
+        (status = 404, description = "No such order", body = Problem),
+        (status = 409, description = "Not cancellable: being validated, or failed", body = Problem),
+        (status = 503, description = "Restoring, or the write failed; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn cancel_order(
+    State(orders): State<Orders>,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
+        let order = orders.table.get(&id)?.ok_or_else(|| ApiError::NotFound(format!("no order `{id}`")))?;
+        match order.state {
+            OrderState::Cancelled => Ok(axum::Json(order).into_response()),
+            OrderState::Created => Err(ApiError::Conflict(format!(
+                "order `{id}` is being validated; wait for /v1/orders/{id}/validated, then cancel"
+            ))),
+            OrderState::Failed => Err(ApiError::Conflict(format!("order `{id}` failed: nothing to cancel"))),
+            OrderState::Validated => {
+                let cancelled = Order { state: OrderState::Cancelled, ..order };
+                let at = orders.publisher.emit(&cancelled).await?;
+                tracing::info!(order = id, token = %at, "order cancelled");
+                Ok(with_token(axum::Json(cancelled).into_response(), Some(at)))
+            }
+        }
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The long-poll waiters: waiting now, refused so far (a metric).
+#[utoipa::path(get, path = "/v1/waiters", responses((status = 200, body = WaiterStats)))]
+pub async fn waiters(State(orders): State<Orders>) -> axum::Json<WaiterStats> {
+    axum::Json(orders.waiters.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> (&'static str, String) {
+        match parse_new_order(body.as_bytes()) {
+            Err(ApiError::Invalid { field, reason }) => (field, reason),
+            other => panic!("expected a 400 for {body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_order_names_its_field_and_reason() {
+        let ok = r#"{"customerId":"c1","product":"p1","quantity":2,"price":300}"#;
+        let order = parse_new_order(ok.as_bytes()).unwrap();
+        assert_eq!((order.id, order.quantity, order.price), (None, 2, 300));
+
+        assert_eq!(field_of(r#"{"product":"p1","quantity":2,"price":3}"#).0, "customerId");
+        assert_eq!(
+            field_of(r#"{"customerId":"c","product":"p1","quantity":0,"price":3}"#),
+            ("quantity", "must be at least 1".into())
+        );
+        assert_eq!(field_of(r#"{"customerId":"c","product":"p1","quantity":"2","price":3}"#).0, "quantity");
+        assert_eq!(field_of(r#"{"customerId":"c","product":"","quantity":2,"price":3}"#).0, "product");
+        assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":-1}"#).0, "price");
+        assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1.5}"#).0, "price");
+        assert_eq!(
+            field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1,"state":"VALIDATED"}"#).0,
+            "state"
+        );
+        assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1,"x":1}"#).0, "body");
+        assert_eq!(field_of("[1]").0, "body");
+        assert_eq!(field_of("{").0, "body");
+    }
+
+    #[test]
+    fn the_openapi_document_has_every_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for path in ["/v1/orders", "/v1/orders/{id}", "/v1/orders/{id}/validated", "/v1/orders/{id}/cancel"] {
+            assert!(paths.contains_key(path), "{path} missing from {paths:?}");
+        }
+        let order = &doc["components"]["schemas"]["Order"]["properties"];
+        assert!(order.get("customerId").is_some(), "camelCase as served: {order}");
+    }
+}

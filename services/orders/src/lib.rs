@@ -1,0 +1,253 @@
+//! Orders, the sample estate's order service: takes orders over HTTP, keeps them in a compacted
+//! topic it alone writes (`orders.public.order-v1`), and turns Stock's validation results into
+//! `VALIDATED` or `FAILED`.
+//!
+//! - `POST /v1/orders`: validated (400 naming the field and the reason), idempotent (an
+//!   `Idempotency-Key` header or the body's `id` names the order: a retry answers the same order),
+//!   answered 201 after the durable write, with `Location` and a `Consistency-Token` (partition and
+//!   offset of the write).
+//! - `GET /v1/orders/{id}` and `GET /v1/orders/{id}/validated`: long-poll reads of local state
+//!   (`timeout` in ms; `token`, or the `Consistency-Token` header, to read one's own write); 404 for
+//!   an unknown order, 504 on timeout, 503 with `Retry-After` while state restores or when too many
+//!   requests wait.
+//! - `POST /v1/orders/{id}/cancel`: a `VALIDATED` order becomes `CANCELLED` (Stock then releases
+//!   its reservation).
+//! - `/openapi.json`, generated from this code; `/healthz` and `/readyz` from backbone.
+//!
+//! [`app`] declares the service, [`start`] starts it without a socket (tests call
+//! [`backbone::app::Started::router`]), [`run`] serves it until a shutdown signal.
+
+pub mod http;
+pub mod waiters;
+
+use std::time::Duration;
+
+use backbone::app::{App, AppError, Started};
+use backbone::table::Table;
+use backbone::{Config, Event, HandlerError, Publisher, State, TopicDecl};
+use serde::{Deserialize, Serialize};
+
+pub use http::{ApiDoc, routes};
+pub use waiters::Waiters;
+
+/// The orders topic: one record per order, its latest state (compacted).
+pub const ORDERS: TopicDecl = TopicDecl::public("orders", "order", 1).partitions(6).compacted();
+
+/// Stock's validation results, consumed here.
+pub const VALIDATIONS: TopicDecl = TopicDecl::public("stock", "order-validation", 1).partitions(6);
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderState {
+    /// Placed; Stock has not answered yet.
+    Created,
+    /// Stock reserved it.
+    Validated,
+    /// Stock could not reserve it (see `reason`); nothing is reserved.
+    Failed,
+    /// Cancelled by the customer; Stock releases what it reserved.
+    Cancelled,
+}
+
+impl OrderState {
+    /// Whether Stock has answered (or the order was cancelled): what `/validated` waits for.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Created)
+    }
+}
+
+/// An order as it stands: the contract `schemas/orders/order-v1.avsc`, and the HTTP shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, backbone::Event, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[event(topic = ORDERS, key = id, schema = "schemas/orders/order-v1.avsc")]
+pub struct Order {
+    /// The order id.
+    pub id: String,
+    /// Who ordered.
+    pub customer_id: String,
+    /// The product's id in Stock.
+    pub product: String,
+    /// How many, at least 1.
+    pub quantity: i32,
+    /// Total price in minor units (cents).
+    pub price: i64,
+    /// Where it stands.
+    pub state: OrderState,
+    /// Why it failed (only for `FAILED`).
+    pub reason: Option<String>,
+}
+
+/// Stock's verdict on an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValidationResult {
+    /// Reserved.
+    Pass,
+    /// Not reserved.
+    Fail,
+}
+
+/// Stock's answer to a new order: the contract `schemas/stock/order-validation-v1.avsc`, read here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, backbone::Event)]
+#[serde(rename_all = "camelCase")]
+#[event(topic = VALIDATIONS, key = order_id, schema = "schemas/stock/order-validation-v1.avsc")]
+pub struct OrderValidation {
+    /// The order.
+    pub order_id: String,
+    /// The product asked for.
+    pub product: String,
+    /// The quantity asked for.
+    pub quantity: i32,
+    /// The verdict.
+    pub result: ValidationResult,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+/// The service's state: the orders table, the publisher and the long-poll waiters.
+#[derive(Clone, Debug)]
+pub struct Orders {
+    /// The orders, by id.
+    pub table: Table<Order>,
+    /// The service's publisher.
+    pub publisher: Publisher,
+    /// Requests waiting for an order to change, bounded.
+    pub waiters: Waiters,
+    pub(crate) placing: http::Placing,
+}
+
+/// How long the validation handler waits for the order's own record to reach the table.
+const ORDER_WAIT: Duration = Duration::from_secs(30);
+
+/// Stock's result becomes the order's new state; Orders is the only writer of orders. Exactly once:
+/// the new state and the consumed result commit together, so an instance taking over from a
+/// stopped one neither settles an order twice nor skips one. A result for an order no longer
+/// `CREATED` changes nothing.
+#[backbone::handler(exactly_once, emits(Order))]
+pub async fn record_validation(
+    Event(validation): Event<OrderValidation>,
+    State(orders): State<Orders>,
+    out: Publisher,
+) -> Result<(), HandlerError> {
+    // The result follows the order's CREATED record, which the table may not have applied yet.
+    let order = orders
+        .table
+        .wait_until_key(&validation.order_id, |o| o.is_some(), ORDER_WAIT)
+        .await
+        .map_err(HandlerError::retriable)?
+        .ok_or_else(|| HandlerError::retriable("order not in the table"))?;
+    if order.state != OrderState::Created {
+        tracing::debug!(order = order.id, state = ?order.state, "validation for a settled order: ignored");
+        return Ok(());
+    }
+    let next = match validation.result {
+        ValidationResult::Pass => Order { state: OrderState::Validated, reason: None, ..order },
+        ValidationResult::Fail => Order {
+            state: OrderState::Failed,
+            reason: Some(validation.reason.unwrap_or_else(|| "rejected by stock".into())),
+            ..order
+        },
+    };
+    out.emit(&next).await?;
+    tracing::info!(order = next.id, state = ?next.state, "order settled");
+    Ok(())
+}
+
+backbone::service! {
+    /// Orders: takes orders, settles them with Stock's results, answers queries.
+    pub orders: Orders {
+        publishes Order;
+        handles record_validation;
+        routes routes();
+    }
+}
+
+/// The service's declaration: topics, events, the validation handler, the orders table, routes.
+/// The table is replicated: every instance holds every order, so any instance answers any `GET`
+/// and settles any validation.
+pub fn app() -> App<Orders> {
+    orders().table_with::<Order>(ORDERS, |table| table.replicated())
+}
+
+/// Starts Orders (without a socket): the state is built from its table and publisher.
+pub async fn start(config: &Config) -> Result<Started<Orders>, AppError> {
+    app().start_with(config, make_state).await
+}
+
+fn make_state(tables: &backbone::app::Tables) -> Result<Orders, AppError> {
+    Ok(Orders {
+        table: tables.of::<Order>()?,
+        publisher: tables.publisher().clone(),
+        waiters: Waiters::new(10_000, 1_000),
+        placing: http::Placing::default(),
+    })
+}
+
+/// Runs Orders until `shutdown`, serving on [`Config::http_addr`]: provisions its topics, waits for
+/// Stock's (rather than failing while Stock has not started yet), then [`App::run`].
+pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+    let app = app();
+    let spec = app.spec()?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        ready = backbone_topics::provision_then_wait(config, &spec) => ready?,
+        () = &mut shutdown => return Ok(()),
+    }
+    app.run_with(config, make_state, shutdown).await
+}
+
+/// Waiting for other services' topics.
+mod backbone_topics {
+    use std::time::Duration;
+
+    use backbone::app::AppError;
+    use backbone::provision::{Action, Provisioner};
+    use backbone::{Config, ServiceSpec};
+
+    /// Provisions `spec`'s own topics.
+    pub(crate) async fn provision(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
+        let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
+        provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
+        Ok(())
+    }
+
+    /// Provisions `spec`'s own topics, then waits until every topic it reads exists.
+    pub(crate) async fn provision_then_wait(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
+        provision(config, spec).await?;
+        let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
+        let foreign: Vec<_> =
+            spec.consumed_topics().iter().filter(|t| spec.owned(t.name()).is_none()).cloned().collect();
+        let mut warned = false;
+        loop {
+            let plan = provisioner.plan(&foreign).await.map_err(backbone::Error::from)?;
+            let missing: Vec<&str> = foreign
+                .iter()
+                .map(|t| t.name())
+                .filter(|name| plan.actions_for(name).any(|a| matches!(a, Action::Create { .. })))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if !warned {
+                tracing::warn!(?missing, "waiting for topics of other services to exist");
+                warned = true;
+            }
+            // Their owners create them; nothing to be told about but the next look.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Provisions the service's own topics (what [`run`] does first): others may then subscribe to
+/// them before the service starts.
+pub async fn provision(config: &Config) -> Result<(), AppError> {
+    backbone_topics::provision(config, &app().spec()?).await
+}
+
+/// JSON logs through tracing (`RUST_LOG`, default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
+}

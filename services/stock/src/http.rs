@@ -1,0 +1,191 @@
+//! Stock's HTTP API, documented with utoipa so `/openapi.json` comes from this code.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use backbone::Json;
+use backbone::table::WaitError;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::{Command, Stock, StockLevel};
+
+/// How long a `PUT` waits for its change to be applied before answering 202.
+const APPLIED_WAIT: Duration = Duration::from_secs(10);
+
+/// The OpenAPI document of Stock's HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stock", description = "The backbone estate's stock service."),
+    paths(set_stock, get_stock),
+    components(schemas(StockLevel, SetStock, Problem))
+)]
+pub struct ApiDoc;
+
+/// The HTTP routes over the state (backbone adds `/healthz` and `/readyz`).
+pub fn routes() -> Router<Stock> {
+    Router::new()
+        .route("/v1/stock/{product}", get(get_stock).put(set_stock))
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+}
+
+/// `PUT /v1/stock/{product}`'s body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct SetStock {
+    /// Units in the warehouse, at least 0.
+    pub quantity: i64,
+}
+
+/// What went wrong, for the client: which field and why, where a field is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A short code: `invalid`, `not_found`, `unavailable`.
+    pub error: String,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+fn problem(status: StatusCode, error: &str, field: Option<&str>, reason: impl Into<String>) -> Response {
+    let body = Problem { error: error.into(), field: field.map(str::to_owned), reason: reason.into() };
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A 400: the field at fault and why.
+#[derive(Debug)]
+struct Bad {
+    field: &'static str,
+    reason: String,
+}
+
+impl IntoResponse for Bad {
+    fn into_response(self) -> Response {
+        problem(StatusCode::BAD_REQUEST, "invalid", Some(self.field), self.reason)
+    }
+}
+
+fn check_product(product: &str) -> Result<(), Bad> {
+    if product.trim().is_empty() || product.len() > 128 {
+        return Err(Bad { field: "product", reason: "must be 1 to 128 characters".into() });
+    }
+    Ok(())
+}
+
+fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
+    let bad = |field: &'static str, reason: String| Bad { field, reason };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err(bad("body", "expected a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| *k != "quantity") {
+        return Err(bad("body", format!("unknown field `{unknown}` (expected: quantity)")));
+    }
+    match fields.get("quantity") {
+        None | Some(serde_json::Value::Null) => Err(bad("quantity", "is required".into())),
+        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(q) if q < 0 => Err(bad("quantity", "must be at least 0".into())),
+            Some(q) => Ok(q),
+            None => Err(bad("quantity", "must be a whole number".into())),
+        },
+        Some(_) => Err(bad("quantity", "must be a number".into())),
+    }
+}
+
+/// Sets the units in the warehouse (as an event); answers the level once applied.
+#[utoipa::path(
+    put,
+    path = "/v1/stock/{product}",
+    request_body = SetStock,
+    params(("product" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "Applied: the level now", body = StockLevel),
+        (status = 202, description = "Written, not applied within 10 s yet"),
+        (status = 400, description = "A field is missing or wrong", body = Problem),
+        (status = 503, description = "The write failed; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, body: Bytes) -> Response {
+    if let Err(bad) = check_product(&product) {
+        return bad.into_response();
+    }
+    let quantity = match parse_quantity(&body) {
+        Ok(quantity) => quantity,
+        Err(bad) => return bad.into_response(),
+    };
+    let request = uuid::Uuid::new_v4().to_string();
+    let command = Command::SetStock { product: product.clone(), quantity, request: request.clone() };
+    if let Err(e) = crate::send(&stock.publisher, &command).await {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, format!("not written: {e}"));
+    }
+    let applied = |p: Option<&Json<crate::ProductState>>| {
+        p.is_some_and(|Json(p)| p.last_request.as_deref() == Some(request.as_str()))
+    };
+    match stock.products.wait_until_key(&product, applied, APPLIED_WAIT).await {
+        Ok(Some(Json(state))) => axum::Json(state.level()).into_response(),
+        Ok(None) | Err(WaitError::Timeout { .. }) => {
+            let mut response = StatusCode::ACCEPTED.into_response();
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/stock/{product}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, e.to_string()),
+    }
+}
+
+/// A product's level, from local state.
+#[utoipa::path(
+    get,
+    path = "/v1/stock/{product}",
+    params(("product" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The level", body = StockLevel),
+        (status = 404, description = "Never stocked", body = Problem),
+        (status = 503, description = "Restoring; see `Retry-After`", body = Problem),
+    )
+)]
+pub async fn get_stock(State(stock): State<Stock>, Path(product): Path<String>) -> Response {
+    if let Err(bad) = check_product(&product) {
+        return bad.into_response();
+    }
+    match stock.products.get(&product) {
+        Ok(Some(Json(state))) => axum::Json(state.level()).into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", None, format!("no stock of `{product}`")),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_quantity_is_named() {
+        assert_eq!(parse_quantity(br#"{"quantity": 4}"#).unwrap(), 4);
+        for body in [&br#"{"quantity": -1}"#[..], br#"{"quantity": "4"}"#, br#"{}"#, br#"{"quantity": 1.5}"#]
+        {
+            assert_eq!(parse_quantity(body).unwrap_err().field, "quantity");
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_has_every_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let path = &doc["paths"]["/v1/stock/{product}"];
+        assert!(path.get("get").is_some() && path.get("put").is_some(), "{doc}");
+        assert!(doc["components"]["schemas"]["StockLevel"]["properties"].get("available").is_some());
+    }
+}
