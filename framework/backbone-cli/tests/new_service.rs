@@ -1,6 +1,7 @@
 //! `backbone new service NAME` in a copy of this workspace: the scaffolded service builds without a
 //! warning and its own test passes against the real broker and registry; scaffolding it again is
-//! refused without touching anything.
+//! refused without touching anything. The nested build has a build directory of its own, so a cold
+//! run compiles the dependencies once more (a few minutes).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,11 +30,13 @@ fn copy_workspace(to: &Path) {
     }
 }
 
-/// The build directory this test binary was built in (`target/`), shared with the nested build so
-/// it reuses the compiled dependencies.
+/// A build directory of its own for the nested build, kept under this test's (`target/scaffold`)
+/// so reruns are warm. Not the shared one: the copy's workspace members hash like this workspace's
+/// (cargo hashes members by their path in the workspace), so building them there would overwrite
+/// this build's own `libbackbone-*.rlib` and break the doc tests compiled after it (E0460).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
-    exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>").to_path_buf()
+    exe.ancestors().nth(3).expect("target/<profile>/deps/<exe>").join("scaffold")
 }
 
 fn backbone(args: &[&str]) -> std::process::Output {

@@ -6,24 +6,32 @@
 //! partition flows on. `backbone dlq list --service <name>` shows them; `backbone dlq replay`
 //! republishes chosen ones to their origin, in order.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backbone::consume::{Consumer, dead_letter_topic};
 use backbone::layer::dead_letter_headers as h;
 use backbone::testing::Probe;
-use backbone::{BoxedHandler, Config, HandlerError, Json, Key, Outgoing, Service, TopicSpec};
+use backbone::{BoxedHandler, Config, HandlerError, Json, Key, Outgoing, Service, State, TopicSpec};
+use tokio::sync::Semaphore;
 
 #[derive(serde::Deserialize)]
 struct Payment {
     cents: i64,
 }
 
-/// Refunds are not payments: refused permanently (retrying would not help).
-async fn book(Key(id): Key<String>, Json(payment): Json<Payment>) -> Result<(), HandlerError> {
+/// Refunds are not payments: refused permanently (retrying would not help). Each payment booked
+/// adds a permit to `booked`.
+async fn book(
+    Key(id): Key<String>,
+    Json(payment): Json<Payment>,
+    State(booked): State<Arc<Semaphore>>,
+) -> Result<(), HandlerError> {
     if payment.cents < 0 {
         return Err(HandlerError::permanent(format!("{id}: a negative payment ({} cents)", payment.cents)));
     }
     println!("{id}: booked {} cents", payment.cents);
+    booked.add_permits(1);
     Ok(())
 }
 
@@ -37,12 +45,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let running = spec.start(&config).await?;
     let letters = Probe::from_beginning(&config, &dead_letters).await?;
 
+    let booked = Arc::new(Semaphore::new(0));
     let consumer = Consumer::new(
         &config,
         &spec,
         &payments,
         BoxedHandler::new(book),
-        (),
+        booked.clone(),
         running.publisher().clone(),
         None,
     )?;
@@ -74,6 +83,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             header(h::HANDLER),
         );
     }
+    // The good payments, p-1 and p-4 (after both poison ones, on the same partition), were booked.
+    let _ = booked.acquire_many(2).await?;
     let _ = stop.send(());
     consuming.await??;
     running.shutdown().await?;

@@ -364,6 +364,30 @@ impl Provisioner {
         self.apply(&plan).await
     }
 
+    /// Waits until every topic of `topics` exists, however long that takes: for topics other
+    /// services own and create, so services of an estate may start in any order. Looks again every
+    /// second (another process creates them: there is nothing to be told about); warns once with
+    /// the missing names.
+    pub async fn await_topics(&self, topics: &[TopicSpec]) -> Result<(), ProvisionError> {
+        let mut warned = false;
+        loop {
+            let plan = self.plan(topics).await?;
+            let missing: Vec<&str> = topics
+                .iter()
+                .map(TopicSpec::name)
+                .filter(|name| plan.actions_for(name).any(|a| matches!(a, Action::Create { .. })))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if !warned {
+                tracing::warn!(?missing, "waiting for topics of other services to exist");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Polls metadata and configs until every expectation holds, or the timeout passes.
     async fn wait_for(&self, expected: &BTreeMap<&str, Expected<'_>>) -> Result<(), ProvisionError> {
         if expected.is_empty() {
@@ -1123,6 +1147,20 @@ fn from_code(operation: String, code: RDKafkaErrorCode) -> ProvisionError {
         | C::CoordinatorNotAvailable => ProvisionError::Broker { operation, reason, retriable: true },
         _ => ProvisionError::Broker { operation, reason, retriable: false },
     }
+}
+
+/// Provisions `spec`'s own topics, then waits until every topic it reads from other services
+/// exists ([`Provisioner::await_topics`]): a service that may start before the services it reads
+/// from calls this before [`crate::app::App::run`], instead of failing to subscribe.
+pub async fn provision_and_await_inputs(
+    config: &Config,
+    spec: &crate::service::ServiceSpec,
+) -> Result<(), ProvisionError> {
+    let provisioner = Provisioner::new(config, spec.name())?;
+    provisioner.provision(spec.owned_topics()).await?;
+    let inputs: Vec<TopicSpec> =
+        spec.consumed_topics().iter().filter(|t| spec.owned(t.name()).is_none()).cloned().collect();
+    provisioner.await_topics(&inputs).await
 }
 
 #[cfg(test)]

@@ -329,58 +329,20 @@ pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()
     let spec = app.spec()?;
     let mut shutdown = std::pin::pin!(shutdown);
     tokio::select! {
-        ready = topics::provision_then_wait(config, &spec) => ready?,
+        ready = backbone::provision::provision_and_await_inputs(config, &spec) => ready.map_err(backbone::Error::from)?,
         () = &mut shutdown => return Ok(()),
     }
     app.run_with(config, move |tables| make_state(tables, cache), shutdown).await
 }
 
-/// Waiting for other services' topics.
-mod topics {
-    use std::time::Duration;
-
-    use backbone::app::AppError;
-    use backbone::provision::{Action, Provisioner};
-    use backbone::{Config, ServiceSpec};
-
-    /// Provisions `spec`'s own topics.
-    pub(crate) async fn provision(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
-        let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
-        provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
-        Ok(())
-    }
-
-    /// Provisions `spec`'s own topics, then waits until every topic it reads exists.
-    pub(crate) async fn provision_then_wait(config: &Config, spec: &ServiceSpec) -> Result<(), AppError> {
-        provision(config, spec).await?;
-        let provisioner = Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
-        let foreign: Vec<_> =
-            spec.consumed_topics().iter().filter(|t| spec.owned(t.name()).is_none()).cloned().collect();
-        let mut warned = false;
-        loop {
-            let plan = provisioner.plan(&foreign).await.map_err(backbone::Error::from)?;
-            let missing: Vec<&str> = foreign
-                .iter()
-                .map(|t| t.name())
-                .filter(|name| plan.actions_for(name).any(|a| matches!(a, Action::Create { .. })))
-                .collect();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            if !warned {
-                tracing::warn!(?missing, "waiting for topics of other services to exist");
-                warned = true;
-            }
-            // Their owners create them; nothing to be told about but the next look.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
 /// Provisions the service's own topics (what [`run`] does first): others may then subscribe to
 /// them before the service starts.
 pub async fn provision(config: &Config) -> Result<(), AppError> {
-    topics::provision(config, &app().spec()?).await
+    let spec = app().spec()?;
+    let provisioner =
+        backbone::provision::Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
+    provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
+    Ok(())
 }
 
 /// JSON logs through tracing (`RUST_LOG`, default `info`).
