@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,11 +14,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use backbone::app::App;
+use backbone::event::BoundEvent as _;
 use backbone::table::Table;
+use backbone::testing::Probe;
 use backbone::{Config, Event, HandlerError, Outgoing, Publisher, State, TopicSpec};
 use backbone_testkit::{shared_kafka, shared_registry, unique};
-use rdkafka::Message as _;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
 
 /// The shop's contract: an order was placed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, backbone::Event)]
@@ -137,32 +136,13 @@ async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
         shop.publisher().emit(order).await.expect("published");
     }
 
-    let registry = backbone::schema::Registry::new(&config.schema_registry_url).unwrap();
-    let reader: StreamConsumer = shared_kafka()
-        .client_config()
-        .set("group.id", unique("verdicts"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    reader.subscribe(&["macro-stock.public.order-checked-v1"]).unwrap();
-    let mut verdicts = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while verdicts.len() < orders.len() {
-        let message = tokio::time::timeout_at(deadline, reader.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {} verdicts within 60 s", verdicts.len(), orders.len()))
-            .expect("a record");
-        let payload = message.payload().expect("a payload");
-        registry.prepare(payload).await.expect("writer schema");
-        let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
-        if verdict.order_id.starts_with(&run) {
-            assert_eq!(message.key(), Some(verdict.order_id.as_bytes()), "keyed by its key field");
-            verdicts.insert(verdict.order_id.clone(), verdict.passed);
-        }
-    }
+    // Each verdict on Stock's topic, read_committed and decoded by its writer schema.
+    let verdicts = Probe::from_beginning(&config, OrderChecked::topic().unwrap()).await.expect("probe");
     for order in &orders {
-        assert_eq!(verdicts[&order.id], order.quantity <= 10, "{order:?}");
+        let event = verdicts.expect_key(&order.id, Duration::from_secs(60)).await.expect("a verdict");
+        let verdict: OrderChecked = verdicts.decode(&event).await.expect("an OrderChecked");
+        assert_eq!(verdict.order_id, order.id, "keyed by its key field");
+        assert_eq!(verdict.passed, order.quantity <= 10, "{order:?}");
     }
     let (status, _, handled) = get(&client, &format!("{base}/v1/handled")).await;
     assert_eq!(status, 200);
@@ -366,43 +346,18 @@ mod exactly_once {
             shop.publisher().emit(order).await.expect("published");
         }
 
-        let registry = backbone::schema::Registry::new(&config.schema_registry_url).unwrap();
-        let reader: StreamConsumer = shared_kafka()
-            .client_config()
-            .set("group.id", unique("verdicts"))
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .create()
-            .unwrap();
-        reader.subscribe(&["macro-eos.public.order-checked-v1"]).unwrap();
-        let mut verdicts: HashMap<String, Vec<bool>> = HashMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while verdicts.len() < orders.len() {
-            let message = tokio::time::timeout_at(deadline, reader.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("only {} of {} verdicts within 60 s", verdicts.len(), orders.len())
-                })
-                .expect("a record");
-            let payload = message.payload().expect("a payload");
-            registry.prepare(payload).await.expect("writer schema");
-            let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
-            if verdict.order_id.starts_with(&run) {
-                verdicts.entry(verdict.order_id).or_default().push(verdict.passed);
-            }
+        let verdicts = Probe::from_beginning(&config, OrderChecked::topic().unwrap()).await.expect("probe");
+        for order in &orders {
+            let event = verdicts.expect_key(&order.id, Duration::from_secs(60)).await.expect("a verdict");
+            let verdict: OrderChecked = verdicts.decode(&event).await.expect("an OrderChecked");
+            assert_eq!(verdict.passed, order.quantity <= 10, "{order:?}");
         }
         started.shutdown().await.expect("a clean shutdown");
         // Whatever else was committed by now is readable: nothing for these orders is duplicated.
-        while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), reader.recv()).await {
-            let payload = message.payload().expect("a payload");
-            let verdict: OrderChecked = registry.decode(payload).expect("an OrderChecked");
-            if verdict.order_id.starts_with(&run) {
-                verdicts.entry(verdict.order_id).or_default().push(verdict.passed);
-            }
-        }
-        for order in &orders {
-            assert_eq!(verdicts[&order.id], [order.quantity <= 10], "{order:?}");
-        }
+        let extra = verdicts.expect("for these orders", Duration::from_secs(2), |e| {
+            e.key().is_some_and(|k| k.starts_with(run.as_bytes()))
+        });
+        assert!(extra.await.is_err(), "a second verdict for one of these orders");
         shop.shutdown().await.unwrap();
     }
 }
