@@ -757,15 +757,14 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
         result: rdkafka::error::KafkaResult<()>,
         offsets: &rdkafka::TopicPartitionList,
     ) {
-        if result.is_ok() {
-            let committed: Vec<(i32, i64)> = offsets
-                .elements_for_topic(&self.topic)
-                .iter()
-                .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
-                .collect();
-            if !committed.is_empty() {
-                self.hooks.committed(&self.topic, &committed);
-            }
+        let committed: Vec<(i32, i64)> = offsets
+            .elements_for_topic(&self.topic)
+            .iter()
+            .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
+            .collect();
+        tracing::debug!(topic = self.topic, ?committed, ?result, "offset commit");
+        if result.is_ok() && !committed.is_empty() {
+            self.hooks.committed(&self.topic, &committed);
         }
     }
 

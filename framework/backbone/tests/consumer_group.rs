@@ -43,6 +43,8 @@ struct Log {
     changed: Arc<Notify>,
     assigned: Mutex<BTreeSet<i32>>,
     announce: bool,
+    /// Rebalances and commits, timed, for a failure's story.
+    journal: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -63,16 +65,22 @@ impl Shared {
             changed,
             assigned: Mutex::new(BTreeSet::new()),
             announce,
+            journal: Mutex::new(Vec::new()),
         }))
     }
 
     fn assigned(&self) -> BTreeSet<i32> {
         self.0.assigned.lock().unwrap().clone()
     }
+
+    fn note(&self, what: String) {
+        self.0.journal.lock().unwrap().push(format!("{} {} {what}", now_ms(), self.0.instance));
+    }
 }
 
 impl ConsumerHooks for Shared {
     fn assigned(&self, _: &str, partitions: &[i32]) {
+        self.note(format!("assigned {partitions:?}"));
         self.0.assigned.lock().unwrap().extend(partitions);
         if self.0.announce {
             println!("\nASSIGNED {partitions:?}");
@@ -80,7 +88,12 @@ impl ConsumerHooks for Shared {
         self.0.changed.notify_waiters();
     }
 
+    fn committed(&self, _: &str, offsets: &[(i32, i64)]) {
+        self.note(format!("committed {offsets:?}"));
+    }
+
     fn revoked(&self, _: &str, partitions: &[i32]) {
+        self.note(format!("revoked {partitions:?}"));
         let mut assigned = self.0.assigned.lock().unwrap();
         partitions.iter().for_each(|p| {
             assigned.remove(p);
@@ -256,6 +269,34 @@ struct Findings {
     duplicates: Vec<Handled>,
     reorders: Vec<String>,
     poll_skips: Vec<String>,
+}
+
+/// Every record of the events in `duplicates`, first handling included, for the failure message.
+fn occurrences<'a>(handled: &'a [Handled], duplicates: &[Handled]) -> Vec<&'a Handled> {
+    handled
+        .iter()
+        .filter(|h| duplicates.iter().any(|d| (&d.producer, &d.key, d.seq) == (&h.producer, &h.key, h.seq)))
+        .collect()
+}
+
+/// Prints what went wrong and the instances' rebalances and commits, when anything did.
+fn story(logs: &[Shared], handled: &[Handled], findings: &Findings) {
+    if findings.duplicates.is_empty() && findings.reorders.is_empty() {
+        return;
+    }
+    println!("duplicates: {:#?}", occurrences(handled, &findings.duplicates));
+    let mut journal: Vec<String> = logs.iter().flat_map(|l| l.0.journal.lock().unwrap().clone()).collect();
+    journal.sort();
+    println!("rebalances and commits:\n{}", journal.join("\n"));
+}
+
+/// Logs the framework's events to the test's output when `RUST_LOG` asks for them.
+fn log_from_env() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init()
+        .ok();
 }
 
 /// Checks every instance's log against the acknowledged events.
@@ -457,6 +498,7 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
+    log_from_env();
     let kafka = shared_kafka();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("r6"), &unique("r6-group"), kafka.bootstrap_servers());
@@ -493,6 +535,7 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
         all_seen(&[&a_log, &b.log, &a2.log], TOTAL, &HashSet::new())
     })
     .await;
+    let logs = [a_log.clone(), b.log.clone(), a2.log.clone()];
     a2.stop(Duration::from_secs(20)).await;
     b.stop(Duration::from_secs(20)).await;
 
@@ -503,11 +546,12 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
         handled.len(),
         findings.duplicates.len()
     );
+    story(&logs, &handled, &findings);
     assert_eq!(findings.lost, 0);
     assert!(
         findings.duplicates.is_empty(),
-        "no event handled twice: {:?}",
-        &findings.duplicates[..findings.duplicates.len().min(5)]
+        "no event handled twice: {:#?}",
+        occurrences(&handled, &findings.duplicates[..findings.duplicates.len().min(5)])
     );
     assert!(findings.poll_skips.is_empty(), "{:?}", findings.poll_skips);
     assert!(findings.reorders.is_empty(), "{:?}", findings.reorders);
@@ -518,6 +562,7 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
     if std::env::var(CHILD).is_ok() {
         return;
     }
+    log_from_env();
     let kafka = shared_kafka();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("scale"), &unique("scale-group"), kafka.bootstrap_servers());
@@ -566,6 +611,7 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
         handled.len(),
         findings.duplicates.len()
     );
+    story(&logs.lock().unwrap(), &handled, &findings);
     assert_eq!(findings.lost, 0);
     assert!(findings.reorders.is_empty(), "{:?}", findings.reorders);
     assert!(findings.poll_skips.is_empty(), "{:?}", findings.poll_skips);
