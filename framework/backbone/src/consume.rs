@@ -28,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -574,6 +575,55 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// Where a partition's task stands: the next offset to handle, and how often exactly once rewound it.
+///
+/// librdkafka may hand an event out twice within one assignment. On every rebalance it pauses all
+/// assigned partitions, and a pause restarts the fetcher at the offset after the last event the
+/// application took; an event taken while the pause is being applied is not counted as taken yet, so
+/// it comes again (confluentinc/librdkafka#2593). Offsets within a partition only grow, so the task
+/// skips an event below its cursor: it was handled already.
+#[derive(Debug)]
+struct Cursor {
+    /// The next offset to handle; -1 until one is handled or after a rewind to an unknown place.
+    next: AtomicI64,
+    /// Rewinds after aborted transactions (exactly once only).
+    rewinds: AtomicU64,
+}
+
+impl Cursor {
+    fn new() -> Self {
+        Self { next: AtomicI64::new(-1), rewinds: AtomicU64::new(0) }
+    }
+
+    /// Whether the event at `offset` is not behind the cursor (not handled yet).
+    fn admits(&self, offset: i64) -> bool {
+        offset >= self.next.load(Ordering::Acquire)
+    }
+
+    /// The event at `offset` was handled.
+    fn advance(&self, offset: i64) {
+        self.next.store(offset + 1, Ordering::Release);
+    }
+
+    /// The partition was sought back to `to` (`None`: the committed offset, not known here).
+    fn rewind(&self, to: Option<i64>) {
+        self.next.store(to.unwrap_or(-1), Ordering::Release);
+        self.rewinds.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn rewinds(&self) -> u64 {
+        self.rewinds.load(Ordering::Acquire)
+    }
+
+    /// Where a rewound partition resumes.
+    fn resume_at(&self) -> rdkafka::Offset {
+        match self.next.load(Ordering::Acquire) {
+            n if n >= 0 => rdkafka::Offset::Offset(n),
+            _ => rdkafka::Offset::Stored,
+        }
+    }
+}
+
 /// What every partition's task shares.
 struct Worker<S: Clone + Send + Sync + 'static> {
     service: EventService<S>,
@@ -592,7 +642,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         earlier: Option<JoinHandle<()>>,
         mut stop: watch::Receiver<bool>,
         mut revoked: watch::Receiver<bool>,
-        ended: SetOnDrop,
+        (cursor, ended): (Arc<Cursor>, SetOnDrop),
     ) {
         let _ended = ended;
         if let Some(earlier) = earlier {
@@ -610,30 +660,53 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         };
         let mut stopping = std::pin::pin!(stopping);
         loop {
+            // Read before taking an event: a rewind after this makes the event suspect.
+            let rewinds = cursor.rewinds();
             let message = tokio::select! {
                 biased;
                 () = &mut stopping => return,
                 message = queue.recv() => message,
             };
-            match message {
-                Ok(message) => {
-                    let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
-                    if let Some(eos) = &self.eos {
-                        // In the open transaction: the committer waits for events in hand.
-                        let _in_transaction = eos.gate.read().await;
-                        if self.handle(&mut service, topic, &message).await {
-                            eos.handled(message.partition(), message.offset());
-                        }
-                        continue;
-                    }
-                    if self.handle(&mut service, topic, &message).await
-                        && let Some(consumer) = self.consumer.upgrade()
-                        && let Err(e) = consumer.store_offset_from_message(&message)
-                    {
-                        tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
-                    }
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "partition queue error");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "partition queue error"),
+            };
+            let (partition, offset) = (message.partition(), message.offset());
+            if !cursor.admits(offset) {
+                tracing::debug!(partition, offset, "event handed out again by librdkafka; skipped");
+                continue;
+            }
+            let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
+            if let Some(eos) = &self.eos {
+                // In the open transaction: the committer waits for events in hand.
+                let _in_transaction = eos.gate.read().await;
+                if cursor.rewinds() != rewinds {
+                    // An aborted transaction rewound the partition while this event was being
+                    // taken: it may be from before the rewind. Seek again from here, so every event
+                    // taken after this comes from the rewound position, and let this one come again.
+                    if let Some(consumer) = self.consumer.upgrade()
+                        && let Err(e) = consumer.seek(topic, partition, cursor.resume_at(), Duration::ZERO)
+                    {
+                        tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
+                    }
+                    continue;
+                }
+                if self.handle(&mut service, topic, &message).await {
+                    cursor.advance(offset);
+                    eos.handled(partition, offset);
+                }
+                continue;
+            }
+            if self.handle(&mut service, topic, &message).await {
+                cursor.advance(offset);
+                if let Some(consumer) = self.consumer.upgrade()
+                    && let Err(e) = consumer.store_offset_from_message(&message)
+                {
+                    tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
+                }
             }
         }
     }
@@ -723,6 +796,10 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
             };
             let (revoke, revoked) = watch::channel(false);
             let ended = Arc::new(Ended::default());
+            let cursor = Arc::new(Cursor::new());
+            if let Some(eos) = &self.eos {
+                eos.cursors.lock().unwrap_or_else(PoisonError::into_inner).insert(partition, cursor.clone());
+            }
             // A partition given back to us waits for its earlier task (if any) to end.
             let earlier = tasks.remove(&partition).map(|p| p.task);
             let task = self.runtime.spawn(worker.clone().run(
@@ -730,7 +807,7 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
                 earlier,
                 self.stop.clone(),
                 revoked,
-                SetOnDrop(ended.clone()),
+                (cursor, SetOnDrop(ended.clone())),
             ));
             tasks.insert(partition, Partition { revoke, task, ended });
         }
@@ -903,6 +980,8 @@ struct Eos {
     next: Mutex<HashMap<i32, i64>>,
     /// Next offset per partition, as last committed.
     committed: Mutex<HashMap<i32, i64>>,
+    /// The assigned partitions' cursors, rewound after an aborted transaction.
+    cursors: Mutex<HashMap<i32, Arc<Cursor>>>,
     pending: std::sync::atomic::AtomicUsize,
     full: tokio::sync::Notify,
     fatal: tokio::sync::Notify,
@@ -928,6 +1007,7 @@ impl Eos {
             gate: Arc::new(tokio::sync::RwLock::new(())),
             next: Mutex::new(HashMap::new()),
             committed: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
             pending: Default::default(),
             full: tokio::sync::Notify::new(),
             fatal: tokio::sync::Notify::new(),
@@ -959,6 +1039,10 @@ impl Eos {
                 map.remove(p);
             });
         }
+        let mut cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        partitions.iter().for_each(|p| {
+            cursors.remove(p);
+        });
     }
 
     /// Commits a transaction when it is full, or every 100 ms, until the consumer stops.
@@ -1011,7 +1095,6 @@ impl Eos {
         consumer: &K,
     ) -> Result<(), KafkaError> {
         use rdkafka::producer::Producer as _;
-        use std::sync::atomic::Ordering;
         if self.pending.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
@@ -1052,14 +1135,19 @@ impl Eos {
                 self.hooks.transaction_ended(false);
                 producer.begin_transaction()?;
                 let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
                 for partition in offsets.keys() {
-                    let to = committed
-                        .get(partition)
-                        .map_or(rdkafka::Offset::Stored, |o| rdkafka::Offset::Offset(*o));
+                    let to = committed.get(partition).copied();
+                    // First the cursor (its task then distrusts an event it is taking), then the seek.
+                    if let Some(cursor) = cursors.get(partition) {
+                        cursor.rewind(to);
+                    }
+                    let to = to.map_or(rdkafka::Offset::Stored, rdkafka::Offset::Offset);
                     if let Err(e) = consumer.seek(&self.topic, *partition, to, self.timeout) {
                         tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
                     }
                 }
+                drop(cursors);
                 *self.next.lock().unwrap_or_else(PoisonError::into_inner) = committed;
                 self.pending.store(0, Ordering::Release);
                 Err(e)
@@ -1074,5 +1162,35 @@ fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(e) => e.is_fatal() && !e.txn_requires_abort(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_skips_what_was_handled_and_follows_a_rewind() {
+        let cursor = Cursor::new();
+        assert!(cursor.admits(0), "a fresh cursor takes any offset");
+        assert!(cursor.admits(41));
+        cursor.advance(41);
+        assert!(!cursor.admits(41), "an event handed out again is skipped");
+        assert!(!cursor.admits(7));
+        assert!(cursor.admits(42));
+        // Offsets may jump (transaction markers, aborted records): later ones are taken.
+        assert!(cursor.admits(45));
+        cursor.advance(45);
+
+        let before = cursor.rewinds();
+        cursor.rewind(Some(40));
+        assert_ne!(cursor.rewinds(), before, "a rewind is seen by a task that took an event before it");
+        assert!(cursor.admits(40), "after a rewind the rewound events are taken again");
+        assert!(!cursor.admits(39));
+        assert_eq!(cursor.resume_at(), rdkafka::Offset::Offset(40));
+
+        cursor.rewind(None);
+        assert!(cursor.admits(0), "rewound to the committed offset, not known here: any offset");
+        assert_eq!(cursor.resume_at(), rdkafka::Offset::Stored);
     }
 }
