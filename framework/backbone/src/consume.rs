@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
@@ -659,17 +660,21 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             }
         };
         let mut stopping = std::pin::pin!(stopping);
+        // One stream for the task's life: no waker slot taken and given back per event.
+        let mut events = queue.stream();
         loop {
             // Read before taking an event: a rewind after this makes the event suspect.
             let rewinds = cursor.rewinds();
             let message = tokio::select! {
                 biased;
                 () = &mut stopping => return,
-                message = queue.recv() => message,
+                message = events.next() => message,
             };
             let message = match message {
-                Ok(message) => message,
-                Err(e) => {
+                // A partition's stream never ends; if it did, the task would have nothing to do.
+                None => return,
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "partition queue error");
                     continue;
                 }

@@ -162,7 +162,7 @@ where
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = CatchPanicFuture<I::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
@@ -170,21 +170,47 @@ where
 
     fn call(&mut self, request: R) -> Self::Future {
         // A panic while the future is being created counts too.
-        let call = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)));
-        Box::pin(async move {
-            let outcome = match call {
-                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                Err(panic) => Err(panic),
-            };
-            outcome.unwrap_or_else(|panic| {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".to_owned());
-                Err(HandlerError::permanent(format!("handler panicked: {text}")).with_kind("panic"))
-            })
-        })
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(future) => {
+                CatchPanicFuture { call: Some(AssertUnwindSafe(future).catch_unwind()), panic: None }
+            }
+            Err(panic) => CatchPanicFuture { call: None, panic: Some(panic) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`CatchPanic`]: the handler's, with a panic turned into an error.
+    pub struct CatchPanicFuture<F> {
+        #[pin]
+        call: Option<futures::future::CatchUnwind<AssertUnwindSafe<F>>>,
+        panic: Option<Box<dyn std::any::Any + Send>>,
+    }
+}
+
+impl<F> fmt::Debug for CatchPanicFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatchPanicFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F: Future<Output = Result<(), HandlerError>>> Future for CatchPanicFuture<F> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = match this.call.as_pin_mut() {
+            Some(call) => std::task::ready!(call.poll(cx)),
+            None => Err(this.panic.take().expect("CatchPanicFuture polled after completion")),
+        };
+        Poll::Ready(outcome.unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic".to_owned());
+            Err(HandlerError::permanent(format!("handler panicked: {text}")).with_kind("panic"))
+        }))
     }
 }
 
@@ -307,35 +333,91 @@ where
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = RetryFuture<I::Future, I, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
-        let retry = self.retry;
         // The first attempt uses the service that was made ready; later ones a ready clone.
+        if self.retry.max_attempts <= 1 {
+            return RetryFuture { first: self.inner.call(cx), again: None, rest: None };
+        }
         let first = self.inner.call(cx.clone());
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let mut outcome = first.await;
-            let mut attempts = 1;
-            let mut backoff = retry.initial_backoff;
-            loop {
-                match outcome {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.is_retriable() && attempts < retry.max_attempts => {
-                        tracing::warn!(attempts, error = %e, "retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = retry.next_backoff(backoff);
-                        attempts += 1;
-                        outcome = inner.clone().oneshot(cx.clone()).await;
-                    }
-                    Err(e) => return Err(e.with_attempts(attempts)),
+        RetryFuture { first, again: Some((self.inner.clone(), cx, self.retry)), rest: None }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RetryService`]: the first attempt unboxed; the retries, if it fails
+    /// retriably, in a boxed future of their own.
+    pub struct RetryFuture<F, I, S> {
+        #[pin]
+        first: F,
+        again: Option<(I, HandlerContext<S>, Retry)>,
+        rest: Option<BoxFuture<Result<(), HandlerError>>>,
+    }
+}
+
+impl<F, I, S> fmt::Debug for RetryFuture<F, I, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryFuture").field("retrying", &self.rest.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<F, I, S> Future for RetryFuture<F, I, S>
+where
+    F: Future<Output = Result<(), HandlerError>>,
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.rest.is_none() {
+            // The first attempt is not polled again once it has finished.
+            match std::task::ready!(this.first.poll(task)) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.is_retriable() && this.again.is_some() => {
+                    let (inner, cx, retry) = this.again.take().expect("checked");
+                    *this.rest = Some(Box::pin(retry_after(inner, cx, retry, e)));
                 }
+                Err(e) => return Poll::Ready(Err(e.with_attempts(1))),
             }
-        })
+        }
+        this.rest.as_mut().expect("set above").as_mut().poll(task)
+    }
+}
+
+/// The attempts after a first one that failed retriably with `first`.
+async fn retry_after<I, S>(
+    inner: I,
+    cx: HandlerContext<S>,
+    retry: Retry,
+    first: HandlerError,
+) -> Result<(), HandlerError>
+where
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone,
+    S: Clone,
+{
+    let mut outcome = Err(first);
+    let mut attempts = 1;
+    let mut backoff = retry.initial_backoff;
+    loop {
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retriable() && attempts < retry.max_attempts => {
+                tracing::warn!(attempts, error = %e, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = retry.next_backoff(backoff);
+                attempts += 1;
+                outcome = inner.clone().oneshot(cx.clone()).await;
+            }
+            Err(e) => return Err(e.with_attempts(attempts)),
+        }
     }
 }
 
@@ -481,26 +563,28 @@ where
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = futures::future::Either<I::Future, BoxFuture<Result<(), HandlerError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
+        use futures::future::Either;
         let framed = cx
             .event()
             .payload()
             .and_then(|p| crate::schema::wire::split(p).ok())
             .is_some_and(|(id, _)| self.registry.cached(id).is_none());
         if !framed {
-            return Box::pin(self.inner.call(cx));
+            // Not framed, or its schema is known already: straight through, nothing boxed.
+            return Either::Left(self.inner.call(cx));
         }
         // The ready service goes with this call; a clone stays for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let registry = self.registry.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let payload = cx.event().payload().unwrap_or_default();
             if let Err(e) = registry.prepare(payload).await {
                 let kind = e.kind();
@@ -509,7 +593,7 @@ where
                 return Err(error.with_kind(kind));
             }
             inner.call(cx).await
-        })
+        }))
     }
 }
 
@@ -596,7 +680,7 @@ where
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = DeadLetterFuture<I::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
@@ -604,14 +688,41 @@ where
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
         let event = cx.event_arc().clone();
-        let call = self.inner.call(cx);
-        let target = self.target.clone();
-        Box::pin(async move {
-            if let Err(error) = call.await {
-                target.write(&event, &error).await;
-            }
-            Ok(())
-        })
+        DeadLetterFuture { call: self.inner.call(cx), event, target: self.target.clone(), writing: None }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`DeadLetter`]: the handler's, then (if it failed) the dead letter's write.
+    pub struct DeadLetterFuture<F> {
+        #[pin]
+        call: F,
+        event: Arc<IncomingEvent>,
+        target: Arc<DeadLetterTarget>,
+        writing: Option<BoxFuture<()>>,
+    }
+}
+
+impl<F> fmt::Debug for DeadLetterFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterFuture").field("writing", &self.writing.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.writing.is_none() {
+            // The handler's future is not polled again once it has finished.
+            let Err(error) = std::task::ready!(this.call.poll(cx)) else { return Poll::Ready(Ok(())) };
+            let (target, event) = (this.target.clone(), this.event.clone());
+            *this.writing = Some(Box::pin(async move { target.write(&event, &error).await }));
+        }
+        let writing = this.writing.as_mut().expect("set above");
+        std::task::ready!(writing.as_mut().poll(cx));
+        Poll::Ready(Ok(()))
     }
 }
 
