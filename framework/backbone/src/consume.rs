@@ -9,7 +9,9 @@
 //! - **At least once**: an offset is stored only after its handler succeeded (or the event was
 //!   dead-lettered), never past an event that has not. Stored offsets are committed every second, on
 //!   revocation (before the partition moves on) and on shutdown, so a rebalance repeats at most the
-//!   events in flight.
+//!   events in flight. Within one assignment no event is handled twice: librdkafka can hand one out
+//!   again after the pause it applies on every rebalance, and the partition's task skips any offset
+//!   below the next one it expects.
 //! - **Backpressure**: each partition's queue holds at most [`Consumer::queue`] kilobytes and
 //!   messages; when a handler is slow its queue fills and librdkafka stops fetching that partition, so
 //!   memory stays bounded whatever the inflow.
@@ -699,6 +701,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     }
                     continue;
                 }
+                eos.started(partition, offset);
                 if self.handle(&mut service, topic, &message).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
@@ -750,6 +753,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         if let Some(eos) = &self.eos {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;
+            eos.started(message.partition(), message.offset());
             if self.handle(&mut self.service.clone(), &topic, message).await {
                 eos.handled(message.partition(), message.offset());
             }
@@ -983,7 +987,8 @@ struct Eos {
     gate: Arc<tokio::sync::RwLock<()>>,
     /// Next offset per partition, handled in the open transaction.
     next: Mutex<HashMap<i32, i64>>,
-    /// Next offset per partition, as last committed.
+    /// Next offset per partition, as last committed (or, before a commit, where its assignment
+    /// started).
     committed: Mutex<HashMap<i32, i64>>,
     /// The assigned partitions' cursors, rewound after an aborted transaction.
     cursors: Mutex<HashMap<i32, Arc<Cursor>>>,
@@ -1028,6 +1033,12 @@ impl Eos {
         } else {
             self.gate.blocking_write()
         }
+    }
+
+    /// The partition's first event in this assignment is at `offset` (unless one came before): where
+    /// an aborted transaction rewinds it to when none of its transactions has committed yet.
+    fn started(&self, partition: i32, offset: i64) {
+        self.committed.lock().unwrap_or_else(PoisonError::into_inner).entry(partition).or_insert(offset);
     }
 
     fn handled(&self, partition: i32, offset: i64) {
@@ -1116,7 +1127,14 @@ impl Eos {
             KafkaError::MessageProduction(RDKafkaErrorCode::Fail)
         });
         if outcome.is_ok() {
-            outcome = producer.send_offsets_to_transaction(&list, &metadata, self.timeout);
+            outcome = loop {
+                match producer.send_offsets_to_transaction(&list, &metadata, self.timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => break other,
+                }
+            };
         }
         if outcome.is_ok() {
             outcome = loop {
@@ -1130,7 +1148,7 @@ impl Eos {
         }
         match outcome {
             Ok(()) => {
-                *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = offsets;
+                self.committed.lock().unwrap_or_else(PoisonError::into_inner).extend(offsets);
                 self.pending.store(0, Ordering::Release);
                 self.hooks.transaction_ended(true);
                 producer.begin_transaction()
@@ -1142,13 +1160,20 @@ impl Eos {
                 let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
                 for partition in offsets.keys() {
-                    let to = committed.get(partition).copied();
+                    // Every partition with events in the transaction has a start (`started`). (A
+                    // seek to the stored offset is not one librdkafka accepts: it fails with
+                    // `Local: Invalid argument`, and the aborted events were never handled again.)
+                    let Some(&to) = committed.get(partition) else {
+                        tracing::error!(partition, "no offset to rewind to after an aborted transaction");
+                        continue;
+                    };
                     // First the cursor (its task then distrusts an event it is taking), then the seek.
                     if let Some(cursor) = cursors.get(partition) {
-                        cursor.rewind(to);
+                        cursor.rewind(Some(to));
                     }
-                    let to = to.map_or(rdkafka::Offset::Stored, rdkafka::Offset::Offset);
-                    if let Err(e) = consumer.seek(&self.topic, *partition, to, self.timeout) {
+                    if let Err(e) =
+                        consumer.seek(&self.topic, *partition, rdkafka::Offset::Offset(to), self.timeout)
+                    {
                         tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
                     }
                 }

@@ -144,6 +144,81 @@ async fn exactly_once_outputs_commit_with_the_consumed_offsets() {
     assert_eq!(handled.load(Ordering::SeqCst), 6_000, "no event handled twice without a failure");
 }
 
+/// Fails the first `aborts` commits (so their transactions abort), counting the outcomes.
+struct AbortFirst {
+    aborts: usize,
+    commits: AtomicUsize,
+    aborted: AtomicUsize,
+    committed: AtomicUsize,
+}
+
+impl ConsumerHooks for AbortFirst {
+    fn before_commit(&self, _: &backbone::publish::Transaction<'_>) -> Result<(), backbone::PublishError> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) < self.aborts {
+            return Err(backbone::PublishError::Client("refused by the test: abort this transaction".into()));
+        }
+        Ok(())
+    }
+
+    fn transaction_ended(&self, committed: bool) {
+        let outcome = if committed { &self.committed } else { &self.aborted };
+        outcome.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_aborted_transactions_are_handled_again_even_before_any_commit() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let kafka = shared_kafka();
+    let p = pipeline(&unique("eos-abort"), &unique("eos-abort-group"), kafka.bootstrap_servers(), 1);
+    let running = p.spec.start(&p.config).await.unwrap();
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    let errors =
+        common::publish_oracle(running.publisher(), &p.input, 3_000, 300, 1_000, &oracle, |_| {}).await;
+    assert!(errors.is_empty());
+    let handled = Arc::new(AtomicUsize::new(0));
+    // The first three transactions of the assignment abort: nothing is committed yet, so each
+    // partition must rewind to where its assignment started.
+    let hooks = Arc::new(AbortFirst {
+        aborts: 3,
+        commits: AtomicUsize::new(0),
+        aborted: AtomicUsize::new(0),
+        committed: AtomicUsize::new(0),
+    });
+    let consumer =
+        processor(&p, running.publisher(), handled.clone(), false).hooks(SharedHooks(hooks.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    let seen = read_output(&p, kafka.bootstrap_servers(), 3_000, oracle).await;
+    assert_eq!(seen, 3_000);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let (aborted, committed) = (hooks.aborted.load(Ordering::SeqCst), hooks.committed.load(Ordering::SeqCst));
+    let handled = handled.load(Ordering::SeqCst);
+    println!("aborted {aborted}, committed {committed}, handled {handled} for 3,000 events");
+    assert_eq!(aborted, 3, "the first three transactions aborted");
+    assert!(committed >= 1);
+    assert!(handled > 3_000, "the aborted transactions' events were handled again ({handled})");
+}
+
+/// Lends hooks the test keeps a handle on.
+struct SharedHooks<H>(Arc<H>);
+
+impl<H: ConsumerHooks> ConsumerHooks for SharedHooks<H> {
+    fn before_commit(
+        &self,
+        transaction: &backbone::publish::Transaction<'_>,
+    ) -> Result<(), backbone::PublishError> {
+        self.0.before_commit(transaction)
+    }
+
+    fn transaction_ended(&self, committed: bool) {
+        self.0.transaction_ended(committed);
+    }
+}
+
 fn spawn_child(p: &Pipeline, bootstrap: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     common::spawn_test_child(
         "child_processor",

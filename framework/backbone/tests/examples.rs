@@ -101,8 +101,6 @@ fn tables() {
 }
 
 #[test]
-#[ignore = "under heavy load (the whole suite in parallel) 2 of its 5 receipts were not committed within \
-            60 s in 5 of about 12 runs; unexplained yet, see issue 6's note. Run with --ignored"]
 fn exactly_once() {
     let out = run("exactly_once");
     assert_eq!(out.matches("committed receipt:").count(), 5, "{out}");
