@@ -53,8 +53,9 @@ use crate::config::Config;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
 use crate::layer::{
-    CatchPanicLayer, CorrelationLayer, DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer,
-    SchemaLayer, TimeoutLayer, TracingLayer,
+    CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter, DeadLetterLayer, EventService,
+    HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas, Timeout, TimeoutLayer, Tracing,
+    TracingLayer,
 };
 pub use crate::layer::{Retry, dead_letter_headers};
 use crate::publish::{PublishError, Publisher, Transaction};
@@ -288,18 +289,19 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         &self.group
     }
 
-    /// The per-event service: the built-in layers around yours around the handler.
-    fn service(&self, publisher: &Publisher) -> EventService<S> {
+    /// The per-event service: the built-in layers around yours around the handler. Its type is
+    /// spelled out ([`Stack`]) rather than boxed, so calling it allocates nothing of its own.
+    fn service(&self, publisher: &Publisher) -> Stack<S> {
         use tower::util::Either;
         let handler = self.handler.name();
         let bottom = HandlerService::new(self.handler.clone());
-        // Boxed once at the top; your layers (if any) need a boxed service beneath them.
+        // Your layers (if any) need a boxed service beneath them.
         let bottom = if self.layers.is_empty() {
             Either::Left(bottom)
         } else {
             Either::Right(self.layers.apply(BoxCloneSyncService::new(bottom)))
         };
-        let stack = tower::ServiceBuilder::new()
+        tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
             .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
@@ -307,8 +309,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             .layer(SchemaLayer::new(self.publisher.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
             .layer(CatchPanicLayer)
-            .service(bottom);
-        BoxCloneSyncService::new(stack)
+            .service(bottom)
     }
 
     /// Joins the group and handles events until `shutdown` completes (see [`crate::shutdown_signal`]
@@ -578,6 +579,19 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// The handler (or, with layers of yours, the handler inside them, boxed once).
+type Bottom<S> = tower::util::Either<HandlerService<S>, EventService<S>>;
+
+/// The handler under the built-in layers, outermost first: tracing, correlation, dead letters,
+/// retry, schema, timeout (if set), panic recovery.
+type Stack<S> = Tracing<
+    Correlation<
+        DeadLetter<
+            RetryService<Schemas<tower::util::Either<Timeout<CatchPanic<Bottom<S>>>, CatchPanic<Bottom<S>>>>>,
+        >,
+    >,
+>;
+
 /// Where a partition's task stands: the next offset to handle, and how often exactly once rewound it.
 ///
 /// librdkafka may hand an event out twice within one assignment. On every rebalance it pauses all
@@ -629,7 +643,7 @@ impl Cursor {
 
 /// What every partition's task shares.
 struct Worker<S: Clone + Send + Sync + 'static> {
-    service: EventService<S>,
+    service: Stack<S>,
     state: S,
     publisher: Publisher,
     permits: Semaphore,
@@ -721,7 +735,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
     /// offset may be stored.
-    async fn handle<M: Message>(&self, service: &mut EventService<S>, topic: &Arc<str>, message: &M) -> bool {
+    async fn handle<M: Message>(&self, service: &mut Stack<S>, topic: &Arc<str>, message: &M) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
         let event = Arc::new(IncomingEvent::from_message_in(topic, message));
         let cx = HandlerContext::new(event, self.state.clone())

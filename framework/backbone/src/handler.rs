@@ -88,8 +88,8 @@ pub struct IncomingEvent {
     timestamp: Option<i64>,
     key: Option<Span>,
     payload: Option<Span>,
-    /// Name and value of each header, in order.
-    headers: Vec<(Span, Span)>,
+    /// Name and value of each header, in order (up to 8 without an allocation of their own).
+    headers: smallvec::SmallVec<[(Span, Span); 8]>,
     data: Vec<u8>,
 }
 
@@ -107,7 +107,7 @@ impl IncomingEvent {
             timestamp: None,
             key: None,
             payload: None,
-            headers: Vec::new(),
+            headers: smallvec::SmallVec::new(),
             data: Vec::new(),
         }
     }
@@ -137,7 +137,7 @@ impl IncomingEvent {
             timestamp: message.timestamp().to_millis(),
             key: None,
             payload: None,
-            headers: Vec::with_capacity(count),
+            headers: smallvec::SmallVec::with_capacity(count),
             data: Vec::with_capacity(size),
         };
         event.key = message.key().map(|k| event.push(k));
