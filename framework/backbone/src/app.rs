@@ -395,31 +395,13 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         options: HandlerOptions,
         configure: impl FnOnce(Consumer<S>) -> Consumer<S> + Send + 'static,
     ) -> Self {
-        self.with_topic(topic, |mut app, topic| {
-            app.service = app.service.consumes(&topic);
-            app.subscriptions.push(Subscription {
-                topic,
-                handler,
-                options,
-                configure: Some(Box::new(configure)),
-            });
-            app
-        })
+        self.subscribe(topic, handler, options, Some(Box::new(configure)))
     }
 
     /// Subscribes a `#[backbone::handler]`: `app.handler::<reserve>()` (its topic, group and
     /// guarantee come from the declaration, and the events it emits are declared).
     pub fn handler<H: HandlerDecl<S>>(self) -> Self {
-        H::declare(self).with_topic(H::TOPIC, |mut app, topic| {
-            app.service = app.service.consumes(&topic);
-            app.subscriptions.push(Subscription {
-                topic,
-                handler: H::handler(),
-                options: H::OPTIONS,
-                configure: None,
-            });
-            app
-        })
+        H::declare(self).subscribe(H::TOPIC, H::handler(), H::OPTIONS, None)
     }
 
     /// [`handler`](Self::handler), with `configure` for the rest of [`Consumer`]'s settings
@@ -428,14 +410,20 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self,
         configure: impl FnOnce(Consumer<S>) -> Consumer<S> + Send + 'static,
     ) -> Self {
-        H::declare(self).with_topic(H::TOPIC, |mut app, topic| {
+        H::declare(self).subscribe(H::TOPIC, H::handler(), H::OPTIONS, Some(Box::new(configure)))
+    }
+
+    /// Declares that this service consumes `topic` and subscribes `handler` to it.
+    fn subscribe(
+        self,
+        topic: impl IntoTopicSpec,
+        handler: BoxedHandler<S>,
+        options: HandlerOptions,
+        configure: Option<Configure<S>>,
+    ) -> Self {
+        self.with_topic(topic, |mut app, topic| {
             app.service = app.service.consumes(&topic);
-            app.subscriptions.push(Subscription {
-                topic,
-                handler: H::handler(),
-                options: H::OPTIONS,
-                configure: Some(Box::new(configure)),
-            });
+            app.subscriptions.push(Subscription { topic, handler, options, configure });
             app
         })
     }
