@@ -601,7 +601,7 @@ type Stack<S> = Tracing<
 /// skips an event below its cursor: it was handled already.
 #[derive(Debug)]
 struct Cursor {
-    /// The next offset to handle; -1 until one is handled or after a rewind to an unknown place.
+    /// The next offset to handle; -1 until one is handled.
     next: AtomicI64,
     /// Rewinds after aborted transactions (exactly once only).
     rewinds: AtomicU64,
@@ -622,9 +622,9 @@ impl Cursor {
         self.next.store(offset + 1, Ordering::Release);
     }
 
-    /// The partition was sought back to `to` (`None`: the committed offset, not known here).
-    fn rewind(&self, to: Option<i64>) {
-        self.next.store(to.unwrap_or(-1), Ordering::Release);
+    /// The partition was sought back to `to`.
+    fn rewind(&self, to: i64) {
+        self.next.store(to, Ordering::Release);
         self.rewinds.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -634,10 +634,7 @@ impl Cursor {
 
     /// Where a rewound partition resumes.
     fn resume_at(&self) -> rdkafka::Offset {
-        match self.next.load(Ordering::Acquire) {
-            n if n >= 0 => rdkafka::Offset::Offset(n),
-            _ => rdkafka::Offset::Stored,
-        }
+        rdkafka::Offset::Offset(self.next.load(Ordering::Acquire))
     }
 }
 
@@ -1183,7 +1180,7 @@ impl Eos {
                     };
                     // First the cursor (its task then distrusts an event it is taking), then the seek.
                     if let Some(cursor) = cursors.get(partition) {
-                        cursor.rewind(Some(to));
+                        cursor.rewind(to);
                     }
                     if let Err(e) =
                         consumer.seek(&self.topic, *partition, rdkafka::Offset::Offset(to), self.timeout)
@@ -1227,14 +1224,10 @@ mod tests {
         cursor.advance(45);
 
         let before = cursor.rewinds();
-        cursor.rewind(Some(40));
+        cursor.rewind(40);
         assert_ne!(cursor.rewinds(), before, "a rewind is seen by a task that took an event before it");
         assert!(cursor.admits(40), "after a rewind the rewound events are taken again");
         assert!(!cursor.admits(39));
         assert_eq!(cursor.resume_at(), rdkafka::Offset::Offset(40));
-
-        cursor.rewind(None);
-        assert!(cursor.admits(0), "rewound to the committed offset, not known here: any offset");
-        assert_eq!(cursor.resume_at(), rdkafka::Offset::Stored);
     }
 }
