@@ -52,6 +52,7 @@ use tower::{Layer, Service, ServiceExt as _};
 use crate::config::Config;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
+use crate::held::Held;
 use crate::layer::{
     CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter, DeadLetterLayer, EventService,
     HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas, Timeout, TimeoutLayer, Tracing,
@@ -662,6 +663,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         if let Some(earlier) = earlier {
             earlier.await.ok();
         }
+        // The queue keeps the consumer alive anyway; events kept in place hold it too.
+        let Some(consumer) = self.consumer.upgrade() else { return };
         // Each partition has its own copy of the layers, and one topic name for all its events.
         let mut service = self.service.clone();
         let mut topic: Option<Arc<str>> = None;
@@ -705,24 +708,25 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     // An aborted transaction rewound the partition while this event was being
                     // taken: it may be from before the rewind. Seek again from here, so every event
                     // taken after this comes from the rewound position, and let this one come again.
-                    if let Some(consumer) = self.consumer.upgrade()
-                        && let Err(e) = consumer.seek(topic, partition, cursor.resume_at(), Duration::ZERO)
-                    {
+                    if let Err(e) = consumer.seek(topic, partition, cursor.resume_at(), Duration::ZERO) {
                         tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
                     }
                     continue;
                 }
                 eos.started(partition, offset);
-                if self.handle(&mut service, topic, &message).await {
+                let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
+                if self.handle(&mut service, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
                 }
                 continue;
             }
-            if self.handle(&mut service, topic, &message).await {
+            // Kept in place, not copied; the runtime keeps a reference to store its offset after.
+            let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
+            if self.handle(&mut service, event.clone()).await {
                 cursor.advance(offset);
-                if let Some(consumer) = self.consumer.upgrade()
-                    && let Err(e) = consumer.store_offset_from_message(&message)
+                if let Some(message) = event.message()
+                    && let Err(e) = consumer.store_offset_from_message(message)
                 {
                     tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
                 }
@@ -732,9 +736,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
     /// offset may be stored.
-    async fn handle<M: Message>(&self, service: &mut Stack<S>, topic: &Arc<str>, message: &M) -> bool {
+    async fn handle(&self, service: &mut Stack<S>, event: Arc<IncomingEvent>) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
-        let event = Arc::new(IncomingEvent::from_message_in(topic, message));
         let cx = HandlerContext::new(event, self.state.clone())
             .with_publisher(self.publisher.clone())
             .with_registry(self.publisher.registry().clone());
@@ -760,18 +763,18 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             offset = message.offset(),
             "event on the group's queue (its partition queue was not split); handled inline"
         );
-        let topic = Arc::from(message.topic());
+        let event = Arc::new(IncomingEvent::from_message(message));
         if let Some(eos) = &self.eos {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;
             eos.started(message.partition(), message.offset());
-            if self.handle(&mut self.service.clone(), &topic, message).await {
+            if self.handle(&mut self.service.clone(), event).await {
                 eos.handled(message.partition(), message.offset());
             }
             return;
         }
         // librdkafka stores offset + 1: the next event to handle.
-        if self.handle(&mut self.service.clone(), &topic, message).await
+        if self.handle(&mut self.service.clone(), event).await
             && let Some(consumer) = self.consumer.upgrade()
             && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())
         {

@@ -78,14 +78,30 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// An event as a handler sees it: where it was read, its key, payload and headers. Owned, so it
 /// outlives the consumer's poll; the runtime shares it between retries behind an [`Arc`].
 ///
-/// Key, payload and headers are copied into one buffer (two allocations per event whatever the
-/// number of headers), and events of one partition share their topic name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event the runtime consumed is kept where librdkafka read it: its key, payload and headers are
+/// not copied, and librdkafka parses its headers only if something asks for one. It keeps its
+/// consumer's buffers (and the consumer) until it is dropped. An event built with [`new`](Self::new)
+/// and the `with_` methods, or copied from a message with [`from_message`](Self::from_message), keeps
+/// its key, payload and headers in one buffer of its own. Cloning an event copies it that way.
 pub struct IncomingEvent {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
+    body: Body,
+}
+
+/// Where an event's key, payload and headers are.
+enum Body {
+    /// In one buffer of the event's own.
+    Copied(Copied),
+    /// In the consumed message itself.
+    Held(crate::held::Held),
+}
+
+/// Key, payload and headers copied into one buffer.
+#[derive(Clone, Default)]
+struct Copied {
     key: Option<Span>,
     payload: Option<Span>,
     /// Name and value of each header, in order (up to 8 without an allocation of their own).
@@ -93,7 +109,19 @@ pub struct IncomingEvent {
     data: Vec<u8>,
 }
 
-/// A range of [`IncomingEvent`]'s buffer.
+impl Copied {
+    fn push(&mut self, bytes: &[u8]) -> Span {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        (span_index(start), span_index(self.data.len()))
+    }
+
+    fn get(&self, (start, end): Span) -> &[u8] {
+        &self.data[start as usize..end as usize]
+    }
+}
+
+/// A range of [`Copied`]'s buffer.
 type Span = (u32, u32);
 
 impl IncomingEvent {
@@ -105,72 +133,104 @@ impl IncomingEvent {
             partition,
             offset,
             timestamp: None,
-            key: None,
-            payload: None,
-            headers: smallvec::SmallVec::new(),
-            data: Vec::new(),
+            body: Body::Copied(Copied::default()),
         }
     }
 
     /// Copies a consumed Kafka message (a `BorrowedMessage` from a poll, or an `OwnedMessage`).
     /// A header without a value becomes an empty one.
     pub fn from_message<M: rdkafka::Message>(message: &M) -> Self {
-        Self::from_message_in(&Arc::from(message.topic()), message)
-    }
-
-    /// As [`from_message`](Self::from_message), sharing `topic` (the message's topic name).
-    pub(crate) fn from_message_in<M: rdkafka::Message>(topic: &Arc<str>, message: &M) -> Self {
         use rdkafka::message::Headers as _;
         let borrowed = message.headers();
         let count = borrowed.map_or(0, |h| h.count());
-        let mut size = message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len);
+        let mut copied = Copied {
+            key: None,
+            payload: None,
+            headers: smallvec::SmallVec::with_capacity(count),
+            data: Vec::new(),
+        };
+        copied.key = message.key().map(|k| copied.push(k));
+        copied.payload = message.payload().map(|p| copied.push(p));
         if let Some(h) = borrowed {
-            size += (0..count)
-                .filter_map(|i| h.try_get(i))
-                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                .sum::<usize>();
+            for header in (0..count).filter_map(|i| h.try_get(i)) {
+                let name = copied.push(header.key.as_bytes());
+                let value = copied.push(header.value.unwrap_or_default());
+                copied.headers.push((name, value));
+            }
         }
-        let mut event = Self {
+        Self {
+            topic: message.topic().into(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+            body: Body::Copied(copied),
+        }
+    }
+
+    /// Keeps a message the runtime consumed where it is (no copy), sharing `topic` (its topic's
+    /// name).
+    pub(crate) fn held(topic: &Arc<str>, held: crate::held::Held) -> Self {
+        use rdkafka::Message as _;
+        let message = held.message();
+        Self {
             topic: topic.clone(),
             partition: message.partition(),
             offset: message.offset(),
             timestamp: message.timestamp().to_millis(),
-            key: None,
-            payload: None,
-            headers: smallvec::SmallVec::with_capacity(count),
-            data: Vec::with_capacity(size),
-        };
-        event.key = message.key().map(|k| event.push(k));
-        event.payload = message.payload().map(|p| event.push(p));
-        if let Some(h) = borrowed {
-            for header in (0..count).filter_map(|i| h.try_get(i)) {
-                let name = event.push(header.key.as_bytes());
-                let value = event.push(header.value.unwrap_or_default());
-                event.headers.push((name, value));
+            body: Body::Held(held),
+        }
+    }
+
+    /// The consumed message, if the event is one the runtime kept in place.
+    pub(crate) fn message(&self) -> Option<&rdkafka::message::BorrowedMessage<'_>> {
+        match &self.body {
+            Body::Held(held) => Some(held.message()),
+            Body::Copied(_) => None,
+        }
+    }
+
+    fn copied(&mut self) -> &mut Copied {
+        if let Body::Held(_) = self.body {
+            self.body = Body::Copied(self.copy_body());
+        }
+        match &mut self.body {
+            Body::Copied(copied) => copied,
+            Body::Held(_) => unreachable!("copied just above"),
+        }
+    }
+
+    /// Key, payload and headers copied into a buffer of their own.
+    fn copy_body(&self) -> Copied {
+        match &self.body {
+            Body::Copied(copied) => copied.clone(),
+            Body::Held(_) => {
+                let mut copied = Copied {
+                    headers: smallvec::SmallVec::with_capacity(self.headers().len()),
+                    ..Copied::default()
+                };
+                copied.key = self.key().map(|k| copied.push(k));
+                copied.payload = self.payload().map(|p| copied.push(p));
+                for (name, value) in self.headers() {
+                    let name = copied.push(name.as_bytes());
+                    let value = copied.push(value);
+                    copied.headers.push((name, value));
+                }
+                copied
             }
         }
-        event
-    }
-
-    fn push(&mut self, bytes: &[u8]) -> Span {
-        let start = self.data.len();
-        self.data.extend_from_slice(bytes);
-        (span_index(start), span_index(self.data.len()))
-    }
-
-    fn get(&self, (start, end): Span) -> &[u8] {
-        &self.data[start as usize..end as usize]
     }
 
     /// With this key.
     pub fn with_key(mut self, key: impl AsRef<[u8]>) -> Self {
-        self.key = Some(self.push(key.as_ref()));
+        let copied = self.copied();
+        copied.key = Some(copied.push(key.as_ref()));
         self
     }
 
     /// With this payload.
     pub fn with_payload(mut self, payload: impl AsRef<[u8]>) -> Self {
-        self.payload = Some(self.push(payload.as_ref()));
+        let copied = self.copied();
+        copied.payload = Some(copied.push(payload.as_ref()));
         self
     }
 
@@ -182,9 +242,10 @@ impl IncomingEvent {
 
     /// With one more header (after those already there).
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
-        let name = self.push(name.as_ref().as_bytes());
-        let value = self.push(value.as_ref());
-        self.headers.push((name, value));
+        let copied = self.copied();
+        let name = copied.push(name.as_ref().as_bytes());
+        let value = copied.push(value.as_ref());
+        copied.headers.push((name, value));
         self
     }
 
@@ -210,25 +271,110 @@ impl IncomingEvent {
 
     /// Its key, if it has one.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.map(|k| self.get(k))
+        match &self.body {
+            Body::Copied(c) => c.key.map(|k| c.get(k)),
+            Body::Held(held) => held.key(),
+        }
     }
 
     /// Its payload; `None` for a tombstone.
     pub fn payload(&self) -> Option<&[u8]> {
-        self.payload.map(|p| self.get(p))
+        match &self.body {
+            Body::Copied(c) => c.payload.map(|p| c.get(p)),
+            Body::Held(held) => held.payload(),
+        }
     }
 
-    /// All headers, in order (a name may repeat).
+    /// All headers, in order (a name may repeat). A name that is not UTF-8 reads as empty.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
-        self.headers
-            .iter()
-            .map(|(n, v)| (std::str::from_utf8(self.get(*n)).unwrap_or_default(), self.get(*v)))
+        let count = match &self.body {
+            Body::Copied(c) => c.headers.len(),
+            Body::Held(held) => held.header_count(),
+        };
+        (0..count).map(|i| {
+            let (name, value) = self.header_at(i);
+            (std::str::from_utf8(name).unwrap_or_default(), value)
+        })
+    }
+
+    /// The name and value of the header at `index` (below the header count).
+    fn header_at(&self, index: usize) -> (&[u8], &[u8]) {
+        match &self.body {
+            Body::Copied(c) => {
+                let (name, value) = c.headers[index];
+                (c.get(name), c.get(value))
+            }
+            Body::Held(held) => held.header_at(index).unwrap_or_default(),
+        }
     }
 
     /// The value of the header called `name`: the last one if it repeats, as Kafka's Java client's
     /// `lastHeader` does.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().rev().find(|(n, _)| self.get(*n) == name.as_bytes()).map(|(_, v)| self.get(*v))
+        match &self.body {
+            Body::Copied(c) => {
+                c.headers.iter().rev().find(|(n, _)| c.get(*n) == name.as_bytes()).map(|(_, v)| c.get(*v))
+            }
+            Body::Held(held) => (0..held.header_count())
+                .rev()
+                .filter_map(|i| held.header_at(i))
+                .find(|(n, _)| *n == name.as_bytes())
+                .map(|(_, v)| v),
+        }
+    }
+}
+
+impl Clone for IncomingEvent {
+    /// A copy with a buffer of its own (a kept message is not shared).
+    fn clone(&self) -> Self {
+        Self {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            body: Body::Copied(self.copy_body()),
+        }
+    }
+}
+
+impl PartialEq for IncomingEvent {
+    /// Equal when read from the same place with the same key, payload, timestamp and headers.
+    fn eq(&self, other: &Self) -> bool {
+        self.topic == other.topic
+            && self.partition == other.partition
+            && self.offset == other.offset
+            && self.timestamp == other.timestamp
+            && self.key() == other.key()
+            && self.payload() == other.payload()
+            && self.headers().eq(other.headers())
+    }
+}
+
+impl Eq for IncomingEvent {}
+
+impl fmt::Debug for IncomingEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Bytes<'a>(Option<&'a [u8]>);
+        impl fmt::Debug for Bytes<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    None => f.write_str("None"),
+                    Some(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+                }
+            }
+        }
+        f.debug_struct("IncomingEvent")
+            .field("topic", &&*self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &Bytes(self.key()))
+            .field("payload", &Bytes(self.payload()))
+            .field(
+                "headers",
+                &self.headers().map(|(n, v)| (n, String::from_utf8_lossy(v))).collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 

@@ -506,15 +506,23 @@ where
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
         use tracing::Instrument as _;
         let event = cx.event();
-        let traceparent =
-            event.header(crate::trace::TRACEPARENT).and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("");
+        // The macro works its fields out only for an enabled span, or for `log` when no tracing
+        // subscriber was ever set (tracing's `log` feature, which axum's default features turn on):
+        // the event's headers are parsed only when a subscriber may want the trace context.
         let span = tracing::info_span!(
             "event",
             handler = &*self.handler,
             topic = event.topic(),
             partition = event.partition(),
             offset = event.offset(),
-            traceparent,
+            traceparent = if tracing::dispatcher::has_been_set() {
+                event
+                    .header(crate::trace::TRACEPARENT)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .unwrap_or("")
+            } else {
+                ""
+            },
         );
         let call = {
             let _entered = span.enter();

@@ -154,6 +154,8 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod health;
+// The crate's only `unsafe`: consumed messages kept in place (the module says why).
+mod held;
 pub mod layer;
 pub mod migrate;
 pub mod provision;
