@@ -50,7 +50,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::config::Config;
-use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
+use crate::handler::{BoxedHandler, Env, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
 use crate::held::Held;
 use crate::layer::{
@@ -665,10 +665,18 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         }
         // The queue keeps the consumer alive anyway; events kept in place hold it too.
         let Some(consumer) = self.consumer.upgrade() else { return };
-        // Each partition has its own copy of the layers, and one topic name for all its events.
+        // Each partition has its own copy of the layers, one environment (state, publisher) and one
+        // topic name for all its events.
         let mut service = self.service.clone();
+        let env = self.env();
         let mut topic: Option<Arc<str>> = None;
-        // Made once, polled on every wait: no waiter registration per event.
+        // Made once, polled on every wait: no waiter registration per event. While neither has
+        // changed (an atomic load on these clones), events go first and `stopping` is polled only
+        // when the queue is empty.
+        let (stop_seen, revoked_seen) = (stop.clone(), revoked.clone());
+        let quiet = move || {
+            matches!(stop_seen.has_changed(), Ok(false)) && matches!(revoked_seen.has_changed(), Ok(false))
+        };
         let stopping = async {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
@@ -681,10 +689,18 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         loop {
             // Read before taking an event: a rewind after this makes the event suspect.
             let rewinds = cursor.rewinds();
-            let message = tokio::select! {
-                biased;
-                () = &mut stopping => return,
-                message = events.next() => message,
+            let message = if quiet() {
+                tokio::select! {
+                    biased;
+                    message = events.next() => message,
+                    () = &mut stopping => return,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = &mut stopping => return,
+                    message = events.next() => message,
+                }
             };
             let message = match message {
                 // A partition's stream never ends; if it did, the task would have nothing to do.
@@ -715,7 +731,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 }
                 eos.started(partition, offset);
                 let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
-                if self.handle(&mut service, event).await {
+                if self.handle(&mut service, &env, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
                 }
@@ -723,7 +739,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             }
             // Kept in place, not copied; the runtime keeps a reference to store its offset after.
             let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
-            if self.handle(&mut service, event.clone()).await {
+            if self.handle(&mut service, &env, event.clone()).await {
                 cursor.advance(offset);
                 if let Some(message) = event.message()
                     && let Err(e) = consumer.store_offset_from_message(message)
@@ -736,11 +752,9 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
     /// offset may be stored.
-    async fn handle(&self, service: &mut Stack<S>, event: Arc<IncomingEvent>) -> bool {
+    async fn handle(&self, service: &mut Stack<S>, env: &Arc<Env<S>>, event: Arc<IncomingEvent>) -> bool {
         let Ok(_permit) = self.permits.acquire().await else { return false };
-        let cx = HandlerContext::new(event, self.state.clone())
-            .with_publisher(self.publisher.clone())
-            .with_registry(self.publisher.registry().clone());
+        let cx = HandlerContext::in_env(event, env);
         // The dead-letter layer turns failures into dead letters; what reaches here is unexpected.
         let outcome = match service.ready().await {
             Ok(ready) => ready.call(cx).await,
@@ -753,6 +767,11 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 false
             }
         }
+    }
+
+    /// The handlers' state and publisher, to share between the events of a partition.
+    fn env(&self) -> Arc<Env<S>> {
+        Env::new(self.state.clone(), self.publisher.clone())
     }
 
     /// Handles a message that arrived on the group's queue and stores its offset.
@@ -768,13 +787,13 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;
             eos.started(message.partition(), message.offset());
-            if self.handle(&mut self.service.clone(), event).await {
+            if self.handle(&mut self.service.clone(), &self.env(), event).await {
                 eos.handled(message.partition(), message.offset());
             }
             return;
         }
         // librdkafka stores offset + 1: the next event to handle.
-        if self.handle(&mut self.service.clone(), event).await
+        if self.handle(&mut self.service.clone(), &self.env(), event).await
             && let Some(consumer) = self.consumer.upgrade()
             && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())
         {

@@ -395,37 +395,98 @@ impl From<&rdkafka::message::BorrowedMessage<'_>> for IncomingEvent {
     }
 }
 
-/// What extractors read from: the event, the service's state and its publisher. Cheap to clone (the
-/// event is shared; keep `S` cheap to clone too, `Arc`s inside, as with axum's state).
-#[derive(Debug, Clone)]
+/// What extractors read from: the event, the service's state and its publisher. Cheap to clone: the
+/// event is shared, and so are state, publisher and registry (the runtime shares them between all
+/// events of a partition). The [`State`] extractor clones `S`, so keep it cheap to clone too, `Arc`s
+/// inside, as with axum's state.
 pub struct HandlerContext<S = ()> {
     event: Arc<IncomingEvent>,
+    /// State, publisher and registry: one per partition's task, shared by its events.
+    env: Arc<Env<S>>,
+}
+
+/// What every event of a partition sees besides itself.
+#[derive(Debug)]
+pub(crate) struct Env<S> {
     state: S,
     publisher: Option<Publisher>,
     registry: Option<crate::schema::Registry>,
 }
 
+impl<S> Env<S> {
+    /// `state`, with the service's publisher and its registry.
+    pub(crate) fn new(state: S, publisher: Publisher) -> Arc<Self> {
+        let registry = Some(publisher.registry().clone());
+        Arc::new(Self { state, publisher: Some(publisher), registry })
+    }
+}
+
+impl<S> Clone for HandlerContext<S> {
+    fn clone(&self) -> Self {
+        Self { event: self.event.clone(), env: self.env.clone() }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for HandlerContext<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerContext")
+            .field("event", &self.event)
+            .field("state", &self.env.state)
+            .field("publisher", &self.env.publisher)
+            .field("registry", &self.env.registry)
+            .finish()
+    }
+}
+
 impl<S> HandlerContext<S> {
     /// A context for `event` with `state` and no publisher.
     pub fn new(event: impl Into<Arc<IncomingEvent>>, state: S) -> Self {
-        Self { event: event.into(), state, publisher: None, registry: None }
+        Self { event: event.into(), env: Arc::new(Env { state, publisher: None, registry: None }) }
+    }
+
+    /// A context for `event` in a partition's shared `env` (the runtime's per-event path: no state,
+    /// publisher or registry cloned per event).
+    pub(crate) fn in_env(event: Arc<IncomingEvent>, env: &Arc<Env<S>>) -> Self {
+        Self { event, env: env.clone() }
     }
 
     /// With the service's publisher (what the [`Publisher`] extractor hands out).
-    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
-        self.publisher = Some(publisher);
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self
+    where
+        S: Clone,
+    {
+        self.env_mut().publisher = Some(publisher);
         self
     }
 
     /// With the schema registry that Avro events decode through.
-    pub fn with_registry(mut self, registry: crate::schema::Registry) -> Self {
-        self.registry = Some(registry);
+    pub fn with_registry(mut self, registry: crate::schema::Registry) -> Self
+    where
+        S: Clone,
+    {
+        self.env_mut().registry = Some(registry);
         self
+    }
+
+    /// The environment, unshared first if a clone of this context shares it.
+    fn env_mut(&mut self) -> &mut Env<S>
+    where
+        S: Clone,
+    {
+        if Arc::get_mut(&mut self.env).is_none() {
+            let env = &*self.env;
+            self.env = Arc::new(Env {
+                state: env.state.clone(),
+                publisher: env.publisher.clone(),
+                registry: env.registry.clone(),
+            });
+        }
+        Arc::get_mut(&mut self.env).expect("unshared just above")
     }
 
     /// The schema registry, if one is configured.
     pub fn registry(&self) -> Option<&crate::schema::Registry> {
-        self.registry.as_ref()
+        self.env.registry.as_ref()
     }
 
     /// The event.
@@ -440,12 +501,12 @@ impl<S> HandlerContext<S> {
 
     /// The service's state.
     pub fn state(&self) -> &S {
-        &self.state
+        &self.env.state
     }
 
     /// The service's publisher, if it has one.
     pub fn publisher(&self) -> Option<&Publisher> {
-        self.publisher.as_ref()
+        self.env.publisher.as_ref()
     }
 }
 

@@ -567,7 +567,7 @@ impl<I, S> Service<HandlerContext<S>> for Schemas<I>
 where
     I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + 'static,
     I::Future: Send + 'static,
-    S: Send + 'static,
+    S: Send + Sync + 'static,
 {
     type Response = ();
     type Error = HandlerError;
