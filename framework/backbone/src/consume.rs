@@ -665,6 +665,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         }
         // The queue keeps the consumer alive anyway; events kept in place hold it too.
         let Some(consumer) = self.consumer.upgrade() else { return };
+        let keep = crate::held::Consumer::new(&consumer);
         // Each partition has its own copy of the layers, one environment (state, publisher) and one
         // topic name for all its events.
         let mut service = self.service.clone();
@@ -730,7 +731,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     continue;
                 }
                 eos.started(partition, offset);
-                let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
+                let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &keep)));
                 if self.handle(&mut service, &env, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
@@ -738,7 +739,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 continue;
             }
             // Kept in place, not copied; the runtime keeps a reference to store its offset after.
-            let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &consumer)));
+            let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &keep)));
             if self.handle(&mut service, &env, event.clone()).await {
                 cursor.advance(offset);
                 if let Some(message) = event.message()

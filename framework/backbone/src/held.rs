@@ -33,26 +33,36 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 pub(crate) struct Held {
     // Declared first: drops before `_consumer` (fields drop in declaration order).
     message: BorrowedMessage<'static>,
-    _consumer: Arc<dyn Any + Send + Sync>,
+    _consumer: Consumer,
+}
+
+/// A strong reference to a consumer, made once per partition task: cloning it per event touches a
+/// reference count of that task's own, not one that every partition's task shares.
+#[derive(Clone)]
+pub(crate) struct Consumer {
+    _alive: Arc<dyn Any + Send + Sync>,
+}
+
+impl Consumer {
+    /// Keeps `consumer` alive.
+    pub(crate) fn new<C: ConsumerContext + 'static>(consumer: &Arc<StreamConsumer<C>>) -> Self {
+        Self { _alive: Arc::new(consumer.clone()) }
+    }
 }
 
 impl Held {
-    /// Keeps `message`, read from `consumer` (one of its partition queues included), alive on its own.
+    /// Keeps `message`, read from the consumer `consumer` keeps alive (one of its partition queues
+    /// included), alive on its own.
     ///
-    /// The message must come from `consumer`: the signature ties the borrow to it, and the crate only
-    /// calls this with the message just taken from one of that consumer's queues.
-    pub(crate) fn new<'a, C: ConsumerContext + 'static>(
-        message: BorrowedMessage<'a>,
-        consumer: &'a Arc<StreamConsumer<C>>,
-    ) -> Self {
+    /// The message must come from that consumer: the signature ties the borrow to it, and the crate
+    /// only calls this with the message just taken from one of that consumer's queues.
+    pub(crate) fn new<'a>(message: BorrowedMessage<'a>, consumer: &'a Consumer) -> Self {
         // SAFETY: `BorrowedMessage<'a>` and `BorrowedMessage<'static>` are the same type but for the
         // lifetime, which only expresses that the consumer outlives the message (see the module's
         // docs). `Held` keeps that consumer alive until after the message is dropped, and never
         // hands out the message for longer than it lives itself.
-        let message =
-            unsafe { std::mem::transmute::<BorrowedMessage<'a>, BorrowedMessage<'static>>(message) };
-        let consumer: Arc<dyn Any + Send + Sync> = consumer.clone();
-        Self { message, _consumer: consumer }
+        let message = unsafe { std::mem::transmute::<BorrowedMessage<'a>, BorrowedMessage<'static>>(message) };
+        Self { message, _consumer: consumer.clone() }
     }
 
     /// The message, for as long as `self` lives.
