@@ -639,6 +639,10 @@ impl Cursor {
     }
 }
 
+/// How many events in a row a busy partition handles in the same handler slot before it gives the
+/// slot back to partitions waiting for one.
+const SLOT_STREAK: u32 = 64;
+
 /// What every partition's task shares.
 struct Worker<S: Clone + Send + Sync + 'static> {
     service: Stack<S>,
@@ -687,20 +691,24 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         let mut stopping = std::pin::pin!(stopping);
         // One stream for the task's life: no waker slot taken and given back per event.
         let mut events = queue.stream();
+        // A handler slot (of `concurrency`), kept from one event to the next while events are
+        // waiting, for up to `SLOT_STREAK` events; given back before the task waits for more, so an
+        // idle partition holds none.
+        let mut slot = None;
+        let mut streak = 0;
         loop {
             // Read before taking an event: a rewind after this makes the event suspect.
             let rewinds = cursor.rewinds();
-            let message = if quiet() {
-                tokio::select! {
-                    biased;
-                    message = events.next() => message,
-                    () = &mut stopping => return,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    () = &mut stopping => return,
-                    message = events.next() => message,
+            let ready = if quiet() { futures::poll!(events.next()) } else { std::task::Poll::Pending };
+            let message = match ready {
+                std::task::Poll::Ready(message) => message,
+                std::task::Poll::Pending => {
+                    (slot, streak) = (None, 0);
+                    tokio::select! {
+                        biased;
+                        () = &mut stopping => return,
+                        message = events.next() => message,
+                    }
                 }
             };
             let message = match message {
@@ -718,6 +726,15 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 continue;
             }
             let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
+            if streak >= SLOT_STREAK {
+                // Let the partitions waiting for a slot have one (the semaphore is fair).
+                (slot, streak) = (None, 0);
+            }
+            if slot.is_none() {
+                let Ok(permit) = self.permits.acquire().await else { return };
+                slot = Some(permit);
+            }
+            streak += 1;
             if let Some(eos) = &self.eos {
                 // In the open transaction: the committer waits for events in hand.
                 let _in_transaction = eos.gate.read().await;
@@ -753,8 +770,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
 
     /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
     /// offset may be stored.
+    /// The caller holds a handler slot.
     async fn handle(&self, service: &mut Stack<S>, env: &Arc<Env<S>>, event: Arc<IncomingEvent>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else { return false };
         let cx = HandlerContext::in_env(event, env);
         // The dead-letter layer turns failures into dead letters; what reaches here is unexpected.
         let outcome = match service.ready().await {
@@ -784,6 +801,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             "event on the group's queue (its partition queue was not split); handled inline"
         );
         let event = Arc::new(IncomingEvent::from_message(message));
+        let Ok(_slot) = self.permits.acquire().await else { return };
         if let Some(eos) = &self.eos {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;

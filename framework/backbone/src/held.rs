@@ -61,7 +61,8 @@ impl Held {
         // lifetime, which only expresses that the consumer outlives the message (see the module's
         // docs). `Held` keeps that consumer alive until after the message is dropped, and never
         // hands out the message for longer than it lives itself.
-        let message = unsafe { std::mem::transmute::<BorrowedMessage<'a>, BorrowedMessage<'static>>(message) };
+        let message =
+            unsafe { std::mem::transmute::<BorrowedMessage<'a>, BorrowedMessage<'static>>(message) };
         Self { message, _consumer: consumer.clone() }
     }
 

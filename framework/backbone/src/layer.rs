@@ -310,19 +310,29 @@ impl RetryLayer {
     }
 }
 
-impl<I> Layer<I> for RetryLayer {
+impl<I: Clone> Layer<I> for RetryLayer {
     type Service = RetryService<I>;
 
     fn layer(&self, inner: I) -> RetryService<I> {
-        RetryService { inner, retry: self.retry }
+        RetryService { spare: Arc::new(inner.clone()), inner, retry: self.retry }
     }
 }
 
 /// See [`RetryLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RetryService<I> {
     inner: I,
+    /// What retries clone from, behind a reference count of this copy's own: every event's first
+    /// attempt takes a reference to it instead of cloning the services beneath (whose shared
+    /// reference counts every partition would bump).
+    spare: Arc<I>,
     retry: Retry,
+}
+
+impl<I: Clone> Clone for RetryService<I> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), spare: Arc::new((*self.spare).clone()), retry: self.retry }
+    }
 }
 
 impl<I, S> Service<HandlerContext<S>> for RetryService<I>
@@ -345,7 +355,7 @@ where
             return RetryFuture { first: self.inner.call(cx), again: None, rest: None };
         }
         let first = self.inner.call(cx.clone());
-        RetryFuture { first, again: Some((self.inner.clone(), cx, self.retry)), rest: None }
+        RetryFuture { first, again: Some((self.spare.clone(), cx, self.retry)), rest: None }
     }
 }
 
@@ -355,7 +365,7 @@ pin_project_lite::pin_project! {
     pub struct RetryFuture<F, I, S> {
         #[pin]
         first: F,
-        again: Option<(I, HandlerContext<S>, Retry)>,
+        again: Option<(Arc<I>, HandlerContext<S>, Retry)>,
         rest: Option<BoxFuture<Result<(), HandlerError>>>,
     }
 }
@@ -383,7 +393,7 @@ where
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(e) if e.is_retriable() && this.again.is_some() => {
                     let (inner, cx, retry) = this.again.take().expect("checked");
-                    *this.rest = Some(Box::pin(retry_after(inner, cx, retry, e)));
+                    *this.rest = Some(Box::pin(retry_after((*inner).clone(), cx, retry, e)));
                 }
                 Err(e) => return Poll::Ready(Err(e.with_attempts(1))),
             }
@@ -640,7 +650,7 @@ pub struct DeadLetterLayer {
     target: Arc<DeadLetterTarget>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct DeadLetterTarget {
     topic: TopicSpec,
     publisher: Publisher,
@@ -675,10 +685,18 @@ impl<I> Layer<I> for DeadLetterLayer {
 }
 
 /// See [`DeadLetterLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DeadLetter<I> {
     inner: I,
     target: Arc<DeadLetterTarget>,
+}
+
+impl<I: Clone> Clone for DeadLetter<I> {
+    /// A copy with a target of its own: each partition's stack then bumps a reference count of its
+    /// own for every event, not one that all partitions share.
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), target: Arc::new((*self.target).clone()) }
+    }
 }
 
 impl<I, S> Service<HandlerContext<S>> for DeadLetter<I>

@@ -203,3 +203,66 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
     assert!(!msg.is_empty());
     assert_eq!(payload, &bodies[40], "the dead letter keeps the original bytes");
 }
+
+/// How many handlers run at once, at most, and what each partition saw in order.
+#[derive(Clone, Default)]
+struct Overlap {
+    running: Arc<AtomicU32>,
+    most: Arc<AtomicU32>,
+    handled: Arc<Mutex<std::collections::BTreeMap<i32, Vec<i64>>>>,
+    total: Arc<AtomicU32>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+/// Works a little (a handler's own work, not a wait for an event) while counting who else runs.
+async fn busy(meta: Metadata, State(o): State<Overlap>) {
+    let now = o.running.fetch_add(1, Ordering::SeqCst) + 1;
+    o.most.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    o.running.fetch_sub(1, Ordering::SeqCst);
+    o.handled.lock().unwrap().entry(meta.partition()).or_default().push(meta.offset());
+    if o.total.fetch_add(1, Ordering::SeqCst) + 1 == 600 {
+        o.done.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_bounds_the_handlers_running_at_once_and_every_partition_progresses() {
+    let kafka = shared_kafka();
+    let config = common::config(kafka.bootstrap_servers());
+    let service = unique("concurrency");
+    let topic = TopicSpec::public(&service, "orders", 1).partitions(6).build().unwrap();
+    let dlq = dead_letter_topic(&service, &topic).unwrap();
+    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+    let publisher = spec.start(&config).await.expect("start").publisher().clone();
+    for n in 0..600u32 {
+        let key = format!("order-{}", n % 60);
+        publisher.publish(&topic, Outgoing::new("OrderCreated", key.as_bytes(), b"{}")).await.unwrap();
+    }
+    let overlap = Overlap::default();
+    let consumer = Consumer::new(
+        &config,
+        &spec,
+        &topic,
+        BoxedHandler::named("busy", busy),
+        overlap.clone(),
+        publisher,
+        Some(&unique("concurrency-group")),
+    )
+    .unwrap()
+    .concurrency(2);
+    let done = overlap.done.clone();
+    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
+        .await
+        .expect("600 events handled within 60 s")
+        .expect("clean stop");
+
+    let most = overlap.most.load(Ordering::SeqCst);
+    assert_eq!(most, 2, "at most 2 handlers at once, and 2 did run at once across partitions");
+    let handled = overlap.handled.lock().unwrap().clone();
+    assert!(handled.len() >= 5, "events of at least 5 of the 6 partitions (60 keys): {:?}", handled.keys());
+    for (partition, offsets) in &handled {
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "partition {partition} in order, each once");
+    }
+    assert_eq!(handled.values().map(Vec::len).sum::<usize>(), 600);
+}
