@@ -28,16 +28,14 @@
 //!   fetching, let the events in hand finish within the shutdown budget, commit, leave the group (the
 //!   others take over at once, not after a session timeout).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -52,7 +50,7 @@ use tower::{Layer, Service, ServiceExt as _};
 use crate::config::Config;
 use crate::handler::{BoxedHandler, Env, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
-use crate::held::Held;
+use crate::held::PartitionQueue;
 use crate::layer::{
     CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter, DeadLetterLayer, EventService,
     HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas, Timeout, TimeoutLayer, Tracing,
@@ -657,7 +655,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
     /// Handles one partition's events in order until it is revoked or the consumer stops.
     async fn run(
         self: Arc<Self>,
-        queue: StreamPartitionQueue<GroupContext<S>>,
+        queue: PartitionQueue,
         earlier: Option<JoinHandle<()>>,
         mut stop: watch::Receiver<bool>,
         mut revoked: watch::Receiver<bool>,
@@ -667,9 +665,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         if let Some(earlier) = earlier {
             earlier.await.ok();
         }
-        // The queue keeps the consumer alive anyway; events kept in place hold it too.
         let Some(consumer) = self.consumer.upgrade() else { return };
-        let keep = crate::held::Consumer::new(&consumer);
         // Each partition has its own copy of the layers, one environment (state, publisher) and one
         // topic name for all its events.
         let mut service = self.service.clone();
@@ -689,43 +685,38 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             }
         };
         let mut stopping = std::pin::pin!(stopping);
-        // One stream for the task's life: no waker slot taken and given back per event.
-        let mut events = queue.stream();
+        // Events taken from the queue (up to `held::BATCH`), handled one by one.
+        let mut batch = VecDeque::with_capacity(crate::held::BATCH);
+        // Exactly once: rewinds seen when the batch was taken.
+        let mut rewinds = cursor.rewinds();
         // A handler slot (of `concurrency`), kept from one event to the next while events are
         // waiting, for up to `SLOT_STREAK` events; given back before the task waits for more, so an
         // idle partition holds none.
         let mut slot = None;
         let mut streak = 0;
         loop {
-            // Read before taking an event: a rewind after this makes the event suspect.
-            let rewinds = cursor.rewinds();
-            let ready = if quiet() { futures::poll!(events.next()) } else { std::task::Poll::Pending };
-            let message = match ready {
-                std::task::Poll::Ready(message) => message,
-                std::task::Poll::Pending => {
+            if !quiet() && futures::poll!(stopping.as_mut()).is_ready() {
+                return;
+            }
+            if batch.is_empty() {
+                // Read before taking: a rewind after this makes the batch suspect.
+                rewinds = cursor.rewinds();
+                if !queue.take(&mut batch) {
                     (slot, streak) = (None, 0);
                     tokio::select! {
                         biased;
                         () = &mut stopping => return,
-                        message = events.next() => message,
+                        () = std::future::poll_fn(|cx| queue.poll_take(cx, &mut batch)) => {}
                     }
                 }
-            };
-            let message = match message {
-                // A partition's stream never ends; if it did, the task would have nothing to do.
-                None => return,
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "partition queue error");
-                    continue;
-                }
-            };
-            let (partition, offset) = (message.partition(), message.offset());
+            }
+            let Some(held) = batch.pop_front() else { continue };
+            let (partition, offset) = (held.partition(), held.offset());
             if !cursor.admits(offset) {
                 tracing::debug!(partition, offset, "event handed out again by librdkafka; skipped");
                 continue;
             }
-            let topic = topic.get_or_insert_with(|| Arc::from(message.topic()));
+            let topic = topic.get_or_insert_with(|| Arc::from(held.topic()));
             if streak >= SLOT_STREAK {
                 // Let the partitions waiting for a slot have one (the semaphore is fair).
                 (slot, streak) = (None, 0);
@@ -739,16 +730,18 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 // In the open transaction: the committer waits for events in hand.
                 let _in_transaction = eos.gate.read().await;
                 if cursor.rewinds() != rewinds {
-                    // An aborted transaction rewound the partition while this event was being
-                    // taken: it may be from before the rewind. Seek again from here, so every event
-                    // taken after this comes from the rewound position, and let this one come again.
+                    // An aborted transaction rewound the partition while this batch was being
+                    // taken or handled: it may be from before the rewind. Seek again from here, so
+                    // every event taken after this comes from the rewound position, and let these
+                    // come again.
+                    batch.clear();
                     if let Err(e) = consumer.seek(topic, partition, cursor.resume_at(), Duration::ZERO) {
                         tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
                     }
                     continue;
                 }
                 eos.started(partition, offset);
-                let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &keep)));
+                let event = Arc::new(IncomingEvent::held(topic, held));
                 if self.handle(&mut service, &env, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
@@ -756,11 +749,11 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 continue;
             }
             // Kept in place, not copied; the runtime keeps a reference to store its offset after.
-            let event = Arc::new(IncomingEvent::held(topic, Held::new(message, &keep)));
+            let event = Arc::new(IncomingEvent::held(topic, held));
             if self.handle(&mut service, &env, event.clone()).await {
                 cursor.advance(offset);
-                if let Some(message) = event.message()
-                    && let Err(e) = consumer.store_offset_from_message(message)
+                if let Some(held) = event.kept()
+                    && let Err(e) = held.store_offset()
                 {
                     tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
                 }
@@ -847,7 +840,7 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
         let Some(stream) = worker.consumer.upgrade() else { return };
         let mut tasks = self.lock_partitions();
         for &partition in partitions {
-            let Some(queue) = stream.split_partition_queue(&self.topic, partition) else {
+            let Some(queue) = PartitionQueue::split(&stream, &self.topic, partition) else {
                 tracing::warn!(
                     topic = self.topic,
                     partition,

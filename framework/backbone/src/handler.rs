@@ -170,21 +170,19 @@ impl IncomingEvent {
     /// Keeps a message the runtime consumed where it is (no copy), sharing `topic` (its topic's
     /// name).
     pub(crate) fn held(topic: &Arc<str>, held: crate::held::Held) -> Self {
-        use rdkafka::Message as _;
-        let message = held.message();
         Self {
             topic: topic.clone(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis(),
+            partition: held.partition(),
+            offset: held.offset(),
+            timestamp: held.timestamp(),
             body: Body::Held(held),
         }
     }
 
     /// The consumed message, if the event is one the runtime kept in place.
-    pub(crate) fn message(&self) -> Option<&rdkafka::message::BorrowedMessage<'_>> {
+    pub(crate) fn kept(&self) -> Option<&crate::held::Held> {
         match &self.body {
-            Body::Held(held) => Some(held.message()),
+            Body::Held(held) => Some(held),
             Body::Copied(_) => None,
         }
     }

@@ -1,40 +1,48 @@
-//! A consumed message kept in place, without copying its key, payload or headers.
+//! librdkafka used directly on the consumer's hot path: each partition's queue read in batches, and
+//! its messages kept in place, without copying their key, payload or headers.
 //!
 //! # Why this module uses `unsafe`
 //!
-//! rdkafka hands out a consumed message as a `BorrowedMessage<'a>`, borrowed from the consumer that
-//! read it. The message's memory is not the consumer's: it is owned by the message itself (an
-//! `rd_kafka_event_t` reference-counted by rdkafka, freed when the message drops). The lifetime only
-//! says that the consumer must outlive the message, because librdkafka must not be torn down while
-//! one of its messages is alive.
+//! rdkafka's safe API costs, per event: a queue lock and an event object (an allocation) for each
+//! message taken, a waker registration whenever the queue runs dry, and, for a message to outlive the
+//! poll, a copy of its key, payload and headers (after librdkafka's own parse of the headers). A
+//! handler takes its event as a `'static` value (it may be retried or shared between layers), so the
+//! copy could not be avoided with the borrowed messages rdkafka hands out.
 //!
-//! A handler takes its event as a `'static` value (it may outlive the poll, be retried, be shared
-//! between layers), so without this module every event would be copied: two allocations and a pass
-//! over every header per event, plus librdkafka's own parse of the headers, which it does lazily and
-//! only when asked. [`Held`] instead keeps the message together with a strong reference to the
-//! consumer it came from, which keeps the consumer alive at least as long as the message: that is
-//! what the lifetime promised, now kept at run time. The message field is declared first, so it
-//! drops before the consumer reference.
-//!
-//! The headers are read through librdkafka's C API directly: rdkafka's safe accessor panics on a
-//! header name that is not UTF-8, where an event must never bring its partition down.
+//! This module calls librdkafka's C API for exactly three things, and nothing else in the crate does:
+//! - [`PartitionQueue`]: a partition's queue split off the consumer's
+//!   (`rd_kafka_queue_get_partition` and `rd_kafka_queue_forward`, as rdkafka's
+//!   `split_partition_queue` does), read up to [`BATCH`] messages at a time with
+//!   `rd_kafka_consume_batch_queue` (one lock per batch; librdkafka drops a batch's messages that a
+//!   pause or seek made outdated, and moves the application position past the batch), and woken by
+//!   librdkafka's queue callback (`rd_kafka_queue_cb_event_enable`), which it calls under the queue's
+//!   lock, so once the callback is disabled (under that lock) it never runs again.
+//! - [`Held`]: a message taken from such a queue. It owns its `rd_kafka_message_t` (destroyed when
+//!   it drops) and a strong reference to the consumer it came from, because librdkafka must not be
+//!   torn down while one of its messages is alive. The reference is dropped after the message.
+//! - reading a message's fields, timestamp and headers (`rd_kafka_message_headers`, parsed by
+//!   librdkafka on the first call only) and storing its offset (`rd_kafka_offset_store`, as rdkafka's
+//!   `store_offset_from_message` does). Header names are read as bytes: rdkafka's safe accessor
+//!   panics on a name that is not UTF-8, where an event must never bring its partition down.
 
 #![allow(unsafe_code)]
 
 use std::any::Any;
-use std::ffi::CStr;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, c_void};
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use rdkafka::bindings as rd;
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 
-/// A consumed message and the consumer it came from.
-pub(crate) struct Held {
-    // Declared first: drops before `_consumer` (fields drop in declaration order).
-    message: BorrowedMessage<'static>,
-    _consumer: Consumer,
-}
+/// Most messages taken from a partition's queue at once (and so held by its task besides the
+/// queue's own bound).
+pub(crate) const BATCH: usize = 16;
+
+const NO_ERROR: rd::rd_kafka_resp_err_t = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
 
 /// A strong reference to a consumer, made once per partition task: cloning it per event touches a
 /// reference count of that task's own, not one that every partition's task shares.
@@ -50,34 +58,186 @@ impl Consumer {
     }
 }
 
+/// One partition's queue, split off the consumer's and read in batches.
+pub(crate) struct PartitionQueue {
+    queue: NonNull<rd::rd_kafka_queue_t>,
+    /// Woken by librdkafka when the queue gets a message after being empty.
+    waker: Arc<AtomicWaker>,
+    consumer: Consumer,
+}
+
+// SAFETY: librdkafka's queues may be used from any thread (they lock internally).
+unsafe impl Send for PartitionQueue {}
+// SAFETY: as above; `&self` methods only call librdkafka's thread-safe queue functions.
+unsafe impl Sync for PartitionQueue {}
+
+/// librdkafka's queue callback: the queue is no longer empty.
+unsafe extern "C" fn wake(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `AtomicWaker` of a live `PartitionQueue`: it disables this callback
+    // (under the queue's lock, which librdkafka holds while calling it) before the waker can go.
+    let waker = unsafe { &*opaque.cast::<AtomicWaker>() };
+    waker.wake();
+}
+
+impl PartitionQueue {
+    /// Splits `partition` of `topic` off `consumer`'s queue: its messages come here from now on.
+    /// `None` if librdkafka does not know the partition.
+    pub(crate) fn split<C: ConsumerContext + 'static>(
+        consumer: &Arc<StreamConsumer<C>>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Self> {
+        let topic = CString::new(topic).ok()?;
+        let client = consumer.client().native_ptr();
+        // SAFETY: a live client (the `Arc` above) and a NUL-terminated topic name; a null result
+        // (unknown partition) is handled.
+        let queue =
+            NonNull::new(unsafe { rd::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition) })?;
+        let waker = Arc::new(AtomicWaker::new());
+        // SAFETY: `queue` is live; forwarding to null stops its messages going to the consumer's
+        // queue. The callback's opaque pointer stays valid until `Drop` disables the callback.
+        unsafe {
+            rd::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut());
+            rd::rd_kafka_queue_cb_event_enable(
+                queue.as_ptr(),
+                Some(wake),
+                Arc::as_ptr(&waker).cast_mut().cast(),
+            );
+        }
+        Some(Self { queue, waker, consumer: Consumer::new(consumer) })
+    }
+
+    /// Takes up to [`BATCH`] messages without waiting; whether the queue had anything (messages
+    /// with an error are logged and dropped, so `into` may still be empty).
+    pub(crate) fn take(&self, into: &mut VecDeque<Held>) -> bool {
+        let mut taken = [std::ptr::null_mut::<rd::rd_kafka_message_t>(); BATCH];
+        // SAFETY: a live queue and an array of `BATCH` slots; librdkafka fills `n` of them with
+        // messages the caller owns.
+        let n =
+            unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), BATCH) };
+        let Ok(n) = usize::try_from(n) else {
+            tracing::warn!("reading a partition queue failed");
+            return false;
+        };
+        for &message in &taken[..n] {
+            let Some(message) = NonNull::new(message) else { continue };
+            let held = Held { message, headers: OnceLock::new(), _consumer: self.consumer.clone() };
+            let error = held.raw().err;
+            if error == NO_ERROR {
+                into.push_back(held);
+            } else {
+                tracing::warn!(error = ?rdkafka::types::RDKafkaErrorCode::from(error), "partition queue error");
+            }
+        }
+        n > 0
+    }
+
+    /// Takes messages, or registers `cx` to be woken when some arrive.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, into: &mut VecDeque<Held>) -> Poll<()> {
+        if self.take(into) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A message that arrived before the registration woke nobody: look again.
+        if self.take(into) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl Drop for PartitionQueue {
+    fn drop(&mut self) {
+        // SAFETY: the queue is live until destroyed here; disabling the callback first (under the
+        // queue's lock) means it never runs with a dangling waker.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
+            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
+    }
+}
+
+/// A consumed message, kept where librdkafka read it, and the consumer it came from.
+pub(crate) struct Held {
+    message: NonNull<rd::rd_kafka_message_t>,
+    /// librdkafka's parsed headers (null for none), parsed on first use: the parse writes to the
+    /// message, so it runs once, under this lock, whichever thread asks first.
+    headers: OnceLock<Headers>,
+    // Dropped after `Drop::drop` destroyed the message.
+    _consumer: Consumer,
+}
+
+/// A message's parsed headers, owned by the message.
+#[derive(Clone, Copy)]
+struct Headers(*const rd::rd_kafka_headers_t);
+
+// SAFETY: read-only pointers into a message that outlives every use (see `Held`).
+unsafe impl Send for Headers {}
+// SAFETY: as above.
+unsafe impl Sync for Headers {}
+
+// SAFETY: a consumed message is not changed once taken, but for the header parse, which `headers`
+// runs once under a lock; librdkafka lets any thread read and destroy it.
+unsafe impl Send for Held {}
+// SAFETY: as above.
+unsafe impl Sync for Held {}
+
 impl Held {
-    /// Keeps `message`, read from the consumer `consumer` keeps alive (one of its partition queues
-    /// included), alive on its own.
-    ///
-    /// The message must come from that consumer: the signature ties the borrow to it, and the crate
-    /// only calls this with the message just taken from one of that consumer's queues.
-    pub(crate) fn new<'a>(message: BorrowedMessage<'a>, consumer: &'a Consumer) -> Self {
-        // SAFETY: `BorrowedMessage<'a>` and `BorrowedMessage<'static>` are the same type but for the
-        // lifetime, which only expresses that the consumer outlives the message (see the module's
-        // docs). `Held` keeps that consumer alive until after the message is dropped, and never
-        // hands out the message for longer than it lives itself.
-        let message =
-            unsafe { std::mem::transmute::<BorrowedMessage<'a>, BorrowedMessage<'static>>(message) };
-        Self { message, _consumer: consumer.clone() }
+    fn raw(&self) -> &rd::rd_kafka_message_t {
+        // SAFETY: the message is live until `Drop` destroys it.
+        unsafe { self.message.as_ref() }
     }
 
-    /// The message, for as long as `self` lives.
-    pub(crate) fn message(&self) -> &BorrowedMessage<'_> {
-        &self.message
+    /// The name of its topic.
+    pub(crate) fn topic(&self) -> &str {
+        // SAFETY: a consumed message's topic handle lives as long as the message; its name is a
+        // NUL-terminated string owned by the handle.
+        let name = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.raw().rkt)) };
+        name.to_str().unwrap_or_default()
     }
 
-    /// The message's headers (librdkafka parses them on the first call and keeps them).
+    /// Its partition.
+    pub(crate) fn partition(&self) -> i32 {
+        self.raw().partition
+    }
+
+    /// Its offset.
+    pub(crate) fn offset(&self) -> i64 {
+        self.raw().offset
+    }
+
+    /// Its timestamp in milliseconds since the Unix epoch, if it has one.
+    pub(crate) fn timestamp(&self) -> Option<i64> {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: a live message.
+        let millis = unsafe { rd::rd_kafka_message_timestamp(self.message.as_ptr(), &mut kind) };
+        (millis != -1 && kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+            .then_some(millis)
+    }
+
+    /// Its key.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let raw = self.raw();
+        // SAFETY: `key_len` bytes at `key`, owned by the live message.
+        NonNull::new(raw.key)
+            .map(|k| unsafe { std::slice::from_raw_parts(k.as_ptr().cast::<u8>(), raw.key_len) })
+    }
+
+    /// Its payload; `None` for a tombstone.
+    pub(crate) fn payload(&self) -> Option<&[u8]> {
+        let raw = self.raw();
+        // SAFETY: `len` bytes at `payload`, owned by the live message.
+        NonNull::new(raw.payload)
+            .map(|p| unsafe { std::slice::from_raw_parts(p.as_ptr().cast::<u8>(), raw.len) })
+    }
+
+    /// Its headers (librdkafka parses them on the first call and keeps them in the message).
     fn headers(&self) -> *const rd::rd_kafka_headers_t {
-        let mut headers = std::ptr::null_mut();
-        // SAFETY: the message pointer is valid while `self.message` lives; librdkafka writes a
-        // pointer owned by the message (or leaves it null when there are no headers).
-        let error = unsafe { rd::rd_kafka_message_headers(self.message.ptr(), &mut headers) };
-        if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR { headers } else { std::ptr::null() }
+        let parsed = self.headers.get_or_init(|| {
+            let mut headers = std::ptr::null_mut();
+            // SAFETY: a live message, parsed once (this lock); librdkafka writes a pointer owned by
+            // the message, or leaves it null when there are none.
+            let error = unsafe { rd::rd_kafka_message_headers(self.message.as_ptr(), &mut headers) };
+            Headers(if error == NO_ERROR { headers } else { std::ptr::null() })
+        });
+        parsed.0
     }
 
     /// How many headers it has.
@@ -86,7 +246,7 @@ impl Held {
         if headers.is_null() {
             return 0;
         }
-        // SAFETY: a non-null headers pointer owned by the live message.
+        // SAFETY: non-null headers owned by the live message.
         unsafe { rd::rd_kafka_header_cnt(headers) }
     }
 
@@ -97,13 +257,13 @@ impl Held {
             return None;
         }
         let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
-        // SAFETY: a non-null headers pointer owned by the live message; librdkafka writes pointers
-        // into the headers' own storage, valid as long as the message (so as long as `&self`).
+        // SAFETY: non-null headers owned by the live message; librdkafka writes pointers into the
+        // headers' own storage, valid as long as the message (so as long as `&self`).
         let error = unsafe { rd::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut size) };
-        if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+        if error != NO_ERROR || name.is_null() {
             return None;
         }
-        // SAFETY: librdkafka's header names are NUL-terminated strings owned by the headers.
+        // SAFETY: header names are NUL-terminated strings owned by the headers.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
         let value = if value.is_null() || size == 0 {
             &[][..]
@@ -114,23 +274,29 @@ impl Held {
         Some((name, value))
     }
 
-    /// Its key.
-    pub(crate) fn key(&self) -> Option<&[u8]> {
-        self.message.key()
+    /// Stores its offset for the next commit (the offset after it: the next event to handle).
+    pub(crate) fn store_offset(&self) -> Result<(), rdkafka::types::RDKafkaErrorCode> {
+        let raw = self.raw();
+        // SAFETY: the message's live topic handle; librdkafka stores `offset + 1`.
+        let error = unsafe { rd::rd_kafka_offset_store(raw.rkt, raw.partition, raw.offset) };
+        if error == NO_ERROR { Ok(()) } else { Err(error.into()) }
     }
+}
 
-    /// Its payload.
-    pub(crate) fn payload(&self) -> Option<&[u8]> {
-        self.message.payload()
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: the message is ours (taken from the queue) and destroyed once, here, before the
+        // consumer reference goes.
+        unsafe { rd::rd_kafka_message_destroy(self.message.as_ptr()) }
     }
 }
 
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Held")
-            .field("topic", &self.message.topic())
-            .field("partition", &self.message.partition())
-            .field("offset", &self.message.offset())
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
             .finish_non_exhaustive()
     }
 }
