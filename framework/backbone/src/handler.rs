@@ -96,7 +96,7 @@ enum Body {
     /// In one buffer of the event's own.
     Copied(Copied),
     /// In the consumed message itself.
-    Held(crate::held::Held),
+    Held(crate::native::Held),
 }
 
 /// Key, payload and headers copied into one buffer.
@@ -169,7 +169,7 @@ impl IncomingEvent {
 
     /// Keeps a message the runtime consumed where it is (no copy), sharing `topic` (its topic's
     /// name).
-    pub(crate) fn held(topic: &Arc<str>, held: crate::held::Held) -> Self {
+    pub(crate) fn held(topic: &Arc<str>, held: crate::native::Held) -> Self {
         Self {
             topic: topic.clone(),
             partition: held.partition(),
@@ -180,7 +180,7 @@ impl IncomingEvent {
     }
 
     /// The consumed message, if the event is one the runtime kept in place.
-    pub(crate) fn kept(&self) -> Option<&crate::held::Held> {
+    pub(crate) fn kept(&self) -> Option<&crate::native::Held> {
         match &self.body {
             Body::Held(held) => Some(held),
             Body::Copied(_) => None,

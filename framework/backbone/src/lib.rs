@@ -154,10 +154,9 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod health;
-// The crate's only `unsafe`: consumed messages kept in place (the module says why).
-mod held;
 pub mod layer;
 pub mod migrate;
+mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path (it says why).
 pub mod provision;
 pub mod publish;
 pub mod request;

@@ -15,8 +15,11 @@
 //!   `split_partition_queue` does), read up to [`BATCH`] messages at a time with
 //!   `rd_kafka_consume_batch_queue` (one lock per batch; librdkafka drops a batch's messages that a
 //!   pause or seek made outdated, and moves the application position past the batch), and woken by
-//!   librdkafka's queue callback (`rd_kafka_queue_cb_event_enable`), which it calls under the queue's
-//!   lock, so once the callback is disabled (under that lock) it never runs again.
+//!   librdkafka's queue callback (`rd_kafka_queue_cb_event_enable`). The callback's waker is one per
+//!   partition for the consumer's whole life, kept in the consumer's context ([`QueueWakers`]),
+//!   which rdkafka drops only after librdkafka is torn down: the callback stays set when a queue
+//!   handle goes (a new handle for the same partition, after it was revoked and assigned again, may
+//!   already have set it), and it can never find its waker gone.
 //! - [`Held`]: a message taken from such a queue. It owns its `rd_kafka_message_t` (destroyed when
 //!   it drops) and a strong reference to the consumer it came from, because librdkafka must not be
 //!   torn down while one of its messages is alive. The reference is dropped after the message.
@@ -28,10 +31,10 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{CStr, CString, c_void};
 use std::ptr::NonNull;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
@@ -58,6 +61,23 @@ impl Consumer {
     }
 }
 
+/// The wakers librdkafka's queue callbacks wake, one per partition, for the consumer's whole life.
+#[derive(Default)]
+pub(crate) struct QueueWakers(Mutex<HashMap<i32, Arc<AtomicWaker>>>);
+
+impl QueueWakers {
+    fn of(&self, partition: i32) -> Arc<AtomicWaker> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(partition).or_default().clone()
+    }
+}
+
+/// A consumer context that keeps its partitions' [`QueueWakers`]: rdkafka drops a client's context
+/// after the client itself, so they outlive every callback librdkafka may still make.
+pub(crate) trait WithQueueWakers {
+    /// The wakers.
+    fn queue_wakers(&self) -> &QueueWakers;
+}
+
 /// One partition's queue, split off the consumer's and read in batches.
 pub(crate) struct PartitionQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
@@ -73,8 +93,8 @@ unsafe impl Sync for PartitionQueue {}
 
 /// librdkafka's queue callback: the queue is no longer empty.
 unsafe extern "C" fn wake(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `AtomicWaker` of a live `PartitionQueue`: it disables this callback
-    // (under the queue's lock, which librdkafka holds while calling it) before the waker can go.
+    // SAFETY: `opaque` is a partition's `AtomicWaker` in the consumer context's `QueueWakers`, which
+    // lives until after librdkafka is torn down.
     let waker = unsafe { &*opaque.cast::<AtomicWaker>() };
     waker.wake();
 }
@@ -82,7 +102,7 @@ unsafe extern "C" fn wake(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
 impl PartitionQueue {
     /// Splits `partition` of `topic` off `consumer`'s queue: its messages come here from now on.
     /// `None` if librdkafka does not know the partition.
-    pub(crate) fn split<C: ConsumerContext + 'static>(
+    pub(crate) fn split<C: ConsumerContext + WithQueueWakers + 'static>(
         consumer: &Arc<StreamConsumer<C>>,
         topic: &str,
         partition: i32,
@@ -93,9 +113,10 @@ impl PartitionQueue {
         // (unknown partition) is handled.
         let queue =
             NonNull::new(unsafe { rd::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition) })?;
-        let waker = Arc::new(AtomicWaker::new());
+        let waker = consumer.context().queue_wakers().of(partition);
         // SAFETY: `queue` is live; forwarding to null stops its messages going to the consumer's
-        // queue. The callback's opaque pointer stays valid until `Drop` disables the callback.
+        // queue. The callback's opaque pointer is the partition's waker in the consumer's context,
+        // valid until after librdkafka is gone.
         unsafe {
             rd::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut());
             rd::rd_kafka_queue_cb_event_enable(
@@ -145,12 +166,9 @@ impl PartitionQueue {
 
 impl Drop for PartitionQueue {
     fn drop(&mut self) {
-        // SAFETY: the queue is live until destroyed here; disabling the callback first (under the
-        // queue's lock) means it never runs with a dangling waker.
-        unsafe {
-            rd::rd_kafka_queue_cb_event_enable(self.queue.as_ptr(), None, std::ptr::null_mut());
-            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
-        }
+        // SAFETY: the handle is live until destroyed here. The callback stays: its waker outlives
+        // librdkafka, and a newer handle of the same partition may rely on it.
+        unsafe { rd::rd_kafka_queue_destroy(self.queue.as_ptr()) }
     }
 }
 
