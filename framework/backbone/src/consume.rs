@@ -471,7 +471,16 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 tracing::debug!(error = %e, "final commit");
             }
             // Dropping the last reference closes the consumer: it leaves the group, so the others take
-            // over at once. Closing waits for the broker, so it runs off the async workers.
+            // over at once. Closing waits for the broker, so it runs off the async workers. Events
+            // that handlers kept past their call hold the consumer too (their bytes are its
+            // buffers): then it closes when the last of them is dropped.
+            if Arc::strong_count(&consumer) > 1 {
+                tracing::warn!(
+                    topic,
+                    "events kept past their handler still hold the consumer; it leaves the group when \
+                     they are dropped (copy what you keep: `IncomingEvent::clone`)"
+                );
+            }
             drop(consumer);
             tracing::info!(topic, "consumer closed");
         })

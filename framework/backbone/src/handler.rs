@@ -80,7 +80,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// An event the runtime consumed is kept where librdkafka read it: its key, payload and headers are
 /// not copied, and librdkafka parses its headers only if something asks for one. It keeps its
-/// consumer's buffers (and the consumer) until it is dropped. An event built with [`new`](Self::new)
+/// consumer's buffers (and the consumer) until it is dropped: a handler that keeps an event past its
+/// call (say, in a spawned task) should keep a clone, which is a copy, or the consumer leaves its
+/// group on shutdown only once that event is dropped. An event built with [`new`](Self::new)
 /// and the `with_` methods, or copied from a message with [`from_message`](Self::from_message), keeps
 /// its key, payload and headers in one buffer of its own. Cloning an event copies it that way.
 pub struct IncomingEvent {

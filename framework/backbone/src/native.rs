@@ -24,7 +24,7 @@
 //!   it drops) and a strong reference to the consumer it came from, because librdkafka must not be
 //!   torn down while one of its messages is alive. The reference is dropped after the message.
 //! - reading a message's fields, timestamp and headers (`rd_kafka_message_headers`, parsed by
-//!   librdkafka on the first call only) and storing its offset (`rd_kafka_offset_store`, as rdkafka's
+//!   librdkafka once, under a lock, on first use) and storing its offset (`rd_kafka_offset_store`, as rdkafka's
 //!   `store_offset_from_message` does). Header names are read as bytes: rdkafka's safe accessor
 //!   panics on a name that is not UTF-8, where an event must never bring its partition down.
 

@@ -266,3 +266,85 @@ async fn concurrency_bounds_the_handlers_running_at_once_and_every_partition_pro
     }
     assert_eq!(handled.values().map(Vec::len).sum::<usize>(), 600);
 }
+
+/// What a handler saw of one event, kept past the handler (the `Arc` it was given).
+#[derive(Clone, Default)]
+struct Kept {
+    events: Arc<Mutex<Vec<Arc<backbone::handler::IncomingEvent>>>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+/// The event itself, shared (as the runtime hands it to the layers).
+struct Shared(Arc<backbone::handler::IncomingEvent>);
+
+impl<S> backbone::handler::FromEvent<S> for Shared {
+    fn from_event(
+        cx: &backbone::handler::HandlerContext<S>,
+    ) -> Result<Self, backbone::handler::ExtractError> {
+        Ok(Self(cx.event_arc().clone()))
+    }
+}
+
+async fn keep(Shared(event): Shared, State(kept): State<Kept>) {
+    let mut events = kept.events.lock().unwrap();
+    events.push(Arc::new((*event).clone()));
+    events.push(event);
+    if events.len() == 4 {
+        kept.done.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_outlives_its_consumer() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let (config, spec, topic, publisher) = setup("in-place").await;
+    let producer: FutureProducer = backbone::publish::producer_config(&config, spec.name()).create().unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "a", value: Some("1") })
+        .insert(Header { key: "valueless", value: None::<&str> })
+        .insert(Header { key: "a", value: Some("2") });
+    let record = FutureRecord::to(topic.name())
+        .key("order-1")
+        .payload("{\"n\":1}")
+        .timestamp(1_700_000_000_123)
+        .headers(headers);
+    producer.send(record, Duration::from_secs(30)).await.expect("delivered");
+    // A tombstone: no payload, no headers.
+    producer
+        .send(FutureRecord::<str, str>::to(topic.name()).key("order-1"), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let kept = Kept::default();
+    let consumer = Consumer::new(
+        &config,
+        &spec,
+        &topic,
+        BoxedHandler::named("keep", keep),
+        kept.clone(),
+        publisher,
+        Some(&unique("in-place-group")),
+    )
+    .unwrap();
+    let done = kept.done.clone();
+    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
+        .await
+        .expect("2 events within 60 s")
+        .expect("clean stop");
+
+    // The consumer is closed and dropped: the events kept past it still read.
+    let events = kept.events.lock().unwrap().clone();
+    let (copy, event, tombstone) = (&events[0], &events[1], &events[3]);
+    assert_eq!(event.key(), Some(&b"order-1"[..]));
+    assert_eq!(event.payload(), Some(&b"{\"n\":1}"[..]));
+    assert_eq!(event.timestamp(), Some(1_700_000_000_123));
+    assert_eq!((event.topic(), event.partition(), event.offset()), (topic.name(), 0, 0));
+    let all: Vec<(&str, &[u8])> = event.headers().collect();
+    assert_eq!(all, [("a", &b"1"[..]), ("valueless", &b""[..]), ("a", &b"2"[..])]);
+    assert_eq!(event.headers().len(), 3);
+    assert_eq!(event.header("a"), Some(&b"2"[..]), "the last of a repeated header");
+    assert_eq!(event.header("absent"), None);
+    assert_eq!(**copy, **event, "a clone copies everything");
+    assert_eq!((tombstone.payload(), tombstone.headers().len(), tombstone.offset()), (None, 0, 1));
+}
