@@ -345,6 +345,42 @@ impl KafkaCluster {
         self.wait_ready(Some(id))
     }
 
+    /// Waits until every partition of `topics` has all its replicas in sync again (after a broker
+    /// restart, before the next one is killed: otherwise two brokers down at once leave partitions
+    /// below `min.insync.replicas`, which is a different failure than one broker's crash).
+    pub fn wait_in_sync(&self, topics: &[&str], timeout: Duration) -> Result<()> {
+        let consumer: BaseConsumer = self.client_config().set("log_level", "0").create().map_err(|e| {
+            TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() }
+        })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut lagging = Vec::new();
+            for topic in topics {
+                match consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
+                    Ok(md) => lagging.extend(
+                        md.topics()
+                            .iter()
+                            .flat_map(|t| t.partitions())
+                            .filter(|p| p.isr().len() < p.replicas().len() || p.leader() < 0)
+                            .map(|p| format!("{topic}-{}", p.id())),
+                    ),
+                    Err(e) => lagging.push(format!("{topic}: {e}")),
+                }
+            }
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TestkitError::Command {
+                    what: format!("waiting for {topics:?} in sync"),
+                    detail: format!("still out of sync after {timeout:?}: {lagging:?}"),
+                });
+            }
+            // No event tells a replica caught up: look again shortly.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Process ids of the JVMs the kit started (for leak checks).
     pub fn pids(&self) -> Vec<u32> {
         self.local

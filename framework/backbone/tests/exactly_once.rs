@@ -278,6 +278,10 @@ async fn r14_exactly_once_survives_processor_kills_and_a_coordinator_kill() {
             for leader in leaders {
                 cluster.kill_broker(leader).expect("kill a transaction coordinator");
                 cluster.restart_broker(leader).expect("restart it");
+                // One broker down at a time: the next kill waits until this one has caught up.
+                cluster
+                    .wait_in_sync(&["__transaction_state", "__consumer_offsets"], Duration::from_secs(120))
+                    .expect("the restarted broker catches up");
             }
             let _ = tokio::task::spawn_blocking(move || wait_handled(&lines, total / 5 + total / 20)).await;
         }
