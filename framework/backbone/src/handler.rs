@@ -112,6 +112,26 @@ struct Copied {
 }
 
 impl Copied {
+    /// `key`, `payload` and `headers` (name and value bytes, in order) in one buffer.
+    fn of<'a>(
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Self {
+        let mut copied =
+            Self { headers: smallvec::SmallVec::with_capacity(headers.size_hint().0), ..Self::default() };
+        copied.key = key.map(|k| copied.push(k));
+        copied.payload = payload.map(|p| copied.push(p));
+        headers.for_each(|(name, value)| copied.push_header(name, value));
+        copied
+    }
+
+    fn push_header(&mut self, name: &[u8], value: &[u8]) {
+        let name = self.push(name);
+        let value = self.push(value);
+        self.headers.push((name, value));
+    }
+
     fn push(&mut self, bytes: &[u8]) -> Span {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
@@ -143,23 +163,12 @@ impl IncomingEvent {
     /// A header without a value becomes an empty one.
     pub fn from_message<M: rdkafka::Message>(message: &M) -> Self {
         use rdkafka::message::Headers as _;
-        let borrowed = message.headers();
-        let count = borrowed.map_or(0, |h| h.count());
-        let mut copied = Copied {
-            key: None,
-            payload: None,
-            headers: smallvec::SmallVec::with_capacity(count),
-            data: Vec::new(),
-        };
-        copied.key = message.key().map(|k| copied.push(k));
-        copied.payload = message.payload().map(|p| copied.push(p));
-        if let Some(h) = borrowed {
-            for header in (0..count).filter_map(|i| h.try_get(i)) {
-                let name = copied.push(header.key.as_bytes());
-                let value = copied.push(header.value.unwrap_or_default());
-                copied.headers.push((name, value));
-            }
-        }
+        let headers = message.headers().into_iter().flat_map(|h| {
+            (0..h.count())
+                .filter_map(|i| h.try_get(i))
+                .map(|h| (h.key.as_bytes(), h.value.unwrap_or_default()))
+        });
+        let copied = Copied::of(message.key(), message.payload(), headers);
         Self {
             topic: message.topic().into(),
             partition: message.partition(),
@@ -199,23 +208,13 @@ impl IncomingEvent {
         }
     }
 
-    /// Key, payload and headers copied into a buffer of their own.
+    /// Key, payload and headers copied into a buffer of their own (header names as they are, even
+    /// when not UTF-8).
     fn copy_body(&self) -> Copied {
         match &self.body {
             Body::Copied(copied) => copied.clone(),
             Body::Held(_) => {
-                let mut copied = Copied {
-                    headers: smallvec::SmallVec::with_capacity(self.headers().len()),
-                    ..Copied::default()
-                };
-                copied.key = self.key().map(|k| copied.push(k));
-                copied.payload = self.payload().map(|p| copied.push(p));
-                for (name, value) in self.headers() {
-                    let name = copied.push(name.as_bytes());
-                    let value = copied.push(value);
-                    copied.headers.push((name, value));
-                }
-                copied
+                Copied::of(self.key(), self.payload(), (0..self.header_count()).map(|i| self.header_at(i)))
             }
         }
     }
@@ -242,10 +241,7 @@ impl IncomingEvent {
 
     /// With one more header (after those already there).
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> Self {
-        let copied = self.copied();
-        let name = copied.push(name.as_ref().as_bytes());
-        let value = copied.push(value.as_ref());
-        copied.headers.push((name, value));
+        self.copied().push_header(name.as_ref().as_bytes(), value.as_ref());
         self
     }
 
@@ -287,14 +283,17 @@ impl IncomingEvent {
 
     /// All headers, in order (a name may repeat). A name that is not UTF-8 reads as empty.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
-        let count = match &self.body {
-            Body::Copied(c) => c.headers.len(),
-            Body::Held(held) => held.header_count(),
-        };
-        (0..count).map(|i| {
+        (0..self.header_count()).map(|i| {
             let (name, value) = self.header_at(i);
             (std::str::from_utf8(name).unwrap_or_default(), value)
         })
+    }
+
+    fn header_count(&self) -> usize {
+        match &self.body {
+            Body::Copied(c) => c.headers.len(),
+            Body::Held(held) => held.header_count(),
+        }
     }
 
     /// The name and value of the header at `index` (below the header count).
@@ -311,16 +310,11 @@ impl IncomingEvent {
     /// The value of the header called `name`: the last one if it repeats, as Kafka's Java client's
     /// `lastHeader` does.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        match &self.body {
-            Body::Copied(c) => {
-                c.headers.iter().rev().find(|(n, _)| c.get(*n) == name.as_bytes()).map(|(_, v)| c.get(*v))
-            }
-            Body::Held(held) => (0..held.header_count())
-                .rev()
-                .filter_map(|i| held.header_at(i))
-                .find(|(n, _)| *n == name.as_bytes())
-                .map(|(_, v)| v),
-        }
+        (0..self.header_count())
+            .rev()
+            .map(|i| self.header_at(i))
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 }
 
