@@ -64,11 +64,15 @@ async fn flaky(
     Ok(())
 }
 
-async fn setup(name: &str) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
+/// A service that owns and consumes a topic of `partitions` partitions, started (topics provisioned).
+async fn setup(
+    name: &str,
+    partitions: i32,
+) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
     let kafka = shared_kafka();
     let config = common::config(kafka.bootstrap_servers());
     let service = unique(name);
-    let topic = TopicSpec::public(&service, "orders", 1).partitions(1).build().unwrap();
+    let topic = TopicSpec::public(&service, "orders", 1).partitions(partitions).build().unwrap();
     let dlq = dead_letter_topic(&service, &topic).unwrap();
     let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
     let running = spec.start(&config).await.expect("start provisions both topics");
@@ -77,7 +81,7 @@ async fn setup(name: &str) -> (backbone::Config, backbone::ServiceSpec, TopicSpe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_event() {
-    let (config, spec, topic, publisher) = setup("r7").await;
+    let (config, spec, topic, publisher) = setup("r7", 1).await;
     for n in 0..10u32 {
         let body = format!(r#"{{"n":{n}}}"#);
         publisher.publish(&topic, Outgoing::new("OrderCreated", b"k", body.as_bytes())).await.unwrap();
@@ -143,7 +147,7 @@ async fn strict(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() {
-    let (config, spec, topic, publisher) = setup("dlq").await;
+    let (config, spec, topic, publisher) = setup("dlq", 1).await;
     let mut bodies: Vec<Vec<u8>> = (0..100u32).map(|n| format!(r#"{{"n":{n}}}"#).into_bytes()).collect();
     bodies[40] = b"{not json".to_vec(); // undecodable
     for (i, body) in bodies.iter().enumerate() {
@@ -228,13 +232,7 @@ async fn busy(meta: Metadata, State(o): State<Overlap>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_bounds_the_handlers_running_at_once_and_every_partition_progresses() {
-    let kafka = shared_kafka();
-    let config = common::config(kafka.bootstrap_servers());
-    let service = unique("concurrency");
-    let topic = TopicSpec::public(&service, "orders", 1).partitions(6).build().unwrap();
-    let dlq = dead_letter_topic(&service, &topic).unwrap();
-    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
-    let publisher = spec.start(&config).await.expect("start").publisher().clone();
+    let (config, spec, topic, publisher) = setup("concurrency", 6).await;
     for n in 0..600u32 {
         let key = format!("order-{}", n % 60);
         publisher.publish(&topic, Outgoing::new("OrderCreated", key.as_bytes(), b"{}")).await.unwrap();
@@ -298,7 +296,7 @@ async fn keep(Shared(event): Shared, State(kept): State<Kept>) {
 async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_outlives_its_consumer() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let (config, spec, topic, publisher) = setup("in-place").await;
+    let (config, spec, topic, publisher) = setup("in-place", 1).await;
     let producer: FutureProducer = backbone::publish::producer_config(&config, spec.name()).create().unwrap();
     let headers = OwnedHeaders::new()
         .insert(Header { key: "a", value: Some("1") })
