@@ -95,6 +95,23 @@ fn processor(
 }
 
 /// Reads the output with `read_committed` until `expected` events (or 120 s), into the oracle.
+/// Runs `consumer` until the output holds `expected` events (checked by [`read_output`]), then stops
+/// it cleanly; what the output check saw.
+async fn process_until_output(
+    consumer: Consumer<Transform>,
+    p: &Pipeline,
+    bootstrap: &str,
+    expected: usize,
+    oracle: Arc<Mutex<Oracle>>,
+) -> usize {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    let seen = read_output(p, bootstrap, expected, oracle).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    seen
+}
+
 async fn read_output(p: &Pipeline, bootstrap: &str, expected: usize, oracle: Arc<Mutex<Oracle>>) -> usize {
     let mut client = rdkafka::ClientConfig::new();
     client.set("bootstrap.servers", bootstrap).set("isolation.level", "read_committed");
@@ -135,12 +152,8 @@ async fn exactly_once_outputs_commit_with_the_consumed_offsets() {
     assert!(errors.is_empty());
     let handled = Arc::new(AtomicUsize::new(0));
     let consumer = processor(&p, running.publisher(), handled.clone(), false);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
-    let seen = read_output(&p, kafka.bootstrap_servers(), 6_000, oracle).await;
+    let seen = process_until_output(consumer, &p, kafka.bootstrap_servers(), 6_000, oracle).await;
     assert_eq!(seen, 6_000);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
     assert_eq!(handled.load(Ordering::SeqCst), 6_000, "no event handled twice without a failure");
 }
 
@@ -189,12 +202,8 @@ async fn events_of_aborted_transactions_are_handled_again_even_before_any_commit
     });
     let consumer =
         processor(&p, running.publisher(), handled.clone(), false).hooks(SharedHooks(hooks.clone()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
-    let seen = read_output(&p, kafka.bootstrap_servers(), 3_000, oracle).await;
+    let seen = process_until_output(consumer, &p, kafka.bootstrap_servers(), 3_000, oracle).await;
     assert_eq!(seen, 3_000);
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
     let (aborted, committed) = (hooks.aborted.load(Ordering::SeqCst), hooks.committed.load(Ordering::SeqCst));
     let handled = handled.load(Ordering::SeqCst);
     println!("aborted {aborted}, committed {committed}, handled {handled} for 3,000 events");
@@ -291,10 +300,6 @@ async fn r14_exactly_once_survives_processor_kills_and_a_coordinator_kill() {
     // A last life, here, until the output is complete.
     let handled = Arc::new(AtomicUsize::new(0));
     let consumer = processor(&p, running.publisher(), handled, false);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
-    let seen = read_output(&p, &bootstrap, total, oracle).await;
-    stop.send(()).unwrap();
-    task.await.unwrap().unwrap();
+    let seen = process_until_output(consumer, &p, &bootstrap, total, oracle).await;
     assert_eq!(seen, total);
 }
