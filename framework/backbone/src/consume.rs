@@ -742,6 +742,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 slot = Some(permit);
             }
             streak += 1;
+            // Kept in place, not copied; the runtime keeps a reference to store its offset after.
+            let event = Arc::new(IncomingEvent::held(topic, held));
             if let Some(eos) = &self.eos {
                 // In the open transaction: the committer waits for events in hand.
                 let _in_transaction = eos.gate.read().await;
@@ -757,15 +759,12 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     continue;
                 }
                 eos.started(partition, offset);
-                let event = Arc::new(IncomingEvent::held(topic, held));
                 if self.handle(&mut service, &env, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
                 }
                 continue;
             }
-            // Kept in place, not copied; the runtime keeps a reference to store its offset after.
-            let event = Arc::new(IncomingEvent::held(topic, held));
             if self.handle(&mut service, &env, event.clone()).await {
                 cursor.advance(offset);
                 if let Some(held) = event.kept()

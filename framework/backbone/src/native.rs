@@ -50,11 +50,11 @@ const NO_ERROR: rd::rd_kafka_resp_err_t = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP
 /// A strong reference to a consumer, made once per partition task: cloning it per event touches a
 /// reference count of that task's own, not one that every partition's task shares.
 #[derive(Clone)]
-pub(crate) struct Consumer {
+pub(crate) struct KeepAlive {
     _alive: Arc<dyn Any + Send + Sync>,
 }
 
-impl Consumer {
+impl KeepAlive {
     /// Keeps `consumer` alive.
     pub(crate) fn new<C: ConsumerContext + 'static>(consumer: &Arc<StreamConsumer<C>>) -> Self {
         Self { _alive: Arc::new(consumer.clone()) }
@@ -83,7 +83,7 @@ pub(crate) struct PartitionQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
     /// Woken by librdkafka when the queue gets a message after being empty.
     waker: Arc<AtomicWaker>,
-    consumer: Consumer,
+    consumer: KeepAlive,
 }
 
 // SAFETY: librdkafka's queues may be used from any thread (they lock internally).
@@ -125,7 +125,7 @@ impl PartitionQueue {
                 Arc::as_ptr(&waker).cast_mut().cast(),
             );
         }
-        Some(Self { queue, waker, consumer: Consumer::new(consumer) })
+        Some(Self { queue, waker, consumer: KeepAlive::new(consumer) })
     }
 
     /// Takes up to [`BATCH`] messages without waiting; whether the queue had anything (messages
@@ -179,7 +179,7 @@ pub(crate) struct Held {
     /// message, so it runs once, under this lock, whichever thread asks first.
     headers: OnceLock<Headers>,
     // Dropped after `Drop::drop` destroyed the message.
-    _consumer: Consumer,
+    _consumer: KeepAlive,
 }
 
 /// A message's parsed headers, owned by the message.
