@@ -349,9 +349,7 @@ impl KafkaCluster {
     /// restart, before the next one is killed: otherwise two brokers down at once leave partitions
     /// below `min.insync.replicas`, which is a different failure than one broker's crash).
     pub fn wait_in_sync(&self, topics: &[&str], timeout: Duration) -> Result<()> {
-        let consumer: BaseConsumer = self.client_config().set("log_level", "0").create().map_err(|e| {
-            TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() }
-        })?;
+        let consumer = self.metadata_client()?;
         let deadline = Instant::now() + timeout;
         loop {
             let mut lagging = Vec::new();
@@ -531,11 +529,17 @@ impl KafkaCluster {
         Ok(cluster)
     }
 
+    /// A client for metadata requests that does not log (brokers may be down on purpose).
+    fn metadata_client(&self) -> Result<BaseConsumer> {
+        self.client_config().set("log_level", "0").create().map_err(|e| TestkitError::Command {
+            what: "creating a metadata client".into(),
+            detail: e.to_string(),
+        })
+    }
+
     /// Waits until metadata answers and lists every running broker (or, with `broker`, that one).
     fn wait_ready(&mut self, broker: Option<i32>) -> Result<()> {
-        let consumer: BaseConsumer = self.client_config().set("log_level", "0").create().map_err(|e| {
-            TestkitError::Command { what: "creating a metadata client".into(), detail: e.to_string() }
-        })?;
+        let consumer = self.metadata_client()?;
         let want: Vec<i32> = match broker {
             Some(id) => vec![id],
             None => self.broker_ids(),
