@@ -98,6 +98,9 @@ struct Node {
 struct Jvm {
     java: Java,
     argfile: PathBuf,
+    /// The cluster's temporary directory, which every node's watchdog removes if the test process
+    /// dies without dropping the cluster.
+    workdir: PathBuf,
 }
 
 /// Flags for short-lived tool JVMs (format, ACLs): start fast, stay small.
@@ -388,6 +391,13 @@ impl KafkaCluster {
             .collect()
     }
 
+    /// The temporary directory holding the brokers' configuration, logs and data (for leak checks;
+    /// `None` for an external cluster). Dropping the cluster removes it, and so do the brokers'
+    /// watchdogs if the test process dies with the cluster still alive.
+    pub fn work_dir(&self) -> Option<&std::path::Path> {
+        self.local.as_ref().map(|l| l.dir.path())
+    }
+
     /// Adds an ACL allowing `principal` (a user name, without `User:`) `operation` on `resource`,
     /// through Kafka's own `AclCommand` as the super user.
     pub fn allow(&self, principal: &str, operation: AclOperation, resource: &AclResource) -> Result<()> {
@@ -466,7 +476,7 @@ impl KafkaCluster {
         let argfile = dir.path().join("jvm.args");
         let args = format!("-Dlog4j2.configurationFile=\"{}\"\n-cp \"{classpath}\"\n", log4j.display());
         std::fs::write(&argfile, args).map_err(TestkitError::io("writing jvm.args"))?;
-        let jvm = Jvm { java, argfile };
+        let jvm = Jvm { java, argfile, workdir: dir.path().to_owned() };
 
         let controller_port = free_port()?;
         let broker_ports: Vec<u16> = if spec.preferred_ports.len() == spec.brokers
@@ -704,7 +714,7 @@ fn spawn_node(jvm: &Jvm, node: &Node) -> Result<Managed> {
         Role::Controller => format!("Kafka controller {}", node.id),
         _ => format!("Kafka broker {}", node.id),
     };
-    Managed::spawn(&what, cmd, &node.log)
+    Managed::spawn(&what, cmd, &node.log, &jvm.workdir)
 }
 
 impl Drop for KafkaCluster {

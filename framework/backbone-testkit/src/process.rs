@@ -4,7 +4,10 @@
 //! process, which then cleans up in order). Beside it runs a tiny watchdog shell whose stdin is a
 //! pipe held open by the test process alone: however the test process ends (normal exit with
 //! un-dropped statics, a panic, SIGKILL), the kernel closes that pipe, the watchdog's `read` returns
-//! and it SIGKILLs the JVM's process group. Dropping a [`Managed`] kills the JVM at once.
+//! and it SIGKILLs the JVM's process group, then removes the process's working directory (a test
+//! binary's shared broker lives in a static that is never dropped, so its temporary directory would
+//! otherwise stay behind in `/tmp` after every run). Dropping a [`Managed`] kills the JVM at once
+//! and leaves the directory to its owner.
 //! No `unsafe` (`pre_exec`/`prctl`) is needed, and unlike a parent-death signal this does not fire when
 //! the *thread* that spawned the child exits.
 
@@ -26,8 +29,9 @@ pub(crate) struct Managed {
 }
 
 impl Managed {
-    /// Spawns `cmd` with stdout and stderr appended to `log`, guarded by a watchdog.
-    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
+    /// Spawns `cmd` with stdout and stderr appended to `log`, guarded by a watchdog that removes
+    /// `workdir` once it has killed the process on the test process's death.
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path, workdir: &Path) -> Result<Self> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -43,10 +47,17 @@ impl Managed {
             .map_err(TestkitError::io(format!("spawning {name}")))?;
         let watchdog = Command::new("sh")
             .arg("-c")
-            // POSIX sh (dash) has no `--` for kill: `-PID` names the process group directly.
-            .arg(r#"trap '' INT TERM HUP; read -r _; kill -9 -"$1" 2>/dev/null || kill -9 "$1" 2>/dev/null"#)
+            // POSIX sh (dash) has no `--` for kill: `-PID` names the process group directly. The
+            // directory goes once the process is gone (at most 5 s: a zombie nobody reaps still
+            // answers `kill -0`), so no write of its last moment lands after the removal.
+            .arg(concat!(
+                r#"trap '' INT TERM HUP; read -r _; kill -9 -"$1" 2>/dev/null || kill -9 "$1" 2>/dev/null; "#,
+                r#"n=0; while kill -0 "$1" 2>/dev/null && [ "$n" -lt 50 ]; do sleep 0.1; n=$((n+1)); done; "#,
+                r#"rm -rf -- "$2""#
+            ))
             .arg("backbone-watchdog")
             .arg(child.id().to_string())
+            .arg(workdir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

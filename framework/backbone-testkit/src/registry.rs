@@ -54,7 +54,8 @@ impl SchemaRegistry {
             .arg("-Dapicurio.rules.global.compatibility=BACKWARD")
             .arg("-jar")
             .arg(app.join("quarkus-run.jar"));
-        let mut process = Managed::spawn("Apicurio Registry", cmd, &dir.path().join("registry.log"))?;
+        let mut process =
+            Managed::spawn("Apicurio Registry", cmd, &dir.path().join("registry.log"), dir.path())?;
         let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
         let deadline = Instant::now() + START_TIMEOUT;
         let mut registry = Self { url, process: None, _dir: Some(dir) };
@@ -98,6 +99,12 @@ impl SchemaRegistry {
     /// The process id of the registry the kit started.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Managed::pid)
+    }
+
+    /// The temporary directory holding the registry's log (for leak checks; `None` for an external
+    /// registry). Removed like [`KafkaCluster::work_dir`](crate::KafkaCluster::work_dir).
+    pub fn work_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// The registry's global compatibility level (`BACKWARD`, `FULL`, …).
