@@ -12,7 +12,8 @@ pub(crate) enum NewCommand {
     /// A service crate at `services/NAME` with its contracts in `schemas/NAME/`, added to the
     /// workspace's members.
     Service {
-        /// The service's name: lowercase letters, digits and hyphens, starting with a letter.
+        /// The service's name: 1–63 lower-case letters, digits and '-', starting with a letter and
+        /// not ending with '-'.
         name: String,
         /// The workspace (or a directory inside it); default: the current directory.
         #[arg(long, default_value = ".")]
@@ -23,7 +24,7 @@ pub(crate) enum NewCommand {
 /// Why nothing was scaffolded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NewError {
-    #[error("`{0}` is not a service name: use lowercase letters, digits and hyphens, starting with a letter")]
+    #[error("`{0}` is not a service name: {rule}", rule = backbone_names::SERVICE_NAME_RULE)]
     BadName(String),
     #[error("no Cargo workspace at or above {0} (a Cargo.toml with [workspace])")]
     NoWorkspace(PathBuf),
@@ -67,11 +68,7 @@ pub(crate) fn run(command: NewCommand) -> Result<(), NewError> {
 /// Writes the service `name` into the workspace at or above `start`; returns the workspace root.
 /// Checks everything before writing anything.
 pub(crate) fn scaffold(name: &str, start: &Path) -> Result<PathBuf, NewError> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if !valid {
+    if !backbone_names::is_service_name(name) {
         return Err(NewError::BadName(name.to_owned()));
     }
     let root = workspace_root(start)?;
@@ -163,7 +160,7 @@ mod tests {
 
     #[test]
     fn names_are_checked_before_anything_is_written() {
-        for bad in ["Orders", "1st", "-x", "x-", "a--b", "a_b", ""] {
+        for bad in ["Orders", "1st", "-x", "x-", "a_b", "", &"x".repeat(64)] {
             let dir = std::env::temp_dir();
             assert!(matches!(scaffold(bad, &dir), Err(NewError::BadName(_))), "{bad}");
         }

@@ -158,38 +158,24 @@ fn string(expr: Option<&Expr>, span: Span, what: &str) -> syn::Result<LitStr> {
     }
 }
 
-/// `backbone::topic::validate_service_name`'s rule.
+/// The runtime's service-name rule (`backbone_names`), as a compile error on the literal.
 pub(crate) fn check_service_name(lit: &LitStr) -> syn::Result<()> {
     let name = lit.value();
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if backbone_names::is_service_name(&name) {
         Ok(())
     } else {
-        Err(syn::Error::new_spanned(
-            lit,
-            format!(
-                "`{name}` is not a service name: 1–63 lower-case ASCII letters, digits and '-', starting with a letter"
-            ),
-        ))
+        let rule = backbone_names::SERVICE_NAME_RULE;
+        Err(syn::Error::new_spanned(lit, format!("`{name}` is not a service name: {rule}")))
     }
 }
 
-/// `backbone::topic::TopicBuilder::build`'s rule for the name part.
+/// The runtime's rule for a topic's name part (`backbone_names`), as a compile error on the literal.
 fn check_topic_name(lit: &LitStr) -> syn::Result<()> {
     let name = lit.value();
-    let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    if ok {
+    if backbone_names::is_topic_name(&name) {
         Ok(())
     } else {
-        Err(syn::Error::new_spanned(
-            lit,
-            format!(
-                "`{name}` is not a topic name: lower-case ASCII letters, digits, '-' and '.', starting with a letter or digit"
-            ),
-        ))
+        let rule = backbone_names::TOPIC_NAME_RULE;
+        Err(syn::Error::new_spanned(lit, format!("`{name}` is not a topic name: {rule}")))
     }
 }

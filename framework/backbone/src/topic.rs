@@ -348,17 +348,8 @@ impl TopicBuilder {
     pub fn build(self) -> Result<TopicSpec, TopicError> {
         validate_service_name(&self.owner)?;
         let invalid = |reason: String| TopicError::InvalidTopic { topic: self.base.clone(), reason };
-        if self.base.is_empty()
-            || !self.base.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            || !self
-                .base
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        {
-            return Err(invalid(
-                "a topic name uses lower-case ASCII letters, digits, '-' and '.', starting with a letter or digit"
-                    .into(),
-            ));
+        if !backbone_names::is_topic_name(&self.base) {
+            return Err(invalid(format!("a topic name is {}", backbone_names::TOPIC_NAME_RULE)));
         }
         let name = match (self.visibility, self.version) {
             (Visibility::Public, Some(0)) => return Err(invalid("contract versions start at 1".into())),
@@ -483,20 +474,16 @@ fn has_version_suffix(name: &str) -> bool {
     name.rsplit_once("-v").is_some_and(|(_, v)| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Checks a service name: lower-case ASCII letters, digits and dashes, starting with a letter, at most
-/// 63 characters (it is also a Kafka principal, a client-id prefix and a DNS label in Kubernetes).
+/// Checks a service name: 1–63 lower-case ASCII letters, digits and dashes, starting with a letter
+/// and not ending with a dash (it is also a Kafka principal, a client-id prefix and a DNS label in
+/// Kubernetes). The rule is `backbone_names`', which the macros check at compile time too.
 pub fn validate_service_name(name: &str) -> Result<(), TopicError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if backbone_names::is_service_name(name) {
         Ok(())
     } else {
         Err(TopicError::InvalidServiceName {
             name: name.to_owned(),
-            reason: "a service name is 1–63 lower-case ASCII letters, digits and '-', starting with a letter"
-                .into(),
+            reason: format!("a service name is {}", backbone_names::SERVICE_NAME_RULE),
         })
     }
 }
@@ -681,6 +668,7 @@ mod tests {
     fn bad_declarations_are_refused_with_reasons() {
         let cases = [
             (TopicSpec::public("Orders", "x", 1), "invalid service name `Orders`"),
+            (TopicSpec::public("orders-", "x", 1), "not ending with '-'"),
             (TopicSpec::public("orders", "x", 0), "versions start at 1"),
             (TopicSpec::public("orders", "created-v1", 1), "the version is added by the framework"),
             (TopicSpec::public("orders", "has space", 1), "lower-case ASCII"),
