@@ -246,22 +246,39 @@ pub struct Timeout<I> {
 impl<I, R> Service<R> for Timeout<I>
 where
     I: Service<R, Response = (), Error = HandlerError>,
-    I::Future: Send + 'static,
 {
     type Response = ();
     type Error = HandlerError;
-    type Future = BoxFuture<Result<(), HandlerError>>;
+    type Future = TimeoutFuture<I::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let limit = self.limit;
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-                Err(HandlerError::retriable(format!("handler took longer than {limit:?}"))
+        TimeoutFuture { call: tokio::time::timeout(self.limit, self.inner.call(request)), limit: self.limit }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Timeout`]: the handler's, failed with a retriable `timeout` error once the
+    /// limit passes (no allocation per event).
+    #[derive(Debug)]
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        call: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F: Future<Output = Result<(), HandlerError>>> Future for TimeoutFuture<F> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.call.poll(cx).map(|done| {
+            done.unwrap_or_else(|_| {
+                Err(HandlerError::retriable(format!("handler took longer than {:?}", this.limit))
                     .with_kind("timeout"))
             })
         })
@@ -855,6 +872,17 @@ mod tests {
         let err = service.oneshot(context(2)).await.unwrap_err();
         assert_eq!(err.kind(), "timeout");
         assert!(err.is_retriable());
+        assert!(err.to_string().contains("longer than 1s"), "{err}");
+
+        // Within the limit, the handler's own outcome passes through untouched.
+        async fn quick(_: Metadata) -> Result<(), HandlerError> {
+            Err(HandlerError::permanent("no such order"))
+        }
+        let service =
+            TimeoutLayer::new(Duration::from_secs(1)).layer(HandlerService::new(BoxedHandler::new(quick)));
+        let err = service.oneshot(context(3)).await.unwrap_err();
+        assert!(!err.is_retriable());
+        assert_eq!(err.to_string(), "no such order");
     }
 
     #[tokio::test]
