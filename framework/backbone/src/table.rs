@@ -372,7 +372,9 @@ impl<V: TableValue> TableBuilder<V> {
     /// instead of sharing them: the table's consumer group is this instance's alone
     /// (`<service>.table.<name>.<uuid>`). For state every instance must answer from (HTTP reads
     /// behind a load balancer, a handler's lookups by another key than its input's); each instance
-    /// then reads the whole topic.
+    /// then reads the whole topic. The group is of this run only, so [`Table::run`] deletes it
+    /// once it has left it; one left by a crashed instance expires with the broker's
+    /// `offsets.retention.minutes`.
     pub fn replicated(mut self) -> Self {
         self.replicated = true;
         self
@@ -418,7 +420,10 @@ impl<V: TableValue> TableBuilder<V> {
             .create()
             .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         let health = self.publisher.health().clone();
+        let forget = self.replicated.then(|| self.config.client_config(self.spec.name()));
         let shared = Arc::new(Shared {
+            group: group.clone(),
+            forget,
             component: format!("table:{name}"),
             topic: self.topic.name().to_owned(),
             partitions: self.topic.partitions(),
@@ -471,6 +476,9 @@ impl<V: TableValue> Table<V> {
         shared.refresh();
         let outcome = consumer.run(shutdown).await;
         shared.running.store(false, Ordering::Release);
+        if let Some(client) = &shared.forget {
+            delete_group(client, &shared.group).await;
+        }
         let dropped: Vec<i32> = shared.write_views().drain().map(|(p, _)| p).collect();
         for partition in dropped {
             shared.publish_progress(partition, Progress::default());
@@ -484,6 +492,12 @@ impl<V: TableValue> Table<V> {
         }
         shared.refresh();
         outcome.map_err(TableError::from)
+    }
+
+    /// The table's consumer group: `<service>.table.<name>`, or for a
+    /// [replicated](TableBuilder::replicated) table `<service>.table.<name>.<uuid>`.
+    pub fn group(&self) -> &str {
+        &self.shared.group
     }
 
     /// The value of `key`: `Ok(None)` if the topic has none (or a tombstone deleted it), or why
@@ -770,6 +784,9 @@ impl<V> View<V> {
 /// What the table's handler, hooks and handles share.
 struct Shared<V> {
     name: String,
+    group: String,
+    /// For a replicated table: the client settings to delete its group with once it stops.
+    forget: Option<rdkafka::ClientConfig>,
     topic: String,
     partitions: i32,
     component: String,
@@ -789,6 +806,24 @@ struct Shared<V> {
     assigned: AtomicBool,
     running: AtomicBool,
     stats: Counters,
+}
+
+/// Deletes a replicated table's group after the table left it: the group is of one run only, and
+/// would otherwise stay behind with its committed offsets. A failure (a missing `DELETE` ACL on the
+/// group, say) only costs that, so it is logged, not returned.
+async fn delete_group(client: &rdkafka::ClientConfig, group: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let deleted = async {
+        let admin: AdminClient<DefaultClientContext> = client.create()?;
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let mut results = admin.delete_groups(&[group], &options).await?;
+        results.pop().map_or(Ok(()), |r| r.map(drop).map_err(|(_, code)| KafkaError::AdminOp(code)))
+    };
+    match deleted.await {
+        Ok(()) => tracing::debug!(group, "replicated table's consumer group deleted"),
+        Err(e) => tracing::warn!(group, error = %e, "replicated table's consumer group not deleted"),
+    }
 }
 
 impl<V> Shared<V> {

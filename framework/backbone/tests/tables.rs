@@ -11,6 +11,7 @@ use backbone::handler::{Decode, DecodeError};
 use backbone::table::{NotReady, Table, TableError, TableStatus, TableValue, WaitError};
 use backbone::{Config, Delivery, Outgoing, Publisher, Running, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -230,8 +231,26 @@ async fn replicated_tables_each_hold_every_partition_and_sync_sees_every_earlier
         one.sync(partition, WITHIN).await.expect("synced");
         assert_eq!(one.get(&key).unwrap(), Some(i.to_string()), "{key}");
     }
+
+    // Each instance's group is its own, and of this run only: stopping deletes it.
+    let groups = BTreeSet::from([one.group().to_owned(), two.group().to_owned()]);
+    assert_eq!(groups.len(), 2, "one group per instance: {groups:?}");
+    assert_eq!(groups_known(&estate.spec).await, groups, "both groups are on the broker while they run");
     a.stop().await;
     b.stop().await;
+    assert_eq!(groups_known(&estate.spec).await, BTreeSet::new(), "no group left behind");
+}
+
+/// The consumer groups of the service's tables the broker lists.
+async fn groups_known(spec: &ServiceSpec) -> BTreeSet<String> {
+    let prefix = format!("{}.table.", spec.name());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = shared_kafka().client_config().create().expect("a client");
+        let list = client.fetch_group_list(None, WITHIN).expect("the group list");
+        list.groups().iter().map(|g| g.name().to_owned()).filter(|g| g.starts_with(&prefix)).collect()
+    })
+    .await
+    .expect("no panic")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
