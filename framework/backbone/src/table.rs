@@ -373,7 +373,8 @@ impl<V: TableValue> TableBuilder<V> {
     /// (`<service>.table.<name>.<uuid>`). For state every instance must answer from (HTTP reads
     /// behind a load balancer, a handler's lookups by another key than its input's); each instance
     /// then reads the whole topic. The group is of this run only, so [`Table::run`] deletes it
-    /// once it has left it; one left by a crashed instance expires with the broker's
+    /// once it has left it (on real brokers; the mock cluster of [`crate::dev`] keeps it until the
+    /// process ends); one left by a crashed instance expires with the broker's
     /// `offsets.retention.minutes`.
     pub fn replicated(mut self) -> Self {
         self.replicated = true;
@@ -420,7 +421,11 @@ impl<V: TableValue> TableBuilder<V> {
             .create()
             .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         let health = self.publisher.health().clone();
-        let forget = self.replicated.then(|| self.config.client_config(self.spec.name()));
+        // Not in the mock cluster, which answers no admin requests (its groups go with the process):
+        // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
+        // unsupported (`rd_kafka_q_destroy0: assert: rkq->rkq_refcnt > 0`).
+        let forget = (self.replicated && self.config.mock_cluster.is_none())
+            .then(|| self.config.client_config(self.spec.name()));
         let shared = Arc::new(Shared {
             group: group.clone(),
             forget,
