@@ -79,6 +79,20 @@ async fn setup(
     (config, spec, topic, running.publisher().clone())
 }
 
+/// Runs `consumer` until `done` is notified (its handler saw what the test awaits: `awaited`),
+/// within 60 s, and checks that it then stopped cleanly.
+async fn run_until<S: Clone + Send + Sync + 'static>(
+    consumer: Consumer<S>,
+    done: &Arc<tokio::sync::Notify>,
+    awaited: &str,
+) {
+    let done = done.clone();
+    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
+        .await
+        .unwrap_or_else(|_| panic!("{awaited} within 60 s"))
+        .expect("clean stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_event() {
     let (config, spec, topic, publisher) = setup("r7", 1).await;
@@ -106,11 +120,7 @@ async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_even
     )
     .unwrap()
     .retry(retry);
-    let done = seen.done.clone();
-    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
-        .await
-        .expect("all events handled within 60 s")
-        .expect("clean stop");
+    run_until(consumer, &seen.done, "all events handled").await;
 
     let events = seen.events.lock().unwrap().clone();
     let ns: Vec<u32> = events.iter().map(|e| e.2).collect();
@@ -165,11 +175,7 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
         None,
     )
     .unwrap();
-    let done = seen.done.clone();
-    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
-        .await
-        .expect("the partition flows past both poison events")
-        .expect("clean stop");
+    run_until(consumer, &seen.done, "the partition flows past both poison events").await;
     let handled: Vec<u32> = seen.events.lock().unwrap().iter().map(|e| e.2).collect();
     let expected: Vec<u32> = (0..100).filter(|n| *n != 40).collect();
     assert_eq!(handled, expected, "every good event handled in order (13 was handled, then panicked)");
@@ -249,11 +255,7 @@ async fn concurrency_bounds_the_handlers_running_at_once_and_every_partition_pro
     )
     .unwrap()
     .concurrency(2);
-    let done = overlap.done.clone();
-    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
-        .await
-        .expect("600 events handled within 60 s")
-        .expect("clean stop");
+    run_until(consumer, &overlap.done, "600 events handled").await;
 
     let most = overlap.most.load(Ordering::SeqCst);
     assert_eq!(most, 2, "at most 2 handlers at once, and 2 did run at once across partitions");
@@ -325,11 +327,7 @@ async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_o
         Some(&unique("in-place-group")),
     )
     .unwrap();
-    let done = kept.done.clone();
-    tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
-        .await
-        .expect("2 events within 60 s")
-        .expect("clean stop");
+    run_until(consumer, &kept.done, "2 events").await;
 
     // The consumer is closed and dropped: the events kept past it still read.
     let events = kept.events.lock().unwrap().clone();
