@@ -56,13 +56,13 @@ use crate::config::Config;
 use crate::handler::{BoxedHandler, Env, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
 use crate::layer::{
-    CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter, DeadLetterLayer, EventService,
-    HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas, Timeout, TimeoutLayer, Tracing,
-    TracingLayer,
+    Budget, BudgetLayer, CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter,
+    DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas,
+    Timeout, TimeoutLayer, Tracing, TracingLayer,
 };
 pub use crate::layer::{Retry, dead_letter_headers};
 use crate::native::{PartitionQueue, QueueWakers, WithQueueWakers};
-use crate::publish::{PublishError, Publisher, Transaction};
+use crate::publish::{PublishError, Publisher, TRANSACTION_TIMEOUT, Transaction};
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec};
 
@@ -113,6 +113,8 @@ pub struct Consumer<S> {
     publisher: Publisher,
     retry: Retry,
     timeout: Option<Duration>,
+    /// All attempts of one event together (always set under exactly once).
+    budget: Option<Duration>,
     concurrency: usize,
     queue_kbytes: usize,
     queue_messages: usize,
@@ -123,6 +125,8 @@ pub struct Consumer<S> {
     transaction_size: Option<usize>,
     /// Exactly once: the longest a transaction stays open.
     transaction_interval: Duration,
+    /// Exactly once: a stable transactional id (default `<group>.<uuid>`, new per run).
+    transactional_id: Option<String>,
     config: Config,
     spec: ServiceSpec,
 }
@@ -178,6 +182,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             publisher,
             retry: Retry::default(),
             timeout: None,
+            budget: None,
             concurrency: 64,
             queue_kbytes: 16 * 1024,
             queue_messages: 100_000,
@@ -186,6 +191,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             hooks: Arc::new(NoHooks),
             transaction_size: None,
             transaction_interval: Duration::from_millis(100),
+            transactional_id: None,
             config: config.clone(),
             spec: spec.clone(),
         })
@@ -202,6 +208,27 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = Some(limit);
         self
+    }
+
+    /// Bounds the whole handling of one event, every retry and backoff included, to `budget`: past it
+    /// the event fails permanently (kind `budget`) and is dead-lettered, and its partition moves on
+    /// (default: none under at least once).
+    ///
+    /// Under exactly once every event has a budget, [`MAX_EVENT_BUDGET`] at most and by default:
+    /// an event still being handled when the broker aborts its transaction (after
+    /// [`TRANSACTION_TIMEOUT`]) would fail every other event of that transaction, and after the
+    /// rewind it would run again, and again.
+    pub fn event_budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The budget each event gets (see [`event_budget`](Self::event_budget)).
+    pub fn effective_event_budget(&self) -> Option<Duration> {
+        match (self.transaction_size, self.budget) {
+            (Some(_), budget) => Some(budget.unwrap_or(MAX_EVENT_BUDGET).min(MAX_EVENT_BUDGET)),
+            (None, budget) => budget,
+        }
     }
 
     /// Runs at most `handlers` handlers at once across this consumer's partitions (default 64; one
@@ -260,6 +287,16 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
+    /// Exactly once with a stable transactional id, for instances that have a stable identity (a
+    /// StatefulSet's ordinal: `<group>.<ordinal>`): a restarted instance then fences its previous
+    /// incarnation's producer at once, instead of the broker aborting its open transaction after
+    /// [`TRANSACTION_TIMEOUT`]. Two live instances must never share one (each fences the other).
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self.transactional_id = Some(id.into());
+        self
+    }
+
     /// Exactly once with about `events` events per transaction.
     pub fn transaction_size(mut self, events: usize) -> Self {
         self.transaction_size = Some(events.max(1));
@@ -310,6 +347,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
             .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
+            .layer(BudgetLayer::new(self.effective_event_budget()))
             .layer(RetryLayer::new(self.retry))
             .layer(SchemaLayer::new(self.publisher.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
@@ -319,17 +357,66 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
 
     /// Joins the group and handles events until `shutdown` completes (see [`crate::shutdown_signal`]
     /// for SIGTERM and Ctrl-C); then stops fetching, lets the events in hand finish within the
-    /// shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`), commits and leaves the group.
+    /// shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`), commits and leaves the group. The whole
+    /// shutdown keeps within the budget whatever Kafka does: what is not done by then is logged
+    /// (partition and offset) and left for the next owner.
+    ///
+    /// Exactly once: if the transactional producer is fenced or fails fatally (the broker aborted a
+    /// transaction and bumped the producer's epoch, say), the consumer does not stop for good. Its
+    /// open transaction is lost (never committed), so it leaves the group, waits a backoff (1 s
+    /// doubling to 30 s, health degraded meanwhile) and joins again with a new producer and epoch;
+    /// its partitions resume from the last committed offsets.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumeError> {
         let health = self.publisher.health().clone();
         let component = format!("consumer:{}", self.group);
-        health.starting(&component, format!("waiting for partitions of `{}`", self.topic.name()));
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut failures = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.run_once(&health, &component, shutdown.as_mut()).await? {
+                Ended::Shutdown => break,
+                Ended::Fenced => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    let backoff = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    tracing::warn!(
+                        topic = self.topic.name(),
+                        group = self.group,
+                        failures,
+                        ?backoff,
+                        "exactly once: the transactional producer failed fatally; joining again with a \
+                         new producer, from the last committed offsets"
+                    );
+                    tokio::select! {
+                        () = shutdown.as_mut() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+        health.ready(&component);
+        Ok(())
+    }
+
+    /// One membership of the group: from joining to leaving.
+    async fn run_once(
+        &self,
+        health: &HealthState,
+        component: &str,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Ended, ConsumeError> {
+        health.starting(component, format!("waiting for partitions of `{}`", self.topic.name()));
         let (strays, mut stray) = mpsc::unbounded_channel();
         let (stopping, stop) = watch::channel(false);
         let eos = match self.transaction_size {
             None => None,
             Some(size) => {
-                let id = format!("{}.{}", self.group, uuid::Uuid::new_v4().simple());
+                let id = self
+                    .transactional_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}", self.group, uuid::Uuid::new_v4().simple()));
                 let publisher = Publisher::transactional(&self.config, &self.spec, health.clone(), &id)
                     .await
                     .map_err(|e| ConsumeError::Client {
@@ -348,11 +435,12 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             topic: self.topic.name().to_owned(),
             runtime: tokio::runtime::Handle::current(),
             partitions: Mutex::new(HashMap::new()),
+            aborted: Mutex::new(HashMap::new()),
             stop: stop.clone(),
             budget: self.shutdown_budget,
             hooks: self.hooks.clone(),
             health: health.clone(),
-            component: component.clone(),
+            component: component.to_owned(),
             wakers: QueueWakers::default(),
         };
         let client = |e: KafkaError| ConsumeError::Client {
@@ -429,52 +517,72 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             }
         };
         let mut fenced = std::pin::pin!(fenced);
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
+        let ended = loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                () = &mut fenced => {
-                    tracing::error!(topic = self.topic.name(), "transactions failed fatally (fenced?): stopping");
-                    break;
-                }
+                () = shutdown.as_mut() => break Ended::Shutdown,
+                () = &mut fenced => break Ended::Fenced,
                 Some(message) = stray.recv() => worker.handle_stray(&message).await,
             }
-        }
+        };
 
-        // Stop fetching; the events in hand get the shutdown budget to finish.
+        // Stop fetching; the events in hand get the shutdown budget to finish, less a reserve for
+        // committing and leaving the group. Everything below keeps within the budget.
+        let deadline = tokio::time::Instant::now() + self.shutdown_budget;
+        let reserve = (self.shutdown_budget / 4).min(Duration::from_secs(5));
         stopping.send_replace(true);
-        let mut tasks: Vec<_> = consumer.context().lock_partitions().drain().map(|(_, p)| p.task).collect();
+        let partitions: Vec<(i32, Partition)> = consumer.context().lock_partitions().drain().collect();
+        let aborted: Vec<JoinHandle<()>> =
+            consumer.context().lock_aborted().drain().map(|(_, task)| task).collect();
+        let (mut tasks, cursors): (Vec<_>, Vec<_>) =
+            partitions.into_iter().map(|(partition, p)| (p.task, (partition, p.cursor))).unzip();
+        tasks.extend(aborted);
         let finishing = futures::future::join_all(tasks.iter_mut());
-        if tokio::time::timeout(self.shutdown_budget, finishing).await.is_err() {
+        if tokio::time::timeout_at(deadline - reserve, finishing).await.is_err() {
             // Their offsets are not stored: the next owner handles them again.
+            let unfinished: Vec<(i32, i64)> = tasks
+                .iter()
+                .zip(&cursors)
+                .filter(|(task, _)| !task.is_finished())
+                .map(|(_, (partition, cursor))| (*partition, cursor.next.load(Ordering::Acquire)))
+                .collect();
             tracing::warn!(
                 topic = self.topic.name(),
-                "shutdown budget spent with events in hand; they will be handled again"
+                ?unfinished,
+                "shutdown budget spent with events in hand at (partition, offset; -1: the first); \
+                 they will be handled again by the next owner"
             );
-            tasks.iter().for_each(JoinHandle::abort);
-            futures::future::join_all(tasks).await;
+            // A handle that already returned its output must not be polled again.
+            let left: Vec<JoinHandle<()>> = tasks.into_iter().filter(|t| !t.is_finished()).collect();
+            left.iter().for_each(JoinHandle::abort);
+            let _ = tokio::time::timeout_at(deadline - reserve / 2, futures::future::join_all(left)).await;
         }
-        if let Some(committer) = committer {
-            committer.await.ok();
+        if let Some(mut committer) = committer
+            && tokio::time::timeout_at(deadline - reserve / 2, &mut committer).await.is_err()
+        {
+            committer.abort();
         }
         let topic = self.topic.name().to_owned();
-        let last = eos.clone();
-        tokio::task::spawn_blocking(move || {
+        let last = if ended == Ended::Fenced { None } else { eos.clone() };
+        let exactly_once = eos.is_some();
+        drop(eos);
+        // Committing and closing wait for the broker: they run on a thread of their own, which the
+        // budget does not wait for past its end (a blocking task would hold the runtime's shutdown,
+        // and so the process, for as long as librdkafka waits for brokers that are gone).
+        let closing = off_runtime(move || {
             driver.join().ok();
             if let Some(eos) = last {
                 let _gate = eos.write_blocking();
                 if let Err(e) = eos.commit_locked(&*consumer) {
                     tracing::warn!(error = %e, "final transaction");
                 }
-            } else if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            } else if !exactly_once && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last commit is also an error here; not a loss.
                 tracing::debug!(error = %e, "final commit");
             }
             // Dropping the last reference closes the consumer: it leaves the group, so the others take
-            // over at once. Closing waits for the broker, so it runs off the async workers. Events
-            // that handlers kept past their call hold the consumer too (their bytes are its
-            // buffers): then it closes when the last of them is dropped.
+            // over at once. Events that handlers kept past their call hold the consumer too (their
+            // bytes are its buffers): then it closes when the last of them is dropped.
             if Arc::strong_count(&consumer) > 1 {
                 tracing::warn!(
                     topic,
@@ -484,12 +592,42 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             }
             drop(consumer);
             tracing::info!(topic, "consumer closed");
-        })
-        .await
-        .ok();
+        });
+        if tokio::time::timeout_at(deadline, closing).await.is_err() {
+            tracing::warn!(
+                topic = self.topic.name(),
+                budget = ?self.shutdown_budget,
+                "the consumer did not close within the shutdown budget (brokers unreachable?); left \
+                 behind: the group's coordinator ends its membership after the session timeout"
+            );
+        }
         drop(worker);
-        health.ready(&component);
-        Ok(())
+        Ok(ended)
+    }
+}
+
+/// How one membership of the group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The shutdown future completed.
+    Shutdown,
+    /// Exactly once: the transactional producer failed fatally.
+    Fenced,
+}
+
+/// Runs `work` on a thread of its own (not the runtime's blocking pool, whose shutdown waits for
+/// it): its result, or `None` if it panicked.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("backbone-blocking".into()).spawn(move || {
+        let _ = done.send(work());
+    });
+    match spawned {
+        Ok(_) => result.await.ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a thread");
+            None
+        }
     }
 }
 
@@ -551,21 +689,23 @@ pub struct NoHooks;
 
 impl ConsumerHooks for NoHooks {}
 
-/// A partition's task, how to tell it the partition was revoked, and whether it has ended.
+/// A partition's task, how to tell it the partition was revoked, whether it has ended, and where it
+/// stands.
 struct Partition {
     revoke: watch::Sender<bool>,
     task: JoinHandle<()>,
-    ended: Arc<Ended>,
+    ended: Arc<TaskEnded>,
+    cursor: Arc<Cursor>,
 }
 
 /// Set when a partition's task ends; waited for by the (synchronous) rebalance callback.
 #[derive(Default)]
-struct Ended {
+struct TaskEnded {
     done: Mutex<bool>,
     changed: Condvar,
 }
 
-impl Ended {
+impl TaskEnded {
     fn set(&self) {
         *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.changed.notify_all();
@@ -585,8 +725,8 @@ impl Ended {
     }
 }
 
-/// Sets [`Ended`] when dropped: however a partition's task ends (returns, is aborted, panics).
-struct SetOnDrop(Arc<Ended>);
+/// Sets [`TaskEnded`] when dropped: however a partition's task ends (returns, is aborted, panics).
+struct SetOnDrop(Arc<TaskEnded>);
 
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
@@ -598,14 +738,22 @@ impl Drop for SetOnDrop {
 type Bottom<S> = tower::util::Either<HandlerService<S>, EventService<S>>;
 
 /// The handler under the built-in layers, outermost first: tracing, correlation, dead letters,
-/// retry, schema, timeout (if set), panic recovery.
+/// budget, retry, schema, timeout (if set), panic recovery.
 type Stack<S> = Tracing<
     Correlation<
         DeadLetter<
-            RetryService<Schemas<tower::util::Either<Timeout<CatchPanic<Bottom<S>>>, CatchPanic<Bottom<S>>>>>,
+            Budget<
+                RetryService<
+                    Schemas<tower::util::Either<Timeout<CatchPanic<Bottom<S>>>, CatchPanic<Bottom<S>>>>,
+                >,
+            >,
         >,
     >,
 >;
+
+/// The longest an event may take under exactly once, all attempts included: half the transaction
+/// timeout, so the event's dead letter and the commit fit in the other half.
+pub const MAX_EVENT_BUDGET: Duration = Duration::from_secs(TRANSACTION_TIMEOUT.as_secs() / 2);
 
 /// Where a partition's task stands: the next offset to handle, and how often exactly once rewound it.
 ///
@@ -762,6 +910,18 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                 if self.handle(&mut service, &env, event).await {
                     cursor.advance(offset);
                     eos.handled(partition, offset);
+                    continue;
+                }
+                // Neither handled nor dead-lettered (the transaction broke under it): the open
+                // transaction must not commit past it. Abort it, and wait for the rewind.
+                let mut aborts = eos.aborts.subscribe();
+                eos.doom(partition);
+                drop(_in_transaction);
+                (slot, streak) = (None, 0);
+                tokio::select! {
+                    biased;
+                    () = &mut stopping => return,
+                    _ = aborts.changed() => {}
                 }
                 continue;
             }
@@ -816,6 +976,8 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             eos.started(message.partition(), message.offset());
             if self.handle(&mut self.service.clone(), &self.env(), event).await {
                 eos.handled(message.partition(), message.offset());
+            } else {
+                eos.doom(message.partition());
             }
             return;
         }
@@ -837,6 +999,9 @@ struct GroupContext<S: Clone + Send + Sync + 'static> {
     topic: String,
     runtime: tokio::runtime::Handle,
     partitions: Mutex<HashMap<i32, Partition>>,
+    /// Tasks of revoked partitions that did not finish in time and were aborted: a task aborted
+    /// while it runs ends only at its next await, so a successor on the same partition waits for it.
+    aborted: Mutex<HashMap<i32, JoinHandle<()>>>,
     stop: watch::Receiver<bool>,
     budget: Duration,
     hooks: Arc<dyn ConsumerHooks>,
@@ -856,6 +1021,10 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
         self.partitions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_aborted(&self) -> std::sync::MutexGuard<'_, HashMap<i32, JoinHandle<()>>> {
+        self.aborted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Splits each of `partitions` off onto a queue of its own and starts its task.
     fn start_partitions(&self, partitions: &[i32]) {
         let Some(worker) = self.worker.get() else { return };
@@ -871,21 +1040,23 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
                 continue;
             };
             let (revoke, revoked) = watch::channel(false);
-            let ended = Arc::new(Ended::default());
+            let ended = Arc::new(TaskEnded::default());
             let cursor = Arc::new(Cursor::new());
             if let Some(eos) = &self.eos {
                 eos.cursors.lock().unwrap_or_else(PoisonError::into_inner).insert(partition, cursor.clone());
             }
-            // A partition given back to us waits for its earlier task (if any) to end.
-            let earlier = tasks.remove(&partition).map(|p| p.task);
+            // A partition given back to us waits for its earlier task (if any) to end, an aborted
+            // one included.
+            let earlier =
+                tasks.remove(&partition).map(|p| p.task).or_else(|| self.lock_aborted().remove(&partition));
             let task = self.runtime.spawn(worker.clone().run(
                 queue,
                 earlier,
                 self.stop.clone(),
                 revoked,
-                (cursor, SetOnDrop(ended.clone())),
+                (cursor.clone(), SetOnDrop(ended.clone())),
             ));
-            tasks.insert(partition, Partition { revoke, task, ended });
+            tasks.insert(partition, Partition { revoke, task, ended, cursor });
         }
     }
 }
@@ -958,9 +1129,12 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
                 tracing::warn!(
                     topic = self.topic,
                     partition,
+                    offset = p.cursor.next.load(Ordering::Acquire),
                     "revoked partition did not finish its event in hand in time; it will be handled again"
                 );
                 p.task.abort();
+                // Kept until it has ended: a successor on this partition waits for it.
+                self.lock_aborted().insert(*partition, p.task);
             }
         }
         drop(partitions);
@@ -1060,6 +1234,14 @@ struct Eos {
     /// The assigned partitions' cursors, rewound after an aborted transaction.
     cursors: Mutex<HashMap<i32, Arc<Cursor>>>,
     pending: std::sync::atomic::AtomicUsize,
+    /// Partitions with an event that neither succeeded nor was dead-lettered in the open
+    /// transaction: it must abort, not commit past that event.
+    doomed: Mutex<Vec<i32>>,
+    /// Counts aborted transactions (and fatal failures): a partition task waiting after a doomed
+    /// event goes on once it changes.
+    aborts: watch::Sender<u64>,
+    /// An abort failed: this producer cannot go on.
+    broken: std::sync::atomic::AtomicBool,
     full: tokio::sync::Notify,
     fatal: tokio::sync::Notify,
     hooks: Arc<dyn ConsumerHooks>,
@@ -1086,6 +1268,9 @@ impl Eos {
             committed: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             pending: Default::default(),
+            doomed: Mutex::new(Vec::new()),
+            aborts: watch::channel(0).0,
+            broken: Default::default(),
             full: tokio::sync::Notify::new(),
             fatal: tokio::sync::Notify::new(),
         }
@@ -1113,6 +1298,21 @@ impl Eos {
         if self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 >= self.size {
             self.full.notify_one();
         }
+    }
+
+    fn is_doomed(&self) -> bool {
+        !self.doomed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// An event of `partition` failed without a dead letter: abort the open transaction at once.
+    fn doom(&self, partition: i32) {
+        tracing::warn!(
+            topic = self.topic,
+            partition,
+            "event neither handled nor dead-lettered: aborting the transaction"
+        );
+        self.doomed.lock().unwrap_or_else(PoisonError::into_inner).push(partition);
+        self.full.notify_one();
     }
 
     fn forget(&self, partitions: &[i32]) {
@@ -1143,28 +1343,32 @@ impl Eos {
                 () = self.full.notified() => {}
                 _ = tick.tick() => {}
             }
-            if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 && !self.is_doomed() {
                 continue;
             }
             let gate = self.gate.clone().write_owned().await;
             let (eos, consumer) = (self.clone(), consumer.clone());
-            let result = tokio::task::spawn_blocking(move || eos.commit_locked(&*consumer)).await;
+            // Off the runtime's blocking pool: a commit waits for the broker, and the runtime's
+            // shutdown would wait for it.
+            let result = off_runtime(move || eos.commit_locked(&*consumer)).await;
             drop(gate);
+            let component = format!("transactions:{}", self.topic);
             match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if !is_fatal(&e) => {
+                Some(Ok(())) => self.publisher.health().recover(&component),
+                Some(Err(e)) if !is_fatal(&e) && !self.broken.load(Ordering::Acquire) => {
                     tracing::warn!(error = %e, "transaction aborted; events handled again")
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     tracing::error!(error = %e, "transactions failed fatally");
                     self.publisher.health().degrade(
-                        &format!("transactions:{}", self.topic),
-                        format!("transactions failed fatally ({e}); consumer stopped"),
+                        &component,
+                        format!("transactions failed fatally ({e}); joining again with a new producer"),
                     );
                     self.fatal.notify_one();
+                    self.aborts.send_modify(|n| *n += 1);
                     return;
                 }
-                Err(e) => tracing::error!(error = %e, "transaction task"),
+                None => tracing::error!("transaction thread panicked"),
             }
         }
     }
@@ -1178,7 +1382,8 @@ impl Eos {
         consumer: &K,
     ) -> Result<(), KafkaError> {
         use rdkafka::producer::Producer as _;
-        if self.pending.load(Ordering::Acquire) == 0 {
+        let doomed = std::mem::take(&mut *self.doomed.lock().unwrap_or_else(PoisonError::into_inner));
+        if self.pending.load(Ordering::Acquire) == 0 && doomed.is_empty() {
             return Ok(());
         }
         let offsets = self.next.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -1189,10 +1394,15 @@ impl Eos {
         }
         let metadata = consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
         let deadline = Instant::now() + self.timeout;
-        let mut outcome = self.hooks.before_commit(&Transaction::new(&self.publisher)).map_err(|e| {
-            tracing::warn!(error = %e, "before_commit hook failed: aborting the transaction");
-            KafkaError::MessageProduction(RDKafkaErrorCode::Fail)
-        });
+        let mut outcome = if doomed.is_empty() {
+            self.hooks.before_commit(&Transaction::new(&self.publisher)).map_err(|e| {
+                tracing::warn!(error = %e, "before_commit hook failed: aborting the transaction");
+                KafkaError::MessageProduction(RDKafkaErrorCode::Fail)
+            })
+        } else {
+            // An event failed without a dead letter: committing would skip it.
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail))
+        };
         if outcome.is_ok() {
             outcome = loop {
                 match producer.send_offsets_to_transaction(&list, &metadata, self.timeout) {
@@ -1221,12 +1431,22 @@ impl Eos {
                 producer.begin_transaction()
             }
             Err(e) if !is_fatal(&e) => {
-                producer.abort_transaction(self.timeout)?;
-                self.hooks.transaction_ended(false);
-                producer.begin_transaction()?;
+                if let Err(failed) = producer.abort_transaction(self.timeout).and_then(|()| {
+                    self.hooks.transaction_ended(false);
+                    producer.begin_transaction()
+                }) {
+                    // This producer cannot go on: the consumer joins again with a new one.
+                    tracing::error!(error = %failed, "cannot abort the transaction");
+                    self.broken.store(true, Ordering::Release);
+                    self.aborts.send_modify(|n| *n += 1);
+                    return Err(failed);
+                }
                 let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
-                for partition in offsets.keys() {
+                let mut rewound: Vec<i32> = offsets.keys().copied().chain(doomed).collect();
+                rewound.sort_unstable();
+                rewound.dedup();
+                for partition in &rewound {
                     // Every partition with events in the transaction has a start (`started`). (A
                     // seek to the stored offset is not one librdkafka accepts: it fails with
                     // `Local: Invalid argument`, and the aborted events were never handled again.)
@@ -1247,6 +1467,7 @@ impl Eos {
                 drop(cursors);
                 *self.next.lock().unwrap_or_else(PoisonError::into_inner) = committed;
                 self.pending.store(0, Ordering::Release);
+                self.aborts.send_modify(|n| *n += 1);
                 Err(e)
             }
             Err(e) => Err(e),

@@ -12,11 +12,13 @@
 //! 3. [`DeadLetterLayer`]: a failure that comes back up is written to the dead-letter topic with the
 //!    event's origin in headers, and the event counts as handled; if that write fails it is retried
 //!    with health degraded, and the event is not done until it succeeds;
-//! 4. [`RetryLayer`]: retriable errors are retried with exponential backoff, up to a budget;
-//! 5. [`TimeoutLayer`] (when set): a handler that takes too long fails retriably (kind `timeout`);
-//! 6. [`CatchPanicLayer`]: a panicking handler is a permanent error of kind `panic`, not a dead
+//! 4. [`BudgetLayer`] (when set, and always under exactly once): all attempts of an event together
+//!    get a time budget; past it the event fails permanently (kind `budget`);
+//! 5. [`RetryLayer`]: retriable errors are retried with exponential backoff, up to a budget;
+//! 6. [`TimeoutLayer`] (when set): a handler that takes too long fails retriably (kind `timeout`);
+//! 7. [`CatchPanicLayer`]: a panicking handler is a permanent error of kind `panic`, not a dead
 //!    process;
-//! 7. your layers ([`Consumer::layer`](crate::consume::Consumer::layer), or [`Layers`] shared by
+//! 8. your layers ([`Consumer::layer`](crate::consume::Consumer::layer), or [`Layers`] shared by
 //!    every consumer of a service), then the handler.
 //!
 //! Each layer is public: a stack can be written by hand with `tower::ServiceBuilder`.
@@ -282,6 +284,95 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for TimeoutFuture<F> {
                     .with_kind("timeout"))
             })
         })
+    }
+}
+
+/// Bounds the whole of an event's handling, every attempt and backoff of the retry layer beneath
+/// included: past the budget the event fails permanently (kind `budget`) and the dead-letter layer
+/// above takes it, so one slow or stuck event cannot hold its partition, or an open transaction,
+/// indefinitely.
+///
+/// Exactly-once consumers always have one below the transaction timeout
+/// ([`Consumer::event_budget`](crate::consume::Consumer::event_budget)): a handler still running
+/// when the broker aborts its transaction would make every later event of the transaction fail and
+/// the same event run again after the rewind, for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetLayer {
+    budget: Option<Duration>,
+}
+
+impl BudgetLayer {
+    /// At most `budget` per event (`None`: unbounded, the layer does nothing).
+    pub fn new(budget: Option<Duration>) -> Self {
+        Self { budget }
+    }
+}
+
+impl<I> Layer<I> for BudgetLayer {
+    type Service = Budget<I>;
+
+    fn layer(&self, inner: I) -> Budget<I> {
+        Budget { inner, budget: self.budget }
+    }
+}
+
+/// See [`BudgetLayer`].
+#[derive(Debug, Clone)]
+pub struct Budget<I> {
+    inner: I,
+    budget: Option<Duration>,
+}
+
+impl<I, R> Service<R> for Budget<I>
+where
+    I: Service<R, Response = (), Error = HandlerError>,
+{
+    type Response = ();
+    type Error = HandlerError;
+    type Future = BudgetFuture<I::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        BudgetFuture {
+            call: self.inner.call(request),
+            expiry: self.budget.map(tokio::time::sleep),
+            budget: self.budget.unwrap_or_default(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Budget`]: the inner service's, failed permanently (kind `budget`) once the
+    /// budget has passed (no allocation per event).
+    #[derive(Debug)]
+    pub struct BudgetFuture<F> {
+        #[pin]
+        call: F,
+        #[pin]
+        expiry: Option<tokio::time::Sleep>,
+        budget: Duration,
+    }
+}
+
+impl<F: Future<Output = Result<(), HandlerError>>> Future for BudgetFuture<F> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.call.poll(cx) {
+            return Poll::Ready(done);
+        }
+        match this.expiry.as_pin_mut().map(|expiry| expiry.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(HandlerError::permanent(format!(
+                "not handled within its time budget of {:?} (all attempts included)",
+                this.budget
+            ))
+            .with_kind("budget"))),
+            _ => Poll::Pending,
+        }
     }
 }
 
@@ -837,6 +928,42 @@ mod tests {
         assert_eq!(err.kind(), "panic");
         assert!(!err.is_retriable());
         assert!(err.to_string().contains("no stock table"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_bounds_every_attempt_together_and_fails_permanently() {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = calls.clone();
+        let slow = move |_: Metadata| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Err::<(), _>(HandlerError::retriable("still down"))
+            }
+        };
+        let retry = Retry {
+            max_attempts: 100,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+        };
+        let service = BudgetLayer::new(Some(Duration::from_secs(10)))
+            .layer(RetryLayer::new(retry).layer(HandlerService::new(BoxedHandler::named("slow", slow))));
+        let started = tokio::time::Instant::now();
+        let err = service.oneshot(context(3)).await.unwrap_err();
+        assert_eq!(err.kind(), "budget");
+        assert!(!err.is_retriable(), "past its budget the event is dead-lettered, not retried");
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "cut at the budget, not after 100 attempts");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3, "attempts at 0, 4 and 8 s");
+
+        // Within the budget, the inner outcome stands; without one, the layer does nothing.
+        let quick = |_: Metadata| async { Ok::<(), HandlerError>(()) };
+        let within = BudgetLayer::new(Some(Duration::from_secs(1)))
+            .layer(HandlerService::new(BoxedHandler::named("quick", quick)));
+        within.oneshot(context(4)).await.unwrap();
+        let unbounded =
+            BudgetLayer::new(None).layer(HandlerService::new(BoxedHandler::named("quick", quick)));
+        unbounded.oneshot(context(5)).await.unwrap();
     }
 
     #[tokio::test]

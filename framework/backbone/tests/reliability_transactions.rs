@@ -1,0 +1,265 @@
+//! R17 on a real broker: exactly once when a transaction breaks under the consumer.
+//!
+//! - An exactly-once handler that never finishes (it waits for something that never comes) is cut
+//!   at its event budget, below the transaction timeout: it is dead-lettered exactly once, every
+//!   other event's output commits exactly once, and a restarted processor is healthy (the poison
+//!   event is not replayed).
+//! - A transactional producer fenced under a running processor (another producer takes its
+//!   transactional id) is replaced: the processor joins again with a new producer and epoch, its
+//!   partitions resume from the last committed offsets, and the output is still exactly once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone::consume::{Consumer, ConsumerHooks, dead_letter_headers, dead_letter_topic};
+use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
+use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
+use backbone_testkit::{shared_kafka, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::Producer as _;
+use tokio::sync::watch;
+
+mod common;
+
+struct Pipeline {
+    config: Config,
+    spec: ServiceSpec,
+    input: TopicSpec,
+    output: TopicSpec,
+    dead_letters: TopicSpec,
+    group: String,
+}
+
+fn pipeline(name: &str) -> Pipeline {
+    let service = unique(name);
+    let input = TopicSpec::public(&service, "input", 1).partitions(3).build().unwrap();
+    let output = TopicSpec::public(&service, "output", 1).partitions(3).build().unwrap();
+    let dead_letters = dead_letter_topic(&service, &input).unwrap();
+    let spec = Service::new(&service)
+        .owns(&input)
+        .owns(&output)
+        .owns(&dead_letters)
+        .consumes(&input)
+        .spec()
+        .unwrap();
+    let config = common::config(shared_kafka().bootstrap_servers());
+    Pipeline { config, spec, input, output, dead_letters, group: unique(&format!("{name}-group")) }
+}
+
+#[derive(Clone)]
+struct Copier {
+    output: TopicSpec,
+    /// Events copied to the output so far.
+    handled: watch::Sender<usize>,
+    /// Times the poison event was started.
+    poison: Arc<AtomicUsize>,
+}
+
+const POISON: &[u8] = b"poison";
+
+/// Copies the event to the output; the poison event waits for ever.
+async fn copy(meta: Metadata, publisher: Publisher, State(c): State<Copier>) -> Result<(), HandlerError> {
+    let key = meta.key().unwrap_or_default();
+    if key == POISON {
+        c.poison.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    let producer = meta.header(PRODUCER_HEADER).unwrap_or_default().to_vec();
+    let seq = meta.header(SEQ_HEADER).unwrap_or_default().to_vec();
+    let headers = [(PRODUCER_HEADER, producer.as_slice()), (SEQ_HEADER, seq.as_slice())];
+    let payload = meta.payload().unwrap_or_default();
+    publisher.publish(&c.output, Outgoing::new("Copied", key, payload).headers(&headers)).await?;
+    c.handled.send_modify(|n| *n += 1);
+    Ok(())
+}
+
+fn processor(p: &Pipeline, publisher: &Publisher, state: Copier) -> Consumer<Copier> {
+    Consumer::new(
+        &p.config,
+        &p.spec,
+        &p.input,
+        BoxedHandler::named("copy", copy),
+        state,
+        publisher.clone(),
+        Some(&p.group),
+    )
+    .unwrap()
+    .exactly_once()
+    .client_setting("session.timeout.ms", "6000")
+    .client_setting("heartbeat.interval.ms", "1000")
+}
+
+/// Logs the framework's events to the test's output when `RUST_LOG` asks for them.
+fn log_from_env() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init()
+        .ok();
+}
+
+fn state(p: &Pipeline) -> Copier {
+    log_from_env();
+    Copier { output: p.output.clone(), handled: watch::channel(0).0, poison: Arc::new(AtomicUsize::new(0)) }
+}
+
+/// The committed records of partition 0 of `topic`, read to its end (read_committed).
+fn committed_records(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    let reader: BaseConsumer = shared_kafka()
+        .client_config()
+        .set("group.id", unique("r17-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut records = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => records.push(m.detach()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return records,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    panic!("{topic} not read to its end within 30 s");
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    m.headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == name).and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+/// Runs `consumer` until its state has copied `count` events (120 s at most), then stops it.
+async fn run_until_copied(consumer: Consumer<Copier>, handled: &watch::Sender<usize>, count: usize) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    let mut seen = handled.subscribe();
+    let copied = tokio::time::timeout(Duration::from_secs(120), seen.wait_for(|n| *n >= count)).await;
+    let at = *handled.borrow();
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(copied.is_ok(), "{at} of {count} events copied within 120 s");
+}
+
+async fn check_output(p: &Pipeline, expected: usize, oracle: Arc<Mutex<Oracle>>) {
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("bootstrap.servers", shared_kafka().bootstrap_servers())
+        .set("isolation.level", "read_committed");
+    let report = common::check(client, &p.output, expected, oracle).await;
+    println!("output: {report}");
+    assert!(
+        report.lost.is_empty() && report.duplicate.is_empty() && report.reorder.is_empty(),
+        "read_committed output equals input, once each, in order per key: {report}"
+    );
+    assert_eq!(report.seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r17_an_exactly_once_handler_past_its_transaction_is_dead_lettered_once_and_the_rest_flows() {
+    let p = pipeline("r17");
+    let running = p.spec.start(&p.config).await.unwrap();
+    let publisher = running.publisher();
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    // 600 events over 30 keys (every partition), the poison event, 600 more.
+    assert!(common::publish_oracle_range(publisher, &p.input, 0, 600, 30, &oracle).await.is_empty());
+    publisher.publish(&p.input, Outgoing::new("Poison", POISON, b"never handled")).await.unwrap();
+    assert!(common::publish_oracle_range(publisher, &p.input, 600, 600, 30, &oracle).await.is_empty());
+
+    let first = state(&p);
+    let consumer = processor(&p, publisher, first.clone());
+    let budget = consumer.effective_event_budget().expect("exactly once always has a budget");
+    assert!(budget < backbone::publish::TRANSACTION_TIMEOUT, "{budget:?}");
+    let started = std::time::Instant::now();
+    run_until_copied(consumer, &first.handled, 1_200).await;
+    println!("1,200 events and a poison one in {:?} (budget {budget:?})", started.elapsed());
+
+    let letters = committed_records(p.dead_letters.name());
+    assert_eq!(letters.len(), 1, "the poison event is dead-lettered exactly once");
+    assert_eq!(letters[0].key(), Some(POISON));
+    assert_eq!(header(&letters[0], dead_letter_headers::ERROR_KIND), "budget");
+    let tries = first.poison.load(Ordering::SeqCst);
+
+    // A restart is healthy: the poison event is not handled again, later events flow.
+    assert!(common::publish_oracle_range(publisher, &p.input, 1_200, 300, 30, &oracle).await.is_empty());
+    let second = state(&p);
+    let consumer = processor(&p, publisher, second.clone());
+    run_until_copied(consumer, &second.handled, 300).await;
+    check_output(&p, 1_500, oracle).await;
+    assert_eq!(second.poison.load(Ordering::SeqCst), 0, "the poison event is not replayed after a restart");
+    assert_eq!(committed_records(p.dead_letters.name()).len(), 1, "still one dead letter");
+    println!("poison tried {tries} time(s) in the first life");
+}
+
+/// Counts the memberships' assignments.
+struct Assignments(Arc<AtomicUsize>);
+
+impl ConsumerHooks for Assignments {
+    fn assigned(&self, _: &str, partitions: &[i32]) {
+        if !partitions.is_empty() {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r17_a_fenced_transactional_producer_is_replaced_and_the_output_stays_exactly_once() {
+    let p = pipeline("r17-fenced");
+    let running = p.spec.start(&p.config).await.unwrap();
+    let publisher = running.publisher();
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    let total = 4_000;
+    assert!(common::publish_oracle_range(publisher, &p.input, 0, total, 40, &oracle).await.is_empty());
+
+    let id = format!("{}.0", p.group);
+    let copying = state(&p);
+    let assignments = Arc::new(AtomicUsize::new(0));
+    let consumer = processor(&p, publisher, copying.clone())
+        .transactional_id(&id)
+        .hooks(Assignments(assignments.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+
+    // Once a quarter is copied, another producer takes the transactional id: the processor's
+    // producer is fenced in the middle of its transactions.
+    let mut seen = copying.handled.subscribe();
+    tokio::time::timeout(Duration::from_secs(120), seen.wait_for(|n| *n >= total / 4))
+        .await
+        .expect("a quarter copied within 120 s")
+        .unwrap();
+    let usurper: rdkafka::producer::BaseProducer =
+        shared_kafka().client_config().set("transactional.id", &id).create().unwrap();
+    tokio::task::spawn_blocking(move || usurper.init_transactions(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the usurper fences the processor's producer");
+
+    // Events are handled again after the rewind, so the count passes the total: wait for the output.
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("bootstrap.servers", shared_kafka().bootstrap_servers())
+        .set("isolation.level", "read_committed");
+    let report = common::check(client, &p.output, total, oracle).await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    println!("output: {report}; memberships: {}", assignments.load(Ordering::SeqCst));
+    assert!(
+        report.lost.is_empty() && report.duplicate.is_empty() && report.reorder.is_empty(),
+        "read_committed output equals input, once each, in order per key: {report}"
+    );
+    assert_eq!(report.seen, total);
+    assert!(
+        assignments.load(Ordering::SeqCst) >= 2,
+        "the processor joined again with a new producer after being fenced"
+    );
+    assert!(running.health().snapshot().is_ready(), "health recovered: {:?}", running.health().snapshot());
+}
