@@ -53,6 +53,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -767,17 +768,48 @@ impl<S> Started<S> {
 
     /// Stops the consumers (they finish the events in hand and commit) and the tables, then flushes
     /// the publisher; returns the first error any of them stopped with.
+    ///
+    /// The whole of it keeps within the shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`), whatever
+    /// Kafka does: each consumer bounds its own stop by the budget, and what has not stopped a
+    /// second after it is named in the log and abandoned (its events are handled again by the next
+    /// owner); the publisher gets what is left to flush.
     pub async fn shutdown(mut self) -> Result<(), AppError> {
+        let budget = self.running.shutdown_budget();
+        let deadline = tokio::time::Instant::now() + budget;
         self.running.health().starting(SHUTDOWN_COMPONENT, "shutting down");
         let _ = self.stop.send(true);
         let mut first = None;
-        while let Some(ended) = self.tasks.join_next().await {
-            if let Err(e) = flatten(ended) {
-                tracing::error!(error = %e, "stopped with an error");
-                first.get_or_insert(e);
+        loop {
+            match tokio::time::timeout_at(deadline + Duration::from_secs(1), self.tasks.join_next_with_id())
+                .await
+            {
+                Ok(None) => break,
+                Ok(Some(ended)) => {
+                    if let Err(e) = flatten(ended.map(|(_, outcome)| outcome)) {
+                        tracing::error!(error = %e, "stopped with an error");
+                        first.get_or_insert(e);
+                    }
+                }
+                Err(_) => {
+                    tracing::error!(
+                        service = %self.running.spec().name(),
+                        tasks = self.tasks.len(),
+                        ?budget,
+                        "tasks still stopping after the shutdown budget: abandoned"
+                    );
+                    self.tasks.abort_all();
+                    first.get_or_insert(AppError::Stopped(format!(
+                        "{} task(s) did not stop within the shutdown budget of {budget:?}",
+                        self.tasks.len()
+                    )));
+                    self.tasks.detach_all();
+                    break;
+                }
             }
         }
-        let flushed = self.running.shutdown().await;
+        let left =
+            deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
+        let flushed = self.running.shutdown_within(left).await;
         match (first, flushed) {
             (Some(e), _) => Err(e),
             (None, Err(e)) => Err(e.into()),

@@ -769,9 +769,11 @@ impl Publisher {
     pub async fn close(&self, timeout: Duration) -> Result<(), PublishError> {
         let inner = &*self.inner;
         inner.closed.store(true, Ordering::Release);
+        let started = std::time::Instant::now();
         let drained = tokio::time::timeout(timeout, inner.permits.acquire_many(inner.capacity)).await;
         let producer = inner.producer.clone();
-        let remaining = timeout.saturating_sub(Duration::from_millis(1));
+        // One budget for both: draining and flushing.
+        let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let flushed = tokio::task::spawn_blocking(move || producer.flush(remaining))
             .await
             .map_err(|e| PublishError::Client(e.to_string()))?;

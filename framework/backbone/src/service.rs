@@ -319,9 +319,20 @@ impl Running {
         &self.health
     }
 
+    /// The shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`).
+    pub fn shutdown_budget(&self) -> std::time::Duration {
+        self.shutdown_timeout
+    }
+
     /// Stops publishing and flushes within the configured shutdown budget.
     pub async fn shutdown(self) -> crate::Result<()> {
-        self.publisher.close(self.shutdown_timeout).await?;
+        let budget = self.shutdown_timeout;
+        self.shutdown_within(budget).await
+    }
+
+    /// Stops publishing and flushes within `budget` (what is left of the shutdown budget).
+    pub async fn shutdown_within(self, budget: std::time::Duration) -> crate::Result<()> {
+        self.publisher.close(budget).await?;
         Ok(())
     }
 }
