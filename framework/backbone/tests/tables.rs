@@ -697,3 +697,42 @@ async fn r18_misplaced_keys_are_counted_warned_once_per_partition_and_fail_looku
     assert_eq!(warnings.len(), partitions.len(), "{warnings:#?}");
     instance.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r18_misplaced_keys_loaded_from_the_local_store_still_fail_lookups() {
+    let estate = Estate::new(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("levels.redb");
+    let first = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    first.ready().await;
+    // Written explicitly to another partition than murmur2's, as a foreign producer would.
+    let key = "stray";
+    let wrong = (first.table.partition_for(key) + 1) % 3;
+    let at = estate
+        .publisher()
+        .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), b"v").partition(wrong))
+        .await
+        .unwrap();
+    let placed =
+        estate.publisher().publish(&estate.topic, Outgoing::new("Level", b"placed", b"p")).await.unwrap();
+    first.table.wait_for_delivery(at, WITHIN).await.expect("applied");
+    first.table.wait_for_delivery(placed, WITHIN).await.expect("applied");
+    assert!(matches!(first.table.get(key), Err(NotReady::Misplaced(_))));
+    first.stop().await;
+
+    // The restart reads both from the store, replays nothing, and still knows the stray key.
+    let second = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    second.ready().await;
+    let stats = second.table.stats();
+    assert_eq!((stats.loaded, stats.restored, stats.misplaced), (2, 0, 1), "{stats:?}");
+    match second.table.get(key) {
+        Err(NotReady::Misplaced(m)) => {
+            assert_eq!((m.expected, m.actual), (second.table.partition_for(key), wrong))
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = second.table.wait_until_key(key, |v| v.is_some(), Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(err, WaitError::Misplaced(_)), "{err}");
+    assert_eq!(second.table.get("placed").unwrap().as_deref(), Some("p"));
+    second.stop().await;
+}
