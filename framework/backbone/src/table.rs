@@ -873,34 +873,38 @@ impl<V> Table<V> {
         loop {
             progress.borrow_and_update();
             misplaced.borrow_and_update();
-            {
+            // The value now (if the partition has restored here), and whether the key, absent where
+            // it belongs, was read from another partition: then it never comes where lookups look.
+            // `condition` runs outside the lock.
+            let (now, elsewhere) = {
                 let views = self.shared.read_views();
-                // Absent where it belongs but read from another partition: it never comes where
-                // lookups look.
-                let misplaced = || {
+                let elsewhere = || {
                     self.shared.misplaced(&views, key, partition).map(|m| WaitError::Misplaced(Box::new(m)))
                 };
                 match views.get(&partition) {
                     Some(view) if view.caught_up => {
-                        let value = view.entries.get(key);
-                        if condition(value) {
-                            return Ok(value.cloned());
-                        }
-                        if value.is_none()
-                            && let Some(e) = misplaced()
-                        {
-                            return Err(e);
-                        }
+                        let value = view.entries.get(key).cloned();
+                        let misplaced = if value.is_none() { elsewhere() } else { None };
+                        (Some(value), misplaced)
                     }
-                    Some(_) => {} // restoring
-                    None => {
-                        if let NotReady::NotOwned { .. } = self.shared.not_held(partition) {
-                            return Err(misplaced().unwrap_or_else(|| WaitError::NotOwned {
+                    Some(_) => (None, None), // restoring
+                    None => match self.shared.not_held(partition) {
+                        NotReady::NotOwned { .. } => {
+                            return Err(elsewhere().unwrap_or_else(|| WaitError::NotOwned {
                                 table: self.shared.name.clone(),
                                 partition,
                             }));
                         }
-                    }
+                        _ => (None, None),
+                    },
+                }
+            };
+            if let Some(value) = now {
+                if condition(value.as_ref()) {
+                    return Ok(value);
+                }
+                if let Some(e) = elsewhere {
+                    return Err(e);
                 }
             }
             let changed = async {
