@@ -57,14 +57,41 @@
 //! Records the runtime dead-letters before the table sees them (a schema id the registry does not
 //! know) are skipped; if such a record is the last of its partition, that partition stays restoring
 //! until the next write to it.
+//!
+//! Waits are bounded: at most [`TableBuilder::max_waiters`] run at once (more are refused with
+//! [`WaitError::Busy`]), and a wait for a partition the topic does not have (a consistency token
+//! naming partition 7 of a topic of 6, say) is refused with [`WaitError::NoSuchPartition`] without
+//! keeping anything for it.
+//!
+//! # The partitioner contract
+//!
+//! Keyed lookups ([`Table::get`], [`Table::wait_until_key`]) look for a key only on the partition
+//! murmur2 names for it ([`partition_for`]: the Java client's default partitioner, and
+//! librdkafka's `murmur2_random`, which backbone's [`Publisher`] uses). **Every producer writing a
+//! keyed topic that a table follows must partition the same way.** librdkafka's default
+//! (`consistent_random`, CRC32) does not, nor do most non-Java clients' defaults: set
+//! `partitioner=murmur2_random` there (or write explicitly to [`partition_for`]'s partition).
+//!
+//! A record read from another partition than the one its key belongs on is a *misplaced key*. The
+//! table counts it ([`Table::misplaced`], [`TableStats::misplaced`]), warns once per partition in
+//! the log, and keeps it in the view of the partition it was read from (so the view still mirrors
+//! the topic, [`Table::snapshot`] includes it, and a tombstone written the same way deletes it),
+//! indexed as misplaced. A lookup of a key absent from its own partition but present as misplaced
+//! on a partition this instance holds fails at once with [`NotReady::Misplaced`] /
+//! [`WaitError::Misplaced`] (not retriable; the key, the partition murmur2 names and the one it was
+//! read from), instead of answering "absent" or waiting for a record that never comes there. A
+//! correctly placed record of the same key wins over a misplaced one. The index costs one key per
+//! misplaced entry (bounded as the view is: by the topic's live keys), and is rebuilt from the
+//! local store on restart. On a table split between instances, a misplaced key on a partition
+//! another instance holds cannot be seen: there the lookup answers as if the key were absent.
 
 mod store;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -86,6 +113,13 @@ use store::Store;
 
 /// How long an HTTP client should wait before asking again while a table cannot answer.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How many waits ([`Table::wait_for`], [`Table::sync`], [`Table::wait_until_key`]) a table lets
+/// run at once unless told otherwise ([`TableBuilder::max_waiters`]).
+pub const DEFAULT_MAX_WAITERS: usize = 10_000;
+
+/// The longest key an error names (longer ones are cut, with `…`).
+const KEY_SHOWN: usize = 128;
 
 /// How long one look at a partition's end may take (watermarks, then reading its last records).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,8 +170,31 @@ pub fn parse_token(token: &str) -> Option<Delivery> {
     (partition >= 0 && offset >= 0).then_some(Delivery { partition, offset })
 }
 
-/// Why a table cannot answer a read now. Each is a 503 with `Retry-After` for the HTTP layer
-/// ([`NotReady::retry_after`]); none is "absent".
+/// A key found on another partition than the one murmur2 names for it: its record was written by
+/// a producer that does not use the Java client's partitioner (see the
+/// [module docs](self#the-partitioner-contract)). Keyed lookups never look there, so they answer
+/// this instead of `None` or waiting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "table `{table}`: key `{key}` was written to partition {actual} of `{topic}`, but murmur2 places \
+     it on partition {expected}: its producer does not use the Java client's (murmur2) partitioner"
+)]
+pub struct MisplacedKey {
+    /// The table.
+    pub table: String,
+    /// The topic.
+    pub topic: String,
+    /// The key, as text (lossy; cut after 128 characters).
+    pub key: String,
+    /// The partition murmur2 names, where lookups look.
+    pub expected: i32,
+    /// The partition the record was read from.
+    pub actual: i32,
+}
+
+/// Why a table cannot answer a read now. Each but [`NotReady::Misplaced`] is a 503 with
+/// `Retry-After` for the HTTP layer ([`NotReady::status`], [`NotReady::retry_after`]); none is
+/// "absent".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NotReady {
@@ -163,12 +220,25 @@ pub enum NotReady {
         /// The partition.
         partition: i32,
     },
+    /// The key is absent from its partition but was read from another one: a producer broke the
+    /// partitioner contract. Asking again does not help.
+    #[error(transparent)]
+    Misplaced(Box<MisplacedKey>),
 }
 
 impl NotReady {
-    /// The HTTP status to answer: 503 Service Unavailable.
+    /// The HTTP status to answer: 503 Service Unavailable; 500 for [`NotReady::Misplaced`] (the
+    /// topic's data breaks the contract: not the client's fault, and not passing).
     pub fn status(&self) -> u16 {
-        503
+        match self {
+            Self::Misplaced(_) => 500,
+            _ => 503,
+        }
+    }
+
+    /// Whether asking again later may answer: all but [`NotReady::Misplaced`].
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, Self::Misplaced(_))
     }
 
     /// The `Retry-After` to answer with.
@@ -221,6 +291,43 @@ pub enum WaitError {
         /// Why.
         reason: String,
     },
+    /// The partition asked for is not one of the topic's (a consistency token naming a partition
+    /// that does not exist, say): refused at once, nothing is kept for it.
+    #[error(
+        "table `{table}`: `{topic}` has no partition {partition} (its partitions are 0 to {})",
+        partitions - 1
+    )]
+    NoSuchPartition {
+        /// The table.
+        table: String,
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        partitions: i32,
+    },
+    /// As many waits as the table allows ([`TableBuilder::max_waiters`]) are running: refused at
+    /// once instead of queued.
+    #[error("table `{table}`: {limit} waits are running already; try again later")]
+    Busy {
+        /// The table.
+        table: String,
+        /// The bound.
+        limit: usize,
+    },
+    /// The key is absent from its partition but was read from another one: a producer broke the
+    /// partitioner contract, and waiting would not find it.
+    #[error(transparent)]
+    Misplaced(Box<MisplacedKey>),
+}
+
+impl WaitError {
+    /// Whether waiting again may succeed: not for [`WaitError::NoSuchPartition`] (the caller's
+    /// mistake) nor [`WaitError::Misplaced`] (the data's).
+    pub fn is_retriable(&self) -> bool {
+        !matches!(self, Self::NoSuchPartition { .. } | Self::Misplaced(_))
+    }
 }
 
 /// Why a table could not be built or run.
@@ -283,6 +390,11 @@ pub struct TableStats {
     pub restored: u64,
     /// Entries read from the local store (not from the topic) when partitions were assigned.
     pub loaded: u64,
+    /// Records (read from the topic, or entries from the local store) whose key murmur2 places on
+    /// another partition than the one they were read from: see [`Table::misplaced`].
+    pub misplaced: u64,
+    /// Waits refused because [`TableBuilder::max_waiters`] were running.
+    pub refused_waits: u64,
 }
 
 /// A keyed view of a compacted topic; see the [module docs](self). Cheap to clone: clones share
@@ -322,6 +434,7 @@ pub struct TableBuilder<V> {
     path: Option<PathBuf>,
     settings: Vec<(String, String)>,
     replicated: bool,
+    max_waiters: usize,
     value: PhantomData<fn() -> V>,
 }
 
@@ -355,6 +468,7 @@ impl<V: TableValue> Table<V> {
             path: None,
             settings: Vec::new(),
             replicated: false,
+            max_waiters: DEFAULT_MAX_WAITERS,
             value: PhantomData,
         }
     }
@@ -385,6 +499,14 @@ impl<V: TableValue> TableBuilder<V> {
     /// restart replays only what is newer than the store.
     pub fn persistent(mut self, path: impl Into<PathBuf>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// At most `limit` waits ([`Table::wait_for`], [`Table::sync`], [`Table::wait_until_key`])
+    /// at once (default [`DEFAULT_MAX_WAITERS`]); one more is refused at once with
+    /// [`WaitError::Busy`]. Each HTTP request waiting for a consistency token or a key holds one.
+    pub fn max_waiters(mut self, limit: usize) -> Self {
+        self.max_waiters = limit;
         self
     }
 
@@ -438,7 +560,14 @@ impl<V: TableValue> TableBuilder<V> {
             store: Mutex::new(store),
             probe: Mutex::new(probe),
             views: RwLock::new(HashMap::new()),
-            progress: Mutex::new(HashMap::new()),
+            // One per partition of the topic, made here: waits never add any.
+            progress: Mutex::new(
+                (0..self.topic.partitions()).map(|p| (p, watch::channel(Progress::default()).0)).collect(),
+            ),
+            max_waiters: self.max_waiters,
+            waiting: AtomicUsize::new(0),
+            misplaced_seen: watch::channel(0).0,
+            warned: Mutex::new(HashSet::new()),
             status: watch::channel(TableStatus::default()).0,
             runtime: OnceLock::new(),
             generation: AtomicU64::new(0),
@@ -506,15 +635,21 @@ impl<V: TableValue> Table<V> {
     }
 
     /// The value of `key`: `Ok(None)` if the topic has none (or a tombstone deleted it), or why
-    /// this instance cannot say.
+    /// this instance cannot say. A key absent from its partition but read from another one this
+    /// instance holds is [`NotReady::Misplaced`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<V>, NotReady> {
         let key = key.as_ref();
         let partition = self.partition_for(key);
         let views = self.shared.read_views();
+        let misplaced =
+            || self.shared.misplaced(&views, key, partition).map(|m| NotReady::Misplaced(Box::new(m)));
         match views.get(&partition) {
-            Some(view) if view.caught_up => Ok(view.entries.get(key).cloned()),
+            Some(view) if view.caught_up => match view.entries.get(key) {
+                Some(value) => Ok(Some(value.clone())),
+                None => misplaced().map_or(Ok(None), Err),
+            },
             Some(_) => Err(NotReady::Restoring { table: self.shared.name.clone(), partition }),
-            None => Err(self.shared.not_held(partition)),
+            None => Err(misplaced().unwrap_or_else(|| self.shared.not_held(partition))),
         }
     }
 
@@ -588,14 +723,38 @@ impl<V> Table<V> {
             applied: s.applied.load(Ordering::Relaxed),
             restored: s.restored.load(Ordering::Relaxed),
             loaded: s.loaded.load(Ordering::Relaxed),
+            misplaced: s.misplaced.load(Ordering::Relaxed),
+            refused_waits: s.refused_waits.load(Ordering::Relaxed),
         }
     }
 
+    /// Records read (from the topic, or from the local store) whose key murmur2 places on another
+    /// partition than the one they were read from, since the table was built: writes by a producer
+    /// that breaks the [partitioner contract](self#the-partitioner-contract). Each partition where
+    /// one is seen is also warned about once in the log.
+    pub fn misplaced(&self) -> u64 {
+        self.shared.stats.misplaced.load(Ordering::Relaxed)
+    }
+
+    /// The waits running now (at most [`TableBuilder::max_waiters`]).
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Acquire)
+    }
+
+    /// How many partitions the table keeps wait state for: the topic's, never more (for tests).
+    #[doc(hidden)]
+    pub fn tracked_partitions(&self) -> usize {
+        self.shared.progress.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     /// Waits until the view has applied `offset` of `partition` (and the partition has restored),
-    /// so a read sees that write or a later one; without polling. Fails at once if another
-    /// instance holds the partition, and with [`WaitError::Timeout`] after `timeout`.
+    /// so a read sees that write or a later one; without polling. Fails at once for a partition
+    /// the topic does not have ([`WaitError::NoSuchPartition`]), when
+    /// [`TableBuilder::max_waiters`] waits run ([`WaitError::Busy`]) and if another instance holds
+    /// the partition; with [`WaitError::Timeout`] after `timeout`.
     pub async fn wait_for(&self, partition: i32, offset: i64, timeout: Duration) -> Result<(), WaitError> {
-        let mut progress = self.shared.progress(partition).subscribe();
+        let mut progress = self.shared.progress(partition)?;
+        let _place = self.shared.enter()?;
         let now = *progress.borrow();
         if !now.owned && matches!(self.shared.not_held(partition), NotReady::NotOwned { .. }) {
             return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
@@ -625,13 +784,15 @@ impl<V> Table<V> {
     /// sees now (its end is looked up first): a read then sees every write to it acknowledged or
     /// committed before the call, whoever made it. What a new owner of a key does before trusting
     /// the view with it, e.g. a handler that took over a partition from a stopped instance. Fails
-    /// at once if another instance holds the partition, with [`WaitError::End`] if the end cannot
+    /// at once for a partition the topic does not have, when [`TableBuilder::max_waiters`] waits
+    /// run and if another instance holds the partition, with [`WaitError::End`] if the end cannot
     /// be looked up, and with [`WaitError::Timeout`] after `timeout`.
     pub async fn sync(&self, partition: i32, timeout: Duration) -> Result<(), WaitError>
     where
         V: Send + Sync + 'static,
     {
-        let mut progress = self.shared.progress(partition).subscribe();
+        let mut progress = self.shared.progress(partition)?;
+        let _place = self.shared.enter()?;
         let now = *progress.borrow();
         if !now.owned && matches!(self.shared.not_held(partition), NotReady::NotOwned { .. }) {
             return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
@@ -690,8 +851,10 @@ impl<V> Table<V> {
 
     /// Waits until `key`'s value (`None`: absent) satisfies `condition`, and returns it: checked
     /// now and again after each change the view applies to the key's partition, without polling
-    /// (a long-poll read). A partition still restoring is waited for. Fails at once if another
-    /// instance holds the partition, and with [`WaitError::Timeout`] after `timeout`.
+    /// (a long-poll read). A partition still restoring is waited for. Fails at once when
+    /// [`TableBuilder::max_waiters`] waits run, if another instance holds the partition, and (as
+    /// soon as it is seen) if the key is absent from its partition but was read from another one
+    /// this instance holds ([`WaitError::Misplaced`]); with [`WaitError::Timeout`] after `timeout`.
     pub async fn wait_until_key(
         &self,
         key: impl AsRef<[u8]>,
@@ -703,29 +866,54 @@ impl<V> Table<V> {
     {
         let key = key.as_ref();
         let partition = self.partition_for(key);
-        let mut progress = self.shared.progress(partition).subscribe();
+        let mut progress = self.shared.progress(partition)?;
+        let _place = self.shared.enter()?;
+        let mut misplaced = self.shared.misplaced_seen.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             progress.borrow_and_update();
-            let now = {
+            misplaced.borrow_and_update();
+            // The value now (if the partition has restored here), and whether the key, absent where
+            // it belongs, was read from another partition: then it never comes where lookups look.
+            // `condition` runs outside the lock.
+            let (now, elsewhere) = {
                 let views = self.shared.read_views();
+                let elsewhere = || {
+                    self.shared.misplaced(&views, key, partition).map(|m| WaitError::Misplaced(Box::new(m)))
+                };
                 match views.get(&partition) {
-                    Some(view) if view.caught_up => Some(view.entries.get(key).cloned()),
-                    Some(_) => None,
+                    Some(view) if view.caught_up => {
+                        let value = view.entries.get(key).cloned();
+                        let misplaced = if value.is_none() { elsewhere() } else { None };
+                        (Some(value), misplaced)
+                    }
+                    Some(_) => (None, None), // restoring
                     None => match self.shared.not_held(partition) {
                         NotReady::NotOwned { .. } => {
-                            return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
+                            return Err(elsewhere().unwrap_or_else(|| WaitError::NotOwned {
+                                table: self.shared.name.clone(),
+                                partition,
+                            }));
                         }
-                        _ => None,
+                        _ => (None, None),
                     },
                 }
             };
-            if let Some(value) = now
-                && condition(value.as_ref())
-            {
-                return Ok(value);
+            if let Some(value) = now {
+                if condition(value.as_ref()) {
+                    return Ok(value);
+                }
+                if let Some(e) = elsewhere {
+                    return Err(e);
+                }
             }
-            if !matches!(tokio::time::timeout_at(deadline, progress.changed()).await, Ok(Ok(()))) {
+            let changed = async {
+                tokio::select! {
+                    changed = progress.changed() => changed.is_ok(),
+                    changed = misplaced.changed() => changed.is_ok(),
+                }
+            };
+            if !matches!(tokio::time::timeout_at(deadline, changed).await, Ok(true)) {
                 return Err(WaitError::Timeout {
                     table: self.shared.name.clone(),
                     partition,
@@ -751,6 +939,17 @@ struct Counters {
     applied: AtomicU64,
     restored: AtomicU64,
     loaded: AtomicU64,
+    misplaced: AtomicU64,
+    refused_waits: AtomicU64,
+}
+
+/// A running wait's place among [`TableBuilder::max_waiters`], given back on drop.
+struct Place<V>(Arc<Shared<V>>);
+
+impl<V> Drop for Place<V> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A partition this instance holds.
@@ -758,6 +957,9 @@ struct View<V> {
     /// Which assignment made it.
     generation: u64,
     entries: HashMap<Vec<u8>, V>,
+    /// Those of `entries`' keys that murmur2 places on another partition (a subset: bounded as the
+    /// view is).
+    misplaced: HashSet<Vec<u8>>,
     /// The offset applied last.
     applied: Option<i64>,
     /// The offset the store had applied when the partition was assigned.
@@ -803,8 +1005,17 @@ struct Shared<V> {
     /// Looks at partition ends: watermarks and the last visible record.
     probe: Mutex<BaseConsumer>,
     views: RwLock<HashMap<i32, View<V>>>,
-    /// Per partition, kept across assignments so waiters see the partition come back.
+    /// Per partition, kept across assignments so waiters see the partition come back. Made for
+    /// the declared partitions when the table is built; only an assignment adds one (for a topic
+    /// that has more), never a wait.
     progress: Mutex<HashMap<i32, watch::Sender<Progress>>>,
+    /// The bound on waits running at once, and how many are.
+    max_waiters: usize,
+    waiting: AtomicUsize,
+    /// Bumped whenever a key that belongs elsewhere enters a view: waits on a key look again.
+    misplaced_seen: watch::Sender<u64>,
+    /// The partitions a misplaced key was warned about (once each).
+    warned: Mutex<HashSet<i32>>,
     status: watch::Sender<TableStatus>,
     runtime: OnceLock<tokio::runtime::Handle>,
     generation: AtomicU64,
@@ -844,17 +1055,78 @@ impl<V> Shared<V> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn progress(&self, partition: i32) -> watch::Sender<Progress> {
+    /// A partition's progress, for a wait: refused for a partition the topic does not have (none
+    /// is made for it).
+    fn progress(&self, partition: i32) -> Result<watch::Receiver<Progress>, WaitError> {
+        let progress = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        match progress.get(&partition) {
+            Some(sender) => Ok(sender.subscribe()),
+            None => Err(WaitError::NoSuchPartition {
+                table: self.name.clone(),
+                topic: self.topic.clone(),
+                partition,
+                partitions: progress.keys().max().map_or(0, |last| last + 1).max(self.partitions),
+            }),
+        }
+    }
+
+    /// Tells a partition's waiters where it stands: for assigned (and revoked) partitions only.
+    fn publish_progress(&self, partition: i32, now: Progress) {
         self.progress
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(partition)
             .or_insert_with(|| watch::channel(Progress::default()).0)
-            .clone()
+            .send_if_modified(|p| std::mem::replace(p, now) != now);
     }
 
-    fn publish_progress(&self, partition: i32, now: Progress) {
-        self.progress(partition).send_if_modified(|p| std::mem::replace(p, now) != now);
+    /// A place among the waits, or [`WaitError::Busy`] if [`TableBuilder::max_waiters`] run.
+    fn enter(self: &Arc<Self>) -> Result<Place<V>, WaitError> {
+        let entered = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_waiters).then_some(n + 1));
+        match entered {
+            Ok(_) => Ok(Place(self.clone())),
+            Err(_) => {
+                self.stats.refused_waits.fetch_add(1, Ordering::Relaxed);
+                Err(WaitError::Busy { table: self.name.clone(), limit: self.max_waiters })
+            }
+        }
+    }
+
+    /// Whether `key`, expected on `expected`, was read from another partition this instance holds.
+    fn misplaced(&self, views: &HashMap<i32, View<V>>, key: &[u8], expected: i32) -> Option<MisplacedKey> {
+        let (&actual, _) = views
+            .iter()
+            .find(|(p, v)| **p != expected && !v.misplaced.is_empty() && v.misplaced.contains(key))?;
+        let mut shown: String = String::from_utf8_lossy(key).chars().take(KEY_SHOWN + 1).collect();
+        if shown.chars().count() > KEY_SHOWN {
+            shown = shown.chars().take(KEY_SHOWN).chain(['…']).collect();
+        }
+        Some(MisplacedKey {
+            table: self.name.clone(),
+            topic: self.topic.clone(),
+            key: shown,
+            expected,
+            actual,
+        })
+    }
+
+    /// Counts a record of `partition` whose key murmur2 places on `expected`; warns once per
+    /// partition.
+    fn count_misplaced(&self, partition: i32, key: &[u8], expected: i32, records: u64) {
+        self.stats.misplaced.fetch_add(records, Ordering::Relaxed);
+        if self.warned.lock().unwrap_or_else(PoisonError::into_inner).insert(partition) {
+            tracing::warn!(
+                table = self.name,
+                topic = self.topic,
+                partition,
+                key = %String::from_utf8_lossy(&key[..key.len().min(KEY_SHOWN)]),
+                expected,
+                "a record's key belongs on another partition (murmur2): its producer does not use the \
+                 Java client's partitioner; lookups of such keys fail (warned once per partition)"
+            );
+        }
     }
 
     /// Why a partition this instance does not hold cannot be read.
@@ -935,6 +1207,7 @@ impl<V: TableValue> Shared<V> {
                     View {
                         generation,
                         entries: HashMap::new(),
+                        misplaced: HashSet::new(),
                         applied: None,
                         stored,
                         reset,
@@ -1038,12 +1311,24 @@ impl<V: TableValue> Shared<V> {
                 };
                 if let Some((stored, entries)) = loaded {
                     self.stats.loaded.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    view.misplaced = entries
+                        .keys()
+                        .filter(|k| partition_for(k, self.partitions) != partition)
+                        .cloned()
+                        .collect();
+                    if let Some(key) = view.misplaced.iter().next() {
+                        let expected = partition_for(key, self.partitions);
+                        self.count_misplaced(partition, key, expected, view.misplaced.len() as u64);
+                    }
                     view.entries = entries;
                     view.applied = stored;
                 }
                 view.last = Some(end.last);
                 view.caught_up = view.reached();
                 view.loaded.send_replace(true);
+                if !view.misplaced.is_empty() {
+                    self.misplaced_seen.send_modify(|n| *n += 1);
+                }
                 view.progress()
             };
             tracing::info!(
@@ -1129,16 +1414,27 @@ impl<V: TableValue> Shared<V> {
                 move || store.write(partition, key.as_deref().map(|k| (k, payload.as_deref())), offset);
             blocking(change).await.map_err(|e| HandlerError::retriable(format!("table store: {e}")))?;
         }
+        // Where lookups look for the key: elsewhere than here, the producer broke the contract.
+        let expected = key.as_deref().map(|k| partition_for(k, self.partitions)).filter(|&e| e != partition);
+        let mut indexed = false;
         let (now, restored) = {
             let mut views = self.write_views();
             let Some(view) = views.get_mut(&partition).filter(|v| v.generation == generation) else {
                 return Ok(());
             };
-            if let Some(key) = key {
+            if let Some(key) = &key {
                 match update {
-                    Some(value) => view.entries.insert(key, value),
-                    None => view.entries.remove(&key),
-                };
+                    Some(value) => {
+                        if expected.is_some() {
+                            indexed = view.misplaced.insert(key.clone());
+                        }
+                        view.entries.insert(key.clone(), value);
+                    }
+                    None => {
+                        view.misplaced.remove(key);
+                        view.entries.remove(key);
+                    }
+                }
             }
             view.applied = Some(view.applied.map_or(offset, |a| a.max(offset)));
             self.stats.applied.fetch_add(1, Ordering::Relaxed);
@@ -1149,6 +1445,12 @@ impl<V: TableValue> Shared<V> {
             }
             (view.progress(), restored)
         };
+        if let (Some(expected), Some(key)) = (expected, &key) {
+            self.count_misplaced(partition, key, expected, 1);
+        }
+        if indexed {
+            self.misplaced_seen.send_modify(|n| *n += 1);
+        }
         self.publish_progress(partition, now);
         if restored {
             tracing::info!(table = self.name, partition, offset, "partition restored");

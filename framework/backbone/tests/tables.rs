@@ -478,3 +478,261 @@ async fn transaction_markers_and_aborted_records_at_the_end_do_not_hold_the_rest
     assert_eq!(instance.table.stats().restored, 2);
     instance.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn item_1_waits_for_partitions_the_topic_lacks_are_refused_and_keep_nothing_and_waits_are_bounded() {
+    let estate = Estate::new(3).await;
+    let table = estate.builder::<String>().max_waiters(4).build().unwrap();
+    let instance = run(&table);
+    instance.ready().await;
+    let tracked = table.tracked_partitions();
+    assert_eq!(tracked, 3, "wait state for the topic's partitions only");
+
+    // A consistency token `<n>:0` for n = 3, 4, …: each refused at once with a clear error, and
+    // nothing kept for it (before the fix: 503 `NotOwned`, and one channel per partition, forever).
+    for n in (3..20_003).chain([i32::MAX]) {
+        let err = table.wait_for(n, 0, Duration::ZERO).await.unwrap_err();
+        match &err {
+            WaitError::NoSuchPartition { partition, partitions, .. } => {
+                assert_eq!((*partition, *partitions), (n, 3), "{err}");
+            }
+            other => panic!("partition {n}: {other}"),
+        }
+        assert!(!err.is_retriable(), "{err}");
+        let err = table.sync(n, Duration::ZERO).await.unwrap_err();
+        assert!(matches!(err, WaitError::NoSuchPartition { .. }), "{err}");
+    }
+    let err = table.wait_for(3, 0, Duration::ZERO).await.unwrap_err();
+    assert!(err.to_string().contains("has no partition 3 (its partitions are 0 to 2)"), "{err}");
+    assert_eq!(table.tracked_partitions(), tracked, "20,000 refused waits kept nothing");
+    assert_eq!(table.waiting(), 0);
+
+    // Four waits that are not satisfied hold the four places: a fifth wait of any kind is refused.
+    let mut held: Vec<_> = (0..4)
+        .map(|p| {
+            let table = table.clone();
+            Box::pin(async move { table.wait_for(p % 3, i64::MAX, WITHIN).await })
+        })
+        .collect();
+    for wait in &mut held {
+        assert!(futures::poll!(wait.as_mut()).is_pending(), "waiting");
+    }
+    assert_eq!(table.waiting(), 4);
+    let busy = table.wait_for(0, 0, Duration::ZERO).await.unwrap_err();
+    assert!(matches!(busy, WaitError::Busy { limit: 4, .. }), "{busy}");
+    assert!(busy.is_retriable(), "{busy}");
+    let busy = table.wait_until_key("sku-1", |_| true, Duration::ZERO).await.unwrap_err();
+    assert!(matches!(busy, WaitError::Busy { .. }), "{busy}");
+    let busy = table.sync(1, Duration::ZERO).await.unwrap_err();
+    assert!(matches!(busy, WaitError::Busy { .. }), "{busy}");
+    assert_eq!(table.stats().refused_waits, 3);
+
+    // A place given back is taken again.
+    held.pop();
+    assert_eq!(table.waiting(), 3);
+    let at = estate.publisher().publish(&estate.topic, Outgoing::new("Level", b"sku-1", b"1")).await.unwrap();
+    table.wait_for_delivery(at, WITHIN).await.expect("a place came back");
+    drop(held);
+    assert_eq!(table.waiting(), 0);
+    assert_eq!(table.tracked_partitions(), tracked);
+    instance.stop().await;
+}
+
+/// The log lines every test of this binary writes, for the tests that count warnings.
+fn captured_logs() -> &'static std::sync::Arc<Mutex<Vec<u8>>> {
+    use std::sync::{Arc, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let logs = logs.clone();
+            move || Capture(logs.clone())
+        };
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(writer)
+            .try_init()
+            .ok();
+        logs
+    })
+}
+
+struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r18_misplaced_keys_are_counted_warned_once_per_partition_and_fail_lookups_fast() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let logs = captured_logs();
+    let estate = Estate::new(6).await;
+    let table = estate.table::<String>();
+    let instance = run(&table);
+    instance.ready().await;
+
+    // A foreign producer with librdkafka's default partitioner (CRC32), not murmur2.
+    let foreign: FutureProducer =
+        shared_kafka().client_config().set("partitioner", "consistent_random").create().expect("a producer");
+    let send = |key: String, value: Option<&'static str>, partition: Option<i32>| {
+        let foreign = &foreign;
+        let topic = estate.topic.name().to_owned();
+        async move {
+            let mut record = FutureRecord::<String, str>::to(&topic).key(&key);
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            if let Some(partition) = partition {
+                record = record.partition(partition);
+            }
+            let delivered = foreign.send(record, WITHIN).await.expect("written");
+            (key, delivered.partition, delivered.offset)
+        }
+    };
+    let mut written = Vec::new();
+    for i in 0..60 {
+        written.push(send(format!("foreign-{i}"), Some("v"), None).await);
+    }
+    let (misplaced, placed): (Vec<_>, Vec<_>) =
+        written.iter().cloned().partition(|(key, partition, _)| table.partition_for(key) != *partition);
+    assert!(!misplaced.is_empty() && !placed.is_empty(), "CRC32 and murmur2 disagree on some keys only");
+    // And our own, correctly placed, records.
+    let mut ours = Vec::new();
+    for i in 0..30 {
+        let key = format!("ours-{i}");
+        let at = estate
+            .publisher()
+            .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), b"mine"))
+            .await
+            .unwrap();
+        ours.push((key, at));
+    }
+    for (_, partition, offset) in &written {
+        table.wait_for(*partition, *offset, WITHIN).await.expect("applied");
+    }
+    for (_, at) in &ours {
+        table.wait_for_delivery(*at, WITHIN).await.expect("applied");
+    }
+
+    // Counted, record by record.
+    assert_eq!(table.misplaced(), misplaced.len() as u64);
+    assert_eq!(table.stats().misplaced, misplaced.len() as u64);
+
+    // Lookups of a misplaced key fail at once, naming the key and both partitions.
+    for (key, actual, _) in &misplaced {
+        let expected = table.partition_for(key);
+        match table.get(key) {
+            Err(e @ NotReady::Misplaced(_)) => {
+                assert_eq!((e.status(), e.is_retriable()), (500, false), "{e}");
+                let NotReady::Misplaced(m) = &e else { unreachable!() };
+                assert_eq!((m.key.as_str(), m.expected, m.actual), (key.as_str(), expected, *actual));
+                assert!(e.to_string().contains(&format!("`{key}` was written to partition {actual}")), "{e}");
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        let started = std::time::Instant::now();
+        let err = table.wait_until_key(key, |v| v.is_some(), Duration::from_secs(30)).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "at once, not after 30 s: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(&err, WaitError::Misplaced(m) if m.expected == expected && m.actual == *actual),
+            "{err}"
+        );
+        assert!(!err.is_retriable());
+    }
+    // A wait already running when the misplaced record arrives fails as soon as it is applied.
+    let late = "foreign-late".to_owned();
+    let wrong = (table.partition_for(&late) + 1) % 6;
+    let waiting = tokio::spawn({
+        let (table, late) = (table.clone(), late.clone());
+        async move {
+            let started = std::time::Instant::now();
+            (table.wait_until_key(&late, |v| v.is_some(), Duration::from_secs(30)).await, started.elapsed())
+        }
+    });
+    let (_, partition, offset) = send(late.clone(), Some("v"), Some(wrong)).await;
+    table.wait_for(partition, offset, WITHIN).await.expect("applied");
+    let (outcome, took) = tokio::time::timeout(WITHIN, waiting).await.expect("woken").unwrap();
+    assert!(matches!(outcome, Err(WaitError::Misplaced(_))), "{outcome:?}");
+    assert!(took < Duration::from_secs(10), "failed fast, well under the 30 s wait: {took:?}");
+    assert_eq!(table.misplaced(), misplaced.len() as u64 + 1);
+
+    // Everything else is still found; the table and the service stay ready.
+    for (key, _, _) in &placed {
+        assert_eq!(table.get(key).unwrap().as_deref(), Some("v"), "{key}");
+    }
+    for (key, _) in &ours {
+        assert_eq!(table.get(key).unwrap().as_deref(), Some("mine"), "{key}");
+        let found = table.wait_until_key(key, |v| v.is_some(), WITHIN).await.unwrap();
+        assert_eq!(found.as_deref(), Some("mine"));
+    }
+    assert_eq!(table.get("never-written").unwrap(), None, "absent is still absent");
+    assert!(table.status().is_ready(), "{:?}", table.status());
+    assert!(estate.running.health().snapshot().is_ready(), "{:?}", estate.running.health().snapshot());
+    // The view still mirrors the topic: a tombstone written the same way deletes the key.
+    let (gone, actual, _) = misplaced[0].clone();
+    let (_, partition, offset) = send(gone.clone(), None, Some(actual)).await;
+    table.wait_for(partition, offset, WITHIN).await.expect("applied");
+    assert_eq!(table.get(&gone).unwrap(), None, "deleted: absent, no longer misplaced");
+
+    // Warned once per partition that had misplaced records, not per record.
+    let partitions: BTreeSet<i32> = misplaced.iter().map(|(_, p, _)| *p).chain([wrong]).collect();
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("belongs on another partition") && l.contains(estate.topic.name()))
+        .collect();
+    assert_eq!(warnings.len(), partitions.len(), "{warnings:#?}");
+    instance.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r18_misplaced_keys_loaded_from_the_local_store_still_fail_lookups() {
+    let estate = Estate::new(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("levels.redb");
+    let first = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    first.ready().await;
+    // Written explicitly to another partition than murmur2's, as a foreign producer would.
+    let key = "stray";
+    let wrong = (first.table.partition_for(key) + 1) % 3;
+    let at = estate
+        .publisher()
+        .publish(&estate.topic, Outgoing::new("Level", key.as_bytes(), b"v").partition(wrong))
+        .await
+        .unwrap();
+    let placed =
+        estate.publisher().publish(&estate.topic, Outgoing::new("Level", b"placed", b"p")).await.unwrap();
+    first.table.wait_for_delivery(at, WITHIN).await.expect("applied");
+    first.table.wait_for_delivery(placed, WITHIN).await.expect("applied");
+    assert!(matches!(first.table.get(key), Err(NotReady::Misplaced(_))));
+    first.stop().await;
+
+    // The restart reads both from the store, replays nothing, and still knows the stray key.
+    let second = run(&estate.builder::<String>().persistent(&path).build().unwrap());
+    second.ready().await;
+    let stats = second.table.stats();
+    assert_eq!((stats.loaded, stats.restored, stats.misplaced), (2, 0, 1), "{stats:?}");
+    match second.table.get(key) {
+        Err(NotReady::Misplaced(m)) => {
+            assert_eq!((m.expected, m.actual), (second.table.partition_for(key), wrong))
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = second.table.wait_until_key(key, |v| v.is_some(), Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(err, WaitError::Misplaced(_)), "{err}");
+    assert_eq!(second.table.get("placed").unwrap().as_deref(), Some("p"));
+    second.stop().await;
+}

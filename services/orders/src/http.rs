@@ -74,7 +74,7 @@ pub struct NewOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`.
+    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`, `internal`.
     pub error: String,
     /// The field at fault, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,11 +97,17 @@ pub struct WaitParams {
 /// Why a request fails.
 #[derive(Debug)]
 enum ApiError {
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        field: &'static str,
+        reason: String,
+    },
     NotFound(String),
     Conflict(String),
     Timeout(String),
     Unavailable(String),
+    /// Not the client's fault and not passing: an order written by a producer that breaks the
+    /// partitioner contract.
+    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -112,6 +118,7 @@ impl IntoResponse for ApiError {
             Self::Conflict(reason) => (StatusCode::CONFLICT, "conflict", None, reason),
             Self::Timeout(reason) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None, reason),
             Self::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, reason),
+            Self::Internal(reason) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, reason),
         };
         let problem = Problem { error: error.into(), field: field.map(str::to_owned), reason };
         let mut response = (status, axum::Json(problem)).into_response();
@@ -128,7 +135,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
 
 impl From<backbone::table::NotReady> for ApiError {
     fn from(e: backbone::table::NotReady) -> Self {
-        Self::Unavailable(e.to_string())
+        if e.is_retriable() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
     }
 }
 
@@ -333,6 +340,10 @@ async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) ->
     let Some(at) = token else { return Ok(()) };
     orders.table.wait_for_delivery(at, limit).await.map_err(|e| match e {
         WaitError::Timeout { .. } => ApiError::Timeout(format!("local state has not reached {at} yet")),
+        WaitError::NoSuchPartition { partitions, .. } => invalid(
+            "token",
+            format!("`{at}` names a partition that does not exist (partitions: 0 to {})", partitions - 1),
+        ),
         other => ApiError::Unavailable(other.to_string()),
     })
 }
@@ -355,6 +366,7 @@ async fn wait_for_order(
     match orders.table.wait_until_key(id, |o| o.is_some_and(&done), limit).await {
         Ok(order) => Ok(order),
         Err(WaitError::Timeout { .. }) => Ok(orders.table.get(id)?),
+        Err(other @ WaitError::Misplaced(_)) => Err(ApiError::Internal(other.to_string())),
         Err(other) => Err(ApiError::Unavailable(other.to_string())),
     }
 }

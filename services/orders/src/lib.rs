@@ -130,12 +130,14 @@ pub async fn record_validation(
     State(orders): State<Orders>,
     out: Publisher,
 ) -> Result<(), HandlerError> {
-    // The result follows the order's CREATED record, which the table may not have applied yet.
+    // The result follows the order's CREATED record, which the table may not have applied yet. An
+    // order its producer wrote to another partition than murmur2's never comes where the table
+    // looks: that fails at once, for the dead letters, instead of waiting.
     let order = orders
         .table
         .wait_until_key(&validation.order_id, |o| o.is_some(), ORDER_WAIT)
         .await
-        .map_err(HandlerError::retriable)?
+        .map_err(|e| if e.is_retriable() { HandlerError::retriable(e) } else { HandlerError::permanent(e) })?
         .ok_or_else(|| HandlerError::retriable("order not in the table"))?;
     if order.state != OrderState::Created {
         tracing::debug!(order = order.id, state = ?order.state, "validation for a settled order: ignored");
