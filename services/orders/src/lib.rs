@@ -117,8 +117,11 @@ pub struct Orders {
     pub(crate) placing: http::Placing,
 }
 
-/// How long the validation handler waits for the order's own record to reach the table.
-const ORDER_WAIT: Duration = Duration::from_secs(30);
+/// How long the validation handler waits for the order's own record to reach the table: within
+/// the exactly-once event budget ([`backbone::consume::MAX_EVENT_BUDGET`], 5 s), which then
+/// dead-letters the result (replayable with `backbone dlq replay`) rather than keep its transaction
+/// open past the broker's timeout.
+const ORDER_WAIT: Duration = Duration::from_secs(4);
 
 /// Stock's result becomes the order's new state; Orders is the only writer of orders. Exactly once:
 /// the new state and the consumed result commit together, so an instance taking over from a
