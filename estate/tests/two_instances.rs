@@ -209,3 +209,29 @@ async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_onc
     orders_2.shutdown().await.expect("orders 2 stops cleanly");
     stock_2.shutdown().await.expect("stock 2 stops cleanly");
 }
+
+/// Issue 14: a `POST` retried on the other instance right after the first answered (within the
+/// table's lag) finds the order placed and writes no second `CREATED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_post_retried_on_the_other_instance_never_writes_a_second_created() {
+    let config = config();
+    orders::provision(&config).await.unwrap();
+    stock::provision(&config).await.unwrap();
+    let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
+    for ready in [orders_1.ready(), orders_2.ready()] {
+        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
+    }
+    let (r1, r2) = (orders_1.router(), orders_2.router());
+    let run = unique("retry");
+    for i in 0..30 {
+        let id = format!("{run}-{i}");
+        let body = json!({"id": id, "customerId": "c", "product": "p", "quantity": 1, "price": 100});
+        let (status, order) = call(&r1, Method::POST, "/v1/orders", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        let (status, order) = call(&r2, Method::POST, "/v1/orders", Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "retry {i} on the other instance found the order placed: {order}");
+        assert_eq!(order["id"], id);
+    }
+    orders_1.shutdown().await.expect("orders 1 stops cleanly");
+    orders_2.shutdown().await.expect("orders 2 stops cleanly");
+}

@@ -284,9 +284,14 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
     let mut wrote = false;
     let placed = cell
         .get_or_try_init(|| async {
-            // Placed before (by another instance, or before a restart): the table knows. (A retry
-            // on another instance within the table's lag, milliseconds, is not caught: Stock then
-            // sees the order twice and reserves once.)
+            // Placed before (by another instance, or before a restart): the table knows, once it
+            // has applied everything acknowledged on the order's partition so far. Without that
+            // sync a retry on another instance within the table's lag (milliseconds) wrote a
+            // second CREATED. (Two first attempts for one id on two instances at the same moment
+            // can still both write; Stock reserves once for them.)
+            orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
+                ApiError::Unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
+            })?;
             if let Some(existing) = orders.table.get(&id)? {
                 return Ok::<_, ApiError>(Placed { order: existing, token: None });
             }
