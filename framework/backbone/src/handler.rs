@@ -289,6 +289,12 @@ impl IncomingEvent {
         })
     }
 
+    /// All headers, in order, with their names as bytes: Kafka does not require names to be UTF-8
+    /// (see [`headers`](Self::headers) for names as text).
+    pub fn raw_headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        (0..self.header_count()).map(|i| self.header_at(i))
+    }
+
     fn header_count(&self) -> usize {
         match &self.body {
             Body::Copied(c) => c.headers.len(),
