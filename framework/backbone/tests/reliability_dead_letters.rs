@@ -185,3 +185,43 @@ async fn r20_a_record_with_thousands_of_headers_gets_one_dead_letter_with_its_he
     assert_eq!(letter.header(&format!("{}h0000", h::ORIGINAL_PREFIX)), "v".repeat(150), "{what}");
     assert_eq!(letter.payload, b"{not json", "{what}");
 }
+
+/// Issue item A (exactly once): the dead-letter write inside a transaction whose producer was fenced
+/// (as after the broker aborted a transaction that outlived its timeout) is not retried in place,
+/// which could never succeed: the event fails at once with an error of kind `transaction`, for the
+/// exactly-once consumer to abort and handle it again with a new transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_a_a_dead_letter_in_a_fenced_transaction_fails_the_event_at_once() {
+    use backbone::handler::{HandlerContext, IncomingEvent, Metadata};
+    use backbone::layer::{DeadLetterLayer, HandlerService};
+    use tower::{Layer as _, ServiceExt as _};
+
+    let config = common::config(shared_kafka().bootstrap_servers());
+    let service = unique("itema");
+    let topic = TopicSpec::public(&service, "orders", 1).partitions(1).build().unwrap();
+    let dlq = dead_letter_topic(&service, &topic).unwrap();
+    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+    let running = spec.start(&config).await.expect("start provisions both topics");
+    let health = running.publisher().health().clone();
+    let id = unique("itema-txn");
+    let fenced = backbone::Publisher::transactional(&config, &spec, health.clone(), &id).await.unwrap();
+    // A successor with the same transactional id fences it.
+    let _successor = backbone::Publisher::transactional(&config, &spec, health, &id).await.unwrap();
+
+    async fn refuse(_: Metadata) -> Result<(), HandlerError> {
+        Err(HandlerError::permanent("no such order"))
+    }
+    let stack = DeadLetterLayer::new(dlq, fenced, "refuse", Retry::default())
+        .layer(HandlerService::new(BoxedHandler::named("refuse", refuse)));
+    let event = IncomingEvent::new(topic.name(), 0, 5).with_key("k").with_payload("{}");
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(30), stack.oneshot(HandlerContext::new(event, ())))
+            .await
+            .expect("the event ends within 30 s instead of retrying its dead letter in a dead transaction");
+    let error = outcome.expect_err("the dead letter was not written: the event fails");
+    assert_eq!(error.kind(), "transaction", "{error}");
+    assert!(error.is_retriable(), "{error}");
+    let text = error.to_string();
+    println!("item A: {text}");
+    assert!(text.contains(&format!("{}:0:5", topic.name())), "{text}");
+}
