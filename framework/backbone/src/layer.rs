@@ -699,9 +699,11 @@ pub mod dead_letter_headers {
 /// With a transactional publisher (the exactly-once consumer's), the dead letter belongs to the
 /// open transaction, and a failed write there means the transaction cannot commit (librdkafka
 /// refuses further writes until it is aborted; a fenced or fatally failed producer writes nothing
-/// more). So the write is **not** retried: the layer's future resolves at once to a retriable
-/// [`HandlerError`] of kind `transaction` naming the event and the error, for the consumer to abort
-/// the transaction and handle the events again from the last commit. Only a size error is handled
+/// more). So the write is **not** retried: unless it was refused before reaching the producer (a
+/// topic the service does not own, a closed publisher: permanent, as above), the layer's future
+/// resolves at once to a retriable [`HandlerError`] of kind `transaction` naming the event and the
+/// error, for the consumer to abort the transaction and handle the events again from the last
+/// commit (the consumer must not store offsets past such an event). Only a size error is handled
 /// in place (the truncated dead letter is written instead); should the broker's refusal have broken
 /// the transaction already, the event is remembered, and its next dead letter is truncated from the
 /// start.
@@ -973,7 +975,10 @@ impl DeadLetterTarget {
                 truncate = true;
                 continue;
             }
-            if self.publisher.is_transactional() {
+            // Refused before reaching librdkafka (not the service's topic, the publisher closed):
+            // the transaction is untouched, and the error is permanent, as without transactions.
+            let refused_before = matches!(e, PublishError::NotOwner { .. } | PublishError::Closed);
+            if self.publisher.is_transactional() && !refused_before {
                 // The transaction cannot commit now: the consumer aborts it and handles the events
                 // again, rather than this write spinning inside it.
                 let why = if e.breaks_transaction() {
