@@ -23,16 +23,16 @@ struct Order {
     n: u32,
 }
 
-/// The good events handled, in order; the watch carries how many.
+/// The good events handled, in order; the watch carries the highest handled.
 #[derive(Clone)]
 struct Seen {
     handled: Arc<Mutex<Vec<u32>>>,
-    count: watch::Sender<usize>,
+    count: watch::Sender<u32>,
 }
 
 async fn handle(Json(order): Json<Order>, State(seen): State<Seen>) -> Result<(), HandlerError> {
     seen.handled.lock().unwrap().push(order.n);
-    seen.count.send_modify(|c| *c += 1);
+    seen.count.send_modify(|c| *c = (*c).max(order.n));
     Ok(())
 }
 
@@ -41,14 +41,15 @@ type Record = (String, Vec<u8>, Option<OwnedHeaders>);
 
 /// Provisions a service owning `<service>.public.orders-v1` and its dead-letter topic, writes
 /// `records` with a plain producer allowed `max_bytes` per record, and runs the service's consumer
-/// until it has handled `good` events (60 s at most). Returns the handled events, the dead letters
+/// until it has handled good event `last` (60 s at most). Returns the handled events, the dead letters
 /// (all of them) and the dead-letter topic's end offset.
 async fn run(
     name: &str,
     records: Vec<Record>,
-    good: usize,
+    last: u32,
     max_bytes: usize,
     dlq_max_message_bytes: Option<usize>,
+    exactly_once: bool,
 ) -> (Vec<u32>, Vec<common::Letter>, i64) {
     let config = common::config(shared_kafka().bootstrap_servers());
     let service = unique(name);
@@ -71,6 +72,7 @@ async fn run(
         .set("compression.type", "none")
         .create()
         .unwrap();
+    let records_count = records.len();
     for (key, payload, headers) in records {
         let mut record = FutureRecord::to(topic.name()).key(&key).payload(&payload);
         if let Some(headers) = headers {
@@ -92,11 +94,30 @@ async fn run(
     )
     .unwrap()
     .retry(Retry { max_attempts: 1, ..Retry::default() });
+    let consumer = if exactly_once { consumer.exactly_once() } else { consumer };
     let (stop, stopped) = oneshot::channel::<()>();
     let consuming = tokio::spawn(consumer.run(async move {
         stopped.await.ok();
     }));
-    let flowed = tokio::time::timeout(Duration::from_secs(60), counted.wait_for(|c| *c >= good)).await;
+    let flowed = tokio::time::timeout(Duration::from_secs(60), async {
+        counted.wait_for(|c| *c >= last).await.ok();
+        // Under exactly once the dead letters commit with their transaction, which may be aborted
+        // and its events handled again: wait (60 s in all) until one per poison record is committed.
+        if exactly_once {
+            let name = dlq.name().to_owned();
+            // The good events are 0, 2, …, `last`; the others are poison.
+            let poison = records_count - usize::try_from(last / 2 + 1).unwrap();
+            loop {
+                let name = name.clone();
+                let letters =
+                    tokio::task::spawn_blocking(move || committed_letters(&name).len()).await.unwrap();
+                if letters >= poison {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
     stop.send(()).ok();
     consuming.await.unwrap().expect("clean stop");
     assert!(
@@ -110,7 +131,7 @@ async fn run(
         let reader: BaseConsumer =
             shared_kafka().client_config().set("group.id", unique("watermarks")).create().unwrap();
         let end = reader.fetch_watermarks(&name, 0, Duration::from_secs(10)).unwrap().1;
-        (common::read_letters(&name, usize::try_from(end).unwrap()), end)
+        (committed_letters(&name), end)
     })
     .await
     .unwrap();
@@ -120,6 +141,42 @@ async fn run(
     assert!(after.is_ok(), "{after:?}");
     let handled = seen.handled.lock().unwrap().clone();
     (handled, letters, end)
+}
+
+/// Every committed record of partition 0 of `topic`, read to its end (`read_committed`).
+fn committed_letters(topic: &str) -> Vec<common::Letter> {
+    use rdkafka::message::{Headers as _, Message as _};
+    let reader: BaseConsumer = shared_kafka()
+        .client_config()
+        .set("group.id", unique("dlq-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    reader.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut letters = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let Some(m) = reader.poll(Duration::from_millis(500)) else { continue };
+        let m = match m {
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            other => other.unwrap(),
+        };
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push(common::Letter { headers, payload: m.payload().unwrap_or_default().to_vec() });
+    }
+    letters
 }
 
 fn good(n: u32) -> Record {
@@ -146,11 +203,17 @@ async fn r20_records_too_large_to_dead_letter_whole_get_one_truncated_dead_lette
         ("too-large-there".to_owned(), undecodable(BROKER), None),
         good(4),
     ];
-    let (handled, letters, end) = run("r20size", records, 3, 1_040_000, Some(300_000)).await;
+    let (handled, letters, end) = run("r20size", records, 4, 1_040_000, Some(300_000), false).await;
     assert_eq!(handled, vec![0, 2, 4], "the good events, each once, in order");
     assert_eq!(end, 2, "exactly one dead letter per poison record");
+    check_truncated(&letters, LOCAL, BROKER);
+}
+
+/// The dead letters of offsets 1 (`local` bytes) and 3 (`broker` bytes): truncated.
+fn check_truncated(letters: &[common::Letter], local: usize, broker: usize) {
+    assert_eq!(letters.len(), 2, "exactly one dead letter per poison record");
     for (letter, (offset, key, size)) in
-        letters.iter().zip([(1, "too-large-here", LOCAL), (3, "too-large-there", BROKER)])
+        letters.iter().zip([(1, "too-large-here", local), (3, "too-large-there", broker)])
     {
         let what = format!("dead letter of offset {offset}: {:?}", letter.headers);
         assert_eq!(letter.header(h::ORIGIN_OFFSET), offset.to_string(), "{what}");
@@ -163,6 +226,33 @@ async fn r20_records_too_large_to_dead_letter_whole_get_one_truncated_dead_lette
     }
 }
 
+/// The same under exactly once: the broker's refusal breaks the open transaction (the dead-letter
+/// write fails the event with kind `transaction`); after the abort and rewind the event's dead letter
+/// is truncated from the start and commits once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r20_under_exactly_once_records_too_large_to_dead_letter_whole_get_one_truncated_dead_letter() {
+    const LOCAL: usize = 1_030_000;
+    const BROKER: usize = 400_000;
+    let undecodable = |size: usize| {
+        let mut body = b"{not json".to_vec();
+        body.resize(size, b'x');
+        body
+    };
+    let records = vec![
+        good(0),
+        ("too-large-here".to_owned(), undecodable(LOCAL), None),
+        good(2),
+        ("too-large-there".to_owned(), undecodable(BROKER), None),
+        good(4),
+    ];
+    let (handled, letters, _) = run("r20eos", records, 4, 1_040_000, Some(300_000), true).await;
+    // Events of an aborted transaction are handled again: each good one at least once, in order.
+    let mut distinct = handled.clone();
+    distinct.dedup();
+    assert!(distinct.ends_with(&[4]) && [0, 2, 4].iter().all(|n| handled.contains(n)), "{handled:?}");
+    check_truncated(&letters, LOCAL, BROKER);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r20_a_record_with_thousands_of_headers_gets_one_dead_letter_with_its_headers_capped() {
     // 6,000 headers of 150 bytes: about 950 kB, within the producer's limit; copied whole (each
@@ -173,7 +263,7 @@ async fn r20_a_record_with_thousands_of_headers_gets_one_dead_letter_with_its_he
         headers = headers.insert(Header { key: &format!("h{i:04}"), value: Some(&[b'v'; 150][..]) });
     }
     let records = vec![good(0), ("many-headers".to_owned(), b"{not json".to_vec(), Some(headers)), good(2)];
-    let (handled, letters, end) = run("r20headers", records, 2, 1_000_000, None).await;
+    let (handled, letters, end) = run("r20headers", records, 2, 1_000_000, None, false).await;
     assert_eq!(handled, vec![0, 2], "the good events, each once, in order");
     assert_eq!(end, 1, "exactly one dead letter");
     let letter = &letters[0];
