@@ -160,14 +160,16 @@ impl IncomingEvent {
     }
 
     /// Copies a consumed Kafka message (a `BorrowedMessage` from a poll, or an `OwnedMessage`).
-    /// A header without a value becomes an empty one.
-    pub fn from_message<M: rdkafka::Message>(message: &M) -> Self {
+    /// A header without a value becomes an empty one; header names are read as bytes (a name that
+    /// is not UTF-8 is kept as it is, where rdkafka's own accessor would panic).
+    pub fn from_message<M>(message: &M) -> Self
+    where
+        M: rdkafka::Message,
+        M::Headers: MessageHeaders,
+    {
         use rdkafka::message::Headers as _;
-        let headers = message.headers().into_iter().flat_map(|h| {
-            (0..h.count())
-                .filter_map(|i| h.try_get(i))
-                .map(|h| (h.key.as_bytes(), h.value.unwrap_or_default()))
-        });
+        let headers =
+            message.headers().into_iter().flat_map(|h| (0..h.count()).filter_map(|i| h.name_and_value(i)));
         let copied = Copied::of(message.key(), message.payload(), headers);
         Self {
             topic: message.topic().into(),
@@ -289,6 +291,12 @@ impl IncomingEvent {
         })
     }
 
+    /// All headers, in order, with their names as bytes: Kafka does not require names to be UTF-8
+    /// (see [`headers`](Self::headers) for names as text).
+    pub fn raw_headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        (0..self.header_count()).map(|i| self.header_at(i))
+    }
+
     fn header_count(&self) -> usize {
         match &self.body {
             Body::Copied(c) => c.headers.len(),
@@ -369,6 +377,31 @@ impl fmt::Debug for IncomingEvent {
                 &self.headers().map(|(n, v)| (n, String::from_utf8_lossy(v))).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+/// The headers of rdkafka's messages (borrowed and owned), read with names as bytes by
+/// [`IncomingEvent::from_message`]. Sealed: implemented for rdkafka's two header types only.
+pub trait MessageHeaders: rdkafka::message::Headers + sealed::Sealed {
+    /// The name and value of header `index` (a header without a value has an empty one).
+    fn name_and_value(&self, index: usize) -> Option<(&[u8], &[u8])>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for rdkafka::message::BorrowedHeaders {}
+    impl Sealed for rdkafka::message::OwnedHeaders {}
+}
+
+impl MessageHeaders for rdkafka::message::BorrowedHeaders {
+    fn name_and_value(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        crate::native::header_bytes(self, index)
+    }
+}
+
+impl MessageHeaders for rdkafka::message::OwnedHeaders {
+    fn name_and_value(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        crate::native::header_bytes(self.as_borrowed(), index)
     }
 }
 

@@ -10,8 +10,11 @@
 //! 2. [`CorrelationLayer`]: the event's correlation id (its header, or `topic:partition:offset`)
 //!    becomes the task's, so events the handler publishes carry it;
 //! 3. [`DeadLetterLayer`]: a failure that comes back up is written to the dead-letter topic with the
-//!    event's origin in headers, and the event counts as handled; if that write fails it is retried
-//!    with health degraded, and the event is not done until it succeeds;
+//!    event's origin in headers (bounded: an event too large for it gets a truncated one), and the
+//!    event counts as handled; if that write fails retriably it is retried with health degraded, a
+//!    permanent failure is a `fatal:` health reason retried slowly, and the event is not done until
+//!    it is written (with a transactional publisher, a failed write fails the event instead, for the
+//!    consumer to abort the transaction);
 //! 4. [`BudgetLayer`] (when set, and always under exactly once): all attempts of an event together
 //!    get a time budget; past it the event fails permanently (kind `budget`);
 //! 5. [`RetryLayer`]: retriable errors are retried with exponential backoff, up to a budget;
@@ -36,7 +39,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError, IncomingEvent};
-use crate::publish::{Outgoing, Publisher};
+use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::topic::TopicSpec;
 
 /// The per-event service, boxed: what layers wrap and what the consumer calls.
@@ -735,7 +738,7 @@ pub mod dead_letter_headers {
     pub const ORIGIN_KEY: &str = "backbone-dlq-origin-key";
     /// What kind of failure (`undecodable`, `handler`, `panic`, `timeout` …).
     pub const ERROR_KIND: &str = "backbone-dlq-error-kind";
-    /// The error message.
+    /// The error message (at most [`DeadLetterLayer::MAX_ERROR_BYTES`](super::DeadLetterLayer::MAX_ERROR_BYTES)).
     pub const ERROR_MESSAGE: &str = "backbone-dlq-error-message";
     /// The handler that failed.
     pub const HANDLER: &str = "backbone-dlq-handler";
@@ -743,20 +746,65 @@ pub mod dead_letter_headers {
     pub const ATTEMPTS: &str = "backbone-dlq-attempts";
     /// Prefix of the original event's headers, each kept as `backbone-dlq-original-<name>` (the dead
     /// letter's own publish headers would otherwise shadow the original's); `backbone dlq replay`
-    /// restores them.
+    /// restores them. At most [`DeadLetterLayer::MAX_COPIED_HEADERS`](super::DeadLetterLayer::MAX_COPIED_HEADERS)
+    /// of them, [`DeadLetterLayer::MAX_COPIED_HEADER_BYTES`](super::DeadLetterLayer::MAX_COPIED_HEADER_BYTES)
+    /// in all, are copied; a name that is not UTF-8 is copied lossily.
     pub const ORIGINAL_PREFIX: &str = "backbone-dlq-original-";
+    /// How many of the original event's headers were not copied (present only when some were not).
+    pub const HEADERS_DROPPED: &str = "backbone-dlq-headers-dropped";
+    /// Present (`true`) on a truncated dead letter: the event was too large to be written whole, so
+    /// its payload (and a key longer than [`DeadLetterLayer::TRUNCATED_KEY_BYTES`](super::DeadLetterLayer::TRUNCATED_KEY_BYTES))
+    /// is cut to a prefix. It cannot be replayed as it is.
+    pub const TRUNCATED: &str = "backbone-dlq-truncated";
+    /// On a truncated dead letter: the original payload's size in bytes.
+    pub const ORIGINAL_SIZE: &str = "backbone-dlq-original-size";
+    /// On a truncated dead letter: the original key's size in bytes.
+    pub const ORIGINAL_KEY_SIZE: &str = "backbone-dlq-original-key-size";
 }
 
 /// Writes events whose handling failed to a dead-letter topic, with their origin in headers
 /// ([`dead_letter_headers`]), the original key and bytes; the event then counts as handled.
 ///
-/// If the write fails, the event is not done: health is degraded (`dead-letters:<topic>`, "cannot
-/// write dead letter for `<topic>:<partition>:<offset>` (…); partition paused") and the write is
-/// retried with backoff until it succeeds, so the partition waits and nothing is dropped silently.
+/// A dead letter is bounded whatever the event: at most [`MAX_COPIED_HEADERS`](Self::MAX_COPIED_HEADERS)
+/// of its headers ([`MAX_COPIED_HEADER_BYTES`](Self::MAX_COPIED_HEADER_BYTES) in all) are copied and
+/// the error message is cut at [`MAX_ERROR_BYTES`](Self::MAX_ERROR_BYTES). An event too large to be
+/// written whole (over the producer's `message.max.bytes`, known before sending, or refused by the
+/// broker for the dead-letter topic's `max.message.bytes`) gets a **truncated** dead letter instead:
+/// the same origin and error headers, the first [`TRUNCATED_PAYLOAD_BYTES`](Self::TRUNCATED_PAYLOAD_BYTES)
+/// of its payload, and headers saying it was truncated and the original sizes
+/// ([`dead_letter_headers::TRUNCATED`]). It is written once; the partition flows on.
+///
+/// If the write fails otherwise, the event is not done (its offset is not stored):
+/// - a **retriable** error (timeouts, unavailable leaders …) or a denied write (an ACL, which an
+///   operator may grant) is retried with the [`Retry`] backoff, without limit, health degraded
+///   (`dead-letters:<topic>`, "cannot write dead letter for `<topic>:<partition>:<offset>` (…);
+///   partition paused"); once it succeeds the partition resumes and health recovers;
+/// - a **permanent** error (the producer failed fatally, the topic is not the service's, the broker
+///   refuses the record as invalid …) cannot be fixed by retrying: health is degraded with a reason
+///   starting `fatal:` that names the event and the error, and the write is tried again only every
+///   [`PERMANENT_RETRY`](Self::PERMANENT_RETRY) (never a tight loop), the partition paused, until an
+///   operator fixes the cause or restarts the service.
+///
+/// # Exactly once
+///
+/// With a transactional publisher (the exactly-once consumer's), the dead letter belongs to the
+/// open transaction, and a failed write there means the transaction cannot commit (librdkafka
+/// refuses further writes until it is aborted; a fenced or fatally failed producer writes nothing
+/// more). So the write is **not** retried: unless it was refused before reaching the producer (a
+/// topic the service does not own, a closed publisher: permanent, as above), the layer's future
+/// resolves at once to a retriable [`HandlerError`] of kind `transaction` naming the event and the
+/// error, for the consumer to abort the transaction and handle the events again from the last
+/// commit (the consumer must not store offsets past such an event). Only a size error is handled
+/// in place (the truncated dead letter is written instead); should the broker's refusal have broken
+/// the transaction already, the event is remembered, and its next dead letter is truncated from the
+/// start.
 #[derive(Debug, Clone)]
 pub struct DeadLetterLayer {
     target: Arc<DeadLetterTarget>,
 }
+
+/// Where an event was read: topic, partition, offset.
+type Position = (Arc<str>, i32, i64);
 
 #[derive(Debug, Clone)]
 struct DeadLetterTarget {
@@ -765,11 +813,26 @@ struct DeadLetterTarget {
     handler: Arc<str>,
     retry: Retry,
     component: String,
+    /// Events whose whole dead letter was refused for its size (shared by every partition's copy).
+    too_large: Arc<std::sync::Mutex<std::collections::VecDeque<Position>>>,
 }
 
 impl DeadLetterLayer {
+    /// Most of an event's headers copied onto its dead letter.
+    pub const MAX_COPIED_HEADERS: usize = 64;
+    /// Most bytes (names and values) of an event's headers copied onto its dead letter.
+    pub const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
+    /// Longest error message on a dead letter, in bytes.
+    pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+    /// The payload prefix a truncated dead letter keeps, in bytes.
+    pub const TRUNCATED_PAYLOAD_BYTES: usize = 64 * 1024;
+    /// The key prefix a truncated dead letter keeps, in bytes.
+    pub const TRUNCATED_KEY_BYTES: usize = 1024;
+    /// How often a dead letter that failed with a permanent error is tried again.
+    pub const PERMANENT_RETRY: Duration = Duration::from_secs(30);
+
     /// Dead letters of `handler` go to `topic` through `publisher` (which must be allowed to write
-    /// it); failed writes are retried with `retry`'s backoff, without limit.
+    /// it); failed writes are retried as the type's documentation says, with `retry`'s backoff.
     pub fn new(topic: TopicSpec, publisher: Publisher, handler: &str, retry: Retry) -> Self {
         let component = format!("dead-letters:{}", topic.name());
         Self {
@@ -779,6 +842,7 @@ impl DeadLetterLayer {
                 handler: handler.into(),
                 retry,
                 component,
+                too_large: Arc::default(),
             }),
         }
     }
@@ -833,7 +897,7 @@ pin_project_lite::pin_project! {
         call: F,
         event: Arc<IncomingEvent>,
         target: Arc<DeadLetterTarget>,
-        writing: Option<BoxFuture<()>>,
+        writing: Option<BoxFuture<Result<(), HandlerError>>>,
     }
 }
 
@@ -855,57 +919,207 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F
             *this.writing = Some(Box::pin(async move { target.write(&event, &error).await }));
         }
         let writing = this.writing.as_mut().expect("set above");
-        std::task::ready!(writing.as_mut().poll(cx));
-        Poll::Ready(Ok(()))
+        writing.as_mut().poll(cx)
+    }
+}
+
+/// Bytes librdkafka counts for a header: its name and value and their length prefixes.
+fn header_size(name: usize, value: usize) -> usize {
+    name + value + 10
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A dead letter's key, payload and headers, bounded (see [`DeadLetterLayer`]).
+struct Letter<'a> {
+    key: &'a [u8],
+    payload: &'a [u8],
+    /// Header names and values; the names of copied headers are owned.
+    headers: Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, [u8]>)>,
+    truncated: bool,
+}
+
+impl<'a> Letter<'a> {
+    /// The dead letter of `event`, which failed with `error` in `handler`: truncated if `truncate`,
+    /// or if it would not fit in `max_bytes`.
+    fn new(
+        event: &'a IncomingEvent,
+        error: &HandlerError,
+        handler: &str,
+        truncate: bool,
+        max_bytes: usize,
+    ) -> Self {
+        use std::borrow::Cow;
+
+        use dead_letter_headers as h;
+        let key = event.key().unwrap_or_default();
+        let payload = event.payload().unwrap_or_default();
+        let message = error.to_string();
+        let mut headers: Vec<(Cow<'a, str>, Cow<'a, [u8]>)> = vec![
+            (h::ORIGIN_TOPIC.into(), Cow::Borrowed(event.topic().as_bytes())),
+            (h::ORIGIN_PARTITION.into(), Cow::Owned(event.partition().to_string().into_bytes())),
+            (h::ORIGIN_OFFSET.into(), Cow::Owned(event.offset().to_string().into_bytes())),
+            (h::ERROR_KIND.into(), Cow::Owned(error.kind().as_bytes().to_vec())),
+            (
+                h::ERROR_MESSAGE.into(),
+                Cow::Owned(cut(&message, DeadLetterLayer::MAX_ERROR_BYTES).as_bytes().to_vec()),
+            ),
+            (h::HANDLER.into(), Cow::Owned(handler.as_bytes().to_vec())),
+            (h::ATTEMPTS.into(), Cow::Owned(error.attempts().to_string().into_bytes())),
+        ];
+        let (mut copied, mut copied_bytes, mut dropped) = (0, 0, 0usize);
+        for (name, value) in event.raw_headers() {
+            let size = h::ORIGINAL_PREFIX.len() + name.len() + value.len();
+            if copied == DeadLetterLayer::MAX_COPIED_HEADERS
+                || copied_bytes + size > DeadLetterLayer::MAX_COPIED_HEADER_BYTES
+            {
+                dropped += 1;
+                continue;
+            }
+            copied += 1;
+            copied_bytes += size;
+            let name = format!("{}{}", h::ORIGINAL_PREFIX, String::from_utf8_lossy(name));
+            headers.push((Cow::Owned(name), Cow::Borrowed(value)));
+        }
+        if dropped > 0 {
+            headers.push((h::HEADERS_DROPPED.into(), Cow::Owned(dropped.to_string().into_bytes())));
+        }
+        // What librdkafka counts against `message.max.bytes`: key, payload, our headers, the key
+        // header, and the publisher's own (event type, producer, correlation id, traceparent).
+        let correlation = crate::trace::correlation_id().map_or(32, |c| c.len());
+        let own = headers.iter().map(|(n, v)| header_size(n.len(), v.len())).sum::<usize>()
+            + 4 * header_size(32, 0)
+            + correlation
+            + 55
+            + 64;
+        let whole = own + 2 * key.len() + header_size(h::ORIGIN_KEY.len(), 0) + payload.len();
+        let truncated = truncate || whole > max_bytes;
+        let (key, payload) = if truncated {
+            headers.push((h::TRUNCATED.into(), Cow::Borrowed(b"true")));
+            headers.push((h::ORIGINAL_SIZE.into(), Cow::Owned(payload.len().to_string().into_bytes())));
+            if key.len() > DeadLetterLayer::TRUNCATED_KEY_BYTES {
+                headers.push((h::ORIGINAL_KEY_SIZE.into(), Cow::Owned(key.len().to_string().into_bytes())));
+            }
+            (
+                &key[..key.len().min(DeadLetterLayer::TRUNCATED_KEY_BYTES)],
+                &payload[..payload.len().min(DeadLetterLayer::TRUNCATED_PAYLOAD_BYTES)],
+            )
+        } else {
+            (key, payload)
+        };
+        headers.insert(3, (h::ORIGIN_KEY.into(), Cow::Borrowed(key)));
+        Self { key, payload, headers, truncated }
     }
 }
 
 impl DeadLetterTarget {
-    async fn write(&self, event: &IncomingEvent, error: &HandlerError) {
-        use dead_letter_headers as h;
-        let partition = event.partition().to_string();
-        let offset = event.offset().to_string();
-        let attempts = error.attempts().to_string();
-        let message = error.to_string();
-        let key = event.key().unwrap_or_default();
-        let originals: Vec<(String, &[u8])> =
-            event.headers().map(|(name, value)| (format!("{}{name}", h::ORIGINAL_PREFIX), value)).collect();
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            (h::ORIGIN_TOPIC, event.topic().as_bytes()),
-            (h::ORIGIN_PARTITION, partition.as_bytes()),
-            (h::ORIGIN_OFFSET, offset.as_bytes()),
-            (h::ORIGIN_KEY, key),
-            (h::ERROR_KIND, error.kind().as_bytes()),
-            (h::ERROR_MESSAGE, message.as_bytes()),
-            (h::HANDLER, self.handler.as_bytes()),
-            (h::ATTEMPTS, attempts.as_bytes()),
-        ];
-        headers.extend(originals.iter().map(|(name, value)| (name.as_str(), *value)));
-        let payload = event.payload().unwrap_or_default();
+    /// Writes the dead letter of `event`; an error only where the write must not be retried here
+    /// (a transactional publisher; see [`DeadLetterLayer`]).
+    async fn write(&self, event: &IncomingEvent, error: &HandlerError) -> Result<(), HandlerError> {
+        let position = format!("{}:{}:{}", event.topic(), event.partition(), event.offset());
+        let mut truncate = self.was_too_large(event);
         let mut backoff = self.retry.initial_backoff;
         loop {
-            let letter = Outgoing::new("DeadLetter", key, payload).headers(&headers);
-            match self.publisher.publish(&self.topic, letter).await {
+            let letter =
+                Letter::new(event, error, &self.handler, truncate, self.publisher.max_message_bytes());
+            let headers: Vec<(&str, &[u8])> = letter.headers.iter().map(|(n, v)| (&**n, &**v)).collect();
+            let outgoing = Outgoing::new("DeadLetter", letter.key, letter.payload).headers(&headers);
+            let publish = self.publisher.publish(&self.topic, outgoing);
+            // A correlation id taken from the event's header is copied among its headers already; a
+            // long one would not fit a truncated letter's bounds.
+            let outcome = if letter.truncated
+                && crate::trace::correlation_id()
+                    .is_some_and(|c| c.len() > DeadLetterLayer::TRUNCATED_KEY_BYTES)
+            {
+                crate::trace::with_correlation_id(position.clone(), publish).await
+            } else {
+                publish.await
+            };
+            let e = match outcome {
                 Ok(_) => {
-                    tracing::warn!(topic = event.topic(), partition, offset, %message, "dead-lettered");
-                    self.publisher.health().recover(&self.component);
-                    return;
-                }
-                Err(e) => {
-                    self.publisher.health().degrade(
-                        &self.component,
-                        format!(
-                            "cannot write dead letter for {}:{}:{} ({e}); partition paused",
-                            event.topic(),
-                            partition,
-                            offset
-                        ),
+                    tracing::warn!(
+                        topic = event.topic(),
+                        partition = event.partition(),
+                        offset = event.offset(),
+                        truncated = letter.truncated,
+                        error = %error,
+                        "dead-lettered"
                     );
-                    tokio::time::sleep(backoff).await;
-                    backoff = self.retry.next_backoff(backoff);
+                    self.publisher.health().recover(&self.component);
+                    return Ok(());
                 }
+                Err(e) => e,
+            };
+            if e.is_too_large() && !letter.truncated {
+                tracing::warn!(event = position, error = %e, "dead letter too large; writing a truncated one");
+                self.remember_too_large(event);
+                truncate = true;
+                continue;
+            }
+            // Refused before reaching librdkafka (not the service's topic, the publisher closed):
+            // the transaction is untouched, and the error is permanent, as without transactions.
+            let refused_before = matches!(e, PublishError::NotOwner { .. } | PublishError::Closed);
+            if self.publisher.is_transactional() && !refused_before {
+                // The transaction cannot commit now: the consumer aborts it and handles the events
+                // again, rather than this write spinning inside it.
+                let why = if e.breaks_transaction() {
+                    "the transaction must abort"
+                } else {
+                    "a failed write aborts the transaction"
+                };
+                tracing::warn!(event = position, error = %e, "dead letter not written; {why}");
+                return Err(HandlerError::retriable(format!(
+                    "cannot write dead letter for {position} to `{}` ({e}): {why}",
+                    self.topic.name()
+                ))
+                .with_kind("transaction"));
+            }
+            if e.is_retriable() || matches!(e, PublishError::Unauthorized { .. }) {
+                self.publisher.health().degrade(
+                    &self.component,
+                    format!("cannot write dead letter for {position} ({e}); partition paused"),
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = self.retry.next_backoff(backoff);
+            } else {
+                tracing::error!(event = position, error = %e, "dead letter cannot be written: permanent error");
+                self.publisher.health().degrade(
+                    &self.component,
+                    format!(
+                        "fatal: cannot write dead letter for {position} to `{}` ({e}): a permanent error; \
+                         partition paused, retried every {:?}",
+                        self.topic.name(),
+                        DeadLetterLayer::PERMANENT_RETRY
+                    ),
+                );
+                tokio::time::sleep(DeadLetterLayer::PERMANENT_RETRY).await;
             }
         }
+    }
+
+    /// Whether the whole dead letter of `event` was refused for its size before.
+    fn was_too_large(&self, event: &IncomingEvent) -> bool {
+        let seen = self.too_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter().any(|(t, p, o)| &**t == event.topic() && *p == event.partition() && *o == event.offset())
+    }
+
+    /// Remembers (the last few) events whose whole dead letter was refused for its size.
+    fn remember_too_large(&self, event: &IncomingEvent) {
+        let mut seen = self.too_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() == 64 {
+            seen.pop_front();
+        }
+        seen.push_back((event.topic().into(), event.partition(), event.offset()));
     }
 }
 
@@ -1025,6 +1239,75 @@ mod tests {
             (),
         );
         assert_eq!(service.oneshot(tagged).await.unwrap_err().to_string(), "req-9");
+    }
+
+    #[test]
+    fn a_dead_letter_is_bounded_and_truncated_when_too_large() {
+        use dead_letter_headers as h;
+        let header = |letter: &Letter<'_>, name: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let mut event = IncomingEvent::new("t", 2, 9).with_key("k").with_payload(vec![7u8; 900_000]);
+        for i in 0..5_000 {
+            event = event.with_header(format!("h{i}"), [1u8; 100]);
+        }
+        let error = HandlerError::permanent("x".repeat(100_000)).with_kind("undecodable");
+        // Fits: the payload is whole; the headers and the message are cut anyway.
+        let letter = Letter::new(&event, &error, "reserve", false, 1_000_000);
+        assert!(!letter.truncated);
+        assert_eq!(letter.payload.len(), 900_000);
+        let copied = letter.headers.iter().filter(|(n, _)| n.starts_with(h::ORIGINAL_PREFIX)).count();
+        assert!(copied <= DeadLetterLayer::MAX_COPIED_HEADERS, "{copied}");
+        assert_eq!(header(&letter, h::HEADERS_DROPPED).unwrap(), (5_000 - copied).to_string());
+        assert_eq!(header(&letter, h::ERROR_MESSAGE).unwrap().len(), DeadLetterLayer::MAX_ERROR_BYTES);
+        assert_eq!(header(&letter, h::ORIGIN_OFFSET).unwrap(), "9");
+        assert_eq!(header(&letter, h::TRUNCATED), None);
+
+        // Over the producer's limit: truncated from the start, saying so and how large it was.
+        let letter = Letter::new(&event, &error, "reserve", false, 500_000);
+        assert!(letter.truncated);
+        assert_eq!(letter.payload.len(), DeadLetterLayer::TRUNCATED_PAYLOAD_BYTES);
+        assert_eq!(header(&letter, h::TRUNCATED).unwrap(), "true");
+        assert_eq!(header(&letter, h::ORIGINAL_SIZE).unwrap(), "900000");
+        assert_eq!(header(&letter, h::ORIGIN_KEY).unwrap(), "k");
+        // Or when asked (the broker refused the whole one).
+        let small = IncomingEvent::new("t", 0, 1).with_key("k".repeat(5_000)).with_payload("p");
+        let letter = Letter::new(&small, &error, "reserve", true, 1_000_000);
+        assert!(letter.truncated);
+        assert_eq!(letter.key.len(), DeadLetterLayer::TRUNCATED_KEY_BYTES);
+        assert_eq!(header(&letter, h::ORIGINAL_KEY_SIZE).unwrap(), "5000");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_dead_letter_error_is_a_fatal_reason_and_retried_slowly() {
+        // The service does not own the dead-letter topic: every write fails the same way.
+        let config = crate::Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let spec = crate::Service::new("stock").spec().unwrap();
+        let publisher = Publisher::new(&config, &spec).unwrap();
+        let health = publisher.health().clone();
+        let dlq = TopicSpec::private("orders", "dlq.t").build().unwrap();
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = attempts.clone();
+        let failing = move |_: Metadata| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err::<(), _>(HandlerError::permanent("no such order")) }
+        };
+        let component = format!("dead-letters:{}", dlq.name());
+        let service = DeadLetterLayer::new(dlq, publisher, "reserve", Retry::default())
+            .layer(HandlerService::new(BoxedHandler::named("reserve", failing)));
+        let write = tokio::spawn(service.oneshot(context(4)));
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        assert!(!write.is_finished(), "the event is not done while its dead letter is unwritten");
+        let reason = health.snapshot().degraded.get(&component).cloned();
+        let reason = reason.unwrap_or_else(|| format!("{:?}", health.snapshot()));
+        assert!(reason.starts_with("fatal:"), "{reason}");
+        assert!(reason.contains("orders.public.order-created-v1:0:4"), "{reason}");
+        assert!(reason.contains("may not publish"), "{reason}");
+        write.abort();
     }
 
     #[tokio::test]

@@ -318,3 +318,31 @@ impl std::fmt::Debug for Held {
             .finish_non_exhaustive()
     }
 }
+
+/// The name and value of header `index` of `headers` (rdkafka's borrowed headers, which owned ones
+/// lend with `as_borrowed`), the name as bytes: rdkafka's safe accessor (`Headers::try_get`) panics
+/// on a name that is not UTF-8. A header without a value has an empty one. `None` past the end.
+pub(crate) fn header_bytes(
+    headers: &rdkafka::message::BorrowedHeaders,
+    index: usize,
+) -> Option<(&[u8], &[u8])> {
+    // rdkafka's `BorrowedHeaders` is a zero-sized view whose address is librdkafka's headers
+    // (`rd_kafka_headers_t`): it makes one with a cast from that pointer and reads through the
+    // cast back, which is what this does.
+    let raw = std::ptr::from_ref(headers).cast::<rd::rd_kafka_headers_t>();
+    let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+    // SAFETY: live headers borrowed for `'_`; librdkafka writes pointers into their own storage.
+    let error = unsafe { rd::rd_kafka_header_get_all(raw, index, &mut name, &mut value, &mut size) };
+    if error != NO_ERROR || name.is_null() {
+        return None;
+    }
+    // SAFETY: header names are NUL-terminated strings owned by the headers.
+    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+    let value = if value.is_null() || size == 0 {
+        &[][..]
+    } else {
+        // SAFETY: `size` bytes at `value`, owned by the headers.
+        unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }
+    };
+    Some((name, value))
+}

@@ -176,6 +176,49 @@ impl PublishError {
         }
     }
 
+    /// Whether the event was refused for its size: larger than the producer's `message.max.bytes`
+    /// (refused locally, before sending) or than the topic's `max.message.bytes` (refused by the
+    /// broker). Publishing the same event again fails the same way; a smaller one may succeed.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::Rejected {
+                code: RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge,
+                ..
+            }
+        )
+    }
+
+    /// Whether, on a transactional publisher, the error means the open transaction cannot commit:
+    /// it must be aborted (or the producer was fenced or failed fatally), and nothing published in
+    /// it any more will be written. Retrying inside the same transaction cannot help.
+    pub(crate) fn breaks_transaction(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        match self {
+            Self::Rejected { code, .. } | Self::Unauthorized { code, .. } => matches!(
+                code,
+                // librdkafka refuses to enqueue once the transaction must abort (`State`) or the
+                // producer failed fatally (`Fatal`, mapped to its cause where known); an abort purges
+                // what was queued or in flight.
+                C::State
+                    | C::Fatal
+                    | C::Fenced
+                    | C::PurgeQueue
+                    | C::PurgeInflight
+                    | C::InvalidProducerEpoch
+                    | C::ProducerFenced
+                    | C::InvalidTransactionalState
+                    | C::InvalidProducerIdMapping
+                    | C::TransactionCoordinatorFenced
+                    | C::TransactionalIdAuthorizationFailed
+                    | C::UnknownProducerId
+                    | C::OutOfOrderSequenceNumber
+            ),
+            Self::Client(_) => true,
+            _ => false,
+        }
+    }
+
     fn from_kafka(topic: &str, timeout: Duration, e: KafkaError) -> Self {
         let topic = topic.to_owned();
         match e.rdkafka_error_code() {
@@ -425,6 +468,10 @@ struct Inner {
     delivery_timeout: Duration,
     health: HealthState,
     closed: AtomicBool,
+    /// Whether the producer is transactional ([`Publisher::transactional`]).
+    transactional: bool,
+    /// The producer's `message.max.bytes`: larger events are refused before they are sent.
+    max_message_bytes: usize,
     registry: crate::schema::Registry,
     /// Subjects of the event types the service declared, by (topic, record full name).
     subjects: HashMap<(String, String), String>,
@@ -445,6 +492,9 @@ impl fmt::Debug for Publisher {
 /// How long a transaction may stay open before the broker aborts it (a dead instance's open
 /// transaction blocks `read_committed` readers of its outputs this long at most).
 pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// How many publishes may be in flight: `publish_queue`, kept within what librdkafka's queue takes.
 fn publish_capacity(config: &Config) -> u32 {
@@ -520,6 +570,18 @@ impl Publisher {
         &self.inner.producer
     }
 
+    /// Whether this publisher is transactional ([`Publisher::transactional`]): what it publishes
+    /// belongs to the open transaction, and a failed write there means the transaction must abort.
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.inner.transactional
+    }
+
+    /// The producer's `message.max.bytes` (key, payload and headers together): librdkafka refuses a
+    /// larger event before sending it.
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.inner.max_message_bytes
+    }
+
     fn build(
         config: &Config,
         spec: &ServiceSpec,
@@ -560,6 +622,11 @@ impl Publisher {
                 delivery_timeout: config.delivery_timeout,
                 health,
                 closed: AtomicBool::new(false),
+                transactional: transactional_id.is_some(),
+                max_message_bytes: client
+                    .get("message.max.bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
                 registry: crate::schema::Registry::new(&config.schema_registry_url)?,
                 subjects: spec
                     .events()

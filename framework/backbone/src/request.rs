@@ -59,7 +59,9 @@
 //!
 //! # Timeouts, bounds and metrics
 //!
-//! Every request has its own timeout, covering publishing and waiting; it ends as
+//! Every request has its own timeout, covering publishing and waiting, of at most [`MAX_DEADLINE`]
+//! (five minutes; a responder also takes no deadline from a request's header as further ahead than
+//! that, so a far-future one cannot hold a request partition); it ends as
 //! [`RequestError::Timeout`] and its pending entry is dropped, so a reply arriving later is counted
 //! as late and dropped. A timed-out **command** may still be carried out: make commands idempotent
 //! (the request id is a natural idempotency key, [`RequestInfo::id`]).
@@ -204,6 +206,11 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 /// Segment size of request and reply topics by default: 1 MiB (the smallest backbone allows), so
 /// segments close, and retention applies, soon.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// The longest a request may wait for its reply: a [`Requester::request`] timeout longer than this
+/// is cut to it, and a responder takes a request's deadline (its `backbone-request-deadline`
+/// header) as at most this far ahead of its own clock, so a far-future deadline cannot keep it
+/// retrying one request (and its partition waiting) longer.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// Event type of requests unless [`RequesterBuilder::event_type`] says otherwise.
 pub const DEFAULT_REQUEST_TYPE: &str = "Request";
 /// Event type of replies.
@@ -262,7 +269,10 @@ impl RequestInfo {
             Some(_) => {
                 let millis: u64 =
                     text(headers::DEADLINE)?.parse().map_err(|e| bad(headers::DEADLINE, format!("{e}")))?;
-                Some(UNIX_EPOCH + Duration::from_millis(millis))
+                // A request gets MAX_DEADLINE of the responder's time at most, whatever it asks.
+                let latest = SystemTime::now() + MAX_DEADLINE;
+                let asked = UNIX_EPOCH.checked_add(Duration::from_millis(millis)).unwrap_or(latest);
+                Some(asked.min(latest))
             }
         };
         Ok(Self {
@@ -700,6 +710,8 @@ pub struct RequestStats {
     pub duplicate_replies: u64,
     /// Replies addressed to other requester instances: skipped.
     pub foreign_replies: u64,
+    /// Times the reply reader failed (a panic) and was started again.
+    pub reader_restarts: u64,
 }
 
 #[derive(Default)]
@@ -714,6 +726,7 @@ struct Counters {
     late_replies: AtomicU64,
     duplicate_replies: AtomicU64,
     foreign_replies: AtomicU64,
+    reader_restarts: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -838,6 +851,7 @@ impl Routes {
             late_replies: get(&c.late_replies),
             duplicate_replies: get(&c.duplicate_replies),
             foreign_replies: get(&c.foreign_replies),
+            reader_restarts: get(&c.reader_restarts),
         }
     }
 
@@ -965,11 +979,13 @@ impl Requester {
         })
     }
 
-    /// Sends `payload` and waits up to `timeout` (publishing included) for its reply.
+    /// Sends `payload` and waits up to `timeout` (publishing included; at most [`MAX_DEADLINE`])
+    /// for its reply.
     ///
     /// Fails at once with [`RequestError::Overloaded`] when `max_pending` requests are pending.
     /// Dropping the future stops waiting (the request may still be answered; the reply is dropped).
     pub async fn request(&self, payload: &[u8], timeout: Duration) -> Result<Reply, RequestError> {
+        let timeout = timeout.min(MAX_DEADLINE);
         let shared = &*self.shared;
         let routes = &shared.routes;
         let id = Uuid::new_v4();
@@ -1125,13 +1141,37 @@ impl RequesterBuilder {
             event_type: self.event_type,
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(read_replies(shared.clone(), consumer, stopped));
+        let task = tokio::spawn(supervise_replies(shared.clone(), Arc::new(consumer), stopped));
         Ok(Requester { shared, reader: Arc::new(Reader { stop, task: Mutex::new(Some(task)) }) })
     }
 }
 
+/// Runs the reply reader until stopped, starting it again should it end otherwise (a panic): a
+/// requester's callers must never wait on a reader that is gone. When it stops, pending requests
+/// end with [`RequestError::Closed`].
+async fn supervise_replies(shared: Arc<Shared>, consumer: Arc<StreamConsumer>, stop: watch::Receiver<bool>) {
+    loop {
+        let reader = tokio::spawn(read_replies(shared.clone(), consumer.clone(), stop.clone()));
+        match reader.await {
+            Ok(()) => break,
+            Err(e) if *stop.borrow() => {
+                tracing::warn!(topic = shared.reply_to, error = %e, "reply reader ended while stopping");
+                break;
+            }
+            Err(e) => {
+                // The reply it was reading is lost (its caller times out); the others still come.
+                bump(&shared.routes.counters.reader_restarts);
+                tracing::error!(topic = shared.reply_to, error = %e, "reply reader failed; starting it again");
+            }
+        }
+    }
+    shared.routes.close();
+    tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
+}
+
 /// The reply reader: routes the replies addressed to this instance until stopped.
-async fn read_replies(shared: Arc<Shared>, consumer: StreamConsumer, mut stop: watch::Receiver<bool>) {
+async fn read_replies(shared: Arc<Shared>, consumer: Arc<StreamConsumer>, mut stop: watch::Receiver<bool>) {
+    use crate::handler::MessageHeaders as _;
     loop {
         let message = tokio::select! {
             biased;
@@ -1145,13 +1185,14 @@ async fn read_replies(shared: Arc<Shared>, consumer: StreamConsumer, mut stop: w
                 continue;
             }
         };
+        // Names read as bytes: one that is not UTF-8 is merely not ours.
         let (mut requester, mut id) = (None, None);
         if let Some(h) = message.headers() {
-            for header in h.iter() {
-                match header.key {
-                    headers::REQUESTER => requester = header.value,
-                    headers::REQUEST_ID => id = header.value,
-                    _ => {}
+            for (name, value) in (0..h.count()).filter_map(|i| h.name_and_value(i)) {
+                if name == headers::REQUESTER.as_bytes() {
+                    requester = Some(value);
+                } else if name == headers::REQUEST_ID.as_bytes() {
+                    id = Some(value);
                 }
             }
         }
@@ -1167,8 +1208,6 @@ async fn read_replies(shared: Arc<Shared>, consumer: StreamConsumer, mut stop: w
         };
         shared.routes.deliver(Reply { id, event: IncomingEvent::from_message(&message) });
     }
-    shared.routes.close();
-    tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
 }
 
 #[cfg(test)]
@@ -1239,6 +1278,29 @@ mod tests {
         assert_eq!(err.kind(), "missing-header");
         let bad = IncomingEvent::new("t", 0, 0).with_header(headers::REQUEST_ID, "not-a-uuid");
         assert_eq!(RequestInfo::from_event(&bad).unwrap_err().kind(), "bad-header");
+    }
+
+    #[test]
+    fn item_9_a_far_future_deadline_is_capped() {
+        for asked in
+            [SystemTime::now() + Duration::from_secs(24 * 3600), UNIX_EPOCH + Duration::from_millis(u64::MAX)]
+        {
+            let info = RequestInfo::from_event(&request_event("r", Some(asked))).unwrap();
+            let remaining = info.remaining().unwrap();
+            assert!(
+                remaining <= MAX_DEADLINE && remaining > MAX_DEADLINE - Duration::from_secs(60),
+                "{remaining:?}"
+            );
+        }
+        // The largest number the header can hold, as text.
+        let event = request_event("r", None).with_header(headers::DEADLINE, u64::MAX.to_string());
+        let remaining = RequestInfo::from_event(&event).unwrap().remaining().unwrap();
+        assert!(remaining <= MAX_DEADLINE, "{remaining:?}");
+        // A near deadline stays as it is.
+        let near =
+            RequestInfo::from_event(&request_event("r", Some(SystemTime::now() + Duration::from_secs(5))))
+                .unwrap();
+        assert!(near.remaining().unwrap() <= Duration::from_secs(5));
     }
 
     #[test]
