@@ -129,8 +129,9 @@ async fn read_output(p: &Pipeline, bootstrap: &str, expected: usize, oracle: Arc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_processor() {
     let Ok(args) = std::env::var(CHILD) else { return };
-    let [bootstrap, service, group]: [&str; 3] = args.split('|').collect::<Vec<_>>().try_into().unwrap();
-    let p = pipeline(service, group, bootstrap, 3);
+    let [bootstrap, service, group, replication]: [&str; 4] =
+        args.split('|').collect::<Vec<_>>().try_into().unwrap();
+    let p = pipeline(service, group, bootstrap, replication.parse().unwrap());
     let running = p.spec.start(&p.config).await.expect("start");
     processor(&p, running.publisher(), Arc::new(AtomicUsize::new(0)), true)
         .run(std::future::pending())
@@ -229,11 +230,89 @@ impl<H: ConsumerHooks> ConsumerHooks for SharedHooks<H> {
 }
 
 fn spawn_child(p: &Pipeline, bootstrap: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let replication = if p.config.profile == backbone::Profile::Production { "3" } else { "1" };
     common::spawn_test_child(
         "child_processor",
         CHILD,
-        &[bootstrap, p.spec.name(), p.group.as_str()].join("|"),
+        &[bootstrap, p.spec.name(), p.group.as_str(), replication].join("|"),
     )
+}
+
+/// Blocks until the child prints a line containing `what` (or panics after 120 s).
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("the child never printed {what}"));
+        eprintln!("child: {line}");
+        if line.contains(what) {
+            return;
+        }
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// R14's zombie: a processor paused (SIGSTOP) past its session timeout while a successor takes its
+/// partitions over, then resumed (SIGCONT) with its transaction still open. Its late commit is
+/// fenced (KIP-447: the group's generation moved on), so the `read_committed` output holds every
+/// event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r14_a_zombie_processor_resumed_after_its_successor_took_over_commits_nothing() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap_servers().to_owned();
+    let p = pipeline(&unique("r14-zombie"), &unique("r14-zombie-group"), &bootstrap, 1);
+    let running = p.spec.start(&p.config).await.unwrap();
+    let total = 12_000;
+    let oracle = Arc::new(Mutex::new(Oracle::new()));
+    let errors =
+        common::publish_oracle(running.publisher(), &p.input, total, 300, 2_000, &oracle, |_| {}).await;
+    assert!(errors.is_empty(), "{errors:?}");
+
+    // The zombie: stopped mid-stream, with a transaction open.
+    let (mut zombie, lines) = spawn_child(&p, &bootstrap);
+    let lines = tokio::task::spawn_blocking(move || {
+        wait_handled(&lines, 2_000);
+        lines
+    })
+    .await
+    .unwrap();
+    signal(&zombie, "-STOP");
+
+    // Its successor takes every partition once the zombie's session (6 s) has expired.
+    let (mut successor, successor_lines) = spawn_child(&p, &bootstrap);
+    let successor_lines = tokio::task::spawn_blocking(move || {
+        wait_handled(&successor_lines, 1_000);
+        successor_lines
+    })
+    .await
+    .unwrap();
+
+    // The zombie wakes with its transaction open: its commit is refused, and it joins again.
+    signal(&zombie, "-CONT");
+    let lines = tokio::task::spawn_blocking(move || {
+        wait_line(&lines, "ASSIGNED");
+        lines
+    })
+    .await
+    .unwrap();
+    for child in [&mut zombie, &mut successor] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    drop((lines, successor_lines));
+
+    // A last life here until the output is complete: once each, in order.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = processor(&p, running.publisher(), handled, false);
+    let seen = process_until_output(consumer, &p, &bootstrap, total, oracle).await;
+    assert_eq!(seen, total);
 }
 
 /// Blocks until the child prints `HANDLED n` with n ≥ `at_least` (or panics after 120 s).
