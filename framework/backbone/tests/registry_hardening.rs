@@ -159,6 +159,26 @@ async fn item_10_a_foreign_schema_id_and_a_huge_length_prefix_are_dead_lettered(
     println!("item 10 dead letters: {} | {}", message(0), message(1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_10_a_schema_registered_for_two_topics_is_accepted_on_both() {
+    let registry = Registry::new(shared_registry().url()).unwrap();
+    let name = unique("item10shared");
+    let [first, second, third] = ["first", "second", "third"].map(|t| format!("{name}.public.{t}-v1"));
+    let id = registry.register(&format!("{first}-value"), Order::SCHEMA).await.unwrap();
+    // Checked for the first topic: the id's subject list ([first-value]) is remembered.
+    registry.check_topic(id, &first).await.expect("the first topic's own schema");
+    // The same schema registered for the second topic: the registry gives the same id (Apicurio
+    // numbers contents). The remembered list lacks the second subject; the registry is asked again.
+    let again = registry.register(&format!("{second}-value"), Order::SCHEMA).await.unwrap();
+    println!("item 10: the same schema under a second subject has id {again} (first {id})");
+    registry.check_topic(again, &second).await.expect("accepted on the second topic");
+    registry.check_topic(id, &first).await.expect("still accepted on the first");
+    // A topic it was never registered for refuses it.
+    let err = registry.check_topic(id, &third).await.unwrap_err();
+    assert_eq!(err.kind(), "foreign-schema-id", "{err}");
+    assert!(err.to_string().contains(&format!("{first}-value")), "{err}");
+}
+
 fn registry_degraded(health: &Health) -> bool {
     health.degraded.contains_key(REGISTRY_COMPONENT)
 }

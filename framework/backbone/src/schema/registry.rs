@@ -38,14 +38,17 @@ struct Inner {
     unknown: Mutex<HashMap<SchemaId, Instant>>,
     /// The subjects each schema id is registered under, and when that was asked.
     subjects: Mutex<HashMap<SchemaId, Subjects>>,
+    /// Schema ids refused for a topic, and when: the registry is asked again about that pair only
+    /// after [`UNKNOWN_ID_TTL`].
+    refused: Mutex<HashMap<(SchemaId, String), Instant>>,
 }
 
 /// The subjects a schema id is registered under, and when the registry said so.
 type Subjects = (Arc<[String]>, Instant);
 
 /// How long an id the registry did not know is answered from memory as unknown (a schema registered
-/// meanwhile is found after this at the latest), and how long a subject list that lacks the subject a
-/// topic needs is trusted before it is asked again.
+/// meanwhile is found after this at the latest), and how long an id refused for a topic stays
+/// refused without asking the registry again.
 pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
 
 /// The most ids remembered as unknown (and subject lists remembered): past it, expired entries are
@@ -62,11 +65,16 @@ impl std::fmt::Debug for Registry {
 
 /// Inserts `key` into a bounded map of timed entries: at [`UNKNOWN_ID_CAPACITY`], entries older than
 /// [`UNKNOWN_ID_TTL`] are dropped first, then the oldest one.
-fn insert_bounded<V>(map: &mut HashMap<SchemaId, V>, key: SchemaId, value: V, at: impl Fn(&V) -> Instant) {
+fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    at: impl Fn(&V) -> Instant,
+) {
     if map.len() >= UNKNOWN_ID_CAPACITY && !map.contains_key(&key) {
         map.retain(|_, v| at(v).elapsed() < UNKNOWN_ID_TTL);
         if map.len() >= UNKNOWN_ID_CAPACITY
-            && let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| *k)
+            && let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone())
         {
             map.remove(&oldest);
         }
@@ -135,6 +143,7 @@ impl Registry {
                 encoders: RwLock::new(HashMap::new()),
                 unknown: Mutex::default(),
                 subjects: Mutex::default(),
+                refused: Mutex::default(),
             }),
         })
     }
@@ -266,14 +275,12 @@ impl Registry {
         unknown.get(&id).is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
     }
 
-    /// The subjects schema `id` is registered under (`GET /schemas/ids/{id}/versions`). Served from
-    /// memory when asked less than [`UNKNOWN_ID_TTL`] ago, or when `fresh` is false.
+    /// The subjects schema `id` is registered under (`GET /schemas/ids/{id}/versions`), from memory
+    /// unless `fresh`.
     async fn subjects(&self, id: SchemaId, fresh: bool) -> Result<Arc<[String]>, SchemaError> {
-        {
+        if !fresh {
             let known = self.inner.subjects.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((subjects, at)) = known.get(&id)
-                && (!fresh || at.elapsed() < UNKNOWN_ID_TTL)
-            {
+            if let Some((subjects, _)) = known.get(&id) {
                 return Ok(subjects.clone());
             }
         }
@@ -302,9 +309,10 @@ impl Registry {
     /// one registered only under other subjects (another topic's contract) is refused with
     /// [`SchemaError::ForeignSchemaId`] instead of being decoded against the wrong contract.
     ///
-    /// Fetches the schema if needed. Subject lists are remembered; one lacking the topic's subject
-    /// is asked again after [`UNKNOWN_ID_TTL`] (the same schema may be registered under a new
-    /// subject meanwhile: the registry then gives the same id).
+    /// Fetches the schema if needed. Subject lists are remembered; one that lacks the topic's
+    /// subject is asked again (the same schema may have been registered under that subject since:
+    /// the registry then gives the same id), and a refusal is remembered for [`UNKNOWN_ID_TTL`] so a
+    /// flood of such records asks once per interval.
     pub async fn check_topic(&self, id: SchemaId, topic: &str) -> Result<(), SchemaError> {
         let schema = self.schema(id).await?;
         let value_subject = super::SubjectStrategy::TopicName.subject(topic, "");
@@ -314,9 +322,18 @@ impl Registry {
         if fits(&subjects) {
             return Ok(());
         }
-        let subjects = self.subjects(id, true).await?;
+        let key = (id, topic.to_owned());
+        let refused_lately = {
+            let refused = self.inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            refused.get(&key).is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
+        };
+        let subjects = if refused_lately { subjects } else { self.subjects(id, true).await? };
         if fits(&subjects) {
             return Ok(());
+        }
+        if !refused_lately {
+            let mut refused = self.inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            insert_bounded(&mut refused, key, Instant::now(), |at| *at);
         }
         Err(SchemaError::ForeignSchemaId { id, topic: topic.to_owned(), subjects: subjects.to_vec() })
     }
