@@ -41,6 +41,8 @@ struct Inner {
     /// Schema ids refused for a topic, and when: the registry is asked again about that pair only
     /// after [`UNKNOWN_ID_TTL`].
     refused: Mutex<HashMap<(SchemaId, String), Instant>>,
+    /// Whether the registry was found not to list an id's subjects (warned once).
+    subjects_unsupported: std::sync::atomic::AtomicBool,
 }
 
 /// The subjects a schema id is registered under, and when the registry said so.
@@ -144,6 +146,7 @@ impl Registry {
                 unknown: Mutex::default(),
                 subjects: Mutex::default(),
                 refused: Mutex::default(),
+                subjects_unsupported: Default::default(),
             }),
         })
     }
@@ -276,12 +279,13 @@ impl Registry {
     }
 
     /// The subjects schema `id` is registered under (`GET /schemas/ids/{id}/versions`), from memory
-    /// unless `fresh`.
-    async fn subjects(&self, id: SchemaId, fresh: bool) -> Result<Arc<[String]>, SchemaError> {
+    /// unless `fresh`; `None` when the registry does not serve that request (it answers 404 or 405
+    /// for an id whose schema it has just served).
+    async fn subjects(&self, id: SchemaId, fresh: bool) -> Result<Option<Arc<[String]>>, SchemaError> {
         if !fresh {
             let known = self.inner.subjects.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((subjects, _)) = known.get(&id) {
-                return Ok(subjects.clone());
+                return Ok(Some(subjects.clone()));
             }
         }
         let url = format!("{}/schemas/ids/{}/versions", self.inner.base, id.0);
@@ -295,12 +299,12 @@ impl Registry {
             .map_err(|e| self.unreachable(&e))?;
         let subjects: Arc<[String]> = match reply.status().as_u16() {
             200 => self.json::<Vec<SubjectVersion>>(reply).await?.into_iter().map(|v| v.subject).collect(),
-            404 => Arc::from([]),
+            404 | 405 => return Ok(None),
             status => return Err(self.unexpected(status, reply).await),
         };
         let mut known = self.inner.subjects.lock().unwrap_or_else(PoisonError::into_inner);
         insert_bounded(&mut known, id, (subjects.clone(), Instant::now()), |(_, at)| *at);
-        Ok(subjects)
+        Ok(Some(subjects))
     }
 
     /// Checks that schema `id` is one `topic` may carry: registered under `<topic>-value`
@@ -312,13 +316,18 @@ impl Registry {
     /// Fetches the schema if needed. Subject lists are remembered; one that lacks the topic's
     /// subject is asked again (the same schema may have been registered under that subject since:
     /// the registry then gives the same id), and a refusal is remembered for [`UNKNOWN_ID_TTL`] so a
-    /// flood of such records asks once per interval.
+    /// flood of such records asks once per interval. A registry that cannot list an id's subjects
+    /// (answering 404 or 405 to `GET /schemas/ids/{id}/versions`, as the embedded development
+    /// registry does) is not checked against, with a warning once.
     pub async fn check_topic(&self, id: SchemaId, topic: &str) -> Result<(), SchemaError> {
         let schema = self.schema(id).await?;
         let value_subject = super::SubjectStrategy::TopicName.subject(topic, "");
         let record = super::full_name(schema);
         let fits = |subjects: &[String]| subjects.iter().any(|s| *s == value_subject || *s == record);
-        let subjects = self.subjects(id, false).await?;
+        let Some(subjects) = self.subjects(id, false).await? else {
+            self.cannot_check_subjects();
+            return Ok(());
+        };
         if fits(&subjects) {
             return Ok(());
         }
@@ -327,7 +336,14 @@ impl Registry {
             let refused = self.inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
             refused.get(&key).is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
         };
-        let subjects = if refused_lately { subjects } else { self.subjects(id, true).await? };
+        let subjects = if refused_lately {
+            subjects
+        } else if let Some(subjects) = self.subjects(id, true).await? {
+            subjects
+        } else {
+            self.cannot_check_subjects();
+            return Ok(());
+        };
         if fits(&subjects) {
             return Ok(());
         }
@@ -336,6 +352,18 @@ impl Registry {
             insert_bounded(&mut refused, key, Instant::now(), |at| *at);
         }
         Err(SchemaError::ForeignSchemaId { id, topic: topic.to_owned(), subjects: subjects.to_vec() })
+    }
+
+    /// A registry that cannot say which subjects an id belongs to (the embedded development
+    /// registry): the check is skipped, with a warning once per client.
+    fn cannot_check_subjects(&self) {
+        if !self.inner.subjects_unsupported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                url = %crate::config::redact_url(&self.inner.base),
+                "the schema registry does not serve GET /schemas/ids/{{id}}/versions: records' schema ids \
+                 are not checked against their topic's subject"
+            );
+        }
     }
 
     /// Caches `schema` as the one with `id`, as if fetched (for tools and tests that know their
