@@ -108,7 +108,7 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 ///
 /// A string or bytes value is never longer than its record, so a length prefix past
 /// [`MAX_RECORD_BYTES`] is already a lie; arrays and maps are counted by items × their in-memory size
-/// (an `apache_avro::types::Value` is 48 bytes, a map entry 72), so this admits a record of
+/// (an `apache_avro::types::Value` is 56 bytes, a map entry 80), so this admits a record of
 /// [`MAX_RECORD_BYTES`] filled with one-byte array items, and nothing like apache-avro's default of
 /// 512 MiB, which one record of a few bytes claiming a huge length could make the process allocate.
 /// A record over the limit fails to decode (dead-lettered, kind `undecodable-payload`).
