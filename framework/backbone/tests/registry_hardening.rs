@@ -183,18 +183,63 @@ fn registry_degraded(health: &Health) -> bool {
     health.degraded.contains_key(REGISTRY_COMPONENT)
 }
 
+/// A TCP relay on a loopback port to the registry's port `target`, with a gate: while closed, it
+/// drops every connection it accepts, as an unreachable registry does for its clients. Services
+/// reach the registry through it, so a registry started afresh (the kit's keeps its storage in
+/// memory) can be given its schemas back before they see it: as a registry returning with its
+/// storage would be.
+struct Relay {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    target: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let target = Arc::new(std::sync::atomic::AtomicU16::new(target));
+        let (gate, to) = (open.clone(), target.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !gate.load(SeqCst) {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let to = to.load(SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut registry) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut registry).await;
+                    }
+                });
+            }
+        });
+        Self { port, open, target }
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.split(':').nth(2).and_then(|p| p.split('/').next()).unwrap().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
-    // A registry of this test's own, stopped and started again at the same URL.
+    // A registry of this test's own, stopped and started again, reached through a relay.
     let first = tokio::task::spawn_blocking(SchemaRegistry::start).await.unwrap().expect("registry");
-    let url = first.url().to_owned();
-    let port: u16 = url.split(':').nth(2).and_then(|p| p.split('/').next()).unwrap().parse().unwrap();
+    let relay = Relay::start(port_of(first.url())).await;
+    let url = first.url().replace(&format!(":{}/", port_of(first.url())), &format!(":{}/", relay.port));
     let mut config = config(&url);
     config.shutdown_timeout = Duration::from_secs(2);
     let name = unique("item8");
     let (spec, topic, dlq, publisher) = service(&config, &name).await;
     let subject = format!("{}-value", topic.name());
-    let id = Registry::new(&url).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    let id = Registry::new(first.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    relay.set_open(false);
     drop(first); // the registry is gone (killed)
 
     const EVENTS: i32 = 20;
@@ -250,16 +295,14 @@ async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
         .expect("health degraded while the registry is down");
     assert!(waiting.degraded[REGISTRY_COMPONENT].contains("unreachable"), "{waiting:?}");
     let outage = Instant::now();
-    let second = tokio::task::spawn_blocking(move || SchemaRegistry::start_preferring(Some(port)))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(second.url(), url, "the registry is back at the same URL");
+    let second = tokio::task::spawn_blocking(SchemaRegistry::start).await.unwrap().expect("registry");
     // A fresh registry (in-memory storage): the schema registered again gets the same id.
-    let again = Registry::new(&url).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    let again = Registry::new(second.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
     assert_eq!(again, id, "the fresh registry gave the schema another id");
+    relay.target.store(port_of(second.url()), std::sync::atomic::Ordering::SeqCst);
     println!("item 8: registry down for {:?} while the partition waited", outage.elapsed());
     assert_eq!(end_offset(dlq.name()), 0, "nothing dead-lettered during the outage");
+    relay.set_open(true);
 
     // 3. Every event handled, in order, health recovered, still nothing dead-lettered.
     tokio::time::timeout(Duration::from_secs(60), running)
