@@ -401,7 +401,8 @@ impl Registry {
         let base = url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CheckError::Registry(format!(
-                "--registry {url}: expected an http:// or https:// URL"
+                "--registry {}: expected an http:// or https:// URL",
+                backbone::config::redact_url(url)
             )));
         }
         let client = reqwest::Client::builder()
@@ -497,7 +498,10 @@ impl Registry {
                 .body(body.to_string()),
             None => self.client.get(&url),
         };
-        let error = |e: reqwest::Error| CheckError::Registry(format!("{url}: {e}"));
+        // The URL (and the client's error, which quotes it) may carry a password: printed redacted.
+        let error = |e: reqwest::Error| {
+            CheckError::Registry(backbone::config::redact_url(&format!("{url}: {e}")).into_owned())
+        };
         let response =
             request.header(reqwest::header::ACCEPT, REGISTRY_CONTENT_TYPE).send().await.map_err(error)?;
         let status = response.status();
@@ -522,6 +526,19 @@ mod tests {
 
     const BACKWARD: Rule = Rule { kind: RuleKind::Backward, transitive: false };
     const FORWARD: Rule = Rule { kind: RuleKind::Forward, transitive: false };
+
+    #[tokio::test]
+    async fn item_7_registry_errors_print_no_password() {
+        let refused = Registry::new("ftp://ci:registry-s3cret@registry.example").err().unwrap().to_string();
+        assert!(refused.contains("ftp://ci:***@registry.example"), "{refused}");
+        // Nothing listens on port 1: the client's error quotes the URL, which is redacted.
+        let registry = Registry::new("http://ci:registry-s3cret@127.0.0.1:1/apis/ccompat/v7").unwrap();
+        let unreachable = registry.request("/subjects", None).await.unwrap_err().to_string();
+        assert!(unreachable.contains("http://ci:***@127.0.0.1:1/apis/ccompat/v7/subjects"), "{unreachable}");
+        for text in [refused, unreachable] {
+            assert!(!text.contains("s3cret"), "a password in `{text}`");
+        }
+    }
 
     #[test]
     fn rules_parse_and_print_as_the_registry_names_them() {

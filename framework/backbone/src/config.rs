@@ -18,7 +18,9 @@
 //! | `BACKBONE_HTTP_ADDR` | `0.0.0.0:8080` | where a service declared with `App` serves HTTP (`/healthz`, `/readyz`, its routes) |
 //! | `BACKBONE_CONFIG_FILE` | | a file of `KEY=VALUE` lines read first; the environment wins |
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,8 +37,8 @@ pub enum Profile {
     Development,
 }
 
-/// How clients authenticate to the brokers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// How clients authenticate to the brokers. Its `Debug` prints `***` for the password.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Security {
     /// `security.protocol`.
     pub protocol: String,
@@ -49,6 +51,17 @@ pub struct Security {
     pub password: Option<String>,
 }
 
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("protocol", &self.protocol)
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
 impl Security {
     fn is_sasl(&self) -> bool {
         self.protocol.starts_with("SASL")
@@ -56,13 +69,16 @@ impl Security {
 }
 
 /// A service's configuration. Build it with [`Config::from_env`], or [`Config::default`] and the
-/// fields for tests.
-#[derive(Debug, Clone, Serialize)]
+/// fields for tests. Its `Debug` and `Serialize` output carry no secret: the SASL password is
+/// `***` (or left out), and so is the password in the registry URL's user info ([`redact_url`]).
+#[derive(Clone, Serialize)]
 #[non_exhaustive]
 pub struct Config {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// The Confluent-compatible schema registry's base URL.
+    /// The Confluent-compatible schema registry's base URL (it may carry `user:password@` for basic
+    /// authentication).
+    #[serde(serialize_with = "serialize_redacted")]
     pub schema_registry_url: String,
     /// Durability profile for provisioning.
     pub profile: Profile,
@@ -88,6 +104,71 @@ pub struct Config {
     pub mock_cluster: Option<crate::dev::MockKafka>,
     /// Where [`crate::app::App::run`] serves HTTP (`BACKBONE_HTTP_ADDR`, default `0.0.0.0:8080`).
     pub http_addr: std::net::SocketAddr,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("schema_registry_url", &redact_url(&self.schema_registry_url))
+            .field("profile", &self.profile)
+            .field("security", &self.security)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("linger", &self.linger)
+            .field("publish_queue", &self.publish_queue)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("producer_overrides", &self.producer_overrides)
+            .field("allow_weak_durability", &self.allow_weak_durability)
+            .field("mock_cluster", &self.mock_cluster)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
+/// What secrets are printed as.
+const REDACTED: &str = "***";
+
+/// `text` with the user info of every URL in it redacted: `http://user:secret@host/…` becomes
+/// `http://user:***@host/…`, and user info without a password (`http://token@host`) becomes
+/// `***@`. Text without user info is returned as is. For logs, `Debug` output and error messages
+/// (registry URLs and the HTTP client's errors, which quote the URL).
+pub fn redact_url(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority runs to the path, query or fragment, or to where the URL ends in prose.
+        let end = tail
+            .find(|c: char| matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | '>' | ']') || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => {
+                let user_info = &authority[..user_end];
+                match user_info.split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push(':');
+                        out.push_str(REDACTED);
+                    }
+                    None => out.push_str(REDACTED),
+                }
+                out.push_str(&authority[user_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 impl Default for Config {
@@ -189,7 +270,7 @@ impl Config {
         }
         if let Some(v) = get("SCHEMA_REGISTRY_URL") {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
-                return Err(invalid("SCHEMA_REGISTRY_URL", &v, "an http:// or https:// URL"));
+                return Err(invalid("SCHEMA_REGISTRY_URL", &redact_url(&v), "an http:// or https:// URL"));
             }
             c.schema_registry_url = v.trim_end_matches('/').to_owned();
         }
@@ -401,6 +482,59 @@ mod tests {
         for (vars, expected) in cases {
             let err = from(vars).unwrap_err().to_string();
             assert!(err.contains(expected), "`{err}` should contain `{expected}`");
+        }
+    }
+
+    #[test]
+    fn item_7_debug_and_serialized_config_carry_no_secret() {
+        let c = from(&[
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_PASSWORD", "kafka-s3cret"),
+            ("SCHEMA_REGISTRY_URL", "https://svc:registry-s3cret@registry.example:8081/apis/ccompat/v7"),
+        ])
+        .unwrap();
+        // The values are there for the clients ...
+        assert_eq!(c.security.password.as_deref(), Some("kafka-s3cret"));
+        assert!(c.schema_registry_url.contains("registry-s3cret"));
+        // ... and in no printed or serialized form.
+        let printed = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", c.security),
+            serde_json::to_string(&c).unwrap(),
+            serde_json::to_string(&c.security).unwrap(),
+        ];
+        for text in &printed {
+            assert!(!text.contains("s3cret"), "a secret in `{text}`");
+        }
+        assert!(
+            printed[0].contains("https://svc:***@registry.example:8081/apis/ccompat/v7"),
+            "{}",
+            printed[0]
+        );
+        assert!(printed[0].contains("password: Some(\"***\")"), "{}", printed[0]);
+        // A refused URL is quoted redacted in the error too.
+        let err =
+            from(&[("SCHEMA_REGISTRY_URL", "ftp://svc:registry-s3cret@host/")]).unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && err.contains("ftp://svc:***@host/"), "{err}");
+    }
+
+    #[test]
+    fn item_7_urls_lose_their_passwords_wherever_they_are_quoted() {
+        let cases = [
+            ("http://127.0.0.1:8081/apis/ccompat/v7", "http://127.0.0.1:8081/apis/ccompat/v7"),
+            ("http://user:pa:ss@host:1/x?q=a@b", "http://user:***@host:1/x?q=a@b"),
+            ("https://p@ss:w@rd@host", "https://p@ss:***@host"),
+            ("http://token@host/a", "http://***@host/a"),
+            (
+                "error sending request for url (http://u:secret@10.0.0.1:8081/schemas/ids/7): refused",
+                "error sending request for url (http://u:***@10.0.0.1:8081/schemas/ids/7): refused",
+            ),
+            ("a http://u:s@h) and https://v:t@k", "a http://u:***@h) and https://v:***@k"),
+            ("no url @ all", "no url @ all"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(redact_url(text), expected, "{text}");
         }
     }
 

@@ -24,8 +24,9 @@
 //!   it drops) and a strong reference to the consumer it came from, because librdkafka must not be
 //!   torn down while one of its messages is alive. The reference is dropped after the message.
 //! - reading a message's fields, timestamp and headers (`rd_kafka_message_headers`, parsed by
-//!   librdkafka once, under a lock, on first use) and storing its offset (`rd_kafka_offset_store`, as rdkafka's
-//!   `store_offset_from_message` does). Header names are read as bytes: rdkafka's safe accessor
+//!   librdkafka once, under a lock, on first use) and storing its offset with its leader epoch
+//!   (`rd_kafka_offset_store_message`; rdkafka's `store_offset_from_message` calls the deprecated
+//!   `rd_kafka_offset_store`, which drops the epoch). Header names are read as bytes: rdkafka's safe accessor
 //!   panics on a name that is not UTF-8, where an event must never bring its partition down.
 
 #![allow(unsafe_code)]
@@ -292,12 +293,25 @@ impl Held {
         Some((name, value))
     }
 
-    /// Stores its offset for the next commit (the offset after it: the next event to handle).
+    /// Stores its offset for the next commit (the offset after it: the next event to handle), with
+    /// the leader epoch it was read under, so the commit carries the epoch too and a consumer
+    /// resuming from it is fenced against an outdated leader (KIP-320).
     pub(crate) fn store_offset(&self) -> Result<(), rdkafka::types::RDKafkaErrorCode> {
-        let raw = self.raw();
-        // SAFETY: the message's live topic handle; librdkafka stores `offset + 1`.
-        let error = unsafe { rd::rd_kafka_offset_store(raw.rkt, raw.partition, raw.offset) };
-        if error == NO_ERROR { Ok(()) } else { Err(error.into()) }
+        // SAFETY: a live message taken from a consumer's queue without an error (`take` keeps only
+        // those), as `rd_kafka_offset_store_message` requires; it only reads the message (offset,
+        // leader epoch, partition handle) and stores `offset + 1` with the epoch. It returns null
+        // on success, or an error object that is ours to destroy, once, here.
+        unsafe {
+            let error = rd::rd_kafka_offset_store_message(self.message.as_ptr());
+            match NonNull::new(error) {
+                None => Ok(()),
+                Some(error) => {
+                    let code = rd::rd_kafka_error_code(error.as_ptr());
+                    rd::rd_kafka_error_destroy(error.as_ptr());
+                    Err(code.into())
+                }
+            }
+        }
     }
 }
 

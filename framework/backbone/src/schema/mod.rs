@@ -99,6 +99,29 @@ pub fn full_name(schema: &apache_avro::Schema) -> String {
     }
 }
 
+/// The largest record backbone decodes: Kafka's default `max.message.bytes` (1 MiB), which
+/// backbone's topics keep. A topic raised above it may need [`MAX_DECODE_ALLOCATION`] raised too.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// The most apache-avro may allocate for one string, bytes or fixed value, or for one array's or
+/// map's items, while decoding: 64 × [`MAX_RECORD_BYTES`] = 64 MiB.
+///
+/// A string or bytes value is never longer than its record, so a length prefix past
+/// [`MAX_RECORD_BYTES`] is already a lie; arrays and maps are counted by items × their in-memory size
+/// (an `apache_avro::types::Value` is 56 bytes, a map entry 80), so this admits a record of
+/// [`MAX_RECORD_BYTES`] filled with one-byte array items, and nothing like apache-avro's default of
+/// 512 MiB, which one record of a few bytes claiming a huge length could make the process allocate.
+/// A record over the limit fails to decode (dead-lettered, kind `undecodable-payload`).
+pub const MAX_DECODE_ALLOCATION: usize = 64 * MAX_RECORD_BYTES;
+
+/// Sets apache-avro's process-wide allocation limit to [`MAX_DECODE_ALLOCATION`] and returns the
+/// limit in force. apache-avro takes the first value it is given, so this must run before the first
+/// decode: [`Registry::new`] calls it (every consumer, table and publisher makes one), and so may a
+/// service's `main`. Later calls change nothing.
+pub fn limit_decoding_allocations() -> usize {
+    apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION)
+}
+
 pub mod codec;
 pub mod compat;
 pub mod registry;
@@ -122,12 +145,27 @@ pub enum SchemaError {
     /// The registry does not know this schema id.
     #[error("schema id {0} is unknown to the registry")]
     UnknownId(SchemaId),
+    /// A record names a schema id that is not registered under the subject of the topic it was
+    /// read from (another topic's contract): refused rather than decoded against the wrong contract.
+    #[error(
+        "schema id {id} is not a schema of topic `{topic}` (registered under {}); a record may only \
+         carry its topic's contract",
+        if subjects.is_empty() { "no subject".to_owned() } else { subjects.join(", ") }
+    )]
+    ForeignSchemaId {
+        /// The writer schema id the record names.
+        id: SchemaId,
+        /// The topic the record was read from.
+        topic: String,
+        /// The subjects the id is registered under.
+        subjects: Vec<String>,
+    },
     /// The registry could not be reached.
     #[error("schema registry at {url} unreachable: {reason}")]
     Unreachable {
-        /// Its URL.
+        /// Its URL (with any password in it redacted).
         url: String,
-        /// Why.
+        /// Why (with any password in it redacted).
         reason: String,
     },
     /// The registry answered with an error.
@@ -179,6 +217,7 @@ impl SchemaError {
         match self {
             Self::Incompatible { .. } => "incompatible-schema",
             Self::UnknownId(_) => "unknown-schema-id",
+            Self::ForeignSchemaId { .. } => "foreign-schema-id",
             Self::Unreachable { .. } | Self::Registry { .. } => "registry",
             Self::InvalidSchema { .. } => "invalid-schema",
             Self::Wire(e) => e.kind(),

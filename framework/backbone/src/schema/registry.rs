@@ -5,7 +5,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use serde::Deserialize;
@@ -33,12 +33,55 @@ struct Inner {
     decoders: Decoders,
     /// Encoders by (event type, subject): registered once, then reused.
     encoders: RwLock<HashMap<(TypeId, String), Arc<dyn Any + Send + Sync>>>,
+    /// Schema ids the registry said it does not know, and when: asked again only after
+    /// [`UNKNOWN_ID_TTL`], so a flood of records naming a bogus id costs one request per interval.
+    unknown: Mutex<HashMap<SchemaId, Instant>>,
+    /// The subjects each schema id is registered under, and when that was asked.
+    subjects: Mutex<HashMap<SchemaId, Subjects>>,
+    /// Schema ids refused for a topic, and when: the registry is asked again about that pair only
+    /// after [`UNKNOWN_ID_TTL`].
+    refused: Mutex<HashMap<(SchemaId, String), Instant>>,
+    /// Whether the registry was found not to list an id's subjects (warned once).
+    subjects_unsupported: std::sync::atomic::AtomicBool,
 }
+
+/// The subjects a schema id is registered under, and when the registry said so.
+type Subjects = (Arc<[String]>, Instant);
+
+/// How long an id the registry did not know is answered from memory as unknown (a schema registered
+/// meanwhile is found after this at the latest), and how long an id refused for a topic stays
+/// refused without asking the registry again.
+pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(10);
+
+/// The most ids remembered as unknown (and subject lists remembered): past it, expired entries are
+/// dropped, then the oldest.
+pub const UNKNOWN_ID_CAPACITY: usize = 1024;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("url", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("url", &crate::config::redact_url(&self.inner.base))
+            .finish_non_exhaustive()
     }
+}
+
+/// Inserts `key` into a bounded map of timed entries: at [`UNKNOWN_ID_CAPACITY`], entries older than
+/// [`UNKNOWN_ID_TTL`] are dropped first, then the oldest one.
+fn insert_bounded<K: std::hash::Hash + Eq + Clone, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    at: impl Fn(&V) -> Instant,
+) {
+    if map.len() >= UNKNOWN_ID_CAPACITY && !map.contains_key(&key) {
+        map.retain(|_, v| at(v).elapsed() < UNKNOWN_ID_TTL);
+        if map.len() >= UNKNOWN_ID_CAPACITY
+            && let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    map.insert(key, value);
 }
 
 type SchemasById = Arc<RwLock<HashMap<SchemaId, &'static Schema>>>;
@@ -62,6 +105,11 @@ struct SchemaReply {
 }
 
 #[derive(Deserialize)]
+struct SubjectVersion {
+    subject: String,
+}
+
+#[derive(Deserialize)]
 struct ErrorReply {
     error_code: Option<i64>,
     message: Option<String>,
@@ -75,12 +123,18 @@ struct CompatibilityReply {
 }
 
 impl Registry {
-    /// A client for the Confluent-compatible API at `url` (Apicurio: `…/apis/ccompat/v7`).
+    /// A client for the Confluent-compatible API at `url` (Apicurio: `…/apis/ccompat/v7`; user info
+    /// in it, `https://user:password@host/…`, is sent as basic authentication and printed as
+    /// `user:***`). Also sets apache-avro's decoding allocation limit
+    /// ([`super::limit_decoding_allocations`]).
     pub fn new(url: &str) -> Result<Self, SchemaError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| SchemaError::Unreachable { url: url.to_owned(), reason: e.to_string() })?;
+        super::limit_decoding_allocations();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| {
+            SchemaError::Unreachable {
+                url: crate::config::redact_url(url).into_owned(),
+                reason: crate::config::redact_url(&e.to_string()).into_owned(),
+            }
+        })?;
         let base = url.trim_end_matches('/').to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -89,11 +143,16 @@ impl Registry {
                 http,
                 decoders: Decoders::default(),
                 encoders: RwLock::new(HashMap::new()),
+                unknown: Mutex::default(),
+                subjects: Mutex::default(),
+                refused: Mutex::default(),
+                subjects_unsupported: Default::default(),
             }),
         })
     }
 
-    /// The registry's base URL.
+    /// The registry's base URL, as given (with its user info, if any: print
+    /// [`redact_url`](crate::config::redact_url)`(url)` instead).
     pub fn url(&self) -> &str {
         &self.inner.base
     }
@@ -176,10 +235,14 @@ impl Registry {
         (!reasons.is_empty()).then(|| format!("{rule} against the latest version: {}", reasons.join("; ")))
     }
 
-    /// The schema with `id`, fetched once and then served from the cache.
+    /// The schema with `id`, fetched once and then served from the cache. An id the registry said it
+    /// does not know is answered [`SchemaError::UnknownId`] from memory for [`UNKNOWN_ID_TTL`].
     pub async fn schema(&self, id: SchemaId) -> Result<&'static Schema, SchemaError> {
         if let Some(schema) = self.cached(id) {
             return Ok(schema);
+        }
+        if self.known_unknown(id) {
+            return Err(SchemaError::UnknownId(id));
         }
         let url = format!("{}/schemas/ids/{}", self.inner.base, id.0);
         let reply = self
@@ -200,8 +263,106 @@ impl Registry {
                 let schema: &'static Schema = by_id.entry(id).or_insert_with(|| Box::leak(Box::new(parsed)));
                 Ok(schema)
             }
-            404 => Err(SchemaError::UnknownId(id)),
+            404 => {
+                let mut unknown = self.inner.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+                insert_bounded(&mut unknown, id, Instant::now(), |at| *at);
+                Err(SchemaError::UnknownId(id))
+            }
             status => Err(self.unexpected(status, reply).await),
+        }
+    }
+
+    /// Whether `id` was answered unknown less than [`UNKNOWN_ID_TTL`] ago.
+    fn known_unknown(&self, id: SchemaId) -> bool {
+        let unknown = self.inner.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        unknown.get(&id).is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
+    }
+
+    /// The subjects schema `id` is registered under (`GET /schemas/ids/{id}/versions`), from memory
+    /// unless `fresh`; `None` when the registry does not serve that request (it answers 404 or 405
+    /// for an id whose schema it has just served).
+    async fn subjects(&self, id: SchemaId, fresh: bool) -> Result<Option<Arc<[String]>>, SchemaError> {
+        if !fresh {
+            let known = self.inner.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((subjects, _)) = known.get(&id) {
+                return Ok(Some(subjects.clone()));
+            }
+        }
+        let url = format!("{}/schemas/ids/{}/versions", self.inner.base, id.0);
+        let reply = self
+            .inner
+            .http
+            .get(&url)
+            .header("Accept", CONTENT_TYPE)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let subjects: Arc<[String]> = match reply.status().as_u16() {
+            200 => self.json::<Vec<SubjectVersion>>(reply).await?.into_iter().map(|v| v.subject).collect(),
+            404 | 405 => return Ok(None),
+            status => return Err(self.unexpected(status, reply).await),
+        };
+        let mut known = self.inner.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+        insert_bounded(&mut known, id, (subjects.clone(), Instant::now()), |(_, at)| *at);
+        Ok(Some(subjects))
+    }
+
+    /// Checks that schema `id` is one `topic` may carry: registered under `<topic>-value`
+    /// (TopicNameStrategy), or under its own record's full name (RecordNameStrategy, where the
+    /// subject names the record rather than the topic). A record may name any id in the registry;
+    /// one registered only under other subjects (another topic's contract) is refused with
+    /// [`SchemaError::ForeignSchemaId`] instead of being decoded against the wrong contract.
+    ///
+    /// Fetches the schema if needed. Subject lists are remembered; one that lacks the topic's
+    /// subject is asked again (the same schema may have been registered under that subject since:
+    /// the registry then gives the same id), and a refusal is remembered for [`UNKNOWN_ID_TTL`] so a
+    /// flood of such records asks once per interval. A registry that cannot list an id's subjects
+    /// (answering 404 or 405 to `GET /schemas/ids/{id}/versions`, as the embedded development
+    /// registry does) is not checked against, with a warning once.
+    pub async fn check_topic(&self, id: SchemaId, topic: &str) -> Result<(), SchemaError> {
+        let schema = self.schema(id).await?;
+        let value_subject = super::SubjectStrategy::TopicName.subject(topic, "");
+        let record = super::full_name(schema);
+        let fits = |subjects: &[String]| subjects.iter().any(|s| *s == value_subject || *s == record);
+        let Some(subjects) = self.subjects(id, false).await? else {
+            self.cannot_check_subjects();
+            return Ok(());
+        };
+        if fits(&subjects) {
+            return Ok(());
+        }
+        let key = (id, topic.to_owned());
+        let refused_lately = {
+            let refused = self.inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            refused.get(&key).is_some_and(|at| at.elapsed() < UNKNOWN_ID_TTL)
+        };
+        let subjects = if refused_lately {
+            subjects
+        } else if let Some(subjects) = self.subjects(id, true).await? {
+            subjects
+        } else {
+            self.cannot_check_subjects();
+            return Ok(());
+        };
+        if fits(&subjects) {
+            return Ok(());
+        }
+        if !refused_lately {
+            let mut refused = self.inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            insert_bounded(&mut refused, key, Instant::now(), |at| *at);
+        }
+        Err(SchemaError::ForeignSchemaId { id, topic: topic.to_owned(), subjects: subjects.to_vec() })
+    }
+
+    /// A registry that cannot say which subjects an id belongs to (the embedded development
+    /// registry): the check is skipped, with a warning once per client.
+    fn cannot_check_subjects(&self) {
+        if !self.inner.subjects_unsupported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                url = %crate::config::redact_url(&self.inner.base),
+                "the schema registry does not serve GET /schemas/ids/{{id}}/versions: records' schema ids \
+                 are not checked against their topic's subject"
+            );
         }
     }
 
@@ -295,7 +456,8 @@ impl Registry {
     async fn json<T: serde::de::DeserializeOwned>(&self, reply: reqwest::Response) -> Result<T, SchemaError> {
         reply.json().await.map_err(|e| SchemaError::Registry {
             status: 200,
-            message: format!("unexpected reply from {}: {e}", self.inner.base),
+            message: crate::config::redact_url(&format!("unexpected reply from {}: {e}", self.inner.base))
+                .into_owned(),
         })
     }
 
@@ -311,8 +473,13 @@ impl Registry {
         SchemaError::Registry { status, message: self.error(reply).await.1 }
     }
 
+    /// The registry could not be asked: its URL and the client's reason, both without passwords
+    /// (the error reaches logs, health reasons and dead-letter headers).
     fn unreachable(&self, e: &reqwest::Error) -> SchemaError {
-        SchemaError::Unreachable { url: self.inner.base.clone(), reason: e.to_string() }
+        SchemaError::Unreachable {
+            url: crate::config::redact_url(&self.inner.base).into_owned(),
+            reason: crate::config::redact_url(&e.to_string()).into_owned(),
+        }
     }
 }
 
@@ -330,6 +497,107 @@ fn encode(subject: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A registry stand-in on a loopback port that answers every request 404 (`error_code` 40403,
+    /// schema not found) and counts the requests.
+    async fn counting_404() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}/apis/ccompat/v7", listener.local_addr().unwrap().port());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = r#"{"error_code":40403,"message":"Schema not found"}"#;
+                    let reply = format!(
+                        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn item_8_unknown_ids_are_remembered_for_a_while() {
+        let (url, requests) = counting_404().await;
+        let registry = Registry::new(&url).unwrap();
+        // A flood of records naming one bogus id: one question to the registry, not one per record.
+        for _ in 0..50 {
+            assert!(matches!(
+                registry.schema(SchemaId(4242)).await,
+                Err(SchemaError::UnknownId(SchemaId(4242)))
+            ));
+        }
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another id is asked about on its own.
+        let _ = registry.schema(SchemaId(4243)).await;
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // The memory is bounded: past its capacity, the oldest entries go.
+        for id in 0..(UNKNOWN_ID_CAPACITY as u32 + 10) {
+            let mut unknown = registry.inner.unknown.lock().unwrap();
+            insert_bounded(&mut unknown, SchemaId(10_000 + id), Instant::now(), |at| *at);
+        }
+        assert_eq!(registry.inner.unknown.lock().unwrap().len(), UNKNOWN_ID_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn item_7_registry_urls_and_errors_print_no_password() {
+        // Nothing listens on port 1: the request fails, and the error quotes the URL.
+        let registry = Registry::new("http://svc:registry-s3cret@127.0.0.1:1/apis/ccompat/v7").unwrap();
+        let err = registry.schema(SchemaId(1)).await.unwrap_err();
+        assert!(err.is_retriable(), "{err}");
+        let printed = [format!("{registry:?}"), err.to_string(), format!("{err:?}")];
+        for text in &printed {
+            assert!(!text.contains("s3cret"), "a password in `{text}`");
+        }
+        assert!(printed[0].contains("http://svc:***@127.0.0.1:1/apis/ccompat/v7"), "{}", printed[0]);
+        assert!(printed[1].contains("schema registry at http://svc:***@127.0.0.1:1/"), "{}", printed[1]);
+    }
+
+    #[test]
+    fn item_10_decoding_allocations_are_limited() {
+        let _registry = Registry::new("http://127.0.0.1:1").unwrap();
+        assert_eq!(apache_avro::util::max_allocation_bytes(usize::MAX), super::super::MAX_DECODE_ALLOCATION);
+        // The bound admits a full record of one-byte array items (counted at their in-memory size).
+        assert!(
+            super::super::MAX_RECORD_BYTES * std::mem::size_of::<apache_avro::types::Value>()
+                <= super::super::MAX_DECODE_ALLOCATION
+        );
+        // A body of a few bytes claiming a string of 100 MiB is refused before anything is allocated.
+        let schema =
+            Schema::parse_str(r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"}]}"#)
+                .unwrap();
+        let mut body = Vec::new();
+        let len: i64 = 100 << 20;
+        let mut zigzag = ((len << 1) ^ (len >> 63)) as u64;
+        while zigzag >= 0x80 {
+            body.push((zigzag as u8) | 0x80);
+            zigzag >>= 7;
+        }
+        body.push(zigzag as u8);
+        body.extend_from_slice(b"abc");
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema).build().unwrap();
+        let err = reader.read_value(&mut &body[..]).unwrap_err().to_string();
+        assert!(err.contains("maximum allowed"), "{err}");
+    }
+
     #[test]
     fn subjects_are_encoded_for_paths() {
         assert_eq!(
