@@ -21,6 +21,14 @@ pub fn config(bootstrap: &str) -> Config {
     c
 }
 
+/// A configuration pointing at the 3-broker cluster at `bootstrap`, production profile (topics with
+/// replication 3 and `min.insync.replicas` 2).
+pub fn production_config(bootstrap: &str) -> Config {
+    let mut c = config(bootstrap);
+    c.profile = Profile::Production;
+    c
+}
+
 /// A fresh service name and a public topic it owns (not yet created).
 pub fn owned_topic(partitions: i32) -> (String, TopicSpec) {
     let service = unique("svc");
@@ -123,9 +131,31 @@ impl Letter {
 
 /// Reads `count` records from partition 0 of `topic` from the beginning (blocking; 30 s at most).
 pub fn read_letters(topic: &str, count: usize) -> Vec<Letter> {
-    let reader: rdkafka::consumer::BaseConsumer = backbone_testkit::shared_kafka()
+    read_letters_on(backbone_testkit::shared_kafka(), topic, count)
+}
+
+/// Reads `count` records from partition 0 of `topic` on `cluster` from the beginning (blocking; 30 s
+/// at most).
+pub fn read_letters_on(cluster: &backbone_testkit::KafkaCluster, topic: &str, count: usize) -> Vec<Letter> {
+    read_records(cluster, topic, count, false)
+}
+
+/// Every record of partition 0 of `topic` on `cluster`, read from the beginning to its end (blocking;
+/// 30 s at most).
+pub fn read_letters_to_end(cluster: &backbone_testkit::KafkaCluster, topic: &str) -> Vec<Letter> {
+    read_records(cluster, topic, usize::MAX, true)
+}
+
+fn read_records(
+    cluster: &backbone_testkit::KafkaCluster,
+    topic: &str,
+    count: usize,
+    to_end: bool,
+) -> Vec<Letter> {
+    let reader: rdkafka::consumer::BaseConsumer = cluster
         .client_config()
         .set("group.id", unique("dlq-reader"))
+        .set("enable.partition.eof", if to_end { "true" } else { "false" })
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -134,8 +164,11 @@ pub fn read_letters(topic: &str, count: usize) -> Vec<Letter> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut letters = Vec::new();
     while letters.len() < count && std::time::Instant::now() < deadline {
-        let Some(m) = reader.poll(Duration::from_millis(500)) else { continue };
-        let m = m.unwrap();
+        let m = match reader.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(m) => m.unwrap(),
+        };
         let headers = m
             .headers()
             .map(|hs| {
