@@ -59,6 +59,22 @@ pub fn shared_kafka() -> &'static KafkaCluster {
     })
 }
 
+/// The three-broker cluster shared by every test in this test binary that asks for one (topics with
+/// replication 3 and `min.insync.replicas` 2, as in production): the one named by
+/// `KAFKA_CLUSTER_BOOTSTRAP_SERVERS`, or three brokers and a controller started on first use and
+/// killed when the process ends. Tests that kill or pause its brokers start a cluster of their own.
+///
+/// # Panics
+/// If the cluster cannot be started; the message says why.
+pub fn shared_cluster() -> &'static KafkaCluster {
+    static SHARED: OnceLock<KafkaCluster> = OnceLock::new();
+    SHARED.get_or_init(|| match std::env::var("KAFKA_CLUSTER_BOOTSTRAP_SERVERS") {
+        Ok(bootstrap) if !bootstrap.trim().is_empty() => KafkaCluster::external(bootstrap),
+        _ => KafkaCluster::start_three()
+            .unwrap_or_else(|e| panic!("backbone-testkit: could not start the shared 3-broker cluster: {e}")),
+    })
+}
+
 /// The schema registry shared by every test in this test binary: the one named by
 /// `SCHEMA_REGISTRY_URL`, or Apicurio Registry started on first use and killed when the process ends.
 ///

@@ -1,6 +1,7 @@
-//! Consumer groups against the real broker: instances share partitions, fail over and resume
-//! without loss (R5: one instance SIGKILLed mid-stream; R6: graceful shutdown and restart; scaling a
-//! group 1 → 2 → 3 → 1 while events flow).
+//! Consumer groups against a real 3-broker cluster, topics with replication 3 and
+//! `min.insync.replicas` 2 (the production profile): instances share partitions, fail over and
+//! resume without loss (R5: one instance SIGKILLed mid-stream; R6: graceful shutdown and restart;
+//! scaling a group 1 → 2 → 3 → 1 while events flow).
 //!
 //! Every instance appends one line per handled event to its own file (before the handler returns,
 //! so a killed process loses no record of what it handled), and the checks read the files:
@@ -19,7 +20,7 @@ use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
 use backbone::{Config, Publisher, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
-use backbone_testkit::{shared_kafka, unique};
+use backbone_testkit::{shared_cluster, unique};
 use tokio::sync::{Notify, oneshot};
 
 mod common;
@@ -144,7 +145,7 @@ fn estate_for(service: &str, group: &str, bootstrap: &str) -> Estate {
     let topic = TopicSpec::public(service, "events", 1).partitions(PARTITIONS).build().expect("topic");
     let dlq = dead_letter_topic(service, &topic).expect("dlq");
     let spec = Service::new(service).owns(&topic).owns(&dlq).consumes(&topic).spec().expect("spec");
-    Estate { config: common::config(bootstrap), spec, topic, group: group.to_owned() }
+    Estate { config: common::production_config(bootstrap), spec, topic, group: group.to_owned() }
 }
 
 fn consumer(estate: &Estate, publisher: &Publisher, log: &Shared) -> Consumer<Shared> {
@@ -417,7 +418,7 @@ async fn r5_an_instance_killed_mid_stream_loses_nothing_and_the_survivor_takes_o
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    let kafka = shared_kafka();
+    let kafka = shared_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("r5"), &unique("r5-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");
@@ -499,7 +500,7 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
         return;
     }
     log_from_env();
-    let kafka = shared_kafka();
+    let kafka = shared_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("r6"), &unique("r6-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");
@@ -563,7 +564,7 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
         return;
     }
     log_from_env();
-    let kafka = shared_kafka();
+    let kafka = shared_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("scale"), &unique("scale-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");

@@ -1,4 +1,5 @@
-//! R8 and R15 from `shared/reliability.md` against the real broker: poison records among 10,000 good
+//! R8 and R15 from `shared/reliability.md` against a real 3-broker cluster (replication 3,
+//! `min.insync.replicas` 2): poison records among 10,000 good
 //! ones are dead-lettered with their origin while the partition flows on and the lag returns to 0;
 //! a slow handler under a flood keeps the consumer's fetch queues within their configured bound while
 //! publishers await.
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use backbone::consume::{Consumer, ConsumerHooks, Retry, dead_letter_headers, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
 use backbone::{Outgoing, Service, TopicSpec};
-use backbone_testkit::{shared_kafka, unique};
+use backbone_testkit::{shared_cluster, unique};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -93,13 +94,13 @@ impl ConsumerHooks for CommitWatch {
 /// The high watermark of partition 0 of `topic` (blocking).
 fn end_offset(topic: &str) -> i64 {
     let c: BaseConsumer =
-        shared_kafka().client_config().set("group.id", unique("watermarks")).create().unwrap();
+        shared_cluster().client_config().set("group.id", unique("watermarks")).create().unwrap();
     c.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks").1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r8_poison_records_among_10000_good_ones_are_dead_lettered_and_the_partition_flows_on() {
-    let config = common::config(shared_kafka().bootstrap_servers());
+    let config = common::production_config(shared_cluster().bootstrap_servers());
     let (config, spec, topic, publisher) = setup("r8", 1, config).await;
 
     // The good events, with three poison records among them on the same (only) partition. The real
@@ -182,7 +183,10 @@ async fn r8_poison_records_among_10000_good_ones_are_dead_lettered_and_the_parti
 
     let dlq = dead_letter_topic(spec.name(), &topic).unwrap();
     let dlq_name = dlq.name().to_owned();
-    let letters = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 3)).await.unwrap();
+    let letters =
+        tokio::task::spawn_blocking(move || common::read_letters_on(shared_cluster(), &dlq_name, 3))
+            .await
+            .unwrap();
     assert_eq!(letters.len(), 3, "three dead letters");
     let expected = [
         ("order-poison-undecodable", "undecodable-payload", "1"),
@@ -270,7 +274,7 @@ fn memory_kib() -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r15_a_slow_handler_under_a_flood_keeps_consumer_memory_bounded_and_publishers_await() {
-    let mut config = common::config(shared_kafka().bootstrap_servers());
+    let mut config = common::production_config(shared_cluster().bootstrap_servers());
     // The default publish capacity (100,000) would take the whole flood without waiting; with 1,000
     // and 10,000 publishes in flight most of them have to wait for room: the behaviour under test.
     // Note: with the default capacity the producer builds larger batches, and the broker returns a
