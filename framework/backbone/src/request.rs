@@ -1303,6 +1303,30 @@ mod tests {
         assert!(near.remaining().unwrap() <= Duration::from_secs(5));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn item_9_a_huge_request_timeout_is_capped_not_a_panic() {
+        // No broker: the publish never completes, and the (paused) clock runs to the capped timeout.
+        let requests = request_topic("orders", "stock-level").build().unwrap();
+        let config = Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let orders = crate::Service::new("orders").owns(&requests).spec().unwrap();
+        let (stop, _) = watch::channel(false);
+        let requester = Requester {
+            shared: Arc::new(Shared {
+                routes: Routes::new(1),
+                publisher: Publisher::new(&config, &orders).unwrap(),
+                requests,
+                reply_to: "stock.public.stock-level-replies-v1".into(),
+                instance: "i".into(),
+                event_type: DEFAULT_REQUEST_TYPE.into(),
+            }),
+            reader: Arc::new(Reader { stop, task: Mutex::new(None) }),
+        };
+        let started = tokio::time::Instant::now();
+        let err = requester.request(b"sku-1", Duration::MAX).await.unwrap_err();
+        assert!(matches!(err, RequestError::Timeout { timeout, .. } if timeout == MAX_DEADLINE), "{err}");
+        assert_eq!(started.elapsed(), MAX_DEADLINE);
+    }
+
     #[test]
     fn replies_convert_from_handler_outputs() {
         assert_eq!("a".into_reply().unwrap(), b"a");
