@@ -1141,7 +1141,7 @@ impl RequesterBuilder {
             event_type: self.event_type,
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(supervise_replies(shared.clone(), Arc::new(consumer), stopped));
+        let task = tokio::spawn(supervise_replies(shared.clone(), Arc::new(consumer), stopped, read_replies));
         Ok(Requester { shared, reader: Arc::new(Reader { stop, task: Mutex::new(Some(task)) }) })
     }
 }
@@ -1149,9 +1149,17 @@ impl RequesterBuilder {
 /// Runs the reply reader until stopped, starting it again should it end otherwise (a panic): a
 /// requester's callers must never wait on a reader that is gone. When it stops, pending requests
 /// end with [`RequestError::Closed`].
-async fn supervise_replies(shared: Arc<Shared>, consumer: Arc<StreamConsumer>, stop: watch::Receiver<bool>) {
+async fn supervise_replies<R, F>(
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer>,
+    stop: watch::Receiver<bool>,
+    read: R,
+) where
+    R: Fn(Arc<Shared>, Arc<StreamConsumer>, watch::Receiver<bool>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     loop {
-        let reader = tokio::spawn(read_replies(shared.clone(), consumer.clone(), stop.clone()));
+        let reader = tokio::spawn(read(shared.clone(), consumer.clone(), stop.clone()));
         match reader.await {
             Ok(()) => break,
             Err(e) if *stop.borrow() => {
@@ -1301,6 +1309,73 @@ mod tests {
             RequestInfo::from_event(&request_event("r", Some(SystemTime::now() + Duration::from_secs(5))))
                 .unwrap();
         assert!(near.remaining().unwrap() <= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn item_9_a_huge_request_timeout_is_capped_not_a_panic() {
+        // No broker: the publish never completes, and the (paused) clock runs to the capped timeout.
+        let requests = request_topic("orders", "stock-level").build().unwrap();
+        let config = Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let orders = crate::Service::new("orders").owns(&requests).spec().unwrap();
+        let (stop, _) = watch::channel(false);
+        let requester = Requester {
+            shared: Arc::new(Shared {
+                routes: Routes::new(1),
+                publisher: Publisher::new(&config, &orders).unwrap(),
+                requests,
+                reply_to: "stock.public.stock-level-replies-v1".into(),
+                instance: "i".into(),
+                event_type: DEFAULT_REQUEST_TYPE.into(),
+            }),
+            reader: Arc::new(Reader { stop, task: Mutex::new(None) }),
+        };
+        let started = tokio::time::Instant::now();
+        let err = requester.request(b"sku-1", Duration::MAX).await.unwrap_err();
+        assert!(matches!(err, RequestError::Timeout { timeout, .. } if timeout == MAX_DEADLINE), "{err}");
+        assert_eq!(started.elapsed(), MAX_DEADLINE);
+    }
+
+    #[tokio::test]
+    async fn item_5_a_reply_reader_that_panics_is_started_again() {
+        let requests = request_topic("orders", "stock-level").build().unwrap();
+        let config = Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+        let orders = crate::Service::new("orders").owns(&requests).spec().unwrap();
+        let shared = Arc::new(Shared {
+            routes: Routes::new(4),
+            publisher: Publisher::new(&config, &orders).unwrap(),
+            requests,
+            reply_to: "stock.public.stock-level-replies-v1".into(),
+            instance: "i".into(),
+            event_type: DEFAULT_REQUEST_TYPE.into(),
+        });
+        let consumer: StreamConsumer =
+            config.client_config("orders").set("group.id", "never-joined").create().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let pending = shared.routes.register(Uuid::new_v4()).unwrap();
+        // The first two readers panic (as rdkafka's header accessor did); the third waits for stop.
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
+        let read = move |_: Arc<Shared>, _: Arc<StreamConsumer>, mut stop: watch::Receiver<bool>| {
+            let run = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert!(run >= 2, "reader {run} fails");
+                stop.wait_for(|s| *s).await.ok();
+            }
+        };
+        let supervisor = tokio::spawn(supervise_replies(shared.clone(), Arc::new(consumer), stopped, read));
+        let restarted = tokio::time::timeout(Duration::from_secs(10), async {
+            while shared.routes.stats().reader_restarts < 2 {
+                tokio::task::yield_now().await;
+            }
+        });
+        restarted.await.expect("both failures seen within 10 s");
+        assert!(!supervisor.is_finished(), "the reader runs again");
+        assert!(!shared.routes.lock().closed, "pending requests still wait for their replies");
+        stop.send_replace(true);
+        supervisor.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        // Stopped: pending callers end (Closed) rather than hang.
+        assert!(pending.await.is_err());
     }
 
     #[test]
