@@ -561,6 +561,10 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             .layers(&self.layers);
             if s.options.exactly_once {
                 consumer = consumer.exactly_once();
+                if let Some(instance) = &config.instance_id {
+                    let id = format!("{}.{instance}", consumer.group());
+                    consumer = consumer.transactional_id(id);
+                }
             }
             if let Some(configure) = s.configure {
                 consumer = configure(consumer);

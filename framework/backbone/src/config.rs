@@ -16,6 +16,7 @@
 //! | `KAFKA_PRODUCER_<KEY>` | | any librdkafka producer property, `_` for `.` (`KAFKA_PRODUCER_COMPRESSION_TYPE=zstd`) |
 //! | `BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY` | `false` | allow `acks≠all` or idempotence off (loudly unsafe) |
 //! | `BACKBONE_HTTP_ADDR` | `0.0.0.0:8080` | where a service declared with `App` serves HTTP (`/healthz`, `/readyz`, its routes) |
+//! | `BACKBONE_INSTANCE_ID` | | a stable identity of this instance (a StatefulSet pod's name): exactly-once consumers use the transactional id `<group>.<instance>`, so a restart fences its predecessor at once |
 //! | `BACKBONE_CONFIG_FILE` | | a file of `KEY=VALUE` lines read first; the environment wins |
 
 use std::borrow::Cow;
@@ -104,6 +105,11 @@ pub struct Config {
     pub mock_cluster: Option<crate::dev::MockKafka>,
     /// Where [`crate::app::App::run`] serves HTTP (`BACKBONE_HTTP_ADDR`, default `0.0.0.0:8080`).
     pub http_addr: std::net::SocketAddr,
+    /// A stable identity of this instance (`BACKBONE_INSTANCE_ID`, e.g. a StatefulSet pod's name):
+    /// exactly-once consumers declared with [`crate::app::App`] then use the transactional id
+    /// `<group>.<instance>`, and a restarted instance fences its predecessor's producer at once.
+    /// Two live instances must never share one. `None`: a new id per run.
+    pub instance_id: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -121,6 +127,7 @@ impl fmt::Debug for Config {
             .field("allow_weak_durability", &self.allow_weak_durability)
             .field("mock_cluster", &self.mock_cluster)
             .field("http_addr", &self.http_addr)
+            .field("instance_id", &self.instance_id)
             .finish()
     }
 }
@@ -191,6 +198,7 @@ impl Default for Config {
             allow_weak_durability: false,
             mock_cluster: None,
             http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
+            instance_id: None,
         }
     }
 }
@@ -330,6 +338,15 @@ impl Config {
             c.http_addr =
                 v.parse().map_err(|_| invalid("BACKBONE_HTTP_ADDR", &v, "an address like 0.0.0.0:8080"))?;
         }
+        if let Some(v) = get("BACKBONE_INSTANCE_ID") {
+            let fine = !v.is_empty()
+                && v.len() <= 128
+                && v.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
+            if !fine {
+                return Err(invalid("BACKBONE_INSTANCE_ID", &v, "1 to 128 of A-Z a-z 0-9 . _ -"));
+            }
+            c.instance_id = Some(v);
+        }
         // KAFKA_PRODUCER_* → librdkafka properties. The lookup cannot enumerate, so the known
         // property names are probed; anything else goes through Config::producer_overrides in code.
         for key in PRODUCER_PROPERTIES {
@@ -462,6 +479,9 @@ mod tests {
         assert_eq!(c.bootstrap_servers, "127.0.0.1:9092");
         assert_eq!(c.profile, Profile::Production);
         assert!(!c.allow_weak_durability);
+        assert_eq!(c.instance_id, None);
+        let c = from(&[("BACKBONE_INSTANCE_ID", "orders-0")]).unwrap();
+        assert_eq!(c.instance_id.as_deref(), Some("orders-0"));
     }
 
     #[test]
@@ -478,6 +498,7 @@ mod tests {
             ),
             (&[("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")], "KAFKA_SASL_PASSWORD is not set"),
             (&[("SCHEMA_REGISTRY_URL", "registry:8081")], "SCHEMA_REGISTRY_URL"),
+            (&[("BACKBONE_INSTANCE_ID", "orders 0")], "BACKBONE_INSTANCE_ID=\"orders 0\" is invalid"),
         ];
         for (vars, expected) in cases {
             let err = from(vars).unwrap_err().to_string();
