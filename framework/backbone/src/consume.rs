@@ -907,11 +907,14 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     continue;
                 }
                 eos.started(partition, offset);
-                if self.handle(&mut service, &env, event).await {
-                    cursor.advance(offset);
-                    eos.handled(partition, offset);
-                    continue;
-                }
+                let failed = match self.handle(&mut service, &env, event.clone()).await {
+                    Ok(()) => {
+                        cursor.advance(offset);
+                        eos.handled(partition, offset);
+                        continue;
+                    }
+                    Err(kind) => kind,
+                };
                 // Neither handled nor dead-lettered (the transaction broke under it): the open
                 // transaction must not commit past it. Abort it, and wait for the rewind.
                 let mut aborts = eos.aborts.subscribe();
@@ -923,9 +926,17 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
                     () = &mut stopping => return,
                     _ = aborts.changed() => {}
                 }
+                if failed == crate::layer::REGISTRY_UNAVAILABLE {
+                    // Outside any transaction now: wait here until the registry answers.
+                    tokio::select! {
+                        biased;
+                        () = &mut stopping => return,
+                        () = self.await_registry(&event) => {}
+                    }
+                }
                 continue;
             }
-            if self.handle(&mut service, &env, event.clone()).await {
+            if self.handle(&mut service, &env, event.clone()).await.is_ok() {
                 cursor.advance(offset);
                 if let Some(held) = event.kept()
                     && let Err(e) = held.store_offset()
@@ -936,21 +947,52 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         }
     }
 
-    /// Runs the event through the layers; whether it is done (handled or dead-lettered), so its
-    /// offset may be stored.
+    /// Runs the event through the layers: done (handled or dead-lettered, so its offset may be
+    /// stored), or the kind of the failure that left it neither.
     /// The caller holds a handler slot.
-    async fn handle(&self, service: &mut Stack<S>, env: &Arc<Env<S>>, event: Arc<IncomingEvent>) -> bool {
+    async fn handle(
+        &self,
+        service: &mut Stack<S>,
+        env: &Arc<Env<S>>,
+        event: Arc<IncomingEvent>,
+    ) -> Result<(), &'static str> {
         let cx = HandlerContext::in_env(event, env);
         // The dead-letter layer turns failures into dead letters; what reaches here is unexpected.
         let outcome = match service.ready().await {
             Ok(ready) => ready.call(cx).await,
             Err(e) => Err(e),
         };
-        match outcome {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "event not handled; its offset is not stored");
-                false
+        outcome.map_err(|e| {
+            tracing::error!(error = %e, "event not handled; its offset is not stored");
+            e.kind()
+        })
+    }
+
+    /// Exactly once: waits (outside any transaction) until the registry can check `event`'s
+    /// schema, health degraded meanwhile; backoff 200 ms doubling to 5 s.
+    async fn await_registry(&self, event: &IncomingEvent) {
+        use crate::layer::REGISTRY_COMPONENT;
+        let Some((id, _)) = event.payload().and_then(|p| crate::schema::wire::split(p).ok()) else { return };
+        let (registry, health) = (self.publisher.registry(), self.publisher.health());
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match registry.check_topic(id, event.topic()).await {
+                Err(e) if e.is_retriable() => {
+                    let reason = format!(
+                        "{e}; partition {}:{} waits at offset {} for schema {id}, outside its transaction",
+                        event.topic(),
+                        event.partition(),
+                        event.offset()
+                    );
+                    tracing::warn!(%reason, retry_in = ?backoff, "schema registry unavailable");
+                    health.degrade(REGISTRY_COMPONENT, reason);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                _ => {
+                    health.recover(REGISTRY_COMPONENT);
+                    return;
+                }
             }
         }
     }
@@ -974,7 +1016,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;
             eos.started(message.partition(), message.offset());
-            if self.handle(&mut self.service.clone(), &self.env(), event).await {
+            if self.handle(&mut self.service.clone(), &self.env(), event).await.is_ok() {
                 eos.handled(message.partition(), message.offset());
             } else {
                 eos.doom(message.partition());
@@ -982,7 +1024,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
             return;
         }
         // librdkafka stores offset + 1: the next event to handle.
-        if self.handle(&mut self.service.clone(), &self.env(), event).await
+        if self.handle(&mut self.service.clone(), &self.env(), event).await.is_ok()
             && let Some(consumer) = self.consumer.upgrade()
             && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())
         {

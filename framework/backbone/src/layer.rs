@@ -674,6 +674,12 @@ pub struct SchemaLayer {
 /// The health component degraded while the schema registry cannot be reached.
 pub const REGISTRY_COMPONENT: &str = "schema-registry";
 
+/// The [`HandlerError::kind`] of an event whose schema could not be checked because the registry
+/// is unreachable, under exactly once: the event is not dead-lettered; its consumer aborts the open
+/// transaction and its partition waits for the registry outside any transaction (a wait inside one
+/// would outlive the transaction's timeout).
+pub const REGISTRY_UNAVAILABLE: &str = "registry-unavailable";
+
 /// The first wait before asking an unreachable registry again; it doubles each time.
 pub const REGISTRY_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -775,11 +781,15 @@ where
         Either::Right(Box::pin(async move {
             let event = cx.event();
             let health = cx.publisher().map(|p| p.health().clone());
+            let transactional = cx.publisher().is_some_and(crate::publish::Publisher::is_transactional);
             let mut backoff = REGISTRY_BACKOFF;
             let mut waited = None;
             loop {
                 match registry.check_topic(id, event.topic()).await {
                     Ok(()) => break,
+                    Err(e) if e.is_retriable() && transactional => {
+                        return Err(HandlerError::retriable(e).with_kind(REGISTRY_UNAVAILABLE));
+                    }
                     Err(e) if e.is_retriable() => {
                         let reason = format!(
                             "{e}; partition {}:{} waits at offset {} for schema {id}",
@@ -1003,6 +1013,10 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F
         if this.writing.is_none() {
             // The handler's future is not polled again once it has finished.
             let Err(error) = std::task::ready!(this.call.poll(cx)) else { return Poll::Ready(Ok(())) };
+            if error.kind() == REGISTRY_UNAVAILABLE && this.target.publisher.is_transactional() {
+                // Not the event's fault: its consumer waits for the registry (see the constant).
+                return Poll::Ready(Err(error));
+            }
             let (target, event) = (this.target.clone(), this.event.clone());
             *this.writing = Some(Box::pin(async move { target.write(&event, &error).await }));
         }

@@ -315,3 +315,60 @@ async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
     assert_eq!(end_offset(dlq.name()), 0, "nothing dead-lettered");
     drop(second);
 }
+
+/// Item 8 under exactly once: a registry outage longer than the event budget (and so than any
+/// transaction may stay open) dead-letters nothing. The event's transaction is aborted, and its
+/// partition waits for the registry outside any transaction, health degraded; then every event is
+/// handled once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_8_under_exactly_once_an_outage_past_the_event_budget_dead_letters_nothing() {
+    let registry = shared_registry();
+    let relay = Relay::start(port_of(registry.url())).await;
+    let url = registry.url().replace(&format!(":{}/", port_of(registry.url())), &format!(":{}/", relay.port));
+    let config = config(&url);
+    let name = unique("item8-eos");
+    let (spec, topic, dlq, publisher) = service(&config, &name).await;
+    let subject = format!("{}-value", topic.name());
+    let id = Registry::new(registry.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    relay.set_open(false);
+
+    const EVENTS: i32 = 20;
+    let orders = Encoder::<Order>::new(id).unwrap();
+    for q in 0..EVENTS {
+        let payload = orders.encode(&Order { id: format!("o-{q}"), quantity: q }).unwrap();
+        publisher.publish(&topic, Outgoing::new("OrderPlaced", b"k", &payload)).await.unwrap();
+    }
+    let health = publisher.health().clone();
+    let seen = Seen { last: EVENTS - 1, ..Seen::default() };
+    let consumer = Consumer::new(
+        &config,
+        &spec,
+        &topic,
+        BoxedHandler::named("take", take),
+        seen.clone(),
+        publisher.clone(),
+        Some(&unique("item8-eos-group")),
+    )
+    .unwrap()
+    .exactly_once();
+    let budget = consumer.effective_event_budget().unwrap();
+    let done = seen.done.clone();
+    let running = tokio::spawn(consumer.run(async move { done.notified().await }));
+    tokio::time::timeout(Duration::from_secs(60), health.wait_until(registry_degraded))
+        .await
+        .expect("health degraded while the registry is unreachable");
+    // The outage under test: longer than an event may take inside a transaction.
+    tokio::time::sleep(budget + Duration::from_secs(2)).await;
+    assert_eq!(end_offset(dlq.name()), 0, "nothing dead-lettered during the outage");
+    assert!(seen.handled.lock().unwrap().is_empty());
+    relay.set_open(true);
+
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the events flow once the registry is back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(*seen.handled.lock().unwrap(), (0..EVENTS).collect::<Vec<_>>());
+    assert!(!registry_degraded(&health.snapshot()), "{:?}", health.snapshot());
+    assert_eq!(end_offset(dlq.name()), 0, "nothing dead-lettered");
+}
