@@ -8,7 +8,7 @@ use std::time::Duration;
 use backbone::consume::{Consumer, Retry, dead_letter_headers, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
 use backbone::{Outgoing, Service, TopicSpec};
-use backbone_testkit::{shared_kafka, unique};
+use backbone_testkit::{shared_cluster, shared_kafka, unique};
 use rdkafka::consumer::Consumer as _;
 
 mod common;
@@ -69,8 +69,15 @@ async fn setup(
     name: &str,
     partitions: i32,
 ) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
-    let kafka = shared_kafka();
-    let config = common::config(kafka.bootstrap_servers());
+    setup_with(common::config(shared_kafka().bootstrap_servers()), name, partitions).await
+}
+
+/// As [`setup`], with `config`.
+async fn setup_with(
+    config: backbone::Config,
+    name: &str,
+    partitions: i32,
+) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
     let service = unique(name);
     let topic = TopicSpec::public(&service, "orders", 1).partitions(partitions).build().unwrap();
     let dlq = dead_letter_topic(&service, &topic).unwrap();
@@ -95,7 +102,9 @@ async fn run_until<S: Clone + Send + Sync + 'static>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_event() {
-    let (config, spec, topic, publisher) = setup("r7", 1).await;
+    // On the 3-broker cluster, topics with replication 3 and min.insync.replicas 2.
+    let config = common::production_config(shared_cluster().bootstrap_servers());
+    let (config, spec, topic, publisher) = setup_with(config, "r7", 1).await;
     for n in 0..10u32 {
         let body = format!(r#"{{"n":{n}}}"#);
         publisher.publish(&topic, Outgoing::new("OrderCreated", b"k", body.as_bytes())).await.unwrap();

@@ -10,7 +10,7 @@ use backbone::handler::{BoxedHandler, Event, HandlerError, Metadata, State};
 use backbone::publish::PublishError;
 use backbone::schema::{AvroEvent, SchemaError, SubjectStrategy};
 use backbone::{Config, Outgoing, Service, TopicSpec};
-use backbone_testkit::{shared_kafka, shared_registry, unique};
+use backbone_testkit::{shared_cluster, shared_kafka, shared_registry, unique};
 use rdkafka::consumer::Consumer as _;
 
 mod common;
@@ -178,7 +178,9 @@ async fn take(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r12_unknown_schema_ids_and_bad_magic_bytes_are_dead_lettered_and_the_partition_flows() {
-    let config = config();
+    // On the 3-broker cluster, topics with replication 3 and min.insync.replicas 2.
+    let mut config = common::production_config(shared_cluster().bootstrap_servers());
+    config.schema_registry_url = shared_registry().url().to_owned();
     let service = unique("r12");
     let topic = TopicSpec::public(&service, "orders", 1).partitions(1).build().unwrap();
     let dlq = dead_letter_topic(&service, &topic).unwrap();
@@ -230,7 +232,9 @@ async fn r12_unknown_schema_ids_and_bad_magic_bytes_are_dead_lettered_and_the_pa
     assert_eq!(handled, expected, "every good event, in order");
 
     let dlq_name = dlq.name().to_owned();
-    let read = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 2)).await.unwrap();
+    let read = tokio::task::spawn_blocking(move || common::read_letters_on(shared_cluster(), &dlq_name, 2))
+        .await
+        .unwrap();
     assert_eq!(read.len(), 2, "two dead letters within 30 s");
     let letters: Vec<_> = read
         .iter()
