@@ -413,6 +413,33 @@ impl KafkaCluster {
         self.wait_ready(Some(id))
     }
 
+    /// Waits until `topic`'s `partition` has a leader other than broker `not` (the controller
+    /// noticed `not` crashed or froze and moved the leadership) and returns it.
+    pub fn wait_leader_moved(&self, topic: &str, partition: i32, not: i32, timeout: Duration) -> Result<i32> {
+        let consumer = self.metadata_client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = consumer.fetch_metadata(Some(topic), Duration::from_secs(1)).ok().and_then(|md| {
+                md.topics()
+                    .iter()
+                    .flat_map(|t| t.partitions())
+                    .find(|p| p.id() == partition)
+                    .map(|p| p.leader())
+            });
+            match leader {
+                Some(l) if l >= 0 && l != not => return Ok(l),
+                _ if Instant::now() > deadline => {
+                    return Err(TestkitError::Command {
+                        what: format!("waiting for {topic}-{partition} to leave broker {not}"),
+                        detail: format!("leader still {leader:?} after {timeout:?}"),
+                    });
+                }
+                // No event tells the leadership moved: look again shortly.
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// Waits until every partition of `topics` has all its replicas in sync again (after a broker
     /// restart, before the next one is killed: otherwise two brokers down at once leave partitions
     /// below `min.insync.replicas`, which is a different failure than one broker's crash).
