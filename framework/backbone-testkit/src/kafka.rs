@@ -336,6 +336,71 @@ impl KafkaCluster {
         }
     }
 
+    /// Freezes broker `id` with SIGSTOP: its process stays, its sockets stay open, it answers nothing
+    /// (a long GC pause, a stalled VM) until [`resume_broker`](Self::resume_broker). Past the
+    /// controller's `broker.session.timeout.ms` (6 s in a three-broker cluster) it is fenced and its
+    /// partitions get new leaders while clients still wait on it.
+    pub fn pause_broker(&mut self, id: i32) -> Result<()> {
+        self.signal_broker(id, "STOP")
+    }
+
+    /// Thaws broker `id` after [`pause_broker`](Self::pause_broker) with SIGCONT.
+    pub fn resume_broker(&mut self, id: i32) -> Result<()> {
+        self.signal_broker(id, "CONT")
+    }
+
+    fn signal_broker(&mut self, id: i32, signal: &str) -> Result<()> {
+        let node = self.node_mut(id)?;
+        let pid = node
+            .process
+            .as_ref()
+            .map(Managed::pid)
+            .ok_or_else(|| TestkitError::Unsupported(format!("broker {id} is not running")))?;
+        let out = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .output()
+            .map_err(TestkitError::io("running kill"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(TestkitError::Command {
+                what: format!("sending SIG{signal} to broker {id} (pid {pid})"),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) the produce quota `producer_byte_rate` of the clients whose
+    /// `client.id` is `client_id`, in bytes per second per broker, through Kafka's own
+    /// `ConfigCommand` (`kafka.admin.ConfigCommand` in Kafka 4.1). A broker throttles a client past
+    /// its quota: it answers with a `throttle_time_ms` and stops reading the connection that long.
+    pub fn set_produce_quota(&self, client_id: &str, bytes_per_second: Option<u64>) -> Result<()> {
+        let local = self.local.as_ref().ok_or_else(Self::external_error)?;
+        let mut cmd = local.jvm.command(&TOOL_FLAGS, "kafka.admin.ConfigCommand");
+        cmd.args(["--bootstrap-server", &self.bootstrap]);
+        if self.sasl {
+            cmd.arg("--command-config").arg(local.dir.path().join("admin.properties"));
+        }
+        cmd.args(["--alter", "--entity-type", "clients", "--entity-name", client_id]);
+        match bytes_per_second {
+            Some(rate) => cmd.args(["--add-config", &format!("producer_byte_rate={rate}")]),
+            None => cmd.args(["--delete-config", "producer_byte_rate"]),
+        };
+        let out = cmd.output().map_err(TestkitError::io("running ConfigCommand"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(TestkitError::Command {
+                what: format!("setting the produce quota of client {client_id} to {bytes_per_second:?}"),
+                detail: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            })
+        }
+    }
+
     /// Starts broker `id` again with its data (no re-format) and waits until metadata lists it.
     pub fn restart_broker(&mut self, id: i32) -> Result<()> {
         let local = self.local.as_ref().ok_or_else(Self::external_error)?;
@@ -346,6 +411,33 @@ impl KafkaCluster {
         }
         node.process = Some(spawn_node(&jvm, node)?);
         self.wait_ready(Some(id))
+    }
+
+    /// Waits until `topic`'s `partition` has a leader other than broker `not` (the controller
+    /// noticed `not` crashed or froze and moved the leadership) and returns it.
+    pub fn wait_leader_moved(&self, topic: &str, partition: i32, not: i32, timeout: Duration) -> Result<i32> {
+        let consumer = self.metadata_client()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = consumer.fetch_metadata(Some(topic), Duration::from_secs(1)).ok().and_then(|md| {
+                md.topics()
+                    .iter()
+                    .flat_map(|t| t.partitions())
+                    .find(|p| p.id() == partition)
+                    .map(|p| p.leader())
+            });
+            match leader {
+                Some(l) if l >= 0 && l != not => return Ok(l),
+                _ if Instant::now() > deadline => {
+                    return Err(TestkitError::Command {
+                        what: format!("waiting for {topic}-{partition} to leave broker {not}"),
+                        detail: format!("leader still {leader:?} after {timeout:?}"),
+                    });
+                }
+                // No event tells the leadership moved: look again shortly.
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// Waits until every partition of `topics` has all its replicas in sync again (after a broker

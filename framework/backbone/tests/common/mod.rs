@@ -250,3 +250,56 @@ pub async fn child_says(lines: &mut std::sync::mpsc::Receiver<String>, prefix: &
     *lines = back;
     rest
 }
+
+/// Like [`spawn_test_child`], with the child's stdin piped: the child can wait for it to close
+/// (the parent dropping `child.stdin`, or dying) before it exits.
+pub fn spawn_test_child_with_stdin(
+    test: &str,
+    key: &str,
+    value: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(key, value)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the child {test}: {e}"));
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (lines, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Like [`child_says`], waiting up to `timeout`; returns the whole line.
+pub async fn child_says_within(
+    lines: &mut std::sync::mpsc::Receiver<String>,
+    prefix: &'static str,
+    timeout: Duration,
+) -> String {
+    let taken = std::mem::replace(lines, std::sync::mpsc::channel().1);
+    let (line, back) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = taken
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the child never printed {prefix} within {timeout:?}"));
+            if line.contains(prefix) {
+                return (line, taken);
+            }
+        }
+    })
+    .await
+    .expect("reader");
+    *lines = back;
+    line
+}
