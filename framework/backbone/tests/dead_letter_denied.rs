@@ -1,5 +1,6 @@
-//! R9: the dead-letter topic cannot be written (ACL denied). The poison record's offset is not
-//! committed, the partition pauses with a clear error, health reports degraded: nothing is dropped.
+//! R9 on a 3-broker SASL cluster (topics with replication 3, `min.insync.replicas` 2): the
+//! dead-letter topic cannot be written (ACL denied). The poison record's offset is not committed,
+//! the partition pauses with a clear error, health reports degraded: nothing is dropped.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,11 +33,11 @@ async fn handle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_nothing_past_it() {
-    let cluster = KafkaCluster::builder().sasl(["stock"]).start().expect("SASL broker");
+    let cluster = KafkaCluster::builder().brokers(3).sasl(["stock"]).start().expect("SASL cluster of 3");
     let source = TopicSpec::private("stock", "reservations").partitions(1).build().unwrap();
     let dlq = dead_letter_topic("stock", &source).unwrap();
-    cluster.create_topic(source.name(), 1, 1).await.unwrap();
-    cluster.create_topic(dlq.name(), 1, 1).await.unwrap();
+    cluster.create_topic(source.name(), 1, 3).await.unwrap();
+    cluster.create_topic(dlq.name(), 1, 3).await.unwrap();
     // `stock` may read its topic and use its groups, but not write (so neither its dead letters).
     cluster.allow("stock", AclOperation::Read, &AclResource::TopicPrefix("stock.".into())).unwrap();
     cluster.allow("stock", AclOperation::Describe, &AclResource::TopicPrefix("stock.".into())).unwrap();
@@ -113,11 +114,11 @@ async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_not
 /// and nothing handled twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r9_only_the_dead_letter_topic_denied_then_granted_resumes_and_writes_the_letter_once() {
-    let cluster = KafkaCluster::builder().sasl(["stock"]).start().expect("SASL broker");
+    let cluster = KafkaCluster::builder().brokers(3).sasl(["stock"]).start().expect("SASL cluster of 3");
     let source = TopicSpec::private("stock", "reservations").partitions(1).build().unwrap();
     let dlq = dead_letter_topic("stock", &source).unwrap();
-    cluster.create_topic(source.name(), 1, 1).await.unwrap();
-    cluster.create_topic(dlq.name(), 1, 1).await.unwrap();
+    cluster.create_topic(source.name(), 1, 3).await.unwrap();
+    cluster.create_topic(dlq.name(), 1, 3).await.unwrap();
     // `stock` reads and writes its own topic and uses its groups; its dead-letter topic it may read
     // and describe, not write.
     for operation in [AclOperation::Read, AclOperation::Write, AclOperation::Describe] {
