@@ -429,7 +429,20 @@ impl Provisioner {
         }
         let names: Vec<&str> =
             expected.iter().filter(|(_, w)| !w.configs.is_empty()).map(|(t, _)| *t).collect();
-        let described = self.describe(&names).await?;
+        // Just after a topic is created, the broker asked may not know it yet and answer with no
+        // configuration entries (rdkafka 0.39 drops its error): not ready yet, rather than a refusal.
+        let described = match self.describe(&names).await {
+            Ok(described) => described,
+            Err(ProvisionError::Broker { operation, reason, .. })
+                if operation.starts_with("describing the configuration of") =>
+            {
+                return Ok(Some(format!(
+                    "{} ({reason})",
+                    operation.replacen("describing", "a broker to describe", 1)
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         for topic in names {
             let entries = described.get(topic).map_or(&[][..], Vec::as_slice);
             for (&key, &desired) in &expected[topic].configs {
