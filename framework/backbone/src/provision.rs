@@ -359,9 +359,22 @@ impl Provisioner {
     }
 
     /// [`plan`](Self::plan), then [`apply`](Self::apply): what a service does at start-up.
+    ///
+    /// A retriable failure (a topic created by someone else after the plan was made, a broker that
+    /// did not know a new topic yet) plans again, up to 5 times in all.
     pub async fn provision(&self, topics: &[TopicSpec]) -> Result<ApplyReport, ProvisionError> {
-        let plan = self.plan(topics).await?;
-        self.apply(&plan).await
+        let mut attempt = 1u32;
+        loop {
+            let plan = self.plan(topics).await?;
+            match self.apply(&plan).await {
+                Err(e) if e.is_retriable() && attempt < 5 => {
+                    tracing::info!(error = %e, attempt, "provisioning again from a fresh plan");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Waits until every topic of `topics` exists, however long that takes: for topics other
