@@ -291,15 +291,6 @@ fn story(logs: &[Shared], handled: &[Handled], findings: &Findings) {
     println!("rebalances and commits:\n{}", journal.join("\n"));
 }
 
-/// Logs the framework's events to the test's output when `RUST_LOG` asks for them.
-fn log_from_env() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init()
-        .ok();
-}
-
 /// Checks every instance's log against the acknowledged events.
 fn check(acked: &Oracle, handled: &[Handled]) -> Findings {
     let mut findings = Findings::default();
@@ -499,7 +490,7 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    log_from_env();
+    common::log_from_env();
     let kafka = shared_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("r6"), &unique("r6-group"), kafka.bootstrap_servers());
@@ -563,7 +554,7 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    log_from_env();
+    common::log_from_env();
     let kafka = shared_cluster();
     let dir = tempfile::tempdir().expect("temp dir");
     let estate = estate_for(&unique("scale"), &unique("scale-group"), kafka.bootstrap_servers());

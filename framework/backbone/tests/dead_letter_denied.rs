@@ -31,19 +31,24 @@ async fn handle(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_nothing_past_it() {
+/// Stock's world for R9: a 3-broker SASL cluster with Stock's topic and its dead-letter topic
+/// (replication 3), Stock's ACLs as `grant` sets them, 3 good events, a poison one (offset 3) and 3
+/// more written by the admin, and Stock's configuration and declaration.
+struct World {
+    cluster: KafkaCluster,
+    source: TopicSpec,
+    dlq: TopicSpec,
+    config: backbone::Config,
+    spec: backbone::ServiceSpec,
+}
+
+async fn world(grant: impl FnOnce(&KafkaCluster, &TopicSpec, &TopicSpec)) -> World {
     let cluster = KafkaCluster::builder().brokers(3).sasl(["stock"]).start().expect("SASL cluster of 3");
     let source = TopicSpec::private("stock", "reservations").partitions(1).build().unwrap();
     let dlq = dead_letter_topic("stock", &source).unwrap();
     cluster.create_topic(source.name(), 1, 3).await.unwrap();
     cluster.create_topic(dlq.name(), 1, 3).await.unwrap();
-    // `stock` may read its topic and use its groups, but not write (so neither its dead letters).
-    cluster.allow("stock", AclOperation::Read, &AclResource::TopicPrefix("stock.".into())).unwrap();
-    cluster.allow("stock", AclOperation::Describe, &AclResource::TopicPrefix("stock.".into())).unwrap();
-    cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
-
-    // The admin writes 3 good events, a poison one (offset 3), then 3 more.
+    grant(&cluster, &source, &dlq);
     let admin: FutureProducer = cluster.client_config().create().unwrap();
     for body in
         [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#, "{poison", r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#]
@@ -53,13 +58,24 @@ async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_not
             .await
             .unwrap();
     }
-
     let mut config = common::config(cluster.bootstrap_servers());
     config.security.protocol = "SASL_PLAINTEXT".into();
     config.security.username = Some("stock".into());
     config.security.password = Some(password_for("stock"));
     config.shutdown_timeout = Duration::from_secs(2);
     let spec = Service::new("stock").owns(&source).owns(&dlq).consumes(&source).spec().unwrap();
+    World { cluster, source, dlq, config, spec }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_nothing_past_it() {
+    // `stock` may read its topic and use its groups, but not write (so neither its dead letters).
+    let World { cluster, source, dlq: _, config, spec } = world(|cluster, _, _| {
+        cluster.allow("stock", AclOperation::Read, &AclResource::TopicPrefix("stock.".into())).unwrap();
+        cluster.allow("stock", AclOperation::Describe, &AclResource::TopicPrefix("stock.".into())).unwrap();
+        cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
+    })
+    .await;
     let publisher = Publisher::new(&config, &spec).unwrap();
     let health = publisher.health().clone();
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
@@ -114,35 +130,16 @@ async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_not
 /// and nothing handled twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r9_only_the_dead_letter_topic_denied_then_granted_resumes_and_writes_the_letter_once() {
-    let cluster = KafkaCluster::builder().brokers(3).sasl(["stock"]).start().expect("SASL cluster of 3");
-    let source = TopicSpec::private("stock", "reservations").partitions(1).build().unwrap();
-    let dlq = dead_letter_topic("stock", &source).unwrap();
-    cluster.create_topic(source.name(), 1, 3).await.unwrap();
-    cluster.create_topic(dlq.name(), 1, 3).await.unwrap();
     // `stock` reads and writes its own topic and uses its groups; its dead-letter topic it may read
     // and describe, not write.
-    for operation in [AclOperation::Read, AclOperation::Write, AclOperation::Describe] {
-        cluster.allow("stock", operation, &AclResource::Topic(source.name().into())).unwrap();
-    }
-    cluster.allow("stock", AclOperation::Describe, &AclResource::Topic(dlq.name().into())).unwrap();
-    cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
-
-    let admin: FutureProducer = cluster.client_config().create().unwrap();
-    for body in
-        [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#, "{poison", r#"{"n":4}"#, r#"{"n":5}"#, r#"{"n":6}"#]
-    {
-        admin
-            .send(FutureRecord::to(source.name()).key("k").payload(body), Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
-
-    let mut config = common::config(cluster.bootstrap_servers());
-    config.security.protocol = "SASL_PLAINTEXT".into();
-    config.security.username = Some("stock".into());
-    config.security.password = Some(password_for("stock"));
-    config.shutdown_timeout = Duration::from_secs(2);
-    let spec = Service::new("stock").owns(&source).owns(&dlq).consumes(&source).spec().unwrap();
+    let World { cluster, source, dlq, config, spec } = world(|cluster, source, dlq| {
+        for operation in [AclOperation::Read, AclOperation::Write, AclOperation::Describe] {
+            cluster.allow("stock", operation, &AclResource::Topic(source.name().into())).unwrap();
+        }
+        cluster.allow("stock", AclOperation::Describe, &AclResource::Topic(dlq.name().into())).unwrap();
+        cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
+    })
+    .await;
     let publisher = Publisher::new(&config, &spec).unwrap();
     // The service may still write its own topic.
     publisher

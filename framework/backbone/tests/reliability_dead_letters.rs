@@ -109,8 +109,11 @@ async fn run(
             let poison = records_count - usize::try_from(last / 2 + 1).unwrap();
             loop {
                 let name = name.clone();
-                let letters =
-                    tokio::task::spawn_blocking(move || committed_letters(&name).len()).await.unwrap();
+                let letters = tokio::task::spawn_blocking(move || {
+                    common::read_committed_to_end(shared_kafka(), &name).len()
+                })
+                .await
+                .unwrap();
                 if letters >= poison {
                     break;
                 }
@@ -131,7 +134,7 @@ async fn run(
         let reader: BaseConsumer =
             shared_kafka().client_config().set("group.id", unique("watermarks")).create().unwrap();
         let end = reader.fetch_watermarks(&name, 0, Duration::from_secs(10)).unwrap().1;
-        (committed_letters(&name), end)
+        (common::read_committed_to_end(shared_kafka(), &name), end)
     })
     .await
     .unwrap();
@@ -141,42 +144,6 @@ async fn run(
     assert!(after.is_ok(), "{after:?}");
     let handled = seen.handled.lock().unwrap().clone();
     (handled, letters, end)
-}
-
-/// Every committed record of partition 0 of `topic`, read to its end (`read_committed`).
-fn committed_letters(topic: &str) -> Vec<common::Letter> {
-    use rdkafka::message::{Headers as _, Message as _};
-    let reader: BaseConsumer = shared_kafka()
-        .client_config()
-        .set("group.id", unique("dlq-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
-    reader.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut letters = Vec::new();
-    while std::time::Instant::now() < deadline {
-        let Some(m) = reader.poll(Duration::from_millis(500)) else { continue };
-        let m = match m {
-            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-            other => other.unwrap(),
-        };
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        letters.push(common::Letter { headers, payload: m.payload().unwrap_or_default().to_vec() });
-    }
-    letters
 }
 
 fn good(n: u32) -> Record {

@@ -17,8 +17,6 @@ use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
 use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
 use backbone_testkit::{shared_kafka, unique};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::Producer as _;
 use tokio::sync::watch;
 
@@ -92,50 +90,9 @@ fn processor(p: &Pipeline, publisher: &Publisher, state: Copier) -> Consumer<Cop
     .client_setting("heartbeat.interval.ms", "1000")
 }
 
-/// Logs the framework's events to the test's output when `RUST_LOG` asks for them.
-fn log_from_env() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init()
-        .ok();
-}
-
 fn state(p: &Pipeline) -> Copier {
-    log_from_env();
+    common::log_from_env();
     Copier { output: p.output.clone(), handled: watch::channel(0).0, poison: Arc::new(AtomicUsize::new(0)) }
-}
-
-/// The committed records of partition 0 of `topic`, read to its end (read_committed).
-fn committed_records(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let reader: BaseConsumer = shared_kafka()
-        .client_config()
-        .set("group.id", unique("r17-reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
-    reader.assign(&tpl).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut records = Vec::new();
-    while std::time::Instant::now() < deadline {
-        match reader.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => records.push(m.detach()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return records,
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    panic!("{topic} not read to its end within 30 s");
-}
-
-fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> String {
-    m.headers()
-        .and_then(|hs| hs.iter().find(|h| h.key == name).and_then(|h| h.value))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
 }
 
 /// Runs `consumer` until its state has copied `count` events (120 s at most), then stops it.
@@ -183,10 +140,10 @@ async fn r17_an_exactly_once_handler_past_its_transaction_is_dead_lettered_once_
     run_until_copied(consumer, &first.handled, 1_200).await;
     println!("1,200 events and a poison one in {:?} (budget {budget:?})", started.elapsed());
 
-    let letters = committed_records(p.dead_letters.name());
+    let letters = common::read_committed_to_end(shared_kafka(), p.dead_letters.name());
     assert_eq!(letters.len(), 1, "the poison event is dead-lettered exactly once");
-    assert_eq!(letters[0].key(), Some(POISON));
-    assert_eq!(header(&letters[0], dead_letter_headers::ERROR_KIND), "budget");
+    assert_eq!(letters[0].key.as_deref(), Some(POISON));
+    assert_eq!(letters[0].header(dead_letter_headers::ERROR_KIND), "budget");
     let tries = first.poison.load(Ordering::SeqCst);
 
     // A restart is healthy: the poison event is not handled again, later events flow.
@@ -196,7 +153,11 @@ async fn r17_an_exactly_once_handler_past_its_transaction_is_dead_lettered_once_
     run_until_copied(consumer, &second.handled, 300).await;
     check_output(&p, 1_500, oracle).await;
     assert_eq!(second.poison.load(Ordering::SeqCst), 0, "the poison event is not replayed after a restart");
-    assert_eq!(committed_records(p.dead_letters.name()).len(), 1, "still one dead letter");
+    assert_eq!(
+        common::read_committed_to_end(shared_kafka(), p.dead_letters.name()).len(),
+        1,
+        "still one dead letter"
+    );
     println!("poison tried {tries} time(s) in the first life");
 }
 

@@ -116,9 +116,10 @@ pub async fn publish_oracle_range(
     errors
 }
 
-/// A dead letter as read back: its headers (by name) and payload.
+/// A dead letter as read back: its headers (by name), key and payload.
 pub struct Letter {
     pub headers: Vec<(String, String)>,
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
 }
 
@@ -137,25 +138,46 @@ pub fn read_letters(topic: &str, count: usize) -> Vec<Letter> {
 /// Reads `count` records from partition 0 of `topic` on `cluster` from the beginning (blocking; 30 s
 /// at most).
 pub fn read_letters_on(cluster: &backbone_testkit::KafkaCluster, topic: &str, count: usize) -> Vec<Letter> {
-    read_records(cluster, topic, count, false)
+    read_records(cluster, topic, count, Read::Count)
 }
 
 /// Every record of partition 0 of `topic` on `cluster`, read from the beginning to its end (blocking;
 /// 30 s at most).
 pub fn read_letters_to_end(cluster: &backbone_testkit::KafkaCluster, topic: &str) -> Vec<Letter> {
-    read_records(cluster, topic, usize::MAX, true)
+    read_records(cluster, topic, usize::MAX, Read::ToEnd)
+}
+
+/// Every committed record of partition 0 of `topic` on `cluster` (`read_committed`: none of an
+/// aborted transaction), read from the beginning to its end (blocking; 30 s at most).
+pub fn read_committed_to_end(cluster: &backbone_testkit::KafkaCluster, topic: &str) -> Vec<Letter> {
+    read_records(cluster, topic, usize::MAX, Read::CommittedToEnd)
+}
+
+/// How far [`read_records`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Until the count (or 30 s), waiting for more.
+    Count,
+    /// To the partition's end.
+    ToEnd,
+    /// To the partition's end, `read_committed`.
+    CommittedToEnd,
 }
 
 fn read_records(
     cluster: &backbone_testkit::KafkaCluster,
     topic: &str,
     count: usize,
-    to_end: bool,
+    read: Read,
 ) -> Vec<Letter> {
     let reader: rdkafka::consumer::BaseConsumer = cluster
         .client_config()
         .set("group.id", unique("dlq-reader"))
-        .set("enable.partition.eof", if to_end { "true" } else { "false" })
+        .set("enable.partition.eof", if read == Read::Count { "false" } else { "true" })
+        .set(
+            "isolation.level",
+            if read == Read::CommittedToEnd { "read_committed" } else { "read_uncommitted" },
+        )
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -179,7 +201,11 @@ fn read_records(
                     .collect()
             })
             .unwrap_or_default();
-        letters.push(Letter { headers, payload: m.payload().unwrap_or_default().to_vec() });
+        letters.push(Letter {
+            headers,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
     }
     letters
 }
@@ -211,10 +237,20 @@ pub fn spawn_test_child(
     key: &str,
     value: &str,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    spawn_child(test, key, value, false)
+}
+
+fn spawn_child(
+    test: &str,
+    key: &str,
+    value: &str,
+    stdin: bool,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead as _;
     let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(key, value)
+        .stdin(if stdin { std::process::Stdio::piped() } else { std::process::Stdio::inherit() })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -258,25 +294,7 @@ pub fn spawn_test_child_with_stdin(
     key: &str,
     value: &str,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(key, value)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn the child {test}: {e}"));
-    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let (lines, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    spawn_child(test, key, value, true)
 }
 
 /// Like [`child_says`], waiting up to `timeout`; returns the whole line.
@@ -302,4 +320,13 @@ pub async fn child_says_within(
     .expect("reader");
     *lines = back;
     line
+}
+
+/// Logs the framework's events to the test's output when `RUST_LOG` asks for them.
+pub fn log_from_env() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init()
+        .ok();
 }
