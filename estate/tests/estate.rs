@@ -163,7 +163,7 @@ async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() 
     assert_eq!(failed["reason"], "only 2 of 3 available");
     let product = stock.state().products.get(&widget).unwrap().unwrap().0;
     assert_eq!(product.reserved, 3, "the failed order reserved nothing");
-    assert_eq!(product.orders[&b].state, stock::ReservationState::Rejected);
+    assert!(product.has_seen(&b) && !product.reservations.contains_key(&b), "b settled, holds nothing");
 
     // Cancelling: a failed order cannot be; the validated one is, and its 3 are released.
     let (status, _, _) = call(&o, Method::POST, &format!("/v1/orders/{b}/cancel"), &[], None).await;
@@ -226,6 +226,29 @@ async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() 
         call(&o, Method::GET, &format!("/v1/orders/{c}/validated?timeout=60000"), &[], None).await;
     assert_eq!(validated["state"], "VALIDATED", "{validated}");
     reserved(&stock, &widget, 5).await;
+
+    // Item 11: orders outside the contract's range, written to the orders topic directly (not
+    // through Orders' validating POST): Stock fails each with a reason and reserves nothing.
+    for (suffix, quantity) in [("zero", 0), ("negative", -5), ("huge", i32::MAX)] {
+        let id = format!("{run}-{suffix}");
+        let bad = orders::Order {
+            id: id.clone(),
+            customer_id: "mallory".into(),
+            product: widget.clone(),
+            quantity,
+            price: 1,
+            state: orders::OrderState::Created,
+            reason: None,
+        };
+        orders.publisher().emit(&bad).await.expect("written");
+        let (status, _, settled) =
+            call(&o, Method::GET, &format!("/v1/orders/{id}/validated?timeout=60000"), &[], None).await;
+        assert_eq!((status, settled["state"].as_str()), (StatusCode::OK, Some("FAILED")), "{settled}");
+        let reason = settled["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("between 1 and 1000000"), "{quantity}: {settled}");
+    }
+    let product = stock.state().products.get(&widget).unwrap().unwrap().0;
+    assert_eq!((product.reserved, product.reservations.len()), (5, 1), "nothing held for them");
 
     // Unknown: 404; an unreachable token: 504; the documents are served.
     let (status, _, _) = call(&o, Method::GET, &format!("/v1/orders/{run}-none"), &[], None).await;
