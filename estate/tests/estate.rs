@@ -250,6 +250,37 @@ async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() 
     let product = stock.state().products.get(&widget).unwrap().unwrap().0;
     assert_eq!((product.reserved, product.reservations.len()), (5, 1), "nothing held for them");
 
+    // Item 6: path ids are bounded before anything waits on them; axum's own rejections and the
+    // body limit answer in the services' problem shape (`call` parses every answer as JSON).
+    let long = "x".repeat(129);
+    for path in [format!("/v1/orders/{long}"), format!("/v1/orders/{long}/validated?timeout=100")] {
+        let (status, _, problem) = call(&o, Method::GET, &path, &[], None).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "{problem}");
+    }
+    let (status, _, problem) = call(&o, Method::POST, &format!("/v1/orders/{long}/cancel"), &[], None).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "{problem}");
+    let (status, _, problem) = call(&s, Method::GET, &format!("/v1/stock/{long}"), &[], None).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("product")), "{problem}");
+    let (status, _, problem) =
+        call(&o, Method::GET, &format!("/v1/orders/{c}?timeout=soon"), &[], None).await;
+    assert_eq!(
+        (status, problem["error"].as_str(), problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid"), Some("query")),
+        "{problem}"
+    );
+    let huge = json!({"customerId": "x".repeat(70_000), "product": widget, "quantity": 1, "price": 1});
+    let (status, _, problem) = call(&o, Method::POST, "/v1/orders", &[], Some(huge)).await;
+    assert_eq!(
+        (status, problem["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")),
+        "{problem}"
+    );
+    let (status, _, problem) = call(&s, Method::DELETE, &format!("/v1/stock/{widget}"), &[], None).await;
+    assert_eq!(
+        (status, problem["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+
     // Unknown: 404; an unreachable token: 504; the documents are served.
     let (status, _, _) = call(&o, Method::GET, &format!("/v1/orders/{run}-none"), &[], None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
