@@ -64,7 +64,8 @@ pub fn routes() -> Router<Orders> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrder {
     /// The order's id, chosen by the client (else the `Idempotency-Key` header, else a UUID): 1 to
-    /// 128 characters, not blank, no `/`.
+    /// 128 characters, not blank, no `/`; the same as the `Idempotency-Key` header if both are
+    /// given (else 400).
     #[schema(min_length = 1, max_length = 128, pattern = r"^[^/]*[^\s/][^/]*$")]
     pub id: Option<String>,
     /// Who orders: 1 to 128 characters, not blank.
@@ -103,8 +104,8 @@ pub struct WaitParams {
     #[param(minimum = 0)]
     pub timeout: Option<u64>,
     /// A consistency token (`partition:offset`) from a write: wait until local state has it. The
-    /// `Consistency-Token` header works too.
-    #[param(pattern = r"^[0-9]{1,9}:[0-9]{1,18}$")]
+    /// `Consistency-Token` header works too. The orders topic has partitions 0 to 5.
+    #[param(pattern = r"^[0-5]:[0-9]{1,18}$")]
     pub token: Option<String>,
 }
 
@@ -152,6 +153,13 @@ impl From<backbone::PublishError> for ApiError {
     }
 }
 
+/// A JSON number as a whole number: JSON Schema's `integer` also admits `2.0` and `2e3`. Floats
+/// beyond 2^53 are not exact, so not admitted.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
+}
+
 /// Reads a new order, naming the first field at fault.
 fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
@@ -183,7 +191,7 @@ fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     let number = |name: &'static str, min: i64, max: i64| -> Result<i64, ApiError> {
         match fields.get(name) {
             None | Some(Value::Null) => Err(invalid(name, "is required")),
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Value::Number(n)) => match whole(n) {
                 Some(n) if n < min => Err(invalid(name, format!("must be at least {min}"))),
                 Some(n) if n > max => Err(invalid(name, format!("must be at most {max}"))),
                 Some(n) => Ok(n),
@@ -252,7 +260,7 @@ fn with_token(mut response: Response, token: Option<Delivery>) -> Response {
     responses(
         (status = 201, description = "Placed, durably; `Location` and `Consistency-Token` headers", body = Order),
         (status = 200, description = "A retry: the order placed before", body = Order),
-        (status = 400, description = "A field or the `Idempotency-Key` is missing or wrong: `field` and `reason`", body = Problem),
+        (status = 400, description = "A field or the `Idempotency-Key` is missing or wrong, or `id` and `Idempotency-Key` differ: `field` and `reason`", body = Problem),
         (status = 409, description = "The id names another order", body = Problem),
         (status = 413, description = "The body is larger than 64 KiB", body = Problem),
         (status = 503, description = "Restoring, the write failed, too many requests in progress (`busy`), or no answer within the request timeout (`timeout`); see `Retry-After`", body = Problem),
@@ -545,6 +553,9 @@ mod tests {
         assert_eq!(field_of(r#"{"customerId":"c","product":"","quantity":2,"price":3}"#).0, "product");
         assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":-1}"#).0, "price");
         assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1.5}"#).0, "price");
+        let whole =
+            parse_new_order(br#"{"customerId":"c","product":"p","quantity":2.0,"price":3e2}"#).unwrap();
+        assert_eq!((whole.quantity, whole.price), (2, 300), "JSON Schema integers written as floats");
         assert_eq!(
             field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1,"state":"VALIDATED"}"#).0,
             "state"
