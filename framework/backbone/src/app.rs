@@ -12,6 +12,9 @@
 //! 4. serve HTTP on [`Config::http_addr`]: your routes, `/healthz` (200 unless something is
 //!    degraded) and `/readyz` (200 once every consumer has its partitions and every table has
 //!    restored; 503 with `Retry-After` before, and again while shutting down);
+//!    your routes within [`crate::http::HttpLimits`] (request timeout, requests in progress, body
+//!    size, header-read timeout, connections; [`App::http_limits`]), every error in the JSON
+//!    problem shape;
 //! 5. on `shutdown` (e.g. [`crate::shutdown_signal`]): stop being ready, stop the HTTP server, let
 //!    the consumers finish the events in hand and commit, stop the tables, flush the publisher.
 //!
