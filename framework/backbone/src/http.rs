@@ -36,7 +36,8 @@ use tokio::task::JoinSet;
 
 /// The bounds on a service's HTTP server (see the [module](self)). Defaults: requests answered
 /// within 75 s (above the longest long-poll the sample services allow, 60 s), 1,024 requests in
-/// progress, bodies up to 64 KiB, headers read within 10 s, 4,096 connections.
+/// progress, bodies up to 64 KiB, headers read within 10 s, 4,096 connections, 10 s to finish
+/// on shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HttpLimits {
@@ -51,6 +52,9 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Open connections at once; more wait to be accepted.
     pub max_connections: usize,
+    /// On shutdown, how long requests in progress may still take; then their connections are
+    /// closed.
+    pub drain_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -61,6 +65,7 @@ impl Default for HttpLimits {
             max_in_flight: 1024,
             max_body_bytes: 64 * 1024,
             max_connections: 4096,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +92,12 @@ impl HttpLimits {
     /// With bodies of at most `bytes`.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+
+    /// With requests in progress given `timeout` to finish on shutdown.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
         self
     }
 
@@ -224,8 +235,9 @@ fn rejected_field(text: &str) -> Option<&'static str> {
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `stop` turns true, then lets the requests
-/// in progress finish (each within the request timeout) and closes idle connections.
+/// Serves `router` on `listener` within `limits` until `stop` turns true, then closes idle
+/// connections and lets the requests in progress finish within the drain timeout (then closes
+/// theirs too).
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
@@ -276,7 +288,18 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            drain_timeout = ?limits.drain_timeout,
+            "requests still in progress after the drain timeout: their connections are closed"
+        );
+        connections.shutdown().await;
+    }
     Ok(())
 }
 
@@ -307,11 +330,24 @@ mod tests {
         n: u64,
     }
 
+    /// `/hold`'s: notified when a request arrives, answering once released.
+    #[derive(Default)]
+    struct Hold {
+        entered: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
     /// A router as `App` builds it: routes within `limits`, errors in the problem shape. `/hold`
-    /// answers once `release` is notified (or never).
-    fn router(limits: &HttpLimits, release: Arc<tokio::sync::Notify>) -> Router {
+    /// answers once `hold` is released (or never).
+    fn router(limits: &HttpLimits, hold: Arc<Hold>) -> Router {
         let routes = Router::new()
-            .route("/hold", get(move || async move { release.notified().await }))
+            .route(
+                "/hold",
+                get(move || async move {
+                    hold.entered.notify_one();
+                    hold.release.notified().await
+                }),
+            )
             .route("/query", get(|Query(_): Query<Wait>| async { "ok" }))
             .route("/json", post(|axum::Json(_): axum::Json<serde_json::Value>| async { "ok" }))
             .route("/bytes", post(|body: axum::body::Bytes| async move { body.len().to_string() }));
@@ -356,8 +392,8 @@ mod tests {
     #[tokio::test]
     async fn item_6_requests_beyond_the_concurrency_limit_are_refused_at_once() {
         let limits = HttpLimits::default().max_in_flight(1);
-        let release = Arc::new(tokio::sync::Notify::new());
-        let router = router(&limits, release.clone());
+        let hold = Arc::new(Hold::default());
+        let router = router(&limits, hold.clone());
         let held = tokio::spawn({
             let router = router.clone();
             async move { call(&router, get_("/hold")).await.0 }
@@ -376,7 +412,7 @@ mod tests {
         assert_eq!((retry.as_deref(), &body["error"]), (Some("1"), &serde_json::json!("busy")), "{body}");
         // Health is not limited: a busy service is not a dead one.
         assert_eq!(call(&router, get_("/healthz")).await.0, StatusCode::OK);
-        release.notify_one();
+        hold.release.notify_one();
         assert_eq!(held.await.unwrap(), StatusCode::OK);
         assert_eq!(call(&router, get_("/query?n=1")).await.0, StatusCode::OK, "the place came back");
     }
@@ -488,6 +524,26 @@ mod tests {
 
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops").unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn item_6_shutdown_waits_for_requests_in_progress_no_longer_than_the_drain_timeout() {
+        let limits = HttpLimits::default().drain_timeout(Duration::from_millis(300));
+        let hold = Arc::new(Hold::default());
+        let (addr, stop, server) = serving(router(&limits, hold.clone()), limits).await;
+        let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        held.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        hold.entered.notified().await;
+
+        let started = Instant::now();
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops").unwrap().unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "stopped after {took:?}"
+        );
+        assert!(read_to_close(&mut held).await.is_ok(), "the held connection is closed");
     }
 
     #[tokio::test]
