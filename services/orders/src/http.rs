@@ -102,7 +102,7 @@ pub struct Problem {
 pub struct WaitParams {
     /// How long to wait, in ms (more than 60,000 waits 60,000).
     #[param(minimum = 0)]
-    pub timeout: Option<u64>,
+    pub timeout: Option<i64>,
     /// A consistency token (`partition:offset`) from a write: wait until local state has it. The
     /// `Consistency-Token` header works too. The orders topic has partitions 0 to 5.
     #[param(pattern = r"^[0-5]:[0-9]{1,18}$")]
@@ -359,7 +359,16 @@ fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, A
 }
 
 fn timeout(params: &WaitParams, default: Duration) -> Duration {
-    params.timeout.map_or(default, Duration::from_millis).min(MAX_WAIT)
+    params.timeout.map_or(default, |ms| Duration::from_millis(ms.max(0).unsigned_abs())).min(MAX_WAIT)
+}
+
+/// `timeout` is a number of ms, at least 0 (a signed 64-bit one, as the document's `int64` says:
+/// larger ones are refused by the query's parser).
+fn check_timeout(params: &WaitParams) -> Result<(), ApiError> {
+    match params.timeout {
+        Some(ms) if ms < 0 => Err(invalid("timeout", "must be at least 0")),
+        _ => Ok(()),
+    }
 }
 
 /// Waits, if asked to, until local state has applied the write at the token.
@@ -414,6 +423,7 @@ pub async fn get_order(
 ) -> Response {
     let answer = async {
         check_id(&id)?;
+        check_timeout(&params)?;
         // The token is waited for up to `timeout` (default 10 s); an absent order only if asked,
         // for what is left of `timeout`.
         let started = tokio::time::Instant::now();
@@ -448,6 +458,7 @@ pub async fn get_validated(
 ) -> Response {
     let answer = async {
         check_id(&id)?;
+        check_timeout(&params)?;
         // One `timeout` for both waits.
         let started = tokio::time::Instant::now();
         let limit = timeout(&params, DEFAULT_VALIDATED_WAIT);
@@ -495,6 +506,7 @@ pub async fn cancel_order(
 ) -> Response {
     let answer = async {
         check_id(&id)?;
+        check_timeout(&params)?;
         caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
         let order = orders.table.get(&id)?.ok_or_else(|| ApiError::NotFound(format!("no order `{id}`")))?;
         match order.state {
@@ -657,7 +669,15 @@ mod tests {
                         assert!(check_id(&"é".repeat(128)).is_ok() && check_id(&"é".repeat(129)).is_err());
                         assert!(check_id(" ").is_err());
                     }
-                    "timeout" => assert_eq!(schema["minimum"].as_i64(), Some(0), "{path}: {schema}"),
+                    "timeout" => {
+                        assert_eq!(schema["minimum"].as_i64(), Some(0), "{path}: {schema}");
+                        assert_eq!(schema["format"], "int64", "{path}: {schema}");
+                        let params = |ms| WaitParams { timeout: Some(ms), token: None };
+                        assert!(
+                            check_timeout(&params(0)).is_ok() && check_timeout(&params(i64::MAX)).is_ok()
+                        );
+                        assert!(check_timeout(&params(-1)).is_err());
+                    }
                     "token" => {
                         assert!(schema["pattern"].is_string(), "{path}: {schema}");
                         assert!(
