@@ -130,8 +130,7 @@ pub(crate) fn limit<S: Clone + Send + Sync + 'static>(routes: Router<S>, limits:
     let max = limits.max_in_flight;
     routes
         .layer(tower_http::limit::RequestBodyLimitLayer::new(limits.max_body_bytes))
-        // The handlers' own extractors (`Bytes`, `Json`) stop at axum's default of 2 MiB; the layer
-        // above is the bound, so theirs is lifted to match it.
+        // The extractors' own limit (`Bytes`, `Json`; axum's default is 2 MiB) is the same bound.
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(move |request: Request<Body>, next: Next| {
             let in_flight = in_flight.clone();
@@ -147,17 +146,11 @@ pub(crate) fn limit<S: Clone + Send + Sync + 'static>(routes: Router<S>, limits:
                 }
             }
         }))
-        .layer(TimeoutMarker::layer(limits.request_timeout))
-}
-
-/// tower-http's timeout answers an empty response with a status of our choosing; this status (a
-/// 503 nothing else answers with an empty body) tells [`problems`] to say why.
-struct TimeoutMarker;
-
-impl TimeoutMarker {
-    fn layer(timeout: Duration) -> tower_http::timeout::TimeoutLayer {
-        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)
-    }
+        // An empty 503 on timeout (nothing else answers one): [`problems`] says why.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
 }
 
 /// Rewrites plain-text (or empty) error answers (axum's rejections, the timeout's) into the JSON
