@@ -163,7 +163,7 @@ async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() 
     assert_eq!(failed["reason"], "only 2 of 3 available");
     let product = stock.state().products.get(&widget).unwrap().unwrap().0;
     assert_eq!(product.reserved, 3, "the failed order reserved nothing");
-    assert_eq!(product.orders[&b].state, stock::ReservationState::Rejected);
+    assert!(product.has_seen(&b) && !product.reservations.contains_key(&b), "b settled, holds nothing");
 
     // Cancelling: a failed order cannot be; the validated one is, and its 3 are released.
     let (status, _, _) = call(&o, Method::POST, &format!("/v1/orders/{b}/cancel"), &[], None).await;
@@ -226,6 +226,60 @@ async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() 
         call(&o, Method::GET, &format!("/v1/orders/{c}/validated?timeout=60000"), &[], None).await;
     assert_eq!(validated["state"], "VALIDATED", "{validated}");
     reserved(&stock, &widget, 5).await;
+
+    // Item 11: orders outside the contract's range, written to the orders topic directly (not
+    // through Orders' validating POST): Stock fails each with a reason and reserves nothing.
+    for (suffix, quantity) in [("zero", 0), ("negative", -5), ("huge", i32::MAX)] {
+        let id = format!("{run}-{suffix}");
+        let bad = orders::Order {
+            id: id.clone(),
+            customer_id: "mallory".into(),
+            product: widget.clone(),
+            quantity,
+            price: 1,
+            state: orders::OrderState::Created,
+            reason: None,
+        };
+        orders.publisher().emit(&bad).await.expect("written");
+        let (status, _, settled) =
+            call(&o, Method::GET, &format!("/v1/orders/{id}/validated?timeout=60000"), &[], None).await;
+        assert_eq!((status, settled["state"].as_str()), (StatusCode::OK, Some("FAILED")), "{settled}");
+        let reason = settled["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("between 1 and 1000000"), "{quantity}: {settled}");
+    }
+    let product = stock.state().products.get(&widget).unwrap().unwrap().0;
+    assert_eq!((product.reserved, product.reservations.len()), (5, 1), "nothing held for them");
+
+    // Item 6: path ids are bounded before anything waits on them; axum's own rejections and the
+    // body limit answer in the services' problem shape (`call` parses every answer as JSON).
+    let long = "x".repeat(129);
+    for path in [format!("/v1/orders/{long}"), format!("/v1/orders/{long}/validated?timeout=100")] {
+        let (status, _, problem) = call(&o, Method::GET, &path, &[], None).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "{problem}");
+    }
+    let (status, _, problem) = call(&o, Method::POST, &format!("/v1/orders/{long}/cancel"), &[], None).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "{problem}");
+    let (status, _, problem) = call(&s, Method::GET, &format!("/v1/stock/{long}"), &[], None).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("product")), "{problem}");
+    let (status, _, problem) =
+        call(&o, Method::GET, &format!("/v1/orders/{c}?timeout=soon"), &[], None).await;
+    assert_eq!(
+        (status, problem["error"].as_str(), problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid"), Some("query")),
+        "{problem}"
+    );
+    let huge = json!({"customerId": "x".repeat(70_000), "product": widget, "quantity": 1, "price": 1});
+    let (status, _, problem) = call(&o, Method::POST, "/v1/orders", &[], Some(huge)).await;
+    assert_eq!(
+        (status, problem["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")),
+        "{problem}"
+    );
+    let (status, _, problem) = call(&s, Method::DELETE, &format!("/v1/stock/{widget}"), &[], None).await;
+    assert_eq!(
+        (status, problem["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
 
     // Unknown: 404; an unreachable token: 504; the documents are served.
     let (status, _, _) = call(&o, Method::GET, &format!("/v1/orders/{run}-none"), &[], None).await;

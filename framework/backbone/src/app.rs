@@ -12,6 +12,9 @@
 //! 4. serve HTTP on [`Config::http_addr`]: your routes, `/healthz` (200 unless something is
 //!    degraded) and `/readyz` (200 once every consumer has its partitions and every table has
 //!    restored; 503 with `Retry-After` before, and again while shutting down);
+//!    your routes within [`crate::http::HttpLimits`] (request timeout, requests in progress, body
+//!    size, header-read timeout, connections; [`App::http_limits`]), every error in the JSON
+//!    problem shape;
 //! 5. on `shutdown` (e.g. [`crate::shutdown_signal`]): stop being ready, stop the HTTP server, let
 //!    the consumers finish the events in hand and commit, stop the tables, flush the publisher.
 //!
@@ -51,7 +54,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +70,7 @@ use crate::consume::{ConsumeError, Consumer, dead_letter_topic};
 use crate::event::{BoundEvent, TopicDecl};
 use crate::handler::{BoxedHandler, Handler};
 use crate::health::HealthState;
+use crate::http::HttpLimits;
 use crate::layer::Layers;
 use crate::publish::Publisher;
 use crate::schema::AvroEvent;
@@ -319,6 +323,7 @@ pub struct App<S> {
     subscriptions: Vec<Subscription<S>>,
     tables: Vec<Box<dyn TableDeclaration>>,
     routes: Router<S>,
+    http: HttpLimits,
     layers: Layers<S>,
     errors: Vec<TopicError>,
 }
@@ -343,6 +348,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             subscriptions: Vec::new(),
             tables: Vec::new(),
             routes: Router::new(),
+            http: HttpLimits::default(),
             layers: Layers::new(),
             errors: Vec::new(),
         }
@@ -473,6 +479,13 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self
     }
 
+    /// Holds the HTTP server to `limits` (request timeout, requests in progress, body size,
+    /// header-read timeout, connections) instead of [`HttpLimits::default`]; see [`crate::http`].
+    pub fn http_limits(mut self, limits: HttpLimits) -> Self {
+        self.http = limits;
+        self
+    }
+
     /// The validated declaration: [`Service::spec`] with every consumed topic's dead-letter topic
     /// ([`dead_letter_topic`]) among the owned ones.
     pub fn spec(&self) -> Result<ServiceSpec, TopicError> {
@@ -503,10 +516,11 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     ) -> Result<Started<S>, AppError> {
         let spec = self.spec()?;
         let running = spec.start(config).await?;
+        let http = self.http;
         match self.start_parts(config, &spec, &running, make_state) {
             Ok(Parts { router, tasks, stop, tables, state }) => {
                 tracing::info!(service = %spec.name(), "started");
-                Ok(Started { running, router, tasks, stop, tables: Arc::new(tables), state })
+                Ok(Started { running, router, http, tasks, stop, tables: Arc::new(tables), state })
             }
             Err(e) => {
                 // Nothing was spawned; what the publisher holds is flushed.
@@ -585,7 +599,10 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
                 (component, outcome.map_err(|source| AppError::Consume { handler: name, source }))
             });
         }
-        let router = self.routes.merge(health_routes(&health)).with_state(state.clone());
+        // The service's routes within the limits; health answers beside them (a busy service is
+        // not a dead one); every error in the problem shape.
+        let routes = crate::http::limit(self.routes, &self.http).merge(health_routes(&health));
+        let router = crate::http::problems(routes, &self.http).with_state(state.clone());
         Ok(Parts { router, tasks, stop, tables, state })
     }
 
@@ -671,6 +688,7 @@ const SHUTDOWN_COMPONENT: &str = "shutdown";
 pub struct Started<S> {
     running: Running,
     router: Router,
+    http: HttpLimits,
     tasks: JoinSet<(String, Result<(), AppError>)>,
     stop: watch::Sender<bool>,
     tables: Arc<Tables>,
@@ -731,12 +749,7 @@ impl<S> Started<S> {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), AppError> {
-        let mut stopping = self.stop.subscribe();
-        let server = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            })
-            .into_future();
+        let server = crate::http::serve(listener, self.router.clone(), self.http, self.stop.subscribe());
         let mut server = tokio::spawn(server);
         let mut shutdown = std::pin::pin!(shutdown);
         let mut failure = None;

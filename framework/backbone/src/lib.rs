@@ -157,6 +157,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod health;
+pub mod http;
 pub mod layer;
 pub mod migrate;
 mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path (it says why).

@@ -33,6 +33,10 @@ const DEFAULT_VALIDATED_WAIT: Duration = Duration::from_secs(10);
 const PLACED_WAIT: Duration = Duration::from_secs(10);
 /// Orders placed by this instance and remembered for retries; beyond, the table answers alone.
 const PLACING_MEMORY: usize = 100_000;
+/// The longest id (order, customer, product, `Idempotency-Key`), in characters.
+const MAX_ID: usize = 128;
+/// The most units one order may ask for.
+const MAX_QUANTITY: i64 = 1_000_000;
 
 /// The OpenAPI document of Orders' HTTP API.
 #[derive(OpenApi)]
@@ -54,19 +58,27 @@ pub fn routes() -> Router<Orders> {
         .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
 }
 
-/// A new order, as `POST /v1/orders` takes it.
+/// A new order, as `POST /v1/orders` takes it. The constraints in the document are the ones
+/// [`place_order`] enforces (a test checks both agree).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrder {
-    /// The order's id, chosen by the client (else the `Idempotency-Key` header, else a UUID).
+    /// The order's id, chosen by the client (else the `Idempotency-Key` header, else a UUID): 1 to
+    /// 128 characters, not blank, no `/`; the same as the `Idempotency-Key` header if both are
+    /// given (else 400).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^/]*[^/ \t\n\r\x0b\x0c][^/]*$")]
     pub id: Option<String>,
-    /// Who orders; not empty.
+    /// Who orders: 1 to 128 characters, not blank.
+    #[schema(min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub customer_id: String,
-    /// The product's id in Stock; not empty.
+    /// The product's id in Stock: 1 to 128 characters, not blank.
+    #[schema(min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]")]
     pub product: String,
-    /// How many, at least 1.
+    /// How many: 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i32,
     /// Total price in minor units (cents), at least 0.
+    #[schema(minimum = 0)]
     pub price: i64,
 }
 
@@ -74,7 +86,8 @@ pub struct NewOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`, `internal`.
+    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`, `internal`;
+    /// from the server's limits `busy`, `too_large`.
     pub error: String,
     /// The field at fault, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,10 +100,12 @@ pub struct Problem {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
-    /// How long to wait, in ms (at most 60,000).
-    pub timeout: Option<u64>,
+    /// How long to wait, in ms (more than 60,000 waits 60,000).
+    #[param(minimum = 0)]
+    pub timeout: Option<i64>,
     /// A consistency token (`partition:offset`) from a write: wait until local state has it. The
-    /// `Consistency-Token` header works too.
+    /// `Consistency-Token` header works too. The orders topic has partitions 0 to 5.
+    #[param(pattern = r"^[0-5]:[0-9]{1,18}$")]
     pub token: Option<String>,
 }
 
@@ -145,6 +160,20 @@ impl From<backbone::PublishError> for ApiError {
     }
 }
 
+/// A JSON number as a whole number: JSON Schema's `integer` also admits `2.0` and `2e3`. Floats
+/// beyond 2^53 are not exact, so not admitted.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
+}
+
+/// Blank: nothing but ASCII spaces, tabs and line breaks, exactly what the document's pattern
+/// `[^ \t\n\r\x0b\x0c]` (one other character) refuses; `str::trim` also drops Unicode spaces
+/// such as U+0085, which JSON Schema's `\s` does not (schemathesis found the difference).
+fn blank(s: &str) -> bool {
+    s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
+}
+
 /// Reads a new order, naming the first field at fault.
 fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
@@ -165,8 +194,10 @@ fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     let text = |fields: &Map<String, Value>, name: &'static str| -> Result<Option<String>, ApiError> {
         match fields.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Err(invalid(name, "must not be empty")),
-            Some(Value::String(s)) if s.len() > 128 => Err(invalid(name, "must be at most 128 characters")),
+            Some(Value::String(s)) if blank(s) => Err(invalid(name, "must not be empty")),
+            Some(Value::String(s)) if s.chars().count() > MAX_ID => {
+                Err(invalid(name, format!("must be at most {MAX_ID} characters")))
+            }
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(invalid(name, "must be a string")),
         }
@@ -174,7 +205,7 @@ fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     let number = |name: &'static str, min: i64, max: i64| -> Result<i64, ApiError> {
         match fields.get(name) {
             None | Some(Value::Null) => Err(invalid(name, "is required")),
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Value::Number(n)) => match whole(n) {
                 Some(n) if n < min => Err(invalid(name, format!("must be at least {min}"))),
                 Some(n) if n > max => Err(invalid(name, format!("must be at most {max}"))),
                 Some(n) => Ok(n),
@@ -189,7 +220,7 @@ fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
     }
     let customer_id = text(&fields, "customerId")?.ok_or_else(|| invalid("customerId", "is required"))?;
     let product = text(&fields, "product")?.ok_or_else(|| invalid("product", "is required"))?;
-    let quantity = number("quantity", 1, 1_000_000)?;
+    let quantity = number("quantity", 1, MAX_QUANTITY)?;
     let price = number("price", 0, i64::MAX)?;
     // Within i32 by the bound above.
     Ok(NewOrder { id, customer_id, product, quantity: quantity as i32, price })
@@ -239,13 +270,14 @@ fn with_token(mut response: Response, token: Option<Delivery>) -> Response {
     post,
     path = "/v1/orders",
     request_body = NewOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Names the order: a retry with the same key answers the same order")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Names the order: a retry with the same key answers the same order. 1 to 128 visible characters, not blank, no `/`", min_length = 1, max_length = 128, pattern = r"^[^/]*[^/ \t\n\r\x0b\x0c][^/]*$")),
     responses(
         (status = 201, description = "Placed, durably; `Location` and `Consistency-Token` headers", body = Order),
         (status = 200, description = "A retry: the order placed before", body = Order),
-        (status = 400, description = "A field is missing or wrong", body = Problem),
+        (status = 400, description = "A field or the `Idempotency-Key` is missing or wrong, or `id` and `Idempotency-Key` differ: `field` and `reason`", body = Problem),
         (status = 409, description = "The id names another order", body = Problem),
-        (status = 503, description = "Restoring, or the write failed; see `Retry-After`", body = Problem),
+        (status = 413, description = "The body is larger than 64 KiB", body = Problem),
+        (status = 503, description = "Restoring, the write failed, too many requests in progress (`busy`), or no answer within the request timeout (`timeout`); see `Retry-After`", body = Problem),
     )
 )]
 pub async fn place_order(State(orders): State<Orders>, headers: HeaderMap, body: Bytes) -> Response {
@@ -256,7 +288,7 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
     let new = parse_new_order(&body)?;
     let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
-        Some(Ok(key)) if !key.trim().is_empty() && key.len() <= 128 && !key.contains('/') => {
+        Some(Ok(key)) if !blank(key) && key.chars().count() <= MAX_ID && !key.contains('/') => {
             Some(key.to_owned())
         }
         Some(_) => {
@@ -327,6 +359,15 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
     Ok(with_token(response, placed.token))
 }
 
+/// A path's order id: 1 to [`MAX_ID`] characters, not blank (checked before it is looked up or
+/// waited for, so no waiter holds a longer one).
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if blank(id) || id.chars().count() > MAX_ID {
+        return Err(invalid("id", format!("must be 1 to {MAX_ID} characters, not blank")));
+    }
+    Ok(())
+}
+
 /// The token to wait for: the query's, else the header's.
 fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, ApiError> {
     let text = params
@@ -337,7 +378,16 @@ fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, A
 }
 
 fn timeout(params: &WaitParams, default: Duration) -> Duration {
-    params.timeout.map_or(default, Duration::from_millis).min(MAX_WAIT)
+    params.timeout.map_or(default, |ms| Duration::from_millis(ms.max(0).unsigned_abs())).min(MAX_WAIT)
+}
+
+/// `timeout` is a number of ms, at least 0 (a signed 64-bit one, as the document's `int64` says:
+/// larger ones are refused by the query's parser).
+fn check_timeout(params: &WaitParams) -> Result<(), ApiError> {
+    match params.timeout {
+        Some(ms) if ms < 0 => Err(invalid("timeout", "must be at least 0")),
+        _ => Ok(()),
+    }
 }
 
 /// Waits, if asked to, until local state has applied the write at the token.
@@ -380,12 +430,13 @@ async fn wait_for_order(
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}",
-    params(("id" = String, Path, description = "The order id"), WaitParams),
+    params(("id" = String, Path, description = "The order id: 1 to 128 characters, not blank", min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]"), WaitParams),
     responses(
         (status = 200, description = "The order as it stands", body = Order),
+        (status = 400, description = "The id, `timeout` or `token` is wrong: `field` and `reason`", body = Problem),
         (status = 404, description = "No such order (after `timeout`, if given)", body = Problem),
         (status = 504, description = "Local state did not reach the token in time", body = Problem),
-        (status = 503, description = "Restoring, or too many waiters; see `Retry-After`", body = Problem),
+        (status = 503, description = "Restoring, too many waiters or requests (`busy`), or no answer within the request timeout; see `Retry-After`", body = Problem),
     )
 )]
 pub async fn get_order(
@@ -395,9 +446,13 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
-        // The token is waited for up to `timeout` (default 10 s); an absent order only if asked.
+        check_id(&id)?;
+        check_timeout(&params)?;
+        // The token is waited for up to `timeout` (default 10 s); an absent order only if asked,
+        // for what is left of `timeout`.
+        let started = tokio::time::Instant::now();
         caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
-        let limit = timeout(&params, Duration::ZERO);
+        let limit = timeout(&params, Duration::ZERO).saturating_sub(started.elapsed());
         match wait_for_order(&orders, &id, |_| true, limit).await? {
             Some(order) => Ok(axum::Json(order).into_response()),
             None => Err(ApiError::NotFound(format!("no order `{id}`"))),
@@ -410,12 +465,13 @@ pub async fn get_order(
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}/validated",
-    params(("id" = String, Path, description = "The order id"), WaitParams),
+    params(("id" = String, Path, description = "The order id: 1 to 128 characters, not blank", min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]"), WaitParams),
     responses(
         (status = 200, description = "The order in a final state", body = Order),
+        (status = 400, description = "The id, `timeout` or `token` is wrong: `field` and `reason`", body = Problem),
         (status = 404, description = "No such order", body = Problem),
         (status = 504, description = "Not validated within `timeout` (default 10 s)", body = Problem),
-        (status = 503, description = "Restoring, or too many waiters; see `Retry-After`", body = Problem),
+        (status = 503, description = "Restoring, too many waiters or requests (`busy`), or no answer within the request timeout; see `Retry-After`", body = Problem),
     )
 )]
 pub async fn get_validated(
@@ -425,15 +481,20 @@ pub async fn get_validated(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
+        check_id(&id)?;
+        check_timeout(&params)?;
+        // One `timeout` for both waits.
+        let started = tokio::time::Instant::now();
         let limit = timeout(&params, DEFAULT_VALIDATED_WAIT);
         let token = token(&params, &headers)?;
         caught_up(&orders, token, limit).await?;
+        let left = limit.saturating_sub(started.elapsed());
         match orders.table.get(&id)? {
             // Caught up to the caller's write and still unknown: it does not exist.
             None if token.is_some() => return Err(ApiError::NotFound(format!("no order `{id}`"))),
             _ => {}
         }
-        match wait_for_order(&orders, &id, |o| o.state.is_final(), limit).await? {
+        match wait_for_order(&orders, &id, |o| o.state.is_final(), left).await? {
             Some(order) if order.state.is_final() => Ok(axum::Json(order).into_response()),
             Some(order) => Err(ApiError::Timeout(format!(
                 "order `{id}` is still {:?} after {} ms",
@@ -451,12 +512,14 @@ pub async fn get_validated(
 #[utoipa::path(
     post,
     path = "/v1/orders/{id}/cancel",
-    params(("id" = String, Path, description = "The order id"), WaitParams),
+    params(("id" = String, Path, description = "The order id: 1 to 128 characters, not blank", min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]"), WaitParams),
     responses(
         (status = 200, description = "Cancelled; `Consistency-Token` header", body = Order),
+        (status = 400, description = "The id, `timeout` or `token` is wrong: `field` and `reason`", body = Problem),
         (status = 404, description = "No such order", body = Problem),
         (status = 409, description = "Not cancellable: being validated, or failed", body = Problem),
-        (status = 503, description = "Restoring, or the write failed; see `Retry-After`", body = Problem),
+        (status = 504, description = "Local state did not reach the token in time", body = Problem),
+        (status = 503, description = "Restoring, the write failed, too many requests (`busy`), or no answer within the request timeout; see `Retry-After`", body = Problem),
     )
 )]
 pub async fn cancel_order(
@@ -466,6 +529,8 @@ pub async fn cancel_order(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
+        check_id(&id)?;
+        check_timeout(&params)?;
         caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
         let order = orders.table.get(&id)?.ok_or_else(|| ApiError::NotFound(format!("no order `{id}`")))?;
         match order.state {
@@ -486,7 +551,14 @@ pub async fn cancel_order(
 }
 
 /// The long-poll waiters: waiting now, refused so far (a metric).
-#[utoipa::path(get, path = "/v1/waiters", responses((status = 200, body = WaiterStats)))]
+#[utoipa::path(
+    get,
+    path = "/v1/waiters",
+    responses(
+        (status = 200, description = "The counts", body = WaiterStats),
+        (status = 503, description = "Too many requests in progress (`busy`); see `Retry-After`", body = Problem),
+    )
+)]
 pub async fn waiters(State(orders): State<Orders>) -> axum::Json<WaiterStats> {
     axum::Json(orders.waiters.stats())
 }
@@ -517,6 +589,9 @@ mod tests {
         assert_eq!(field_of(r#"{"customerId":"c","product":"","quantity":2,"price":3}"#).0, "product");
         assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":-1}"#).0, "price");
         assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1.5}"#).0, "price");
+        let whole =
+            parse_new_order(br#"{"customerId":"c","product":"p","quantity":2.0,"price":3e2}"#).unwrap();
+        assert_eq!((whole.quantity, whole.price), (2, 300), "JSON Schema integers written as floats");
         assert_eq!(
             field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1,"state":"VALIDATED"}"#).0,
             "state"
@@ -524,6 +599,124 @@ mod tests {
         assert_eq!(field_of(r#"{"customerId":"c","product":"p","quantity":2,"price":1,"x":1}"#).0, "body");
         assert_eq!(field_of("[1]").0, "body");
         assert_eq!(field_of("{").0, "body");
+    }
+
+    /// A POST body: the valid order with `field` set to `value` (or removed, for `Null`).
+    fn with(field: &str, value: Value) -> Vec<u8> {
+        let mut body =
+            serde_json::json!({"id": "o1", "customerId": "c", "product": "p", "quantity": 2, "price": 3});
+        if value.is_null() {
+            body.as_object_mut().unwrap().remove(field);
+        } else {
+            body[field] = value;
+        }
+        body.to_string().into_bytes()
+    }
+
+    #[test]
+    fn item_e_the_document_states_the_constraints_the_handlers_enforce() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let new = &doc["components"]["schemas"]["NewOrder"];
+        assert_eq!(new["additionalProperties"], false, "{new}");
+        assert!(parse_new_order(&with("extra", 1.into())).is_err(), "additionalProperties: false");
+        let mut required: Vec<&str> =
+            new["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        required.sort_unstable();
+        assert_eq!(required, ["customerId", "price", "product", "quantity"], "{new}");
+        for name in &required {
+            assert!(parse_new_order(&with(name, Value::Null)).is_err(), "{name} is required");
+        }
+        assert!(parse_new_order(&with("id", Value::Null)).is_ok(), "id is optional");
+
+        // Strings: the document's lengths (characters) and patterns, at their bounds.
+        for name in ["id", "customerId", "product"] {
+            let schema = &new["properties"][name];
+            assert_eq!(
+                (schema["minLength"].as_u64(), schema["maxLength"].as_u64()),
+                (Some(1), Some(128)),
+                "{name}: {schema}"
+            );
+            assert!(schema["pattern"].is_string(), "{name}: {schema}");
+            let max = schema["maxLength"].as_u64().unwrap() as usize;
+            assert!(parse_new_order(&with(name, "é".repeat(max).into())).is_ok(), "{name} at maxLength");
+            assert!(
+                parse_new_order(&with(name, "é".repeat(max + 1).into())).is_err(),
+                "{name} over maxLength"
+            );
+            assert!(
+                parse_new_order(&with(name, " ".into())).is_err(),
+                "{name} blank: the pattern refuses it too"
+            );
+        }
+        assert!(parse_new_order(&with("id", "a/b".into())).is_err());
+        // Numbers: the document's range, at its bounds.
+        for (name, min, max) in [("quantity", Some(1), Some(1_000_000)), ("price", Some(0), None)] {
+            let schema = &new["properties"][name];
+            assert_eq!(
+                (schema["minimum"].as_i64(), schema["maximum"].as_i64()),
+                (min, max),
+                "{name}: {schema}"
+            );
+            let min = min.unwrap();
+            assert!(parse_new_order(&with(name, min.into())).is_ok(), "{name} at minimum");
+            assert!(parse_new_order(&with(name, (min - 1).into())).is_err(), "{name} under minimum");
+            if let Some(max) = max {
+                assert!(parse_new_order(&with(name, max.into())).is_ok(), "{name} at maximum");
+                assert!(parse_new_order(&with(name, (max + 1).into())).is_err(), "{name} over maximum");
+            }
+        }
+
+        // Every operation on an order: its id's bounds, and every status it can answer.
+        let operations = [
+            ("/v1/orders/{id}", "get", &["200", "400", "404", "503", "504"][..]),
+            ("/v1/orders/{id}/validated", "get", &["200", "400", "404", "503", "504"]),
+            ("/v1/orders/{id}/cancel", "post", &["200", "400", "404", "409", "503", "504"]),
+            ("/v1/orders", "post", &["200", "201", "400", "409", "413", "503"]),
+            ("/v1/waiters", "get", &["200", "503"]),
+        ];
+        for (path, method, statuses) in operations {
+            let operation = &doc["paths"][path][method];
+            let mut documented: Vec<&str> =
+                operation["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+            documented.sort_unstable();
+            assert_eq!(documented, statuses, "{method} {path}");
+            let Some(params) = operation["parameters"].as_array() else { continue };
+            for param in params {
+                let schema = &param["schema"];
+                match param["name"].as_str().unwrap() {
+                    "id" => {
+                        assert_eq!(
+                            (schema["minLength"].as_u64(), schema["maxLength"].as_u64()),
+                            (Some(1), Some(128)),
+                            "{path}"
+                        );
+                        assert!(check_id(&"é".repeat(128)).is_ok() && check_id(&"é".repeat(129)).is_err());
+                        assert!(check_id(" ").is_err());
+                    }
+                    "timeout" => {
+                        assert_eq!(schema["minimum"].as_i64(), Some(0), "{path}: {schema}");
+                        assert_eq!(schema["format"], "int64", "{path}: {schema}");
+                        let params = |ms| WaitParams { timeout: Some(ms), token: None };
+                        assert!(
+                            check_timeout(&params(0)).is_ok() && check_timeout(&params(i64::MAX)).is_ok()
+                        );
+                        assert!(check_timeout(&params(-1)).is_err());
+                    }
+                    "token" => {
+                        assert!(schema["pattern"].is_string(), "{path}: {schema}");
+                        assert!(
+                            parse_token("999999999:999999999999999999").is_some(),
+                            "the pattern's largest"
+                        );
+                    }
+                    "Idempotency-Key" => {
+                        assert_eq!(schema["maxLength"].as_u64(), Some(128), "{schema}");
+                        assert!(schema["pattern"].is_string(), "{schema}");
+                    }
+                    other => panic!("{other} in {path}"),
+                }
+            }
+        }
     }
 
     #[test]

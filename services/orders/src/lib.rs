@@ -172,7 +172,17 @@ backbone::service! {
 /// The table is replicated: every instance holds every order, so any instance answers any `GET`
 /// and settles any validation.
 pub fn app() -> App<Orders> {
-    orders().table_with::<Order>(ORDERS, |table| table.replicated())
+    orders().table_with::<Order>(ORDERS, |table| table.replicated()).http_limits(http_limits())
+}
+
+/// The most requests waiting for an order to change, in all ([`Waiters`]).
+const WAITERS: usize = 10_000;
+
+/// Room for every long-poll the [`Waiters`] allow, and some for the other requests: the waiters'
+/// own 503 is the one a client sees when too many wait.
+fn http_limits() -> backbone::http::HttpLimits {
+    let room = WAITERS + 1_000;
+    backbone::http::HttpLimits::default().max_in_flight(room).max_connections(room)
 }
 
 /// Starts Orders (without a socket): the state is built from its table and publisher.
@@ -184,7 +194,7 @@ fn make_state(tables: &backbone::app::Tables) -> Result<Orders, AppError> {
     Ok(Orders {
         table: tables.of::<Order>()?,
         publisher: tables.publisher().clone(),
-        waiters: Waiters::new(10_000, 1_000),
+        waiters: Waiters::new(WAITERS, 1_000),
         placing: http::Placing::default(),
     })
 }

@@ -17,6 +17,10 @@ use crate::{Command, Stock, StockLevel};
 
 /// How long a `PUT` waits for its change to be applied before answering 202.
 const APPLIED_WAIT: Duration = Duration::from_secs(10);
+/// How long a `PUT` waits for its command to be written before answering 503.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// The longest product id, in characters.
+const MAX_PRODUCT: usize = 128;
 
 /// The OpenAPI document of Stock's HTTP API.
 #[derive(OpenApi)]
@@ -36,8 +40,10 @@ pub fn routes() -> Router<Stock> {
 
 /// `PUT /v1/stock/{product}`'s body.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetStock {
     /// Units in the warehouse, at least 0.
+    #[schema(minimum = 0)]
     pub quantity: i64,
 }
 
@@ -45,7 +51,8 @@ pub struct SetStock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A short code: `invalid`, `not_found`, `unavailable`.
+    /// A short code: `invalid`, `not_found`, `unavailable`; from the server's limits `busy`,
+    /// `timeout`, `too_large`.
     pub error: String,
     /// The field at fault, if one is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,11 +83,26 @@ impl IntoResponse for Bad {
     }
 }
 
+/// Blank: nothing but ASCII spaces, tabs and line breaks, exactly what the document's pattern
+/// `[^ \t\n\r\x0b\x0c]` (one other character) refuses; `str::trim` also drops Unicode spaces
+/// such as U+0085, which JSON Schema's `\s` does not (schemathesis found the difference).
+fn blank(s: &str) -> bool {
+    s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
+}
+
 fn check_product(product: &str) -> Result<(), Bad> {
-    if product.trim().is_empty() || product.len() > 128 {
+    // Characters, as the document's `maxLength` counts them.
+    if blank(product) || product.chars().count() > MAX_PRODUCT {
         return Err(Bad { field: "product", reason: "must be 1 to 128 characters".into() });
     }
     Ok(())
+}
+
+/// A JSON number as a whole number: JSON Schema's `integer` also admits `2.0` and `2e3`. Floats
+/// beyond 2^53 are not exact, so not admitted.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
 }
 
 fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
@@ -95,7 +117,7 @@ fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
     }
     match fields.get("quantity") {
         None | Some(serde_json::Value::Null) => Err(bad("quantity", "is required".into())),
-        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+        Some(serde_json::Value::Number(n)) => match whole(n) {
             Some(q) if q < 0 => Err(bad("quantity", "must be at least 0".into())),
             Some(q) => Ok(q),
             None => Err(bad("quantity", "must be a whole number".into())),
@@ -109,12 +131,13 @@ fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
     put,
     path = "/v1/stock/{product}",
     request_body = SetStock,
-    params(("product" = String, Path, description = "The product's id")),
+    params(("product" = String, Path, description = "The product's id: 1 to 128 characters, not blank", min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]")),
     responses(
         (status = 200, description = "Applied: the level now", body = StockLevel),
-        (status = 202, description = "Written, not applied within 10 s yet"),
-        (status = 400, description = "A field is missing or wrong", body = Problem),
-        (status = 503, description = "The write failed; see `Retry-After`", body = Problem),
+        (status = 202, description = "Written, not applied within 10 s yet; `Location` header"),
+        (status = 400, description = "The product id or a field of the body is wrong: `field` and `reason`", body = Problem),
+        (status = 413, description = "The body is larger than 64 KiB", body = Problem),
+        (status = 503, description = "The write failed or was not confirmed within 10 s, too many requests are in progress (`busy`), or no answer within the request timeout (`timeout`); see `Retry-After`", body = Problem),
     )
 )]
 pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, body: Bytes) -> Response {
@@ -127,8 +150,23 @@ pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, 
     };
     let request = uuid::Uuid::new_v4().to_string();
     let command = Command::SetStock { product: product.clone(), quantity, request: request.clone() };
-    if let Err(e) = crate::send(&stock.publisher, &command).await {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, format!("not written: {e}"));
+    match tokio::time::timeout(WRITE_WAIT, crate::send(&stock.publisher, &command)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                None,
+                format!("not written: {e}"),
+            );
+        }
+        Err(_) => {
+            let reason = format!(
+                "not confirmed written within {} s; setting it again is harmless",
+                WRITE_WAIT.as_secs()
+            );
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, reason);
+        }
     }
     let applied = |p: Option<&Json<crate::ProductState>>| {
         p.is_some_and(|Json(p)| p.last_request.as_deref() == Some(request.as_str()))
@@ -150,11 +188,12 @@ pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, 
 #[utoipa::path(
     get,
     path = "/v1/stock/{product}",
-    params(("product" = String, Path, description = "The product's id")),
+    params(("product" = String, Path, description = "The product's id: 1 to 128 characters, not blank", min_length = 1, max_length = 128, pattern = r"[^ \t\n\r\x0b\x0c]")),
     responses(
         (status = 200, description = "The level", body = StockLevel),
+        (status = 400, description = "The product id is wrong: `field` and `reason`", body = Problem),
         (status = 404, description = "Never stocked", body = Problem),
-        (status = 503, description = "Restoring; see `Retry-After`", body = Problem),
+        (status = 503, description = "Restoring, too many requests in progress (`busy`), or no answer within the request timeout (`timeout`); see `Retry-After`", body = Problem),
     )
 )]
 pub async fn get_stock(State(stock): State<Stock>, Path(product): Path<String>) -> Response {
@@ -175,10 +214,50 @@ mod tests {
     #[test]
     fn a_bad_quantity_is_named() {
         assert_eq!(parse_quantity(br#"{"quantity": 4}"#).unwrap(), 4);
+        assert_eq!(parse_quantity(br#"{"quantity": 112389.0}"#).unwrap(), 112_389, "found by schemathesis");
         for body in [&br#"{"quantity": -1}"#[..], br#"{"quantity": "4"}"#, br#"{}"#, br#"{"quantity": 1.5}"#]
         {
             assert_eq!(parse_quantity(body).unwrap_err().field, "quantity");
         }
+    }
+
+    #[test]
+    fn item_e_the_document_states_the_constraints_the_handlers_enforce() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let path = &doc["paths"]["/v1/stock/{product}"];
+        for method in ["get", "put"] {
+            let param = &path[method]["parameters"][0];
+            assert_eq!(param["name"], "product");
+            let schema = &param["schema"];
+            assert_eq!(
+                (schema["minLength"].as_u64(), schema["maxLength"].as_u64()),
+                (Some(1), Some(128)),
+                "{schema}"
+            );
+            assert_eq!(schema["pattern"], r"[^ \t\n\r\x0b\x0c]", "{schema}");
+            assert!(check_product("\u{85}").is_ok(), "U+0085 matches the pattern: not blank");
+            // The handler agrees at the document's bounds (in characters, not bytes).
+            let max = schema["maxLength"].as_u64().unwrap() as usize;
+            assert!(check_product(&"é".repeat(max)).is_ok());
+            assert!(check_product(&"é".repeat(max + 1)).is_err());
+            assert!(check_product(" ").is_err(), "blank: the pattern refuses it too");
+            let statuses: Vec<&str> =
+                path[method]["responses"].as_object().unwrap().keys().map(String::as_str).collect();
+            for status in ["200", "400", "503"] {
+                assert!(statuses.contains(&status), "{method} lacks {status}: {statuses:?}");
+            }
+        }
+        assert!(
+            path["put"]["responses"].get("413").is_some() && path["get"]["responses"].get("404").is_some()
+        );
+        let body = &doc["components"]["schemas"]["SetStock"];
+        assert_eq!(body["properties"]["quantity"]["minimum"].as_i64(), Some(0), "{body}");
+        assert_eq!(body["additionalProperties"], false, "{body}");
+        assert_eq!(body["required"], serde_json::json!(["quantity"]), "{body}");
+        let min = body["properties"]["quantity"]["minimum"].as_i64().unwrap();
+        assert!(parse_quantity(format!(r#"{{"quantity": {min}}}"#).as_bytes()).is_ok());
+        assert!(parse_quantity(format!(r#"{{"quantity": {}}}"#, min - 1).as_bytes()).is_err());
+        assert!(parse_quantity(br#"{"quantity": 1, "more": 1}"#).is_err(), "additionalProperties: false");
     }
 
     #[test]

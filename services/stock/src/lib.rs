@@ -8,7 +8,8 @@
 //! order, per product: the product's new state (`stock.private.products`, compacted), its public
 //! level (`stock.public.stock-level-v1`, compacted) and the order's validation
 //! (`stock.public.order-validation-v1`) commit in one Kafka transaction with the consumed offset.
-//! A product remembers each order it has seen, so a repeated `CREATED` reserves nothing twice.
+//! A product remembers its open reservations and its recently settled orders (bounded: see
+//! [`SETTLED_WINDOW`]), so a repeated `CREATED` reserves nothing twice.
 //!
 //! HTTP: `PUT /v1/stock/{product}` `{"quantity": n}`, `GET /v1/stock/{product}`
 //! `{"product", "available", "reserved", "warehouse"}`, `/openapi.json`, `/healthz`, `/readyz`.
@@ -27,7 +28,7 @@ use backbone::{Config, Event, HandlerError, Json, Outgoing, Publisher, State, To
 use serde::{Deserialize, Serialize};
 
 pub use http::{ApiDoc, routes};
-pub use product::{Command, ProductState, Reservation, ReservationState};
+pub use product::{Command, MAX_OPEN, MAX_QUANTITY, ProductState, SETTLED_WINDOW};
 
 /// Orders' topic: each order's latest state (read here).
 pub const ORDERS: TopicDecl = TopicDecl::public("orders", "order", 1).partitions(6).compacted();
