@@ -559,6 +559,7 @@ impl<V: TableValue> TableBuilder<V> {
             persistent: store.is_some(),
             store: Mutex::new(store),
             probe: Mutex::new(probe),
+            syncs: tokio::sync::Mutex::new(HashMap::new()),
             views: RwLock::new(HashMap::new()),
             // One per partition of the topic, made here: waits never add any.
             progress: Mutex::new(
@@ -797,18 +798,35 @@ impl<V> Table<V> {
         if !now.owned && matches!(self.shared.not_held(partition), NotReady::NotOwned { .. }) {
             return Err(WaitError::NotOwned { table: self.shared.name.clone(), partition });
         }
+        // Lookups go one at a time (one probe consumer); a caller that waited while one ran takes
+        // the next one's answer with the callers that waited beside it: it began after they came.
+        let arrived = Instant::now();
         let shared = self.shared.clone();
-        let end = tokio::time::timeout(
-            timeout,
-            tokio::task::spawn_blocking(move || {
-                let probe = shared.probe.lock().unwrap_or_else(PoisonError::into_inner);
-                let ends = probe_ends(&probe, &shared.topic, &[partition]);
-                if ends.is_err() {
-                    probe.unassign().ok();
-                }
-                ends
-            }),
-        )
+        let end = tokio::time::timeout(timeout, async move {
+            let mut syncs = shared.syncs.lock().await;
+            if let Some(&(began, last)) = syncs.get(&partition)
+                && began >= arrived
+            {
+                return Ok(Ok(vec![End { high: -1, last }]));
+            }
+            let began = Instant::now();
+            let probed = {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || {
+                    let probe = shared.probe.lock().unwrap_or_else(PoisonError::into_inner);
+                    let ends = probe_ends(&probe, &shared.topic, &[partition]);
+                    if ends.is_err() {
+                        probe.unassign().ok();
+                    }
+                    ends
+                })
+                .await
+            };
+            if let Ok(Ok(ends)) = &probed {
+                syncs.insert(partition, (began, ends.first().and_then(|e| e.last)));
+            }
+            probed
+        })
         .await;
         let last = match end {
             Ok(Ok(Ok(ends))) => ends.first().and_then(|e| e.last),
@@ -1004,6 +1022,9 @@ struct Shared<V> {
     store: Mutex<Option<Arc<Store>>>,
     /// Looks at partition ends: watermarks and the last visible record.
     probe: Mutex<BaseConsumer>,
+    /// The last end [`Table::sync`] looked up per partition, and when that lookup began: callers
+    /// that arrived before it began share it instead of queueing a lookup each.
+    syncs: tokio::sync::Mutex<HashMap<i32, (Instant, Option<i64>)>>,
     views: RwLock<HashMap<i32, View<V>>>,
     /// Per partition, kept across assignments so waiters see the partition come back. Made for
     /// the declared partitions when the table is built; only an assignment adds one (for a topic
