@@ -45,6 +45,11 @@ async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_once() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init()
+        .ok();
     let config = config();
     orders::provision(&config).await.unwrap();
     stock::provision(&config).await.unwrap();
@@ -209,8 +214,8 @@ async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_onc
     stock_2.shutdown().await.expect("stock 2 stops cleanly");
 }
 
-/// Issue 14: a `POST` retried on the other instance right after the first answered (within the
-/// table's lag) finds the order placed and writes no second `CREATED`.
+/// Issue 14: a `POST` with an `Idempotency-Key`, retried on the other instance right after the
+/// first answered (within the table's lag), finds the order placed and writes no second `CREATED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_post_retried_on_the_other_instance_never_writes_a_second_created() {
     let config = config();
@@ -222,12 +227,26 @@ async fn a_post_retried_on_the_other_instance_never_writes_a_second_created() {
     }
     let (r1, r2) = (orders_1.router(), orders_2.router());
     let run = unique("retry");
+    let post = |router: &Router, key: &str| {
+        let body = json!({"customerId": "c", "product": "p", "quantity": 1, "price": 100}).to_string();
+        let request = Request::post("/v1/orders")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body))
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
     for i in 0..30 {
         let id = format!("{run}-{i}");
-        let body = json!({"id": id, "customerId": "c", "product": "p", "quantity": 1, "price": 100});
-        let (status, order) = call(&r1, Method::POST, "/v1/orders", Some(body.clone())).await;
+        let (status, order) = post(&r1, &id).await;
         assert_eq!(status, StatusCode::CREATED, "{order}");
-        let (status, order) = call(&r2, Method::POST, "/v1/orders", Some(body)).await;
+        let (status, order) = post(&r2, &id).await;
         assert_eq!(status, StatusCode::OK, "retry {i} on the other instance found the order placed: {order}");
         assert_eq!(order["id"], id);
     }

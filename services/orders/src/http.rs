@@ -286,6 +286,7 @@ pub async fn place_order(State(orders): State<Orders>, headers: HeaderMap, body:
 
 async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let new = parse_new_order(&body)?;
+    let keyed = headers.contains_key(IDEMPOTENCY_KEY);
     let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(key)) if !blank(key) && key.chars().count() <= MAX_ID && !key.contains('/') => {
@@ -316,14 +317,19 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
     let mut wrote = false;
     let placed = cell
         .get_or_try_init(|| async {
-            // Placed before (by another instance, or before a restart): the table knows, once it
-            // has applied everything acknowledged on the order's partition so far. Without that
-            // sync a retry on another instance within the table's lag (milliseconds) wrote a
-            // second CREATED. (Two first attempts for one id on two instances at the same moment
-            // can still both write; Stock reserves once for them.)
-            orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
-                ApiError::Unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
-            })?;
+            // Placed before (by another instance, or before a restart): the table knows. With an
+            // `Idempotency-Key` header (what a retrying client sends), once the table has applied
+            // everything acknowledged on the order's partition so far: a retry on another
+            // instance within the table's lag then finds the first attempt instead of writing a
+            // second CREATED. That end lookup costs a round trip or more (up to ~1 s while a
+            // transaction is open), so a body `id` alone is checked against the table as it is;
+            // Stock reserves once for an order written twice. (Two first attempts for one key on
+            // two instances at the same moment can both write.)
+            if keyed {
+                orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
+                    ApiError::Unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
+                })?;
+            }
             if let Some(existing) = orders.table.get(&id)? {
                 return Ok::<_, ApiError>(Placed { order: existing, token: None });
             }
