@@ -214,7 +214,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// the event fails permanently (kind `budget`) and is dead-lettered, and its partition moves on
     /// (default: none under at least once).
     ///
-    /// Under exactly once every event has a budget, [`MAX_EVENT_BUDGET`] at most and by default:
+    /// Under exactly once every event has a budget, [`MAX_EVENT_BUDGET`] at most and by default,
+    /// and an event past it first gets [`DeadLetterLayer::BUDGET_TRIES`] tries in all, each in a
+    /// fresh transaction (the open one is aborted), before its dead letter:
     /// an event still being handled when the broker aborts its transaction (after
     /// [`TRANSACTION_TIMEOUT`]) would fail every other event of that transaction, and after the
     /// rewind it would run again, and again.

@@ -913,9 +913,17 @@ struct DeadLetterTarget {
     component: String,
     /// Events whose whole dead letter was refused for its size (shared by every partition's copy).
     too_large: Arc<std::sync::Mutex<std::collections::VecDeque<Position>>>,
+    /// Exactly once: events that ran out of their time budget, and how often (the last few).
+    over_budget: Arc<std::sync::Mutex<std::collections::VecDeque<(Position, u32)>>>,
 }
 
 impl DeadLetterLayer {
+    /// Exactly once: how many times an event may run out of its time budget before it is
+    /// dead-lettered. Each time before that its transaction is aborted and it runs again in a fresh
+    /// one (a handler waiting for a partition's previous owner, or a slow dependency, gets another
+    /// chance); an event that never finishes is dead-lettered on its third try.
+    pub const BUDGET_TRIES: u32 = 3;
+
     /// Most of an event's headers copied onto its dead letter.
     pub const MAX_COPIED_HEADERS: usize = 64;
     /// Most bytes (names and values) of an event's headers copied onto its dead letter.
@@ -941,6 +949,7 @@ impl DeadLetterLayer {
                 retry,
                 component,
                 too_large: Arc::default(),
+                over_budget: Arc::default(),
             }),
         }
     }
@@ -1015,6 +1024,13 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F
             let Err(error) = std::task::ready!(this.call.poll(cx)) else { return Poll::Ready(Ok(())) };
             if error.kind() == REGISTRY_UNAVAILABLE && this.target.publisher.is_transactional() {
                 // Not the event's fault: its consumer waits for the registry (see the constant).
+                return Poll::Ready(Err(error));
+            }
+            if error.kind() == "budget"
+                && this.target.publisher.is_transactional()
+                && this.target.over_budget(this.event) < DeadLetterLayer::BUDGET_TRIES
+            {
+                // Another try, in a fresh transaction once the consumer has aborted this one.
                 return Poll::Ready(Err(error));
             }
             let (target, event) = (this.target.clone(), this.event.clone());
@@ -1213,6 +1229,23 @@ impl DeadLetterTarget {
     fn was_too_large(&self, event: &IncomingEvent) -> bool {
         let seen = self.too_large.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         seen.iter().any(|(t, p, o)| &**t == event.topic() && *p == event.partition() && *o == event.offset())
+    }
+
+    /// Counts one more time `event` ran out of its budget (the last 64 events are remembered);
+    /// how many times it has now.
+    fn over_budget(&self, event: &IncomingEvent) -> u32 {
+        let mut seen = self.over_budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at =
+            |(t, p, o): &Position| &**t == event.topic() && *p == event.partition() && *o == event.offset();
+        if let Some((_, times)) = seen.iter_mut().find(|(position, _)| at(position)) {
+            *times += 1;
+            return *times;
+        }
+        if seen.len() == 64 {
+            seen.pop_front();
+        }
+        seen.push_back(((event.topic().into(), event.partition(), event.offset()), 1));
+        1
     }
 
     /// Remembers (the last few) events whose whole dead letter was refused for its size.

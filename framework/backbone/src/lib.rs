@@ -97,7 +97,7 @@
 //! [`consume::Consumer::exactly_once`] commits what a handler publishes and the offsets it consumed
 //! in one Kafka transaction (KIP-447 fencing; readers use `read_committed`): `examples/exactly_once.rs`.
 //! Each event gets a time budget below the transaction timeout ([`consume::MAX_EVENT_BUDGET`]; past it,
-//! a dead letter of kind `budget`), and a consumer whose transactional producer is fenced joins again
+//! another try in a fresh transaction, a dead letter of kind `budget` on the third), and a consumer whose transactional producer is fenced joins again
 //! with a new one from the last committed offsets.
 //! [`sourcing`] keeps an entity's history in a journal and rebuilds it by replay, and keeps running
 //! totals snapshotted in the same transaction as the offsets: `examples/running_totals.rs`.
