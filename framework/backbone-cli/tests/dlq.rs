@@ -422,22 +422,46 @@ async fn dlq_replay_reaches_only_the_handler_that_failed_and_never_writes_the_or
     let dlq = dead_letter_topic(&service, &source).unwrap();
     wait_records(dlq.name(), 1);
 
-    // The fix is deployed; the dead letter is replayed.
-    seen.fixed.store(true, Ordering::SeqCst);
     let origin_end = high_watermark(source.name());
-    let replay = backbone(&["dlq", "replay", "--service", &service, "--topic", source.name(), "--all"]);
-    assert!(replay.status.success(), "{}{}", text(&replay.stdout), text(&replay.stderr));
-    assert_eq!(high_watermark(source.name()), origin_end, "the origin topic has no new record: one writer");
-
-    // `first` handles it, from the retry topic.
-    seen.wait("first", "poison", 1).await;
     let retry = retry_topic(&service, &source).unwrap();
-    // `second`'s retry consumer read past it without handling it; both retry groups are done.
+    let replay = |offset: &str| {
+        let out = backbone(&[
+            "dlq",
+            "replay",
+            "--service",
+            &service,
+            "--topic",
+            source.name(),
+            "--offsets",
+            offset,
+        ]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            high_watermark(source.name()),
+            origin_end,
+            "the origin topic has no new record: one writer"
+        );
+    };
+
+    // Replayed before the fix: `first` fails it again, and its retry consumer dead-letters it to the
+    // origin's dead-letter topic, for `first`, from the retry topic.
+    replay("0");
+    wait_records(dlq.name(), 2);
+    let again = &read_all(dlq.name())[1];
+    assert_eq!(header(again, h::HANDLER), Some(&b"first"[..]));
+    assert_eq!(header(again, h::ORIGIN_TOPIC), Some(retry.name().as_bytes()));
+
+    // The fix is deployed; that dead letter is replayed.
+    seen.fixed.store(true, Ordering::SeqCst);
+    replay("1");
+    seen.wait("first", "poison", 1).await;
+    // `second`'s retry consumer read past both replays without handling them; both retry groups are
+    // done.
     let retry_name = retry.name().to_owned();
     let groups = [format!("{service}.first.retry"), format!("{service}.second.retry")];
     tokio::task::spawn_blocking(move || {
         for group in &groups {
-            wait_committed(group, &retry_name, 1);
+            wait_committed(group, &retry_name, 2);
         }
     })
     .await
