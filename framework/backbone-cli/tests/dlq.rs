@@ -484,3 +484,47 @@ async fn dlq_replay_reaches_only_the_handler_that_failed_and_never_writes_the_or
     ours.shutdown().await.expect("service stops");
     bystander_app.shutdown().await.expect("other service stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_with_two_instances_both_ready_and_the_replay_handled_once() {
+    use backbone::app::{App, HandlerOptions};
+    use backbone::handler::BoxedHandler;
+
+    let kafka = shared_kafka();
+    let config = app_config();
+    let source = TopicSpec::public(unique("shop"), "orders", 1).partitions(2).build().unwrap();
+    kafka.create_topic(source.name(), 2, 1).await.expect("source topic");
+    let service = unique("svc");
+    let seen = Seen::new();
+    let app = || {
+        App::new(service.clone()).consume_with(
+            &source,
+            BoxedHandler::named("first", first),
+            HandlerOptions::new(),
+            |c| c,
+        )
+    };
+    let one = app().start(&config, seen.clone()).await.expect("instance one starts");
+    let two = app().start(&config, seen.clone()).await.expect("instance two starts");
+    // The retry topic has one partition: one instance's retry consumer has none, and is ready all
+    // the same.
+    for instance in [&one, &two] {
+        tokio::time::timeout(Duration::from_secs(60), instance.ready()).await.expect("ready within 60 s");
+    }
+
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    producer.send(FutureRecord::to(source.name()).key("k").payload("poison"), TIMEOUT).await.expect("event");
+    let dlq = dead_letter_topic(&service, &source).unwrap();
+    wait_records(dlq.name(), 1);
+    seen.fixed.store(true, Ordering::SeqCst);
+    let replay = backbone(&["dlq", "replay", "--service", &service, "--topic", source.name(), "--all"]);
+    assert!(replay.status.success(), "{}{}", text(&replay.stdout), text(&replay.stderr));
+    seen.wait("first", "poison", 1).await;
+    let retry = retry_topic(&service, &source).unwrap().name().to_owned();
+    let group = format!("{service}.first.retry");
+    tokio::task::spawn_blocking(move || wait_committed(&group, &retry, 1)).await.unwrap();
+    assert_eq!(seen.of("first"), ["poison"], "handled once, by one instance");
+
+    one.shutdown().await.expect("instance one stops");
+    two.shutdown().await.expect("instance two stops");
+}
