@@ -62,7 +62,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// dead-letter topic. [`crate::App`] runs it next to each handler's consumer; run it next to
     /// yours for `backbone dlq replay` to reach it.
     ///
-    /// A replay is handled alongside the source's live events, not in their partition's order.
+    /// A replay is handled alongside the source's live events, not in their partition's order: a
+    /// handler that keeps per-key state in memory between events, or relies on one writer per key
+    /// (its partition's owner), may see a replayed event of a key at the same time as that key's live
+    /// ones, on another instance, and without this consumer's hooks.
     pub fn retries(&self) -> Result<Self, ConsumeError> {
         let topic = retry_topic(self.spec.name(), &self.topic)?;
         if self.spec.owned(topic.name()).is_none() {
