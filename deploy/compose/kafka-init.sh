@@ -5,7 +5,8 @@
 # ACLs (the broker denies everything else: allow.everyone.if.no.acl.found=false). For each service S
 # with peer P (orders <-> stock), principal User:S gets:
 #   - All on topics, consumer groups and transactional ids prefixed `S.`: it creates and configures
-#     its own topics (`S.public.*`, `S.private.*`), writes them, consumes in groups `S.<handler>` and
+#     its own topics (`S.public.*`, `S.private.*`, dead-letter and retry topics included), writes them,
+#     consumes in groups `S.<handler>` (and `S.<handler>.retry`, for replayed dead letters) and
 #     runs transactions with ids `S.*`. Nobody else may write them, and nobody else may read
 #     `S.private.*`: private topics are private because no ACL grants them to anyone else.
 #   - Read, Describe and DescribeConfigs on topics prefixed `P.public.`: it consumes the peer's

@@ -7,9 +7,15 @@
 //! - `list` reads every dead-letter topic of the service (or the one for `--topic`) from its beginning
 //!   to the end offsets seen at start, and prints one line (or, with `--json`, one JSON object) per
 //!   dead letter.
-//! - `replay` republishes chosen dead letters, named by their offset in the dead-letter topic, to their
-//!   origin topic, in offset order: original key and payload, every header except the `backbone-dlq-*`
-//!   ones, and `backbone-replayed-from: <dlq-topic>:<offset>`. The producer is backbone's durable one
+//! - `replay` republishes chosen dead letters, named by their offset in the dead-letter topic, to the
+//!   service's **retry topic** for that source, `<service>.private.retry.<source>`
+//!   (`backbone::consume::retry_topic`), in offset order: original key and payload, the original
+//!   event's headers (not the `backbone-dlq-*` ones), `backbone-replayed-from: <dlq-topic>:<offset>`
+//!   and `backbone-replay-handler: <handler that failed>`. Not to the origin topic: that belongs to
+//!   another service (the CLI would be its second writer) and every consumer group of it would see the
+//!   event again. The service's retry consumer of that handler (group `<group>.retry`, run by
+//!   `backbone::App` next to each handler's consumer) handles it; its other handlers skip it. A
+//!   service without the retry topic (built before it) is refused. The producer is backbone's durable one
 //!   (acks=all, idempotence on, at most 5 in flight) and each write is awaited before the next, so a
 //!   failure stops the replay with everything before it written and nothing after it. Offsets that are
 //!   not in the dead-letter topic are refused before anything is written. Replaying does not remove
@@ -18,14 +24,14 @@
 //! Brokers and security come from the environment like a service's (`KAFKA_BOOTSTRAP_SERVERS`,
 //! `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_USERNAME` …; see `backbone::config`); `--bootstrap-servers`
 //! overrides the brokers. With SASL the principal defaults to `backbone-cli`: run with an operator's
-//! credentials (reading the dead-letter topics, writing the origin topics).
+//! credentials (reading the dead-letter topics, writing the retry topics).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backbone::consume::dead_letter_headers as dlq_headers;
+use backbone::consume::{dead_letter_headers as dlq_headers, replay_headers};
 use backbone::topic::validate_service_name;
 use backbone::{Config, TopicSpec};
 use clap::{ArgGroup, Args, Subcommand};
@@ -43,7 +49,9 @@ const READ_GROUP: &str = "backbone-cli.dlq";
 /// The prefix every dead-letter header shares; these are dropped when replaying.
 const DLQ_HEADER_PREFIX: &str = "backbone-dlq-";
 /// The header a replayed event carries: `<dlq-topic>:<dlq-offset>`.
-const REPLAYED_FROM: &str = "backbone-replayed-from";
+const REPLAYED_FROM: &str = replay_headers::REPLAYED_FROM;
+/// The header naming the handler a replayed event is for.
+const REPLAY_HANDLER: &str = replay_headers::HANDLER;
 /// How long metadata and watermark requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading may go without a message before it is called stuck.
@@ -57,12 +65,17 @@ const MESSAGE_WIDTH: usize = 120;
 pub(crate) enum DlqCommand {
     /// Print the dead letters of a service: one line each, or one JSON object each with `--json`.
     List(ListArgs),
-    /// Republish chosen dead letters to their origin topic.
+    /// Send chosen dead letters back to the handler that failed them, through the service's retry
+    /// topic.
     ///
-    /// In dead-letter offset order, with the original key and payload, every header but the
-    /// `backbone-dlq-*` ones, and `backbone-replayed-from: <dlq-topic>:<offset>`; each write is
-    /// acknowledged (acks=all, idempotent) before the next. Dead letters stay in the dead-letter topic,
-    /// so replaying one twice writes it twice.
+    /// Writes to `<service>.private.retry.<SOURCE_TOPIC>`, never to the origin topic (another
+    /// service's, read by other consumer groups that handled the event already): the service's retry
+    /// consumer for the handler named in the dead letter handles it, its other handlers skip it. In
+    /// dead-letter offset order, with the original key, payload and headers,
+    /// `backbone-replayed-from: <dlq-topic>:<offset>` and `backbone-replay-handler: <handler>`; each
+    /// write is acknowledged (acks=all, idempotent) before the next. Refused if the retry topic does
+    /// not exist (the service predates retry topics). Dead letters stay in the dead-letter topic, so
+    /// replaying one twice writes it twice.
     Replay(ReplayArgs),
 }
 
@@ -95,7 +108,8 @@ pub(crate) struct ReplayArgs {
     /// The service whose dead letters to replay.
     #[arg(long, value_name = "NAME")]
     service: String,
-    /// The topic the events came from: replays from `<service>.private.dlq.<SOURCE_TOPIC>`.
+    /// The topic the events came from: replays from `<service>.private.dlq.<SOURCE_TOPIC>` to
+    /// `<service>.private.retry.<SOURCE_TOPIC>`.
     #[arg(long, value_name = "SOURCE_TOPIC")]
     topic: String,
     /// The dead letters to replay, by offset in the dead-letter topic: `3,7,10-12`.
@@ -226,6 +240,12 @@ fn dead_letter_topic_name(service: &str, source: &str) -> Result<String, DlqErro
     Ok(TopicSpec::private(service, format!("dlq.{source}")).partitions(1).build()?.name().to_owned())
 }
 
+/// The retry topic of `service` for events from `source`, named as `backbone::consume::retry_topic`
+/// names it: where replays go.
+fn retry_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
+    Ok(TopicSpec::private(service, format!("retry.{source}")).partitions(1).build()?.name().to_owned())
+}
+
 /// The prefix of every dead-letter topic of `service`.
 fn dead_letter_prefix(service: &str) -> Result<String, DlqError> {
     validate_service_name(service)?;
@@ -280,11 +300,9 @@ impl Letter {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
     }
 
-    /// Where to replay it: its origin topic, if the header is there and is a name.
-    fn origin_topic(&self) -> Option<&str> {
-        self.header(dlq_headers::ORIGIN_TOPIC)
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .filter(|t| !t.is_empty())
+    /// The handler that failed it, which a replay is for, if the header is there and is a name.
+    fn handler(&self) -> Option<&str> {
+        self.header(dlq_headers::HANDLER).and_then(|t| std::str::from_utf8(t).ok()).filter(|t| !t.is_empty())
     }
 
     /// The first header called `name`, as (lossy) text.
@@ -363,28 +381,32 @@ impl Letter {
 
     /// The headers a replay carries: the original event's, as the consumer kept them
     /// (`backbone-dlq-original-<name>`), or, for a letter without them, every header but the
-    /// dead-letter ones (and an earlier replay's mark); then where this replay comes from.
+    /// dead-letter ones (and an earlier replay's marks); then where this replay comes from and the
+    /// handler it is for.
     fn replay_headers(&self) -> OwnedHeaders {
+        let replay_mark = |k: &str| k == REPLAYED_FROM || k == REPLAY_HANDLER;
         let original = dlq_headers::ORIGINAL_PREFIX;
         let has_originals = self.headers.iter().any(|(k, _)| k.starts_with(original));
         let kept: Vec<(&str, Option<&[u8]>)> = if has_originals {
             self.headers
                 .iter()
                 .filter_map(|(k, v)| Some((k.strip_prefix(original)?, v.as_deref())))
-                .filter(|(k, _)| *k != REPLAYED_FROM)
+                .filter(|(k, _)| !replay_mark(k))
                 .collect()
         } else {
             self.headers
                 .iter()
-                .filter(|(k, _)| !k.starts_with(DLQ_HEADER_PREFIX) && k != REPLAYED_FROM)
+                .filter(|(k, _)| !k.starts_with(DLQ_HEADER_PREFIX) && !replay_mark(k))
                 .map(|(k, v)| (k.as_str(), v.as_deref()))
                 .collect()
         };
-        let mut headers = OwnedHeaders::new_with_capacity(kept.len() + 1);
+        let mut headers = OwnedHeaders::new_with_capacity(kept.len() + 2);
         for (key, value) in kept {
             headers = headers.insert(Header { key, value });
         }
-        headers.insert(Header { key: REPLAYED_FROM, value: Some(&format!("{}:{}", self.topic, self.offset)) })
+        headers
+            .insert(Header { key: REPLAYED_FROM, value: Some(&format!("{}:{}", self.topic, self.offset)) })
+            .insert(Header { key: REPLAY_HANDLER, value: self.handler().map(str::as_bytes) })
     }
 }
 
@@ -498,15 +520,12 @@ fn list(config: &Config, args: &ListArgs) -> Result<ExitCode, DlqError> {
 async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
     let config = config(&args.connection)?;
     let dlq = dead_letter_topic_name(&args.service, &args.topic)?;
+    let target = retry_topic_name(&args.service, &args.topic)?;
     let chosen = args.offsets.clone();
-    let (letters, existing) = {
-        let (config, dlq) = (config.clone(), dlq.clone());
-        blocking(move || choose(&config, &dlq, chosen.as_ref())).await?
+    let letters = {
+        let (config, dlq, target) = (config.clone(), dlq.clone(), target.clone());
+        blocking(move || choose(&config, &dlq, &target, chosen.as_ref())).await?
     };
-    let targets: BTreeSet<&str> = letters.iter().filter_map(Letter::origin_topic).collect();
-    if let Some(missing) = targets.iter().find(|t| !existing.contains(**t)) {
-        return Err(DlqError::Refused(format!("origin topic {missing} does not exist")));
-    }
     if letters.is_empty() {
         println!("no dead letters in {dlq}: nothing to replay");
         return Ok(ExitCode::SUCCESS);
@@ -514,9 +533,9 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
     if args.dry_run {
         for letter in &letters {
             println!(
-                "would replay {} -> {}  key {}  ({} payload bytes)",
+                "would replay {} -> {target} for {}  key {}  ({} payload bytes)",
                 letter.location(),
-                letter.origin_topic().unwrap_or_default(),
+                letter.handler().unwrap_or_default(),
                 letter.key_text().map_or_else(|| "none".into(), |k| format!("{:?}", truncate(&k, KEY_WIDTH))),
                 letter.payload.as_ref().map_or(0, Vec::len),
             );
@@ -528,9 +547,8 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
         .create()
         .map_err(kafka(format!("creating a producer for {}", config.bootstrap_servers)))?;
     for (done, letter) in letters.iter().enumerate() {
-        let target = letter.origin_topic().unwrap_or_default();
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(target).headers(letter.replay_headers());
+            FutureRecord::to(&target).headers(letter.replay_headers());
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
@@ -538,11 +556,17 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
             record = record.payload(payload);
         }
         match producer.send(record, config.delivery_timeout).await {
-            Ok(d) => println!("replayed {} -> {target}:{}@{}", letter.location(), d.partition, d.offset),
+            Ok(d) => println!(
+                "replayed {} -> {target}:{}@{} for {}",
+                letter.location(),
+                d.partition,
+                d.offset,
+                letter.handler().unwrap_or_default()
+            ),
             Err((e, _)) => {
                 return Err(DlqError::ReplayFailed {
                     letter: letter.location(),
-                    target: target.to_owned(),
+                    target: target.clone(),
                     reason: e.to_string(),
                     replayed: done,
                     chosen: letters.len(),
@@ -550,26 +574,30 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
             }
         }
     }
-    println!(
-        "replayed {} dead letter(s) from {dlq} to {}",
-        letters.len(),
-        targets.into_iter().collect::<Vec<_>>().join(", ")
-    );
+    println!("replayed {} dead letter(s) from {dlq} to {target}", letters.len());
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dead letters in `dlq` at `offsets` (or all), in offset order, and the names of the cluster's
-/// topics. Refuses offsets that are not there and dead letters that do not say where they came from.
+/// The dead letters in `dlq` at `offsets` (or all), in offset order, to replay to `retry`. Refuses
+/// a missing retry topic, offsets that are not there and dead letters that do not name their handler.
 fn choose(
     config: &Config,
     dlq: &str,
+    retry: &str,
     offsets: Option<&Offsets>,
-) -> Result<(Vec<Letter>, HashSet<String>), DlqError> {
+) -> Result<Vec<Letter>, DlqError> {
     let consumer = reader(config)?;
-    let all = topics(&consumer, |_| true)?;
+    let all = topics(&consumer, |name| name == dlq || name == retry)?;
     let Some((_, partitions)) = all.iter().find(|(name, _)| name == dlq) else {
         return Err(DlqError::Refused(format!("dead-letter topic {dlq} does not exist")));
     };
+    if !all.iter().any(|(name, _)| name == retry) {
+        return Err(DlqError::Refused(format!(
+            "retry topic {retry} does not exist: replays go to the service's retry topic, not to the \
+             origin topic (which every consumer group of it would read again); upgrade the service to a \
+             backbone that declares and consumes its retry topics, and start it"
+        )));
+    }
     if partitions.len() != 1 {
         return Err(DlqError::Refused(format!(
             "{dlq} has {} partitions; backbone's dead-letter topics have one, and replay names dead letters \
@@ -601,16 +629,15 @@ fn choose(
         }
     }
     let unknown: Vec<String> =
-        letters.iter().filter(|l| l.origin_topic().is_none()).map(Letter::location).collect();
+        letters.iter().filter(|l| l.handler().is_none()).map(Letter::location).collect();
     if !unknown.is_empty() {
         return Err(DlqError::Refused(format!(
-            "dead letter(s) {} have no valid {} header, so where to replay them is unknown",
+            "dead letter(s) {} have no valid {} header, so which handler to replay them to is unknown",
             unknown.join(", "),
-            dlq_headers::ORIGIN_TOPIC
+            dlq_headers::HANDLER
         )));
     }
-    let existing = all.into_iter().map(|(name, _)| name).collect();
-    Ok((letters, existing))
+    Ok(letters)
 }
 
 #[cfg(test)]
@@ -632,6 +659,8 @@ mod tests {
         let source = TopicSpec::public("orders", "created", 1).build().unwrap();
         let framework = backbone::consume::dead_letter_topic("stock", &source).unwrap();
         assert_eq!(dead_letter_topic_name("stock", source.name()).unwrap(), framework.name());
+        let retry = backbone::consume::retry_topic("stock", &source).unwrap();
+        assert_eq!(retry_topic_name("stock", source.name()).unwrap(), retry.name());
         assert!(framework.name().starts_with(&dead_letter_prefix("stock").unwrap()));
         assert!(dead_letter_prefix("Stock*").is_err());
     }
@@ -659,8 +688,10 @@ mod tests {
             payload: None,
             headers: vec![
                 (h::ORIGIN_TOPIC.into(), Some(b"t".to_vec())),
+                (h::HANDLER.into(), Some(b"reserve".to_vec())),
                 ("tenant".into(), Some(b"acme".to_vec())),
                 (REPLAYED_FROM.into(), Some(b"s.private.dlq.t:1".to_vec())),
+                (REPLAY_HANDLER.into(), Some(b"audit".to_vec())),
                 ("empty".into(), None),
             ],
         };
@@ -671,7 +702,8 @@ mod tests {
             [
                 ("tenant", Some(&b"acme"[..])),
                 ("empty", None),
-                (REPLAYED_FROM, Some(&b"s.private.dlq.t:4"[..]))
+                (REPLAYED_FROM, Some(&b"s.private.dlq.t:4"[..])),
+                (REPLAY_HANDLER, Some(&b"reserve"[..]))
             ]
         );
     }
@@ -688,6 +720,10 @@ mod tests {
             payload: None,
             headers: vec![
                 (h::ORIGIN_TOPIC.into(), Some(b"t".to_vec())),
+                (h::HANDLER.into(), Some(b"apply".to_vec())),
+                // A replayed event that failed again: its earlier replay's marks are replaced.
+                (original(REPLAYED_FROM), Some(b"s.private.dlq.t:2".to_vec())),
+                (original(REPLAY_HANDLER), Some(b"apply".to_vec())),
                 // The dead letter's own publish headers: not the original's.
                 ("backbone-event-type".into(), Some(b"DeadLetter".to_vec())),
                 (original("backbone-event-type"), Some(b"OrderCreated".to_vec())),
@@ -701,7 +737,8 @@ mod tests {
             [
                 ("backbone-event-type", Some(&b"OrderCreated"[..])),
                 ("traceparent", Some(&b"00-abc"[..])),
-                (REPLAYED_FROM, Some(&b"s.private.dlq.t:9"[..]))
+                (REPLAYED_FROM, Some(&b"s.private.dlq.t:9"[..])),
+                (REPLAY_HANDLER, Some(&b"apply"[..]))
             ]
         );
     }

@@ -4,7 +4,9 @@
 //! Dead letters: an event that cannot be decoded, or whose handler fails permanently (or past its
 //! retry budget), goes to `<service>.private.dlq.<topic>` with its origin in headers, and the
 //! partition flows on. `backbone dlq list --service <name>` shows them; `backbone dlq replay`
-//! republishes chosen ones to their origin, in order.
+//! sends chosen ones, in order, to the service's retry topic `<service>.private.retry.<topic>`, for
+//! the handler that failed them alone (`App` declares and consumes it; a bare `Consumer` like this
+//! one needs `.owns(&retry_topic(…))` and `consumer.retries()?` run beside it).
 
 use std::sync::Arc;
 use std::time::Duration;

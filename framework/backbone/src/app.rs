@@ -66,7 +66,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::consume::{ConsumeError, Consumer, dead_letter_topic};
+use crate::consume::{ConsumeError, Consumer, dead_letter_topic, retry_topic};
 use crate::event::{BoundEvent, TopicDecl};
 use crate::handler::{BoxedHandler, Handler};
 use crate::health::HealthState;
@@ -487,7 +487,8 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     }
 
     /// The validated declaration: [`Service::spec`] with every consumed topic's dead-letter topic
-    /// ([`dead_letter_topic`]) among the owned ones.
+    /// ([`dead_letter_topic`]) among the owned ones, and each handler's source's retry topic
+    /// ([`retry_topic`], where `backbone dlq replay` writes).
     pub fn spec(&self) -> Result<ServiceSpec, TopicError> {
         if let Some(e) = self.errors.first() {
             return Err(e.clone());
@@ -497,6 +498,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             self.subscriptions.iter().map(|s| &s.topic).chain(self.tables.iter().map(|t| t.topic()));
         for topic in consumed {
             service = service.owns(&dead_letter_topic(&self.name, topic)?);
+        }
+        for subscription in &self.subscriptions {
+            service = service.owns(&retry_topic(&self.name, &subscription.topic)?);
         }
         service.spec()
     }
@@ -583,10 +587,14 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             if let Some(configure) = s.configure {
                 consumer = configure(consumer);
             }
-            // Not ready from now on, not only once the task has started.
-            let component = format!("consumer:{}", consumer.group());
-            health.starting(&component, format!("waiting for partitions of `{}`", s.topic.name()));
-            consumers.push((component, name, consumer));
+            // Replayed dead letters come back on the retry topic, to a second consumer.
+            let retries = consumer.retries().map_err(consume_error)?;
+            for consumer in [consumer, retries] {
+                // Not ready from now on, not only once the task has started.
+                let component = format!("consumer:{}", consumer.group());
+                health.starting(&component, format!("waiting for partitions of `{}`", consumer.topic_name()));
+                consumers.push((component, name.clone(), consumer));
+            }
         }
         for (component, run) in runs {
             let stopping = stop_signal(&stop);
@@ -868,6 +876,8 @@ mod tests {
         let prices = TopicDecl::public("pricing", "prices", 1).compacted();
         let spec = App::<()>::new("stock")
             .consume(&orders, reserve)
+            // A second handler of the same source: one dead-letter topic, one retry topic.
+            .consume_with(&orders, BoxedHandler::named("audit", reserve), HandlerOptions::new(), |c| c)
             .table::<String>(levels)
             .table::<String>(prices)
             .spec()
@@ -881,6 +891,8 @@ mod tests {
                 "stock.private.dlq.pricing.public.prices-v1",
                 "stock.private.dlq.stock.private.levels",
                 "stock.private.levels",
+                // Replays of the handlers' dead letters; tables have none (they re-read their topic).
+                "stock.private.retry.orders.public.order-created-v1",
             ]
         );
         assert_eq!(spec.consumed_topics().len(), 3);

@@ -65,6 +65,9 @@ use crate::native::{PartitionQueue, QueueWakers, WithQueueWakers};
 use crate::publish::{PublishError, Publisher, TRANSACTION_TIMEOUT, Transaction};
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec};
+pub use retry::{replay_headers, retry_topic};
+
+mod retry; // Replays of dead letters: the retry topic and its consumer.
 
 /// The dead-letter topic `service` owns for events it could not handle from `source`:
 /// `<service>.private.dlq.<source>`, one partition, kept 14 days.

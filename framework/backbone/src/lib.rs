@@ -71,7 +71,13 @@
 //! `<service>.private.dlq.<topic>` with its origin (topic, partition, offset, key), the error, the
 //! handler and the attempts in headers ([`layer::dead_letter_headers`]); the partition flows on. If
 //! that write fails, the partition waits and health says why: nothing is dropped silently.
-//! `backbone dlq list|replay` shows and republishes them. Runnable: `examples/dead_letters.rs`.
+//! `backbone dlq list|replay` shows and replays them. A replay goes to the service's own retry topic
+//! `<service>.private.retry.<topic>` ([`consume::retry_topic`]), not back to the origin topic (another
+//! service's: it would get a second writer, and every consumer group of it would see the event again):
+//! [`App`] declares it and runs, next to each handler's consumer, one on the retry topic
+//! ([`consume::Consumer::retries`], group `<group>.retry`) that handles only the replays naming its
+//! handler and dead-letters a replay that fails again to the same dead-letter topic. So a replay
+//! reaches the handler that failed and no other. Runnable: `examples/dead_letters.rs`.
 //!
 //! ## Schemas and evolution
 //!

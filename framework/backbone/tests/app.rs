@@ -95,6 +95,10 @@ async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
         spec.owned("macro-stock.private.dlq.macro-shop.public.order-placed-v1").is_some(),
         "the consumed topic's dead-letter topic is declared for us"
     );
+    assert!(
+        spec.owned("macro-stock.private.retry.macro-shop.public.order-placed-v1").is_some(),
+        "and its retry topic, where `backbone dlq replay` writes"
+    );
 
     // The shop: publishes orders (declared with the builder, to the same effect).
     let shop = App::<()>::new("macro-shop")

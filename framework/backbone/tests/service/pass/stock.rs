@@ -81,6 +81,7 @@ fn main() {
             "stock.private.dlq.stock.private.levels",
             "stock.private.levels",
             "stock.private.reservations",
+            "stock.private.retry.shop.public.order-placed-v1",
             "stock.public.order-checked-v1",
         ]
     );
