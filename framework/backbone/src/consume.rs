@@ -67,7 +67,7 @@ use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec};
 pub use retry::{replay_headers, retry_topic};
 
-mod retry; // Replays of dead letters: the retry topic and its consumer.
+pub(crate) mod retry; // Replays of dead letters: the retry topic and its consumer.
 
 /// The dead-letter topic `service` owns for events it could not handle from `source`:
 /// `<service>.private.dlq.<source>`, one partition, kept 14 days.
@@ -985,7 +985,7 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
         let (registry, health) = (self.publisher.registry(), self.publisher.health());
         let mut backoff = Duration::from_millis(200);
         loop {
-            match registry.check_topic(id, event.topic()).await {
+            match registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await {
                 Err(e) if e.is_retriable() => {
                     let reason = format!(
                         "{e}; partition {}:{} waits at offset {} for schema {id}, outside its transaction",

@@ -785,7 +785,7 @@ where
             let mut backoff = REGISTRY_BACKOFF;
             let mut waited = None;
             loop {
-                match registry.check_topic(id, event.topic()).await {
+                match registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await {
                     Ok(()) => break,
                     Err(e) if e.is_retriable() && transactional => {
                         return Err(HandlerError::retriable(e).with_kind(REGISTRY_UNAVAILABLE));

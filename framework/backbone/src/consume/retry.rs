@@ -46,6 +46,16 @@ pub fn retry_topic(service: &str, source: &TopicSpec) -> Result<TopicSpec, Topic
         .build()
 }
 
+/// The topic whose contract a record of `topic` follows: for a retry topic
+/// (`<service>.private.retry.<source>`) its source, whose schemas the replayed records carry;
+/// otherwise `topic` itself.
+pub(crate) fn contract_topic(topic: &str) -> &str {
+    match topic.split_once(".private.retry.") {
+        Some((service, source)) if !service.contains('.') && !source.is_empty() => source,
+        _ => topic,
+    }
+}
+
 impl<S> Consumer<S> {
     /// The topic it consumes.
     pub(crate) fn topic_name(&self) -> &str {
@@ -154,5 +164,17 @@ where
             "a replay for another handler: skipped"
         );
         Either::Right(ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contract_topic;
+
+    #[test]
+    fn a_retry_topic_follows_its_source_contract() {
+        assert_eq!(contract_topic("stock.private.retry.orders.public.order-v1"), "orders.public.order-v1");
+        assert_eq!(contract_topic("orders.public.order-v1"), "orders.public.order-v1");
+        assert_eq!(contract_topic("stock.private.commands"), "stock.private.commands");
     }
 }
