@@ -781,6 +781,30 @@ impl<V> Table<V> {
         self.wait_for(delivery.partition, delivery.offset, timeout).await
     }
 
+    /// Where `partition` ends now: its high watermark, the offset its next record will get (one
+    /// round trip to its leader). A consistency token at or past it names a write that has not
+    /// happened.
+    pub async fn high_watermark(&self, partition: i32) -> Result<i64, WaitError>
+    where
+        V: Send + Sync + 'static,
+    {
+        let shared = self.shared.clone();
+        let looked = tokio::task::spawn_blocking(move || {
+            let probe = shared.probe.lock().unwrap_or_else(PoisonError::into_inner);
+            probe.fetch_watermarks(&shared.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
+        })
+        .await;
+        match looked {
+            Ok(Ok(high)) => Ok(high),
+            Ok(Err(e)) => {
+                Err(WaitError::End { table: self.shared.name.clone(), partition, reason: e.to_string() })
+            }
+            Err(e) => {
+                Err(WaitError::End { table: self.shared.name.clone(), partition, reason: e.to_string() })
+            }
+        }
+    }
+
     /// Waits until the view has applied every record of `partition` a `read_committed` reader
     /// sees now (its end is looked up first): a read then sees every write to it acknowledged or
     /// committed before the call, whoever made it. What a new owner of a key does before trusting

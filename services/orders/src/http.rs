@@ -399,7 +399,18 @@ fn check_timeout(params: &WaitParams) -> Result<(), ApiError> {
 /// Waits, if asked to, until local state has applied the write at the token.
 async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) -> Result<(), ApiError> {
     let Some(at) = token else { return Ok(()) };
-    orders.table.wait_for_delivery(at, limit).await.map_err(|e| match e {
+    let waited = orders.table.wait_for_delivery(at, limit).await;
+    if let Err(WaitError::Timeout { .. }) = waited
+        && let Ok(end) = orders.table.high_watermark(at.partition).await
+        && at.offset >= end
+    {
+        // Not lag: no write has that offset (yet). The client's token is wrong.
+        return Err(invalid(
+            "token",
+            format!("`{at}` names an offset not written: partition {} ends at {end}", at.partition),
+        ));
+    }
+    waited.map_err(|e| match e {
         WaitError::Timeout { .. } => ApiError::Timeout(format!("local state has not reached {at} yet")),
         WaitError::NoSuchPartition { partitions, .. } => invalid(
             "token",
