@@ -628,6 +628,7 @@ fn choose(
             )));
         }
     }
+    refuse_truncated(&letters)?;
     let unknown: Vec<String> =
         letters.iter().filter(|l| l.handler().is_none()).map(Letter::location).collect();
     if !unknown.is_empty() {
@@ -640,9 +641,49 @@ fn choose(
     Ok(letters)
 }
 
+/// Refuses dead letters that hold only a truncated copy of their event (its whole was too large
+/// to dead-letter): replaying one would hand the handler a different event.
+fn refuse_truncated(letters: &[Letter]) -> Result<(), DlqError> {
+    let truncated: Vec<String> = letters
+        .iter()
+        .filter(|l| l.header(dlq_headers::TRUNCATED).is_some_and(|v| v == b"true"))
+        .map(Letter::location)
+        .collect();
+    if truncated.is_empty() {
+        return Ok(());
+    }
+    Err(DlqError::Refused(format!(
+        "dead letter(s) {} hold only a truncated copy of their event (too large to dead-letter whole); \
+         replaying it would deliver another event: read the original at its origin topic and offset \
+         (the {} and {} headers)",
+        truncated.join(", "),
+        dlq_headers::ORIGIN_TOPIC,
+        dlq_headers::ORIGIN_OFFSET
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_dead_letters_are_not_replayed() {
+        let letter = |offset: i64, truncated: Option<&[u8]>| Letter {
+            topic: "s.private.dlq.t".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: Some(b"the first 64 KiB".to_vec()),
+            headers: truncated
+                .map(|v| (dlq_headers::TRUNCATED.to_owned(), Some(v.to_vec())))
+                .into_iter()
+                .collect(),
+        };
+        assert!(refuse_truncated(&[letter(1, None), letter(2, Some(b"false"))]).is_ok());
+        let refused = refuse_truncated(&[letter(1, None), letter(7, Some(b"true"))]).unwrap_err().to_string();
+        assert!(refused.contains("s.private.dlq.t:7") && refused.contains("truncated"), "{refused}");
+        assert!(refused.ends_with("nothing replayed"), "{refused}");
+    }
 
     #[test]
     fn offsets_parse_lists_and_ranges() {
