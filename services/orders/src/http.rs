@@ -324,7 +324,9 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
             // second CREATED. That end lookup costs a round trip or more (up to ~1 s while a
             // transaction is open), so a body `id` alone is checked against the table as it is;
             // Stock reserves once for an order written twice. (Two first attempts for one key on
-            // two instances at the same moment can both write.)
+            // two instances at the same moment can both write; and a first attempt written behind
+            // a transaction still open on the partition, such as a validation's, stays invisible
+            // to this read_committed table until that transaction ends, up to 10 s.)
             if keyed {
                 orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
                     ApiError::Unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
