@@ -275,22 +275,9 @@ impl Held {
         if headers.is_null() {
             return None;
         }
-        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
-        // SAFETY: non-null headers owned by the live message; librdkafka writes pointers into the
-        // headers' own storage, valid as long as the message (so as long as `&self`).
-        let error = unsafe { rd::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut size) };
-        if error != NO_ERROR || name.is_null() {
-            return None;
-        }
-        // SAFETY: header names are NUL-terminated strings owned by the headers.
-        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        let value = if value.is_null() || size == 0 {
-            &[][..]
-        } else {
-            // SAFETY: `size` bytes at `value`, owned by the headers.
-            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }
-        };
-        Some((name, value))
+        // SAFETY: non-null headers owned by the live message, valid as long as the message (so as
+        // long as `&self`, the lifetime the result gets).
+        unsafe { header_get(headers, index) }
     }
 
     /// Stores its offset for the next commit (the offset after it: the next event to handle), with
@@ -344,9 +331,23 @@ pub(crate) fn header_bytes(
     // (`rd_kafka_headers_t`): it makes one with a cast from that pointer and reads through the
     // cast back, which is what this does.
     let raw = std::ptr::from_ref(headers).cast::<rd::rd_kafka_headers_t>();
+    // SAFETY: live headers borrowed for `'_`, the lifetime the result gets.
+    unsafe { header_get(raw, index) }
+}
+
+/// Header `index` of `headers`: its name as bytes and its value (empty without one); `None` past
+/// the end.
+///
+/// # Safety
+/// `headers` must be live librdkafka headers for all of `'a`: librdkafka writes pointers into their
+/// own storage, and the result borrows it.
+unsafe fn header_get<'a>(
+    headers: *const rd::rd_kafka_headers_t,
+    index: usize,
+) -> Option<(&'a [u8], &'a [u8])> {
     let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
-    // SAFETY: live headers borrowed for `'_`; librdkafka writes pointers into their own storage.
-    let error = unsafe { rd::rd_kafka_header_get_all(raw, index, &mut name, &mut value, &mut size) };
+    // SAFETY: live headers (the caller's promise); librdkafka only writes the three out-pointers.
+    let error = unsafe { rd::rd_kafka_header_get_all(headers, index, &mut name, &mut value, &mut size) };
     if error != NO_ERROR || name.is_null() {
         return None;
     }
