@@ -980,30 +980,11 @@ impl<S: Clone + Send + Sync + 'static> Worker<S> {
     /// Exactly once: waits (outside any transaction) until the registry can check `event`'s
     /// schema, health degraded meanwhile; backoff 200 ms doubling to 5 s.
     async fn await_registry(&self, event: &IncomingEvent) {
-        use crate::layer::REGISTRY_COMPONENT;
         let Some((id, _)) = event.payload().and_then(|p| crate::schema::wire::split(p).ok()) else { return };
         let (registry, health) = (self.publisher.registry(), self.publisher.health());
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await {
-                Err(e) if e.is_retriable() => {
-                    let reason = format!(
-                        "{e}; partition {}:{} waits at offset {} for schema {id}, outside its transaction",
-                        event.topic(),
-                        event.partition(),
-                        event.offset()
-                    );
-                    tracing::warn!(%reason, retry_in = ?backoff, "schema registry unavailable");
-                    health.degrade(REGISTRY_COMPONENT, reason);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                _ => {
-                    health.recover(REGISTRY_COMPONENT);
-                    return;
-                }
-            }
-        }
+        let note = ", outside its transaction";
+        let _ = crate::layer::check_schema_waiting(registry, id, event, Some(health), note, || {}).await;
+        health.recover(crate::layer::REGISTRY_COMPONENT);
     }
 
     /// The handlers' state and publisher, to share between the events of a partition.

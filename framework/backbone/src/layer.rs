@@ -782,33 +782,24 @@ where
             let event = cx.event();
             let health = cx.publisher().map(|p| p.health().clone());
             let transactional = cx.publisher().is_some_and(crate::publish::Publisher::is_transactional);
-            let mut backoff = REGISTRY_BACKOFF;
             let mut waited = None;
-            loop {
-                match registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_retriable() && transactional => {
-                        return Err(HandlerError::retriable(e).with_kind(REGISTRY_UNAVAILABLE));
-                    }
-                    Err(e) if e.is_retriable() => {
-                        let reason = format!(
-                            "{e}; partition {}:{} waits at offset {} for schema {id}",
-                            event.topic(),
-                            event.partition(),
-                            event.offset()
-                        );
-                        tracing::warn!(%reason, retry_in = ?backoff, "schema registry unavailable");
-                        if let Some(health) = &health {
-                            health.degrade(REGISTRY_COMPONENT, reason);
-                        }
-                        waited.get_or_insert_with(|| Waiting::new(waiting.clone(), health.clone()));
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(REGISTRY_MAX_BACKOFF);
-                    }
-                    Err(e) => {
-                        let kind = e.kind();
-                        return Err(HandlerError::permanent(e).with_kind(kind));
-                    }
+            let checked = if transactional {
+                // Inside a transaction no wait: the consumer aborts it and waits outside.
+                registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await
+            } else {
+                check_schema_waiting(&registry, id, event, health.as_ref(), "", || {
+                    waited.get_or_insert_with(|| Waiting::new(waiting.clone(), health.clone()));
+                })
+                .await
+            };
+            match checked {
+                Ok(()) => {}
+                Err(e) if e.is_retriable() => {
+                    return Err(HandlerError::retriable(e).with_kind(REGISTRY_UNAVAILABLE));
+                }
+                Err(e) => {
+                    let kind = e.kind();
+                    return Err(HandlerError::permanent(e).with_kind(kind));
                 }
             }
             drop(waited);
@@ -821,6 +812,41 @@ where
             }
             inner.call(cx).await
         }))
+    }
+}
+
+/// Checks `event`'s writer schema `id` against its topic's contract, waiting while the registry is
+/// unreachable: backoff [`REGISTRY_BACKOFF`] doubling to [`REGISTRY_MAX_BACKOFF`], `health` degraded
+/// ([`REGISTRY_COMPONENT`]) with a reason naming the partition and offset (then `note`), and
+/// `waiting` called before each wait. The first answer that is not "unreachable".
+pub(crate) async fn check_schema_waiting(
+    registry: &crate::schema::Registry,
+    id: crate::schema::SchemaId,
+    event: &IncomingEvent,
+    health: Option<&crate::health::HealthState>,
+    note: &str,
+    mut waiting: impl FnMut(),
+) -> Result<(), crate::schema::SchemaError> {
+    let mut backoff = REGISTRY_BACKOFF;
+    loop {
+        match registry.check_topic(id, crate::consume::retry::contract_topic(event.topic())).await {
+            Err(e) if e.is_retriable() => {
+                let reason = format!(
+                    "{e}; partition {}:{} waits at offset {} for schema {id}{note}",
+                    event.topic(),
+                    event.partition(),
+                    event.offset()
+                );
+                tracing::warn!(%reason, retry_in = ?backoff, "schema registry unavailable");
+                if let Some(health) = health {
+                    health.degrade(REGISTRY_COMPONENT, reason);
+                }
+                waiting();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REGISTRY_MAX_BACKOFF);
+            }
+            answer => return answer,
+        }
     }
 }
 
