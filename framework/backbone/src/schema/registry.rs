@@ -245,14 +245,7 @@ impl Registry {
             return Err(SchemaError::UnknownId(id));
         }
         let url = format!("{}/schemas/ids/{}", self.inner.base, id.0);
-        let reply = self
-            .inner
-            .http
-            .get(&url)
-            .header("Accept", CONTENT_TYPE)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let reply = self.get(&url).await?;
         match reply.status().as_u16() {
             200 => {
                 let text = self.json::<SchemaReply>(reply).await?.schema;
@@ -289,14 +282,7 @@ impl Registry {
             }
         }
         let url = format!("{}/schemas/ids/{}/versions", self.inner.base, id.0);
-        let reply = self
-            .inner
-            .http
-            .get(&url)
-            .header("Accept", CONTENT_TYPE)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+        let reply = self.get(&url).await?;
         let subjects: Arc<[String]> = match reply.status().as_u16() {
             200 => self.json::<Vec<SubjectVersion>>(reply).await?.into_iter().map(|v| v.subject).collect(),
             404 | 405 => return Ok(None),
@@ -475,6 +461,11 @@ impl Registry {
 
     /// The registry could not be asked: its URL and the client's reason, both without passwords
     /// (the error reaches logs, health reasons and dead-letter headers).
+    /// A GET of `url` with the registry's content type; unreachable if no answer comes.
+    async fn get(&self, url: &str) -> Result<reqwest::Response, SchemaError> {
+        self.inner.http.get(url).header("Accept", CONTENT_TYPE).send().await.map_err(|e| self.unreachable(&e))
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> SchemaError {
         SchemaError::Unreachable {
             url: crate::config::redact_url(&self.inner.base).into_owned(),
