@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backbone::consume::{Consumer, ConsumerHooks, Retry, dead_letter_headers, dead_letter_topic};
-use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
+use backbone::handler::{BoxedHandler, HandlerError, Json, State};
 use backbone::{Outgoing, Service, TopicSpec};
 use backbone_testkit::{shared_cluster, unique};
 use futures::StreamExt as _;
@@ -221,44 +221,6 @@ const PARTITIONS: i32 = 3;
 const FLOOD: usize = 100_000;
 const IN_FLIGHT: usize = 10_000;
 
-/// What the statistics and rebalance hooks saw.
-#[derive(Default)]
-struct Observed {
-    topic: String,
-    /// The largest sum over the topic's partitions of `fetchq_size` (bytes) seen in one report.
-    max_fetchq_bytes: AtomicU64,
-    /// Statistics reports so far.
-    reports: AtomicU64,
-    report: Notify,
-    assigned: Notify,
-}
-
-struct Watcher(Arc<Observed>);
-
-impl ConsumerHooks for Watcher {
-    fn assigned(&self, _topic: &str, partitions: &[i32]) {
-        if !partitions.is_empty() {
-            self.0.assigned.notify_one();
-        }
-    }
-
-    fn statistics(&self, statistics: &rdkafka::Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.0.topic) {
-            let bytes: u64 =
-                topic.partitions.iter().filter(|(p, _)| **p >= 0).map(|(_, p)| p.fetchq_size).sum();
-            self.0.max_fetchq_bytes.fetch_max(bytes, Ordering::SeqCst);
-        }
-        self.0.reports.fetch_add(1, Ordering::SeqCst);
-        self.0.report.notify_waiters();
-    }
-}
-
-/// 10 ms per event: the slowness is the behaviour under test.
-async fn slow(_: Metadata, State(handled): State<Arc<AtomicU64>>) {
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    handled.fetch_add(1, Ordering::SeqCst);
-}
-
 /// `VmHWM` (peak resident set) and `VmRSS` of this process, in KiB.
 fn memory_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -284,13 +246,14 @@ async fn r15_a_slow_handler_under_a_flood_keeps_consumer_memory_bounded_and_publ
     let (config, spec, topic, publisher) = setup("r15", PARTITIONS, config).await;
     let (hwm_before, rss_before) = memory_kib();
 
-    let observed = Arc::new(Observed { topic: topic.name().to_owned(), ..Observed::default() });
+    let observed =
+        Arc::new(common::Observed { topic: topic.name().to_owned(), ..common::Observed::default() });
     let handled = Arc::new(AtomicU64::new(0));
     let consumer = Consumer::new(
         &config,
         &spec,
         &topic,
-        BoxedHandler::named("slow", slow),
+        BoxedHandler::named("slow", common::slow),
         handled.clone(),
         publisher.clone(),
         None,
@@ -298,7 +261,7 @@ async fn r15_a_slow_handler_under_a_flood_keeps_consumer_memory_bounded_and_publ
     .unwrap()
     .queue(256, 100)
     .client_setting("statistics.interval.ms", "200")
-    .hooks(Watcher(observed.clone()));
+    .hooks(common::Watcher(observed.clone()));
     let bound = usize::try_from(PARTITIONS).unwrap() * consumer.queue_bound_bytes();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(consumer.run(async move {

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backbone::Outgoing;
-use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
-use backbone::handler::{BoxedHandler, Metadata, State};
+use backbone::consume::{Consumer, dead_letter_topic};
+use backbone::handler::BoxedHandler;
 use backbone::{Service, TopicSpec};
 use backbone_testkit::{KafkaCluster, unique};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 mod common;
 
@@ -57,40 +57,6 @@ const BASE_ALLOWANCE: usize = 32 << 20;
 /// partition do). About 70 MiB with the defaults.
 fn allowance(queue_bound_bytes: usize) -> usize {
     BASE_ALLOWANCE + PARTITIONS as usize * queue_bound_bytes / COUNTED_BYTES * PER_MESSAGE_OVERHEAD
-}
-
-/// 10 ms per event: the slowness is the behaviour under test.
-async fn slow(_: Metadata, State(handled): State<Arc<AtomicU64>>) {
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    handled.fetch_add(1, Ordering::SeqCst);
-}
-
-#[derive(Default)]
-struct Observed {
-    topic: String,
-    /// The largest sum over the topic's partitions of `fetchq_size` (bytes) in one report.
-    max_fetchq_bytes: AtomicU64,
-    report: Notify,
-    assigned: Notify,
-}
-
-struct Watcher(Arc<Observed>);
-
-impl ConsumerHooks for Watcher {
-    fn assigned(&self, _topic: &str, partitions: &[i32]) {
-        if !partitions.is_empty() {
-            self.0.assigned.notify_one();
-        }
-    }
-
-    fn statistics(&self, statistics: &rdkafka::Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.0.topic) {
-            let bytes: u64 =
-                topic.partitions.iter().filter(|(p, _)| **p >= 0).map(|(_, p)| p.fetchq_size).sum();
-            self.0.max_fetchq_bytes.fetch_max(bytes, Ordering::SeqCst);
-        }
-        self.0.report.notify_waiters();
-    }
 }
 
 /// `VmHWM` (peak resident set) and `VmRSS` of process `pid`, in bytes.
@@ -195,13 +161,14 @@ async fn child(bootstrap: &str) {
     let running = spec.start(&config).await.expect("start checks both topics");
     let publisher = running.publisher().clone();
 
-    let observed = Arc::new(Observed { topic: topic.name().to_owned(), ..Observed::default() });
+    let observed =
+        Arc::new(common::Observed { topic: topic.name().to_owned(), ..common::Observed::default() });
     let handled = Arc::new(AtomicU64::new(0));
     let consumer = Consumer::new(
         &config,
         &spec,
         &topic,
-        BoxedHandler::named("slow", slow),
+        BoxedHandler::named("slow", common::slow),
         handled.clone(),
         publisher.clone(),
         None,
@@ -209,7 +176,7 @@ async fn child(bootstrap: &str) {
     .unwrap()
     // Statistics only observe the queues; every queue setting stays the default.
     .client_setting("statistics.interval.ms", "500")
-    .hooks(Watcher(observed.clone()));
+    .hooks(common::Watcher(observed.clone()));
     println!("R15D ready queue_bound_bytes={}", consumer.queue_bound_bytes());
     let (stop, stopped) = oneshot::channel::<()>();
     let running_consumer = tokio::spawn(consumer.run(async move {

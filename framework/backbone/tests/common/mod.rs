@@ -330,3 +330,49 @@ pub fn log_from_env() {
         .try_init()
         .ok();
 }
+
+/// 10 ms per event: a slow handler, for flood tests (R15).
+pub async fn slow(
+    _: backbone::handler::Metadata,
+    backbone::handler::State(handled): backbone::handler::State<Arc<std::sync::atomic::AtomicU64>>,
+) {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// What a consumer's statistics and rebalance hooks saw ([`Watcher`]).
+#[derive(Default)]
+pub struct Observed {
+    /// The topic watched.
+    pub topic: String,
+    /// The largest sum over the topic's partitions of `fetchq_size` (bytes) seen in one report.
+    pub max_fetchq_bytes: std::sync::atomic::AtomicU64,
+    /// Statistics reports so far.
+    pub reports: std::sync::atomic::AtomicU64,
+    /// Notified (all waiters) on each report.
+    pub report: tokio::sync::Notify,
+    /// Notified once partitions are assigned.
+    pub assigned: tokio::sync::Notify,
+}
+
+/// Hooks that fill an [`Observed`].
+pub struct Watcher(pub Arc<Observed>);
+
+impl backbone::consume::ConsumerHooks for Watcher {
+    fn assigned(&self, _topic: &str, partitions: &[i32]) {
+        if !partitions.is_empty() {
+            self.0.assigned.notify_one();
+        }
+    }
+
+    fn statistics(&self, statistics: &rdkafka::Statistics) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(topic) = statistics.topics.get(&self.0.topic) {
+            let bytes: u64 =
+                topic.partitions.iter().filter(|(p, _)| **p >= 0).map(|(_, p)| p.fetchq_size).sum();
+            self.0.max_fetchq_bytes.fetch_max(bytes, SeqCst);
+        }
+        self.0.reports.fetch_add(1, SeqCst);
+        self.0.report.notify_waiters();
+    }
+}
