@@ -157,9 +157,10 @@ impl Oracle {
 }
 
 /// Reads every partition of `topic` from the beginning, without a consumer group, until `expected`
-/// events were read (or `timeout` passes), and returns them in read order. Events without the
-/// oracle's headers are skipped.
-pub fn read_topic(config: &ClientConfig, topic: &str, expected: usize, timeout: Duration) -> Vec<Seen> {
+/// events were read, or until no event came for `idle` (a stalled output; a slow one that still
+/// moves is waited for), and returns them in read order. Events without the oracle's headers are
+/// skipped.
+pub fn read_topic(config: &ClientConfig, topic: &str, expected: usize, idle: Duration) -> Vec<Seen> {
     let consumer: BaseConsumer = config
         .clone()
         .set("group.id", "oracle-reader")
@@ -173,13 +174,14 @@ pub fn read_topic(config: &ClientConfig, topic: &str, expected: usize, timeout: 
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + idle;
     let mut out = Vec::with_capacity(expected);
     while out.len() < expected && Instant::now() < deadline {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
         // Consumer errors here are transient (a broker restarting drops its connections);
         // librdkafka reconnects and the deadline bounds the wait.
         let Ok(msg) = msg else { continue };
+        deadline = Instant::now() + idle;
         let header = |name: &str| {
             msg.headers().and_then(|h| {
                 h.iter()
