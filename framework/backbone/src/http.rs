@@ -108,20 +108,151 @@ impl HttpLimits {
     }
 }
 
-/// The services' error answer: `{"error": code, "field": field (if one is at fault), "reason":
-/// reason}`, with `Retry-After: 1` on a 503.
+/// The JSON body of every error answer: `{"error": code, "field": field (if one is at fault),
+/// "reason": reason}`. With the `openapi` feature it is a `utoipa` schema, for the routes' documents.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`, `internal`; from
+    /// the server's limits `busy`, `too_large`, `method_not_allowed`.
+    pub error: String,
+    /// The field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The services' error answer: a [`Problem`] with `status`, and `Retry-After: 1` on a 503.
 pub fn problem(status: StatusCode, error: &str, field: Option<&str>, reason: impl Into<String>) -> Response {
-    let mut body = serde_json::Map::new();
-    body.insert("error".into(), error.into());
-    if let Some(field) = field {
-        body.insert("field".into(), field.into());
-    }
-    body.insert("reason".into(), reason.into().into());
-    let mut response = (status, axum::Json(serde_json::Value::Object(body))).into_response();
+    let body = Problem { error: error.into(), field: field.map(str::to_owned), reason: reason.into() };
+    let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// An error a route answers with: its status and [`Problem`]. Routes return
+/// `Result<…, HttpError>`; `?` turns a table's [`NotReady`](crate::table::NotReady) into a 503
+/// (or a 500 when asking again cannot help).
+///
+/// ```
+/// use backbone::http::HttpError;
+///
+/// fn quantity(n: i64) -> Result<i64, HttpError> {
+///     if n < 0 { return Err(HttpError::invalid("quantity", "at least 0")) }
+///     Ok(n)
+/// }
+/// assert_eq!(quantity(-1).unwrap_err().status(), axum::http::StatusCode::BAD_REQUEST);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    status: StatusCode,
+    problem: Problem,
+}
+
+impl HttpError {
+    /// An answer with `status`, code `error` and `reason`.
+    pub fn new(status: StatusCode, error: &str, reason: impl Into<String>) -> Self {
+        Self { status, problem: Problem { error: error.into(), field: None, reason: reason.into() } }
+    }
+
+    /// `400` `invalid`: `field` is wrong, and why.
+    pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", reason).field(field)
+    }
+
+    /// `404` `not_found`.
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", reason)
+    }
+
+    /// `409` `conflict`.
+    pub fn conflict(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", reason)
+    }
+
+    /// `504` `timeout`: what was waited for did not happen in time.
+    pub fn timeout(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", reason)
+    }
+
+    /// `503` `unavailable`, with `Retry-After`: asking again later may work.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason)
+    }
+
+    /// `500` `internal`: not the client's fault, and asking again does not help.
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", reason)
+    }
+
+    /// Names the field at fault.
+    pub fn field(mut self, field: &str) -> Self {
+        self.problem.field = Some(field.to_owned());
+        self
+    }
+
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The body answered.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.problem.error, self.problem.reason)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let Problem { error, field, reason } = self.problem;
+        problem(self.status, &error, field.as_deref(), reason)
+    }
+}
+
+impl From<crate::table::NotReady> for HttpError {
+    fn from(e: crate::table::NotReady) -> Self {
+        if e.is_retriable() { Self::unavailable(e.to_string()) } else { Self::internal(e.to_string()) }
+    }
+}
+
+impl From<crate::PublishError> for HttpError {
+    /// A write that failed is worth trying again: `503` `unavailable`.
+    fn from(e: crate::PublishError) -> Self {
+        Self::unavailable(format!("the write failed: {e}"))
+    }
+}
+
+impl IntoResponse for crate::table::NotReady {
+    fn into_response(self) -> Response {
+        HttpError::from(self).into_response()
+    }
+}
+
+/// Whether `s` is blank as an OpenAPI document's `pattern: "[^ \t\n\r\x0b\x0c]"` (one other
+/// character) sees it: nothing but ASCII spaces, tabs and line breaks. `str::trim` also drops
+/// Unicode spaces such as U+0085, which JSON Schema's `\s` does not, so a check with it disagrees
+/// with the document a client (or a fuzzer) reads.
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
+}
+
+/// A JSON number as a whole number, as JSON Schema's `integer` admits it: `2`, and also `2.0` and
+/// `2e3`. Floats beyond 2^53 are not exact, so not admitted.
+pub fn json_whole(n: &serde_json::Number) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
 }
 
 /// `routes` behind the request timeout, the concurrency limit and the body limit.

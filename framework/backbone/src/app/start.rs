@@ -1,0 +1,270 @@
+//! Starting an [`App`]: the service, its tables, state and consumers, then HTTP.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::tables::{StopSignal, Tables};
+use super::{App, AppError, Started};
+use crate::config::Config;
+use crate::consume::Consumer;
+use crate::health::HealthState;
+use crate::service::{Running, ServiceSpec};
+
+impl<S: Clone + Send + Sync + 'static> App<S> {
+    /// Starts everything but the HTTP server, with `state` (see [`start_with`](Self::start_with)).
+    pub async fn start(self, config: &Config, state: S) -> Result<Started<S>, AppError> {
+        self.start_with(config, |_| Ok(state)).await
+    }
+
+    /// Starts everything but the HTTP server: the service (schemas, topics, publisher), the tables,
+    /// then the state from `make_state` (which may take the tables), then the consumers. The
+    /// returned [`Started`] holds the parts and the [`Router`] to serve.
+    pub async fn start_with(
+        self,
+        config: &Config,
+        make_state: impl FnOnce(&Tables) -> Result<S, AppError>,
+    ) -> Result<Started<S>, AppError> {
+        let spec = self.spec()?;
+        let running = spec.start(config).await?;
+        let http = self.http;
+        match self.start_parts(config, &spec, &running, make_state) {
+            Ok(Parts { router, tasks, stop, tables, state }) => {
+                tracing::info!(service = %spec.name(), "started");
+                Ok(Started { running, router, http, tasks, stop, tables: Arc::new(tables), state })
+            }
+            Err(e) => {
+                // Nothing was spawned; what the publisher holds is flushed.
+                if let Err(flush) = running.shutdown().await {
+                    tracing::warn!(error = %flush, "flushing after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The tables, the state, the consumers (spawned) and the router, once the service has started.
+    fn start_parts(
+        self,
+        config: &Config,
+        spec: &ServiceSpec,
+        running: &Running,
+        make_state: impl FnOnce(&Tables) -> Result<S, AppError>,
+    ) -> Result<Parts<S>, AppError> {
+        let publisher = running.publisher().clone();
+        let health = running.health().clone();
+        let (stop, _) = watch::channel(false);
+        let stop_signal = |stop: &watch::Sender<bool>| -> StopSignal {
+            let mut watching = stop.subscribe();
+            Box::pin(async move {
+                let _ = watching.wait_for(|stopping| *stopping).await;
+            })
+        };
+        let mut tasks = JoinSet::new();
+        let mut tables = Tables { by_topic: HashMap::new(), publisher: publisher.clone() };
+        let mut runs = Vec::new();
+        for declaration in self.tables {
+            let built = declaration.build(config, spec, publisher.clone())?;
+            tables.by_topic.insert(built.topic, built.handle);
+            runs.push((built.component, built.run));
+        }
+        let state = make_state(&tables)?;
+        let mut consumers = Vec::new();
+        for s in self.subscriptions {
+            let name = s.handler.name().to_owned();
+            let consume_error = |source| AppError::Consume { handler: name.clone(), source };
+            let mut consumer = Consumer::new(
+                config,
+                spec,
+                &s.topic,
+                s.handler,
+                state.clone(),
+                publisher.clone(),
+                s.options.group,
+            )
+            .map_err(consume_error)?
+            .layers(&self.layers);
+            if s.options.exactly_once {
+                consumer = consumer.exactly_once();
+                if let Some(instance) = &config.instance_id {
+                    let id = format!("{}.{instance}", consumer.group());
+                    consumer = consumer.transactional_id(id);
+                }
+            }
+            if let Some(configure) = s.configure {
+                consumer = configure(consumer);
+            }
+            // Replayed dead letters come back on the retry topic, to a second consumer.
+            let retries = consumer.retries().map_err(consume_error)?;
+            for consumer in [consumer, retries] {
+                // Not ready from now on, not only once the task has started.
+                let component = format!("consumer:{}", consumer.group());
+                health.starting(&component, format!("waiting for partitions of `{}`", consumer.topic_name()));
+                consumers.push((component, name.clone(), consumer));
+            }
+        }
+        for (component, run) in runs {
+            let stopping = stop_signal(&stop);
+            tasks.spawn(async move { (component, run(stopping).await) });
+        }
+        for (component, name, consumer) in consumers {
+            let stopping = stop_signal(&stop);
+            tasks.spawn(async move {
+                let outcome = consumer.run(stopping).await;
+                (component, outcome.map_err(|source| AppError::Consume { handler: name, source }))
+            });
+        }
+        // The service's routes within the limits; health answers beside them (a busy service is
+        // not a dead one); every error in the problem shape.
+        let routes = crate::http::limit(self.routes, &self.http).merge(health_routes(&health));
+        let router = crate::http::problems(routes, &self.http).with_state(state.clone());
+        Ok(Parts { router, tasks, stop, tables, state })
+    }
+
+    /// Provisions the service's own topics and nothing else (what [`run`](Self::run) does first):
+    /// other services may then subscribe to them before this one starts.
+    pub async fn provision(&self, config: &Config) -> Result<(), AppError> {
+        let spec = self.spec()?;
+        let provisioner =
+            crate::provision::Provisioner::new(config, spec.name()).map_err(crate::Error::from)?;
+        provisioner.provision(spec.owned_topics()).await.map_err(crate::Error::from)?;
+        Ok(())
+    }
+
+    /// A service binary's whole `main`: JSON logs ([`init_logging`]), the configuration from the
+    /// environment ([`Config::from_env`] with the service's name), then [`run`](Self::run) with
+    /// `state` until SIGTERM or Ctrl-C ([`crate::shutdown_signal`]). What went wrong is logged; the
+    /// exit code says whether the service stopped cleanly.
+    ///
+    /// ```no_run
+    /// # #[derive(Clone)] struct Stock;
+    /// # fn app() -> backbone::app::App<Stock> { backbone::app::App::new("stock") }
+    /// #[tokio::main]
+    /// async fn main() -> std::process::ExitCode {
+    ///     app().main(Stock).await
+    /// }
+    /// ```
+    pub async fn main(self, state: S) -> ExitCode {
+        self.main_with(|_| Ok(state)).await
+    }
+
+    /// [`main`](Self::main) with a state built from the tables.
+    pub async fn main_with(self, make_state: impl FnOnce(&Tables) -> Result<S, AppError>) -> ExitCode {
+        init_logging();
+        let config = match Config::from_env(&self.name) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration");
+                return ExitCode::FAILURE;
+            }
+        };
+        let name = self.name.clone();
+        match self.run_with(&config, make_state, crate::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(service = name, error = %e, "stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Runs the service until `shutdown` completes: waits for its input topics (unless
+    /// [`await_inputs`](Self::await_inputs) is off), [`start_with`](Self::start_with), then
+    /// [`Started::serve`] on [`Config::http_addr`].
+    pub async fn run(
+        self,
+        config: &Config,
+        state: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        self.run_with(config, |_| Ok(state), shutdown).await
+    }
+
+    /// [`run`](Self::run) with a state built from the tables.
+    pub async fn run_with(
+        self,
+        config: &Config,
+        make_state: impl FnOnce(&Tables) -> Result<S, AppError>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AppError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        if self.await_inputs {
+            let spec = self.spec()?;
+            tokio::select! {
+                ready = crate::provision::provision_and_await_inputs(config, &spec) => {
+                    ready.map_err(crate::Error::from)?;
+                }
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+        let started = self.start_with(config, make_state).await?;
+        let listener = match tokio::net::TcpListener::bind(config.http_addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = started.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(addr = %config.http_addr, "serving HTTP");
+        started.serve(listener, shutdown).await
+    }
+}
+
+/// `/healthz` and `/readyz` over `health`.
+pub(super) fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthState) -> Router<S> {
+    use axum::routing::get;
+    let live = health.clone();
+    let ready = health.clone();
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let now = live.snapshot();
+                async move {
+                    let status =
+                        if now.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    (status, axum::Json(now)).into_response()
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let now = ready.snapshot();
+                async move {
+                    if now.is_ready() {
+                        (StatusCode::OK, axum::Json(now)).into_response()
+                    } else {
+                        let mut response: Response =
+                            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(now)).into_response();
+                        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        response
+                    }
+                }
+            }),
+        )
+}
+
+/// What [`Started`] holds besides the running service.
+struct Parts<S> {
+    router: Router,
+    tasks: JoinSet<(String, Result<(), AppError>)>,
+    stop: watch::Sender<bool>,
+    tables: Tables,
+    state: S,
+}
+
+/// Logs as JSON lines through `tracing` to stdout, filtered by `RUST_LOG` (default `info`): what a
+/// container platform collects. Does nothing if a subscriber is already set.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
+}
