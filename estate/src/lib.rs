@@ -88,8 +88,8 @@ impl Estate {
         stock_addr: SocketAddr,
     ) -> Result<Self, EstateError> {
         // Each provisions its topics before either subscribes to the other's.
-        orders::provision(orders_config).await?;
-        stock::provision(stock_config).await?;
+        orders::app().provision(orders_config).await?;
+        stock::app().provision(stock_config).await?;
         let (orders, stock) = tokio::try_join!(orders::start(orders_config), stock::start(stock_config))?;
         within(orders.ready(), "orders").await?;
         within(stock.ready(), "stock").await?;

@@ -87,8 +87,8 @@ fn order(id: &str, product: &str, quantity: i64) -> Value {
 async fn orders_validate_fail_cancel_and_survive_a_restart_on_the_real_broker() {
     let config = config();
     let started = std::time::Instant::now();
-    orders::provision(&config).await.expect("orders' topics");
-    stock::provision(&config).await.expect("stock's topics");
+    orders::app().provision(&config).await.expect("orders' topics");
+    stock::app().provision(&config).await.expect("stock's topics");
     let (orders, stock) = start(&config).await;
     eprintln!("both ready in {:?}", started.elapsed());
     let (o, s) = (orders.router(), stock.router());

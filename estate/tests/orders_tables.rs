@@ -44,8 +44,8 @@ async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn item_1_and_r18_tokens_for_missing_partitions_are_400s_and_a_misplaced_order_fails_fast() {
     let config = config();
-    orders::provision(&config).await.expect("orders' topics");
-    stock::provision(&config).await.expect("stock's topics");
+    orders::app().provision(&config).await.expect("orders' topics");
+    stock::app().provision(&config).await.expect("stock's topics");
     let (orders, stock) =
         tokio::try_join!(orders::start(&config), stock::start(&config)).expect("both start");
     tokio::time::timeout(WITHIN, orders.ready()).await.expect("orders ready");

@@ -1,5 +1,5 @@
-//! The service binaries' start-up (`orders::run`, `stock::run`) on the real broker: Orders started
-//! before Stock provisions its own topics and waits for Stock's instead of failing; once Stock
+//! The service binaries' start-up (`App::run_with`, which waits for input topics) on the real
+//! broker: Orders started before Stock provisions its own topics and waits for Stock's instead of failing; once Stock
 //! runs, both serve and become ready; both stop cleanly on their shutdown signal.
 
 use std::time::Duration;
@@ -55,10 +55,10 @@ async fn orders_waits_for_stocks_topics_then_both_serve_and_stop_cleanly() {
     let orders = tokio::spawn({
         let config = orders_config.clone();
         async move {
-            orders::run(&config, async move {
+            let stopped = async move {
                 let _ = orders_stopped.await;
-            })
-            .await
+            };
+            orders::app().run_with(&config, orders::make_state, stopped).await
         }
     });
     let http = reqwest::Client::new();
@@ -81,10 +81,11 @@ async fn orders_waits_for_stocks_topics_then_both_serve_and_stop_cleanly() {
     let stock = tokio::spawn({
         let config = stock_config.clone();
         async move {
-            stock::run(&config, async move {
+            let (app, state) = stock::app_and_state();
+            let stopped = async move {
                 let _ = stock_stopped.await;
-            })
-            .await
+            };
+            app.run_with(&config, state, stopped).await
         }
     });
     ready(&http, &orders_ready).await;

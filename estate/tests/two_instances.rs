@@ -56,8 +56,8 @@ async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_onc
         .try_init()
         .ok();
     let config = config();
-    orders::provision(&config).await.unwrap();
-    stock::provision(&config).await.unwrap();
+    orders::app().provision(&config).await.unwrap();
+    stock::app().provision(&config).await.unwrap();
     let started = Instant::now();
     let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
     let (stock_1, stock_2) = tokio::try_join!(stock::start(&config), stock::start(&config)).unwrap();
@@ -227,8 +227,8 @@ async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_onc
 async fn a_post_retried_on_the_other_instance_writes_no_second_created() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let config = config();
-    orders::provision(&config).await.unwrap();
-    stock::provision(&config).await.unwrap();
+    orders::app().provision(&config).await.unwrap();
+    stock::app().provision(&config).await.unwrap();
     let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
     for ready in [orders_1.ready(), orders_2.ready()] {
         tokio::time::timeout(WITHIN, ready).await.expect("orders ready");

@@ -12,8 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backbone::Delivery;
+pub use backbone::http::Problem;
+use backbone::http::{HttpError, is_blank, json_whole};
 use backbone::table::{WaitError, parse_token};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 use utoipa::OpenApi;
@@ -82,20 +84,6 @@ pub struct NewOrder {
     pub price: i64,
 }
 
-/// What went wrong, for the client: which field and why, where a field is to blame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// A short code: `invalid`, `not_found`, `conflict`, `timeout`, `unavailable`, `internal`;
-    /// from the server's limits `busy`, `too_large`.
-    pub error: String,
-    /// The field at fault, if one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Why.
-    pub reason: String,
-}
-
 /// Long-poll parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -109,117 +97,52 @@ pub struct WaitParams {
     pub token: Option<String>,
 }
 
-/// Why a request fails.
-#[derive(Debug)]
-enum ApiError {
-    Invalid {
-        field: &'static str,
-        reason: String,
-    },
-    NotFound(String),
-    Conflict(String),
-    Timeout(String),
-    Unavailable(String),
-    /// Not the client's fault and not passing: an order written by a producer that breaks the
-    /// partitioner contract.
-    Internal(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, error, field, reason) = match self {
-            Self::Invalid { field, reason } => (StatusCode::BAD_REQUEST, "invalid", Some(field), reason),
-            Self::NotFound(reason) => (StatusCode::NOT_FOUND, "not_found", None, reason),
-            Self::Conflict(reason) => (StatusCode::CONFLICT, "conflict", None, reason),
-            Self::Timeout(reason) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None, reason),
-            Self::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, reason),
-            Self::Internal(reason) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, reason),
-        };
-        let problem = Problem { error: error.into(), field: field.map(str::to_owned), reason };
-        let mut response = (status, axum::Json(problem)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
-    ApiError::Invalid { field, reason: reason.into() }
-}
-
-impl From<backbone::table::NotReady> for ApiError {
-    fn from(e: backbone::table::NotReady) -> Self {
-        if e.is_retriable() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
-    }
-}
-
-impl From<backbone::PublishError> for ApiError {
-    fn from(e: backbone::PublishError) -> Self {
-        Self::Unavailable(format!("the order could not be written: {e}"))
-    }
-}
-
-/// A JSON number as a whole number: JSON Schema's `integer` also admits `2.0` and `2e3`. Floats
-/// beyond 2^53 are not exact, so not admitted.
-fn whole(n: &serde_json::Number) -> Option<i64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
-}
-
-/// Blank: nothing but ASCII spaces, tabs and line breaks, exactly what the document's pattern
-/// `[^ \t\n\r\x0b\x0c]` (one other character) refuses; `str::trim` also drops Unicode spaces
-/// such as U+0085, which JSON Schema's `\s` does not (schemathesis found the difference).
-fn blank(s: &str) -> bool {
-    s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
-}
-
 /// Reads a new order, naming the first field at fault.
-fn parse_new_order(body: &[u8]) -> Result<NewOrder, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+fn parse_new_order(body: &[u8]) -> Result<NewOrder, HttpError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| HttpError::invalid("body", format!("not JSON: {e}")))?;
     let Value::Object(fields) = value else {
-        return Err(invalid("body", "expected a JSON object"));
+        return Err(HttpError::invalid("body", "expected a JSON object"));
     };
     const KNOWN: [&str; 5] = ["id", "customerId", "product", "quantity", "price"];
     if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::Invalid {
-            field: if unknown == "state" { "state" } else { "body" },
-            reason: if unknown == "state" {
-                "is set by the service, not the client".into()
-            } else {
-                format!("unknown field `{unknown}` (expected: {})", KNOWN.join(", "))
-            },
-        });
+        let (field, reason) = if unknown == "state" {
+            ("state", "is set by the service, not the client".to_owned())
+        } else {
+            ("body", format!("unknown field `{unknown}` (expected: {})", KNOWN.join(", ")))
+        };
+        return Err(HttpError::invalid(field, reason));
     }
-    let text = |fields: &Map<String, Value>, name: &'static str| -> Result<Option<String>, ApiError> {
+    let text = |fields: &Map<String, Value>, name: &'static str| -> Result<Option<String>, HttpError> {
         match fields.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if blank(s) => Err(invalid(name, "must not be empty")),
+            Some(Value::String(s)) if is_blank(s) => Err(HttpError::invalid(name, "must not be empty")),
             Some(Value::String(s)) if s.chars().count() > MAX_ID => {
-                Err(invalid(name, format!("must be at most {MAX_ID} characters")))
+                Err(HttpError::invalid(name, format!("must be at most {MAX_ID} characters")))
             }
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(name, "must be a string")),
+            Some(_) => Err(HttpError::invalid(name, "must be a string")),
         }
     };
-    let number = |name: &'static str, min: i64, max: i64| -> Result<i64, ApiError> {
+    let number = |name: &'static str, min: i64, max: i64| -> Result<i64, HttpError> {
         match fields.get(name) {
-            None | Some(Value::Null) => Err(invalid(name, "is required")),
-            Some(Value::Number(n)) => match whole(n) {
-                Some(n) if n < min => Err(invalid(name, format!("must be at least {min}"))),
-                Some(n) if n > max => Err(invalid(name, format!("must be at most {max}"))),
+            None | Some(Value::Null) => Err(HttpError::invalid(name, "is required")),
+            Some(Value::Number(n)) => match json_whole(n) {
+                Some(n) if n < min => Err(HttpError::invalid(name, format!("must be at least {min}"))),
+                Some(n) if n > max => Err(HttpError::invalid(name, format!("must be at most {max}"))),
                 Some(n) => Ok(n),
-                None => Err(invalid(name, "must be a whole number")),
+                None => Err(HttpError::invalid(name, "must be a whole number")),
             },
-            Some(_) => Err(invalid(name, "must be a number")),
+            Some(_) => Err(HttpError::invalid(name, "must be a number")),
         }
     };
     let id = text(&fields, "id")?;
     if id.as_deref().is_some_and(|id| id.contains('/')) {
-        return Err(invalid("id", "must not contain `/`"));
+        return Err(HttpError::invalid("id", "must not contain `/`"));
     }
-    let customer_id = text(&fields, "customerId")?.ok_or_else(|| invalid("customerId", "is required"))?;
-    let product = text(&fields, "product")?.ok_or_else(|| invalid("product", "is required"))?;
+    let customer_id =
+        text(&fields, "customerId")?.ok_or_else(|| HttpError::invalid("customerId", "is required"))?;
+    let product = text(&fields, "product")?.ok_or_else(|| HttpError::invalid("product", "is required"))?;
     let quantity = number("quantity", 1, MAX_QUANTITY)?;
     let price = number("price", 0, i64::MAX)?;
     // Within i32 by the bound above.
@@ -284,21 +207,24 @@ pub async fn place_order(State(orders): State<Orders>, headers: HeaderMap, body:
     place(orders, headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
     let new = parse_new_order(&body)?;
     let keyed = headers.contains_key(IDEMPOTENCY_KEY);
     let key = match headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
-        Some(Ok(key)) if !blank(key) && key.chars().count() <= MAX_ID && !key.contains('/') => {
+        Some(Ok(key)) if !is_blank(key) && key.chars().count() <= MAX_ID && !key.contains('/') => {
             Some(key.to_owned())
         }
         Some(_) => {
-            return Err(invalid("Idempotency-Key", "must be 1 to 128 visible characters without `/`"));
+            return Err(HttpError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 128 visible characters without `/`",
+            ));
         }
     };
     let id = match (&new.id, key) {
         (Some(id), Some(key)) if *id != key => {
-            return Err(invalid("id", "differs from the Idempotency-Key header"));
+            return Err(HttpError::invalid("id", "differs from the Idempotency-Key header"));
         }
         (Some(id), _) => id.clone(),
         (None, Some(key)) => key,
@@ -329,11 +255,11 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
             // to this read_committed table until that transaction ends, up to 10 s.)
             if keyed {
                 orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
-                    ApiError::Unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
+                    HttpError::unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
                 })?;
             }
             if let Some(existing) = orders.table.get(&id)? {
-                return Ok::<_, ApiError>(Placed { order: existing, token: None });
+                return Ok::<_, HttpError>(Placed { order: existing, token: None });
             }
             let at = orders.publisher.emit(&wanted).await?;
             wrote = true;
@@ -349,7 +275,7 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
                 == (&wanted.customer_id, &wanted.product, wanted.quantity, wanted.price)
         };
         if !same(&placed.order) {
-            return Err(ApiError::Conflict(format!("order `{id}` exists with other contents")));
+            return Err(HttpError::conflict(format!("order `{id}` exists with other contents")));
         }
         let now = match placed.token {
             Some(at) => {
@@ -369,20 +295,21 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
 
 /// A path's order id: 1 to [`MAX_ID`] characters, not blank (checked before it is looked up or
 /// waited for, so no waiter holds a longer one).
-fn check_id(id: &str) -> Result<(), ApiError> {
-    if blank(id) || id.chars().count() > MAX_ID {
-        return Err(invalid("id", format!("must be 1 to {MAX_ID} characters, not blank")));
+fn check_id(id: &str) -> Result<(), HttpError> {
+    if is_blank(id) || id.chars().count() > MAX_ID {
+        return Err(HttpError::invalid("id", format!("must be 1 to {MAX_ID} characters, not blank")));
     }
     Ok(())
 }
 
 /// The token to wait for: the query's, else the header's.
-fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, ApiError> {
+fn token(params: &WaitParams, headers: &HeaderMap) -> Result<Option<Delivery>, HttpError> {
     let text = params
         .token
         .clone()
         .or_else(|| headers.get(CONSISTENCY_TOKEN).and_then(|v| v.to_str().ok()).map(str::to_owned));
-    text.map(|t| parse_token(&t).ok_or_else(|| invalid("token", "expected `partition:offset`"))).transpose()
+    text.map(|t| parse_token(&t).ok_or_else(|| HttpError::invalid("token", "expected `partition:offset`")))
+        .transpose()
 }
 
 fn timeout(params: &WaitParams, default: Duration) -> Duration {
@@ -391,15 +318,15 @@ fn timeout(params: &WaitParams, default: Duration) -> Duration {
 
 /// `timeout` is a number of ms, at least 0 (a signed 64-bit one, as the document's `int64` says:
 /// larger ones are refused by the query's parser).
-fn check_timeout(params: &WaitParams) -> Result<(), ApiError> {
+fn check_timeout(params: &WaitParams) -> Result<(), HttpError> {
     match params.timeout {
-        Some(ms) if ms < 0 => Err(invalid("timeout", "must be at least 0")),
+        Some(ms) if ms < 0 => Err(HttpError::invalid("timeout", "must be at least 0")),
         _ => Ok(()),
     }
 }
 
 /// Waits, if asked to, until local state has applied the write at the token.
-async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) -> Result<(), ApiError> {
+async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) -> Result<(), HttpError> {
     let Some(at) = token else { return Ok(()) };
     let waited = orders.table.wait_for_delivery(at, limit).await;
     if let Err(WaitError::Timeout { .. }) = waited
@@ -407,18 +334,18 @@ async fn caught_up(orders: &Orders, token: Option<Delivery>, limit: Duration) ->
         && at.offset >= end
     {
         // Not lag: no write has that offset (yet). The client's token is wrong.
-        return Err(invalid(
+        return Err(HttpError::invalid(
             "token",
             format!("`{at}` names an offset not written: partition {} ends at {end}", at.partition),
         ));
     }
     waited.map_err(|e| match e {
-        WaitError::Timeout { .. } => ApiError::Timeout(format!("local state has not reached {at} yet")),
-        WaitError::NoSuchPartition { partitions, .. } => invalid(
+        WaitError::Timeout { .. } => HttpError::timeout(format!("local state has not reached {at} yet")),
+        WaitError::NoSuchPartition { partitions, .. } => HttpError::invalid(
             "token",
             format!("`{at}` names a partition that does not exist (partitions: 0 to {})", partitions - 1),
         ),
-        other => ApiError::Unavailable(other.to_string()),
+        other => HttpError::unavailable(other.to_string()),
     })
 }
 
@@ -428,20 +355,20 @@ async fn wait_for_order(
     id: &str,
     done: impl Fn(&Order) -> bool,
     limit: Duration,
-) -> Result<Option<Order>, ApiError> {
+) -> Result<Option<Order>, HttpError> {
     // No waiting needed: answer now (this is also where a restoring table says 503).
     let now = orders.table.get(id)?;
     if now.as_ref().is_some_and(&done) || limit.is_zero() {
         return Ok(now);
     }
     let Some(_place) = orders.waiters.enter(id) else {
-        return Err(ApiError::Unavailable("too many requests are waiting; try again".into()));
+        return Err(HttpError::unavailable("too many requests are waiting; try again"));
     };
     match orders.table.wait_until_key(id, |o| o.is_some_and(&done), limit).await {
         Ok(order) => Ok(order),
         Err(WaitError::Timeout { .. }) => Ok(orders.table.get(id)?),
-        Err(other @ WaitError::Misplaced(_)) => Err(ApiError::Internal(other.to_string())),
-        Err(other) => Err(ApiError::Unavailable(other.to_string())),
+        Err(other @ WaitError::Misplaced(_)) => Err(HttpError::internal(other.to_string())),
+        Err(other) => Err(HttpError::unavailable(other.to_string())),
     }
 }
 
@@ -474,7 +401,7 @@ pub async fn get_order(
         let limit = timeout(&params, Duration::ZERO).saturating_sub(started.elapsed());
         match wait_for_order(&orders, &id, |_| true, limit).await? {
             Some(order) => Ok(axum::Json(order).into_response()),
-            None => Err(ApiError::NotFound(format!("no order `{id}`"))),
+            None => Err(HttpError::not_found(format!("no order `{id}`"))),
         }
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
@@ -510,17 +437,17 @@ pub async fn get_validated(
         let left = limit.saturating_sub(started.elapsed());
         match orders.table.get(&id)? {
             // Caught up to the caller's write and still unknown: it does not exist.
-            None if token.is_some() => return Err(ApiError::NotFound(format!("no order `{id}`"))),
+            None if token.is_some() => return Err(HttpError::not_found(format!("no order `{id}`"))),
             _ => {}
         }
         match wait_for_order(&orders, &id, |o| o.state.is_final(), left).await? {
             Some(order) if order.state.is_final() => Ok(axum::Json(order).into_response()),
-            Some(order) => Err(ApiError::Timeout(format!(
+            Some(order) => Err(HttpError::timeout(format!(
                 "order `{id}` is still {:?} after {} ms",
                 order.state,
                 limit.as_millis()
             ))),
-            None => Err(ApiError::NotFound(format!("no order `{id}`"))),
+            None => Err(HttpError::not_found(format!("no order `{id}`"))),
         }
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
@@ -551,13 +478,13 @@ pub async fn cancel_order(
         check_id(&id)?;
         check_timeout(&params)?;
         caught_up(&orders, token(&params, &headers)?, timeout(&params, DEFAULT_VALIDATED_WAIT)).await?;
-        let order = orders.table.get(&id)?.ok_or_else(|| ApiError::NotFound(format!("no order `{id}`")))?;
+        let order = orders.table.get(&id)?.ok_or_else(|| HttpError::not_found(format!("no order `{id}`")))?;
         match order.state {
             OrderState::Cancelled => Ok(axum::Json(order).into_response()),
-            OrderState::Created => Err(ApiError::Conflict(format!(
+            OrderState::Created => Err(HttpError::conflict(format!(
                 "order `{id}` is being validated; wait for /v1/orders/{id}/validated, then cancel"
             ))),
-            OrderState::Failed => Err(ApiError::Conflict(format!("order `{id}` failed: nothing to cancel"))),
+            OrderState::Failed => Err(HttpError::conflict(format!("order `{id}` failed: nothing to cancel"))),
             OrderState::Validated => {
                 let cancelled = Order { state: OrderState::Cancelled, ..order };
                 let at = orders.publisher.emit(&cancelled).await?;
@@ -586,9 +513,12 @@ pub async fn waiters(State(orders): State<Orders>) -> axum::Json<WaiterStats> {
 mod tests {
     use super::*;
 
-    fn field_of(body: &str) -> (&'static str, String) {
+    fn field_of(body: &str) -> (String, String) {
         match parse_new_order(body.as_bytes()) {
-            Err(ApiError::Invalid { field, reason }) => (field, reason),
+            Err(e) if e.status() == StatusCode::BAD_REQUEST => {
+                let problem = e.problem().clone();
+                (problem.field.unwrap_or_default(), problem.reason)
+            }
             other => panic!("expected a 400 for {body}: {other:?}"),
         }
     }
@@ -602,7 +532,7 @@ mod tests {
         assert_eq!(field_of(r#"{"product":"p1","quantity":2,"price":3}"#).0, "customerId");
         assert_eq!(
             field_of(r#"{"customerId":"c","product":"p1","quantity":0,"price":3}"#),
-            ("quantity", "must be at least 1".into())
+            ("quantity".into(), "must be at least 1".into())
         );
         assert_eq!(field_of(r#"{"customerId":"c","product":"p1","quantity":"2","price":3}"#).0, "quantity");
         assert_eq!(field_of(r#"{"customerId":"c","product":"","quantity":2,"price":3}"#).0, "product");

@@ -14,8 +14,10 @@
 //!   its reservation).
 //! - `/openapi.json`, generated from this code; `/healthz` and `/readyz` from backbone.
 //!
-//! [`app`] declares the service, [`start`] starts it without a socket (tests call
-//! [`backbone::app::Started::router`]), [`run`] serves it until a shutdown signal.
+//! [`app`] declares the service and [`make_state`] builds its state; [`start`] starts it without a
+//! socket (tests call [`backbone::app::Started::router`]); the binary is
+//! `app().main_with(make_state)` ([`App::main_with`]: provisions, waits for Stock's topics, serves
+//! until a shutdown signal).
 
 pub mod http;
 pub mod waiters;
@@ -190,41 +192,13 @@ pub async fn start(config: &Config) -> Result<Started<Orders>, AppError> {
     app().start_with(config, make_state).await
 }
 
-fn make_state(tables: &backbone::app::Tables) -> Result<Orders, AppError> {
+/// The state, from the started service's table and publisher (for [`App::start_with`],
+/// [`App::run_with`] and [`App::main_with`]).
+pub fn make_state(tables: &backbone::app::Tables) -> Result<Orders, AppError> {
     Ok(Orders {
         table: tables.of::<Order>()?,
         publisher: tables.publisher().clone(),
         waiters: Waiters::new(WAITERS, 1_000),
         placing: http::Placing::default(),
     })
-}
-
-/// Runs Orders until `shutdown`, serving on [`Config::http_addr`]: provisions its topics, waits for
-/// Stock's (rather than failing while Stock has not started yet), then [`App::run`].
-pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
-    let app = app();
-    let spec = app.spec()?;
-    let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        ready = backbone::provision::provision_and_await_inputs(config, &spec) => ready.map_err(backbone::Error::from)?,
-        () = &mut shutdown => return Ok(()),
-    }
-    app.run_with(config, make_state, shutdown).await
-}
-
-/// Provisions the service's own topics (what [`run`] does first): others may then subscribe to
-/// them before the service starts.
-pub async fn provision(config: &Config) -> Result<(), AppError> {
-    let spec = app().spec()?;
-    let provisioner =
-        backbone::provision::Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
-    provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
-    Ok(())
-}
-
-/// JSON logs through tracing (`RUST_LOG`, default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
 }

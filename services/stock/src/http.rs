@@ -9,8 +9,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use backbone::Json;
+pub use backbone::http::Problem;
+use backbone::http::{HttpError, is_blank, json_whole};
 use backbone::table::WaitError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::OpenApi;
 
 use crate::{Command, Stock, StockLevel};
@@ -47,66 +49,16 @@ pub struct SetStock {
     pub quantity: i64,
 }
 
-/// What went wrong, for the client: which field and why, where a field is to blame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Problem {
-    /// A short code: `invalid`, `not_found`, `unavailable`; from the server's limits `busy`,
-    /// `timeout`, `too_large`.
-    pub error: String,
-    /// The field at fault, if one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Why.
-    pub reason: String,
-}
-
-fn problem(status: StatusCode, error: &str, field: Option<&str>, reason: impl Into<String>) -> Response {
-    let body = Problem { error: error.into(), field: field.map(str::to_owned), reason: reason.into() };
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
-}
-
-/// A 400: the field at fault and why.
-#[derive(Debug)]
-struct Bad {
-    field: &'static str,
-    reason: String,
-}
-
-impl IntoResponse for Bad {
-    fn into_response(self) -> Response {
-        problem(StatusCode::BAD_REQUEST, "invalid", Some(self.field), self.reason)
-    }
-}
-
-/// Blank: nothing but ASCII spaces, tabs and line breaks, exactly what the document's pattern
-/// `[^ \t\n\r\x0b\x0c]` (one other character) refuses; `str::trim` also drops Unicode spaces
-/// such as U+0085, which JSON Schema's `\s` does not (schemathesis found the difference).
-fn blank(s: &str) -> bool {
-    s.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
-}
-
-fn check_product(product: &str) -> Result<(), Bad> {
+fn check_product(product: &str) -> Result<(), HttpError> {
     // Characters, as the document's `maxLength` counts them.
-    if blank(product) || product.chars().count() > MAX_PRODUCT {
-        return Err(Bad { field: "product", reason: "must be 1 to 128 characters".into() });
+    if is_blank(product) || product.chars().count() > MAX_PRODUCT {
+        return Err(HttpError::invalid("product", "must be 1 to 128 characters"));
     }
     Ok(())
 }
 
-/// A JSON number as a whole number: JSON Schema's `integer` also admits `2.0` and `2e3`. Floats
-/// beyond 2^53 are not exact, so not admitted.
-fn whole(n: &serde_json::Number) -> Option<i64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
-}
-
-fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
-    let bad = |field: &'static str, reason: String| Bad { field, reason };
+fn parse_quantity(body: &[u8]) -> Result<i64, HttpError> {
+    let bad = |field: &str, reason: String| HttpError::invalid(field, reason);
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
     let serde_json::Value::Object(fields) = value else {
@@ -117,7 +69,7 @@ fn parse_quantity(body: &[u8]) -> Result<i64, Bad> {
     }
     match fields.get("quantity") {
         None | Some(serde_json::Value::Null) => Err(bad("quantity", "is required".into())),
-        Some(serde_json::Value::Number(n)) => match whole(n) {
+        Some(serde_json::Value::Number(n)) => match json_whole(n) {
             Some(q) if q < 0 => Err(bad("quantity", "must be at least 0".into())),
             Some(q) => Ok(q),
             None => Err(bad("quantity", "must be a whole number".into())),
@@ -153,19 +105,14 @@ pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, 
     match tokio::time::timeout(WRITE_WAIT, crate::send(&stock.publisher, &command)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                None,
-                format!("not written: {e}"),
-            );
+            return HttpError::unavailable(format!("not written: {e}")).into_response();
         }
         Err(_) => {
             let reason = format!(
                 "not confirmed written within {} s; setting it again is harmless",
                 WRITE_WAIT.as_secs()
             );
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, reason);
+            return HttpError::unavailable(reason).into_response();
         }
     }
     let applied = |p: Option<&Json<crate::ProductState>>| {
@@ -180,7 +127,7 @@ pub async fn set_stock(State(stock): State<Stock>, Path(product): Path<String>, 
             }
             response
         }
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, e.to_string()),
+        Err(e) => HttpError::unavailable(e.to_string()).into_response(),
     }
 }
 
@@ -202,8 +149,9 @@ pub async fn get_stock(State(stock): State<Stock>, Path(product): Path<String>) 
     }
     match stock.products.get(&product) {
         Ok(Some(Json(state))) => axum::Json(state.level()).into_response(),
-        Ok(None) => problem(StatusCode::NOT_FOUND, "not_found", None, format!("no stock of `{product}`")),
-        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, e.to_string()),
+        Ok(None) => HttpError::not_found(format!("no stock of `{product}`")).into_response(),
+        // Restoring: 503; a product another producer misplaced: 500 (asking again does not help).
+        Err(e) => HttpError::from(e).into_response(),
     }
 }
 
@@ -217,7 +165,7 @@ mod tests {
         assert_eq!(parse_quantity(br#"{"quantity": 112389.0}"#).unwrap(), 112_389, "found by schemathesis");
         for body in [&br#"{"quantity": -1}"#[..], br#"{"quantity": "4"}"#, br#"{}"#, br#"{"quantity": 1.5}"#]
         {
-            assert_eq!(parse_quantity(body).unwrap_err().field, "quantity");
+            assert_eq!(parse_quantity(body).unwrap_err().problem().field.as_deref(), Some("quantity"));
         }
     }
 

@@ -316,39 +316,18 @@ fn make_state(tables: &Tables, cache: Arc<ProductCache>) -> Result<Stock, AppErr
     })
 }
 
-/// Starts Stock (without a socket).
-pub async fn start(config: &Config) -> Result<Started<Stock>, AppError> {
-    let cache = Arc::default();
-    app_with(&cache).start_with(config, move |tables| make_state(tables, cache)).await
-}
-
-/// Runs Stock until `shutdown`, serving on [`Config::http_addr`]: provisions its topics, waits for
-/// Orders' (rather than failing while Orders has not started yet), then [`App::run`].
-pub async fn run(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+/// The service's declaration and the builder of its state, which share [`apply`]'s product cache:
+/// what [`App::start_with`], [`App::run_with`] and [`App::main_with`] take. The binary is
+/// `let (app, state) = app_and_state(); app.main_with(state)` (provisions, waits for Orders'
+/// topics, serves until a shutdown signal).
+pub fn app_and_state() -> (App<Stock>, impl FnOnce(&Tables) -> Result<Stock, AppError> + Send + 'static) {
     let cache = Arc::default();
     let app = app_with(&cache);
-    let spec = app.spec()?;
-    let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        ready = backbone::provision::provision_and_await_inputs(config, &spec) => ready.map_err(backbone::Error::from)?,
-        () = &mut shutdown => return Ok(()),
-    }
-    app.run_with(config, move |tables| make_state(tables, cache), shutdown).await
+    (app, move |tables: &Tables| make_state(tables, cache))
 }
 
-/// Provisions the service's own topics (what [`run`] does first): others may then subscribe to
-/// them before the service starts.
-pub async fn provision(config: &Config) -> Result<(), AppError> {
-    let spec = app().spec()?;
-    let provisioner =
-        backbone::provision::Provisioner::new(config, spec.name()).map_err(backbone::Error::from)?;
-    provisioner.provision(spec.owned_topics()).await.map_err(backbone::Error::from)?;
-    Ok(())
-}
-
-/// JSON logs through tracing (`RUST_LOG`, default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
+/// Starts Stock (without a socket).
+pub async fn start(config: &Config) -> Result<Started<Stock>, AppError> {
+    let (app, state) = app_and_state();
+    app.start_with(config, state).await
 }

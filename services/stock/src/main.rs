@@ -1,22 +1,9 @@
 //! The Stock service: configuration from the environment (`KAFKA_BOOTSTRAP_SERVERS`,
 //! `SCHEMA_REGISTRY_URL`, `BACKBONE_PROFILE`, `BACKBONE_HTTP_ADDR` …), JSON logs, graceful
-//! shutdown on SIGTERM or Ctrl-C.
+//! shutdown on SIGTERM or Ctrl-C ([`backbone::app::App::main_with`]).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    stock::init_logging();
-    let config = match backbone::Config::from_env("stock") {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!(error = %e, "configuration");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match stock::run(&config, backbone::shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "stock stopped");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let (app, state) = stock::app_and_state();
+    app.main_with(state).await
 }
