@@ -1,7 +1,5 @@
 //! A real Confluent-compatible schema registry: Apicurio Registry's `ccompat` API.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,7 +60,7 @@ impl SchemaRegistry {
         // Ready once it lists subjects and reports its rules: right after the first answers, the
         // second was seen to fail once with an empty body (the rules storage still starting).
         let level = loop {
-            if matches!(http(&registry.url, "GET", "/subjects", None), Ok((200, _))) {
+            if matches!(get(&registry.url, "/subjects"), Ok((200, _))) {
                 match registry.global_compatibility() {
                     Ok(level) => break level,
                     Err(e) if Instant::now() > deadline => return Err(e),
@@ -109,12 +107,10 @@ impl SchemaRegistry {
 
     /// The registry's global compatibility level (`BACKWARD`, `FULL`, …).
     pub fn global_compatibility(&self) -> Result<String> {
-        let (status, body) = http(&self.url, "GET", "/config", None)?;
-        let level = body
-            .split("\"compatibilityLevel\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').nth(1))
-            .map(str::to_owned);
+        let (status, body) = get(&self.url, "/config")?;
+        let level = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|config| config.get("compatibilityLevel")?.as_str().map(str::to_owned));
         match (status, level) {
             (200, Some(level)) => Ok(level),
             _ => Err(TestkitError::Command {
@@ -125,26 +121,18 @@ impl SchemaRegistry {
     }
 }
 
-/// A minimal HTTP/1.0 client (no async runtime needed): returns status and body.
-pub(crate) fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| TestkitError::Unsupported(format!("{base}: only http:// URLs")))?;
-    let (authority, prefix) =
-        rest.split_once('/').map_or((rest, String::new()), |(a, p)| (a, format!("/{p}")));
-    let io = TestkitError::io(format!("{method} {base}{path}"));
-    let mut stream = TcpStream::connect(authority).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(TestkitError::io("setting a timeout"))?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {prefix}{path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\
-         Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).map_err(TestkitError::io("writing an HTTP request"))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(TestkitError::io("reading an HTTP response"))?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+/// A blocking `GET` of the registry (no async runtime needed): status and body; every status is an
+/// answer, only a failed connection or a timeout (10 s) is an error.
+pub(crate) fn get(base: &str, path: &str) -> Result<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let failed = |e: ureq::Error| TestkitError::Command { what: format!("GET {url}"), detail: e.to_string() };
+    let mut response = agent.get(&url).header("Accept", "application/json").call().map_err(failed)?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().map_err(failed)?;
     Ok((status, body))
 }
