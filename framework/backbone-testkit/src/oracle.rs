@@ -1,4 +1,4 @@
-//! The reliability oracle (see `shared/reliability.md`): every test event carries `(producer, key,
+//! The reliability oracle (see `docs/reliability.md`): every test event carries `(producer, key,
 //! seq)`; the checker reports what Jepsen's Kafka checker names lost, duplicate, reorder and
 //! poll-skip.
 

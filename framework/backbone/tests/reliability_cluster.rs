@@ -1,4 +1,4 @@
-//! R1 and R3 from `shared/reliability.md`, on a real cluster of three brokers (each test starts its
+//! R1 and R3 from `docs/reliability.md`, on a real cluster of three brokers (each test starts its
 //! own, because it kills brokers).
 
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! R8 and R15 from `shared/reliability.md` against a real 3-broker cluster (replication 3,
+//! R8 and R15 from `docs/reliability.md` against a real 3-broker cluster (replication 3,
 //! `min.insync.replicas` 2): poison records among 10,000 good
 //! ones are dead-lettered with their origin while the partition flows on and the lag returns to 0;
 //! a slow handler under a flood keeps the consumer's fetch queues within their configured bound while

@@ -1,4 +1,4 @@
-//! R20 from `shared/reliability.md` against the real broker: dead letters the producer cannot write
+//! R20 from `docs/reliability.md` against the real broker: dead letters the producer cannot write
 //! whole (an event near the maximum message size, one with thousands of headers, one the dead-letter
 //! topic's `max.message.bytes` refuses) are written once, truncated or with their headers capped,
 //! and the partition flows on.

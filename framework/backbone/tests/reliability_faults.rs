@@ -1,4 +1,4 @@
-//! R2 from `shared/reliability.md` on real brokers, with the producer's defaults (idempotence,
+//! R2 from `docs/reliability.md` on real brokers, with the producer's defaults (idempotence,
 //! `acks=all`, 5 requests in flight): a leader SIGKILLed and restarted, a leader frozen with SIGSTOP
 //! past the controller's session timeout and thawed, and a produce quota that throttles the
 //! publisher, all while keyed oracle events flow. `reliability_mock.rs` has the mock cluster's R2

@@ -1,4 +1,4 @@
-//! R15 from `shared/reliability.md` with the consumer's default settings, on three brokers (RF 3,
+//! R15 from `docs/reliability.md` with the consumer's default settings, on three brokers (RF 3,
 //! `min.insync.replicas` 2): a slow consumer under a flood keeps its *process's* resident memory
 //! within a stated bound, not only its fetch queues. The consuming process is a child (this test
 //! binary re-run), so no other test's memory counts; the parent reads the child's peak resident set

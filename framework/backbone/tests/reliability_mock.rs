@@ -1,4 +1,4 @@
-//! R2 from `shared/reliability.md`: produce-request errors injected by librdkafka's mock cluster
+//! R2 from `docs/reliability.md`: produce-request errors injected by librdkafka's mock cluster
 //! (fault injection only; the real-broker tests live beside this one).
 
 use std::sync::{Arc, Mutex};
