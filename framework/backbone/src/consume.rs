@@ -55,6 +55,7 @@ use tower::{Layer, Service, ServiceExt as _};
 use crate::config::Config;
 use crate::handler::{BoxedHandler, Env, HandlerContext, HandlerError, IncomingEvent};
 use crate::health::HealthState;
+pub use crate::layer::naming::{dead_letter_topic, retry_topic};
 use crate::layer::{
     Budget, BudgetLayer, CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter,
     DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas,
@@ -65,20 +66,9 @@ use crate::native::{PartitionQueue, QueueWakers, WithQueueWakers};
 use crate::publish::{PublishError, Publisher, TRANSACTION_TIMEOUT, Transaction};
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec};
-pub use retry::{replay_headers, retry_topic};
+pub use retry::replay_headers;
 
 pub(crate) mod retry; // Replays of dead letters: the retry topic and its consumer.
-
-/// The dead-letter topic `service` owns for events it could not handle from `source`:
-/// `<service>.private.dlq.<source>`, one partition, kept 14 days.
-pub fn dead_letter_topic(service: &str, source: &TopicSpec) -> Result<TopicSpec, TopicError> {
-    TopicSpec::private(service, format!("dlq.{}", source.name()))
-        .partitions(1)
-        .replication(source.replication())
-        .min_insync_replicas(source.min_insync_replicas())
-        .retention(Duration::from_secs(14 * 24 * 3600))
-        .build()
-}
 
 /// Why the consumer stopped.
 #[derive(Debug, thiserror::Error)]
