@@ -34,7 +34,7 @@
 //!   others take over at once, not after a session timeout).
 
 mod builder;
-mod eos;
+pub(crate) mod eos; // Exactly once: the consumer's transaction state, and the `Transaction` hooks see.
 mod group;
 mod hooks;
 mod partition;
