@@ -3,8 +3,8 @@
 
 use crate::publish::{PublishError, Transaction};
 
-/// Lifecycle hooks of a [`Consumer`], called on its group thread (keep them quick). Every method has
-/// a default that does nothing.
+/// Lifecycle hooks of a [`Consumer`](super::Consumer), called on its group thread (keep them quick).
+/// Every method has a default that does nothing.
 pub trait ConsumerHooks: Send + Sync + 'static {
     /// `partitions` of `topic` were assigned to this instance; their tasks have started.
     fn assigned(&self, topic: &str, partitions: &[i32]) {
@@ -32,7 +32,8 @@ pub trait ConsumerHooks: Send + Sync + 'static {
     }
 
     /// librdkafka's statistics (every `statistics.interval.ms`, off unless set with
-    /// [`Consumer::client_setting`]): fetch queue sizes, lag, broker round trips.
+    /// [`Consumer::client_setting`](super::Consumer::client_setting)): fetch queue sizes, lag,
+    /// broker round trips.
     fn statistics(&self, statistics: &rdkafka::Statistics) {
         let _ = statistics;
     }

@@ -27,9 +27,7 @@
 //! 9. your layers ([`Consumer::layer`](crate::consume::Consumer::layer), or [`Layers`] shared by
 //!    every consumer of a service), then the handler.
 //!
-//! Each layer is public: a stack can be written by hand with `tower::ServiceBuilder`. Each has a file
-//! of its own here; [`naming`] holds the names of the dead-letter and retry topics, which the
-//! consumer (that declares them) and the layers (that write and read them) share.
+//! Each layer is public: a stack can be written by hand with `tower::ServiceBuilder`.
 
 use std::fmt;
 use std::future::Future;
@@ -44,6 +42,8 @@ use crate::handler::{BoxedHandler, HandlerContext, HandlerError};
 
 mod budget;
 mod dead_letter;
+// The dead-letter and retry topics' names: the consumer declares them, the layers write and read
+// them; here so that both depend on them, and they on neither.
 pub(crate) mod naming;
 mod panic;
 mod retry;
