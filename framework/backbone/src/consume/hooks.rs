@@ -1,7 +1,8 @@
 //! [`ConsumerHooks`]: what a [`Consumer`](super::Consumer) tells about its partitions, offsets and
 //! transactions.
 
-use crate::publish::{PublishError, Transaction};
+use super::eos::Transaction;
+use crate::publish::PublishError;
 
 /// Lifecycle hooks of a [`Consumer`](super::Consumer), called on its group thread (keep them quick).
 /// Every method has a default that does nothing.

@@ -163,7 +163,8 @@ impl Publisher {
         self.inner.max_message_bytes
     }
 
-    /// How long a publish may wait for its acknowledgement (`BACKBONE_DELIVERY_TIMEOUT_MS`).
+    /// The configured delivery timeout (`BACKBONE_DELIVERY_TIMEOUT_MS`): how long a publish may wait
+    /// to be enqueued and acknowledged.
     pub(crate) fn delivery_timeout(&self) -> Duration {
         self.inner.delivery_timeout
     }
