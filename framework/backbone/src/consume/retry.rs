@@ -13,15 +13,14 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
-use super::{ConsumeError, Consumer, NoHooks};
+use super::{ConsumeError, Consumer, NoHooks, retry_topic};
 use crate::handler::{HandlerContext, HandlerError};
 use crate::layer::Layers;
-use crate::topic::{TopicError, TopicSpec};
+use crate::topic::TopicError;
 
 /// Header names on a replayed event (besides the original event's own headers).
 pub mod replay_headers {
@@ -31,29 +30,6 @@ pub mod replay_headers {
     pub const HANDLER: &str = "backbone-replay-handler";
     /// Where the replay comes from: `<dead-letter topic>:<offset>`.
     pub const REPLAYED_FROM: &str = "backbone-replayed-from";
-}
-
-/// The retry topic `service` owns for replays of its dead letters from `source`:
-/// `<service>.private.retry.<source>`, one partition (replays keep the dead-letter topic's order),
-/// kept 14 days like the dead-letter topic. Written only by `backbone dlq replay`, read only by the
-/// service's retry consumers ([`Consumer::retries`]).
-pub fn retry_topic(service: &str, source: &TopicSpec) -> Result<TopicSpec, TopicError> {
-    TopicSpec::private(service, format!("retry.{}", source.name()))
-        .partitions(1)
-        .replication(source.replication())
-        .min_insync_replicas(source.min_insync_replicas())
-        .retention(Duration::from_secs(14 * 24 * 3600))
-        .build()
-}
-
-/// The topic whose contract a record of `topic` follows: for a retry topic
-/// (`<service>.private.retry.<source>`) its source, whose schemas the replayed records carry;
-/// otherwise `topic` itself.
-pub(crate) fn contract_topic(topic: &str) -> &str {
-    match topic.split_once(".private.retry.") {
-        Some((service, source)) if !service.contains('.') && !source.is_empty() => source,
-        _ => topic,
-    }
 }
 
 impl<S> Consumer<S> {
@@ -164,17 +140,5 @@ where
             "a replay for another handler: skipped"
         );
         Either::Right(ready(Ok(())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::contract_topic;
-
-    #[test]
-    fn a_retry_topic_follows_its_source_contract() {
-        assert_eq!(contract_topic("stock.private.retry.orders.public.order-v1"), "orders.public.order-v1");
-        assert_eq!(contract_topic("orders.public.order-v1"), "orders.public.order-v1");
-        assert_eq!(contract_topic("stock.private.commands"), "stock.private.commands");
     }
 }

@@ -1,0 +1,329 @@
+//! A [`Consumer`] and its builder methods: what it consumes, in which group, with which layers,
+//! retries, budgets, bounds and delivery guarantee; and the per-event service ([`Stack`]) it builds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
+
+use super::hooks::{ConsumerHooks, NoHooks};
+use crate::config::Config;
+use crate::handler::{BoxedHandler, HandlerContext, HandlerError};
+use crate::layer::Retry;
+use crate::layer::naming::dead_letter_topic;
+use crate::layer::{
+    Budget, BudgetLayer, CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter,
+    DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas,
+    Timeout, TimeoutLayer, Tracing, TracingLayer,
+};
+use crate::publish::{Publisher, TRANSACTION_TIMEOUT};
+use crate::service::ServiceSpec;
+use crate::topic::{TopicError, TopicSpec};
+
+/// Why the consumer stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// The consumer could not be created or subscribed.
+    #[error("consumer for `{topic}`: {reason}")]
+    Client {
+        /// The topic.
+        topic: String,
+        /// librdkafka's words.
+        reason: String,
+    },
+    /// The service's declaration does not allow this subscription (or its dead-letter topic).
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
+impl ConsumeError {
+    /// Whether starting again may help.
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+}
+
+/// A handler subscribed to one topic. Build it with [`Consumer::new`], tune it with the builder
+/// methods, start it with [`Consumer::run`].
+pub struct Consumer<S> {
+    pub(super) topic: TopicSpec,
+    pub(super) group: String,
+    pub(super) dead_letters: TopicSpec,
+    pub(super) handler: BoxedHandler<S>,
+    pub(super) layers: Layers<S>,
+    pub(super) state: S,
+    pub(super) publisher: Publisher,
+    pub(super) retry: Retry,
+    pub(super) timeout: Option<Duration>,
+    /// All attempts of one event together (always set under exactly once).
+    pub(super) budget: Option<Duration>,
+    pub(super) concurrency: usize,
+    pub(super) queue_kbytes: usize,
+    pub(super) queue_messages: usize,
+    pub(super) shutdown_budget: Duration,
+    pub(super) client: ClientConfig,
+    pub(super) hooks: Arc<dyn ConsumerHooks>,
+    /// Exactly once: events per transaction (None: at least once).
+    pub(super) transaction_size: Option<usize>,
+    /// Exactly once: the longest a transaction stays open.
+    pub(super) transaction_interval: Duration,
+    /// Exactly once: a stable transactional id (default `<group>.<uuid>`, new per run).
+    pub(super) transactional_id: Option<String>,
+    pub(super) config: Config,
+    pub(super) spec: ServiceSpec,
+}
+
+impl<S> std::fmt::Debug for Consumer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic.name())
+            .field("group", &self.group)
+            .field("handler", &self.handler.name())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Consumer<S> {
+    /// Subscribes `handler` to `topic` for `spec`'s service, in group `<service>.<handler>` (or
+    /// `group`). The service must be allowed to read `topic` and must own its dead-letter topic
+    /// ([`dead_letter_topic`]); `publisher` writes the dead letters and lends the handler's
+    /// [`Publisher`] extractor.
+    pub fn new(
+        config: &Config,
+        spec: &ServiceSpec,
+        topic: &TopicSpec,
+        handler: BoxedHandler<S>,
+        state: S,
+        publisher: Publisher,
+        group: Option<&str>,
+    ) -> Result<Self, ConsumeError> {
+        crate::topic::check_may_read(spec.name(), topic)?;
+        let dead_letters = dead_letter_topic(spec.name(), topic)?;
+        if spec.owned(dead_letters.name()).is_none() {
+            return Err(TopicError::InvalidTopic {
+                topic: dead_letters.name().to_owned(),
+                reason: format!(
+                    "service `{}` consumes `{}` but does not declare its dead-letter topic; add \
+                     `.owns(&dead_letter_topic(\"{}\", &topic)?)`",
+                    spec.name(),
+                    topic.name(),
+                    spec.name()
+                ),
+            }
+            .into());
+        }
+        let group = group.map_or_else(|| format!("{}.{}", spec.name(), handler.name()), str::to_owned);
+        Ok(Self {
+            topic: topic.clone(),
+            group,
+            dead_letters,
+            handler,
+            layers: Layers::new(),
+            state,
+            publisher,
+            retry: Retry::default(),
+            timeout: None,
+            budget: None,
+            concurrency: 64,
+            queue_kbytes: 16 * 1024,
+            queue_messages: 100_000,
+            shutdown_budget: config.shutdown_timeout,
+            client: config.client_config(spec.name()),
+            hooks: Arc::new(NoHooks),
+            transaction_size: None,
+            transaction_interval: Duration::from_millis(100),
+            transactional_id: None,
+            config: config.clone(),
+            spec: spec.clone(),
+        })
+    }
+
+    /// Uses `retry` for retriable handler errors (default: 5 attempts, backoff 100 ms doubling to
+    /// 10 s).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Fails (retriably, kind `timeout`) an attempt that takes longer than `limit` (default: none).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Bounds the whole handling of one event, every retry and backoff included, to `budget`: past it
+    /// the event fails permanently (kind `budget`) and is dead-lettered, and its partition moves on
+    /// (default: none under at least once).
+    ///
+    /// Under exactly once every event has a budget, [`MAX_EVENT_BUDGET`] at most and by default,
+    /// and an event past it first gets [`DeadLetterLayer::BUDGET_TRIES`] tries in all, each in a
+    /// fresh transaction (the open one is aborted), before its dead letter:
+    /// an event still being handled when the broker aborts its transaction (after
+    /// [`TRANSACTION_TIMEOUT`]) would fail every other event of that transaction, and after the
+    /// rewind it would run again, and again.
+    pub fn event_budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The budget each event gets (see [`event_budget`](Self::event_budget)).
+    pub fn effective_event_budget(&self) -> Option<Duration> {
+        match (self.transaction_size, self.budget) {
+            (Some(_), budget) => Some(budget.unwrap_or(MAX_EVENT_BUDGET).min(MAX_EVENT_BUDGET)),
+            (None, budget) => budget,
+        }
+    }
+
+    /// Runs at most `handlers` handlers at once across this consumer's partitions (default 64; one
+    /// per partition at most, whatever this says, to keep order).
+    pub fn concurrency(mut self, handlers: usize) -> Self {
+        self.concurrency = handlers.max(1);
+        self
+    }
+
+    /// Bounds each partition's queue of fetched events to `kbytes` kilobytes and about `messages`
+    /// messages (defaults 16 MiB and 100,000): librdkafka stops fetching a partition whose queue is
+    /// full, and looks again every 10 ms. Memory stays within partitions × [`queue_bound_bytes`],
+    /// plus the up to 16 events each partition's task has taken from its queue, plus librdkafka's
+    /// own cost per queued record beyond its key and payload (its message structure and headers:
+    /// about 600 to 750 bytes each, measured by R15's default-settings test). With many small
+    /// records that overhead dominates: at the default 100,000 messages a partition it can reach
+    /// 60 to 75 MB; lower `messages` where memory is tight.
+    ///
+    /// [`queue_bound_bytes`]: Self::queue_bound_bytes
+    pub fn queue(mut self, kbytes: usize, messages: usize) -> Self {
+        self.queue_kbytes = kbytes.max(1);
+        self.queue_messages = messages.max(1);
+        self
+    }
+
+    /// The queue bound per partition, in bytes: the queue's size plus one more record batch, as a
+    /// fetch may overshoot by one (a broker returns a partition's first batch whole, up to the
+    /// topic's `max.message.bytes`, 1 MiB by default).
+    pub fn queue_bound_bytes(&self) -> usize {
+        self.queue_kbytes * 1024 + (1 << 20)
+    }
+
+    /// Adds `layer` around the handler, inside the built-in layers (see [`crate::layer`]).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<EventService<S>> + Send + Sync + 'static,
+        L::Service:
+            Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + Sync + 'static,
+        <L::Service as Service<HandlerContext<S>>>::Future: Send + 'static,
+    {
+        self.layers = self.layers.layer(layer);
+        self
+    }
+
+    /// Adds `layers` (shared by a service's consumers) around the handler, inside the built-in ones
+    /// and inside layers added before.
+    pub fn layers(mut self, layers: &Layers<S>) -> Self {
+        self.layers = std::mem::take(&mut self.layers).extend(layers);
+        self
+    }
+
+    /// Exactly once, consume-transform-produce: what the handler publishes and the offsets it
+    /// consumed commit in one Kafka transaction, about every 750 events (see
+    /// [`transaction_size`](Self::transaction_size)) or 100 ms. Readers of the outputs read
+    /// `read_committed` (backbone's consumers do). The transactional id is derived per instance
+    /// (`<group>.<uuid>`); zombies are fenced by the group's generation (KIP-447), so an instance
+    /// that lost its partitions cannot commit what it produced for them.
+    pub fn exactly_once(mut self) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self
+    }
+
+    /// Exactly once with a stable transactional id, for instances that have a stable identity (a
+    /// StatefulSet's ordinal: `<group>.<ordinal>`): a restarted instance then fences its previous
+    /// incarnation's producer at once, instead of the broker aborting its open transaction after
+    /// [`TRANSACTION_TIMEOUT`]. Two live instances must never share one (each fences the other).
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// Exactly once with about `events` events per transaction.
+    pub fn transaction_size(mut self, events: usize) -> Self {
+        self.transaction_size = Some(events.max(1));
+        self
+    }
+
+    /// Exactly once, committing at least every `interval` (default 100 ms) when events were
+    /// handled: longer, fewer transactions; shorter, outputs visible sooner. Keep it well under
+    /// [`crate::publish::TRANSACTION_TIMEOUT`].
+    pub fn transaction_interval(mut self, interval: Duration) -> Self {
+        self.transaction_size.get_or_insert(750);
+        self.transaction_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Calls `hooks` on rebalances (see [`ConsumerHooks`]).
+    pub fn hooks(mut self, hooks: impl ConsumerHooks) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
+    }
+
+    /// Sets a librdkafka consumer property (`session.timeout.ms`, `fetch.max.bytes` …). The
+    /// at-least-once settings (`group.id`, offset storing and committing, the assignor, isolation)
+    /// are the framework's and are set after this.
+    pub fn client_setting(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.client.set(key, value);
+        self
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The per-event service: the built-in layers around yours around the handler. Its type is
+    /// spelled out ([`Stack`]) rather than boxed, so calling it allocates nothing of its own.
+    pub(super) fn service(&self, publisher: &Publisher) -> Stack<S> {
+        use tower::util::Either;
+        let handler = self.handler.name();
+        let bottom = HandlerService::new(self.handler.clone());
+        // Your layers (if any) need a boxed service beneath them.
+        let bottom = if self.layers.is_empty() {
+            Either::Left(bottom)
+        } else {
+            Either::Right(self.layers.apply(BoxCloneSyncService::new(bottom)))
+        };
+        tower::ServiceBuilder::new()
+            .layer(TracingLayer::new(handler))
+            .layer(CorrelationLayer)
+            .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
+            .layer(BudgetLayer::new(self.effective_event_budget()))
+            .layer(RetryLayer::new(self.retry))
+            .layer(SchemaLayer::new(self.publisher.registry().clone()))
+            .option_layer(self.timeout.map(TimeoutLayer::new))
+            .layer(CatchPanicLayer)
+            .service(bottom)
+    }
+}
+
+/// The handler (or, with layers of yours, the handler inside them, boxed once).
+type Bottom<S> = tower::util::Either<HandlerService<S>, EventService<S>>;
+
+/// The handler under the built-in layers, outermost first: tracing, correlation, dead letters,
+/// budget, retry, schema, timeout (if set), panic recovery.
+pub(super) type Stack<S> = Tracing<
+    Correlation<
+        DeadLetter<
+            Budget<
+                RetryService<
+                    Schemas<tower::util::Either<Timeout<CatchPanic<Bottom<S>>>, CatchPanic<Bottom<S>>>>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// The longest an event may take under exactly once, all attempts included: half the transaction
+/// timeout, so the event's dead letter and the commit fit in the other half.
+pub const MAX_EVENT_BUDGET: Duration = Duration::from_secs(TRANSACTION_TIMEOUT.as_secs() / 2);

@@ -1,0 +1,339 @@
+//! Exactly once, both sides of it: the consumer's transaction state ([`Eos`]), which commits what the
+//! handlers published with the offsets they consumed, and the open transaction as the producer side
+//! lends it to [`ConsumerHooks::before_commit`] ([`Transaction`], re-exported as
+//! `backbone::Transaction` and `backbone::publish::Transaction`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+
+use super::group::GroupContext;
+use super::hooks::ConsumerHooks;
+use super::partition::Cursor;
+use super::run::off_runtime;
+use crate::publish::{Context, Outgoing, PublishError, Publisher};
+use crate::topic::TopicSpec;
+use crate::trace;
+
+/// Exactly-once state: the transactional publisher, the gate between events and commits, and the
+/// offsets handled in the open transaction.
+pub(super) struct Eos {
+    pub(super) publisher: Publisher,
+    topic: String,
+    size: usize,
+    timeout: Duration,
+    /// Events hold it shared while handled; a commit holds it exclusively.
+    pub(super) gate: Arc<tokio::sync::RwLock<()>>,
+    /// Next offset per partition, handled in the open transaction.
+    next: Mutex<HashMap<i32, i64>>,
+    /// Next offset per partition, as last committed (or, before a commit, where its assignment
+    /// started).
+    committed: Mutex<HashMap<i32, i64>>,
+    /// The assigned partitions' cursors, rewound after an aborted transaction.
+    pub(super) cursors: Mutex<HashMap<i32, Arc<Cursor>>>,
+    pending: std::sync::atomic::AtomicUsize,
+    /// Partitions with an event that neither succeeded nor was dead-lettered in the open
+    /// transaction: it must abort, not commit past that event.
+    doomed: Mutex<Vec<i32>>,
+    /// Counts aborted transactions (and fatal failures): a partition task waiting after a doomed
+    /// event goes on once it changes.
+    pub(super) aborts: watch::Sender<u64>,
+    /// An abort failed: this producer cannot go on.
+    broken: std::sync::atomic::AtomicBool,
+    full: tokio::sync::Notify,
+    pub(super) fatal: tokio::sync::Notify,
+    hooks: Arc<dyn ConsumerHooks>,
+    interval: Duration,
+}
+
+impl Eos {
+    pub(super) fn new(
+        publisher: Publisher,
+        topic: &str,
+        (size, interval): (usize, Duration),
+        timeout: Duration,
+        hooks: Arc<dyn ConsumerHooks>,
+    ) -> Self {
+        Self {
+            hooks,
+            interval,
+            publisher,
+            topic: topic.to_owned(),
+            size,
+            timeout,
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            next: Mutex::new(HashMap::new()),
+            committed: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            pending: Default::default(),
+            doomed: Mutex::new(Vec::new()),
+            aborts: watch::channel(0).0,
+            broken: Default::default(),
+            full: tokio::sync::Notify::new(),
+            fatal: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The gate, exclusively, from synchronous code: the group thread (inside a futures executor,
+    /// outside tokio) or, when a consumer is dropped there, a runtime thread (when no event holds
+    /// the gate any more).
+    pub(super) fn write_blocking(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            futures::executor::block_on(self.gate.write())
+        } else {
+            self.gate.blocking_write()
+        }
+    }
+
+    /// The partition's first event in this assignment is at `offset` (unless one came before): where
+    /// an aborted transaction rewinds it to when none of its transactions has committed yet.
+    pub(super) fn started(&self, partition: i32, offset: i64) {
+        self.committed.lock().unwrap_or_else(PoisonError::into_inner).entry(partition).or_insert(offset);
+    }
+
+    pub(super) fn handled(&self, partition: i32, offset: i64) {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner).insert(partition, offset + 1);
+        if self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 >= self.size {
+            self.full.notify_one();
+        }
+    }
+
+    fn is_doomed(&self) -> bool {
+        !self.doomed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// An event of `partition` failed without a dead letter: abort the open transaction at once.
+    pub(super) fn doom(&self, partition: i32) {
+        tracing::warn!(
+            topic = self.topic,
+            partition,
+            "event neither handled nor dead-lettered: aborting the transaction"
+        );
+        self.doomed.lock().unwrap_or_else(PoisonError::into_inner).push(partition);
+        self.full.notify_one();
+    }
+
+    pub(super) fn forget(&self, partitions: &[i32]) {
+        for map in [&self.next, &self.committed] {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            partitions.iter().for_each(|p| {
+                map.remove(p);
+            });
+        }
+        let mut cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        partitions.iter().for_each(|p| {
+            cursors.remove(p);
+        });
+    }
+
+    /// Commits a transaction when it is full, or every 100 ms, until the consumer stops.
+    pub(super) async fn committing<
+        C: rdkafka::consumer::Consumer<GroupContext<S>> + Send + Sync + 'static,
+        S,
+    >(
+        self: Arc<Self>,
+        consumer: Arc<C>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        S: Clone + Send + Sync + 'static,
+    {
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = self.full.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if self.pending.load(std::sync::atomic::Ordering::Acquire) == 0 && !self.is_doomed() {
+                continue;
+            }
+            let gate = self.gate.clone().write_owned().await;
+            let (eos, consumer) = (self.clone(), consumer.clone());
+            // Off the runtime's blocking pool: a commit waits for the broker, and the runtime's
+            // shutdown would wait for it.
+            let result = off_runtime(move || eos.commit_locked(&*consumer)).await;
+            drop(gate);
+            let component = format!("transactions:{}", self.topic);
+            match result {
+                Some(Ok(())) => self.publisher.health().recover(&component),
+                Some(Err(e)) if !is_fatal(&e) && !self.broken.load(Ordering::Acquire) => {
+                    tracing::warn!(error = %e, "transaction aborted; events handled again")
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "transactions failed fatally");
+                    self.publisher.health().degrade(
+                        &component,
+                        format!("transactions failed fatally ({e}); joining again with a new producer"),
+                    );
+                    self.fatal.notify_one();
+                    self.aborts.send_modify(|n| *n += 1);
+                    return;
+                }
+                None => tracing::error!("transaction thread panicked"),
+            }
+        }
+    }
+
+    /// Commits the open transaction with the handled offsets, then begins the next. The caller
+    /// holds the gate exclusively. A commit that must abort is aborted and the partitions are
+    /// rewound to the last committed offsets (their events are handled again, in a new
+    /// transaction); a fatal error (fenced) is returned for the consumer to stop.
+    pub(super) fn commit_locked<C: ConsumerContext, K: rdkafka::consumer::Consumer<C>>(
+        &self,
+        consumer: &K,
+    ) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer as _;
+        let doomed = std::mem::take(&mut *self.doomed.lock().unwrap_or_else(PoisonError::into_inner));
+        if self.pending.load(Ordering::Acquire) == 0 && doomed.is_empty() {
+            return Ok(());
+        }
+        let offsets = self.next.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let producer = self.publisher.producer();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for (partition, offset) in &offsets {
+            list.add_partition_offset(&self.topic, *partition, rdkafka::Offset::Offset(*offset))?;
+        }
+        let metadata = consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
+        let deadline = Instant::now() + self.timeout;
+        let mut outcome = if doomed.is_empty() {
+            self.hooks.before_commit(&Transaction::new(&self.publisher)).map_err(|e| {
+                tracing::warn!(error = %e, "before_commit hook failed: aborting the transaction");
+                KafkaError::MessageProduction(RDKafkaErrorCode::Fail)
+            })
+        } else {
+            // An event failed without a dead letter: committing would skip it.
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail))
+        };
+        if outcome.is_ok() {
+            outcome = loop {
+                match producer.send_offsets_to_transaction(&list, &metadata, self.timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => break other,
+                }
+            };
+        }
+        if outcome.is_ok() {
+            outcome = loop {
+                match producer.commit_transaction(self.timeout) {
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    other => break other,
+                }
+            };
+        }
+        match outcome {
+            Ok(()) => {
+                self.committed.lock().unwrap_or_else(PoisonError::into_inner).extend(offsets);
+                self.pending.store(0, Ordering::Release);
+                self.hooks.transaction_ended(true);
+                producer.begin_transaction()
+            }
+            Err(e) if !is_fatal(&e) => {
+                if let Err(failed) = producer.abort_transaction(self.timeout).and_then(|()| {
+                    self.hooks.transaction_ended(false);
+                    producer.begin_transaction()
+                }) {
+                    // This producer cannot go on: the consumer joins again with a new one.
+                    tracing::error!(error = %failed, "cannot abort the transaction");
+                    self.broken.store(true, Ordering::Release);
+                    self.aborts.send_modify(|n| *n += 1);
+                    return Err(failed);
+                }
+                let committed = self.committed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut rewound: Vec<i32> = offsets.keys().copied().chain(doomed).collect();
+                rewound.sort_unstable();
+                rewound.dedup();
+                for partition in &rewound {
+                    // Every partition with events in the transaction has a start (`started`). (A
+                    // seek to the stored offset is not one librdkafka accepts: it fails with
+                    // `Local: Invalid argument`, and the aborted events were never handled again.)
+                    let Some(&to) = committed.get(partition) else {
+                        tracing::error!(partition, "no offset to rewind to after an aborted transaction");
+                        continue;
+                    };
+                    // First the cursor (its task then distrusts an event it is taking), then the seek.
+                    if let Some(cursor) = cursors.get(partition) {
+                        cursor.rewind(to);
+                    }
+                    if let Err(e) =
+                        consumer.seek(&self.topic, *partition, rdkafka::Offset::Offset(to), self.timeout)
+                    {
+                        tracing::warn!(partition, error = %e, "rewinding after an aborted transaction");
+                    }
+                }
+                drop(cursors);
+                *self.next.lock().unwrap_or_else(PoisonError::into_inner) = committed;
+                self.pending.store(0, Ordering::Release);
+                self.aborts.send_modify(|n| *n += 1);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a transaction error ends this producer (fenced, or fatal): the consumer must stop.
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(e) => e.is_fatal() && !e.txn_requires_abort(),
+        _ => false,
+    }
+}
+
+/// The open transaction of an exactly-once consumer (see [`crate::consume::Consumer::exactly_once`]),
+/// lent to [`crate::consume::ConsumerHooks::before_commit`] while the consumer commits: what is
+/// published here commits with the consumed offsets, or not at all.
+pub struct Transaction<'a> {
+    publisher: &'a Publisher,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction").field("service", &self.publisher.service()).finish()
+    }
+}
+
+impl<'a> Transaction<'a> {
+    /// The transaction `publisher` (a transactional one) has open.
+    pub(crate) fn new(publisher: &'a Publisher) -> Self {
+        Self { publisher }
+    }
+
+    /// Adds `event` to the transaction. Synchronous: it enqueues the event and returns; the commit
+    /// waits for its acknowledgement, and a write that fails aborts the whole transaction (the
+    /// consumer then handles its events again). Fails at once if the service does not own `topic`.
+    pub fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<(), PublishError> {
+        let publisher = self.publisher;
+        publisher.admit(topic)?;
+        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
+        let deadline = std::time::Instant::now() + publisher.delivery_timeout();
+        loop {
+            // The delivery future may go: the commit flushes, and fails if a write did.
+            match publisher.enqueue(topic, &event, &context)? {
+                Some(_delivery) => return Ok(()),
+                // librdkafka's byte bound (no event says when there is room): back off briefly.
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                None => {
+                    return Err(PublishError::TimedOut {
+                        topic: topic.name().to_owned(),
+                        timeout: publisher.delivery_timeout(),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Retries of retriable handler errors, with exponential backoff.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Layer, Service, ServiceExt as _};
+
+use super::BoxFuture;
+use crate::handler::{HandlerContext, HandlerError};
+
+/// Retry policy for retriable handler errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub initial_backoff: Duration,
+    /// Backoff cap.
+    pub max_backoff: Duration,
+}
+
+impl Retry {
+    /// The backoff after `current`: doubled, capped at `max_backoff`.
+    pub(crate) fn next_backoff(&self, current: Duration) -> Duration {
+        (current * 2).min(self.max_backoff)
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Retries retriable errors with exponential backoff ([`Retry`]); the error that comes out records
+/// the attempts made ([`HandlerError::attempts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryLayer {
+    retry: Retry,
+}
+
+impl RetryLayer {
+    /// Retries as `retry` says.
+    pub fn new(retry: Retry) -> Self {
+        Self { retry }
+    }
+}
+
+impl<I: Clone> Layer<I> for RetryLayer {
+    type Service = RetryService<I>;
+
+    fn layer(&self, inner: I) -> RetryService<I> {
+        RetryService { spare: Arc::new(inner.clone()), inner, retry: self.retry }
+    }
+}
+
+/// See [`RetryLayer`].
+#[derive(Debug)]
+pub struct RetryService<I> {
+    inner: I,
+    /// What retries clone from, behind a reference count of this copy's own: every event's first
+    /// attempt takes a reference to it instead of cloning the services beneath (whose shared
+    /// reference counts every partition would bump).
+    spare: Arc<I>,
+    retry: Retry,
+}
+
+impl<I: Clone> Clone for RetryService<I> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), spare: Arc::new((*self.spare).clone()), retry: self.retry }
+    }
+}
+
+impl<I, S> Service<HandlerContext<S>> for RetryService<I>
+where
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Response = ();
+    type Error = HandlerError;
+    type Future = RetryFuture<I::Future, I, S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
+        // The first attempt uses the service that was made ready; later ones a ready clone.
+        if self.retry.max_attempts <= 1 {
+            return RetryFuture { first: self.inner.call(cx), again: None, rest: None };
+        }
+        let first = self.inner.call(cx.clone());
+        RetryFuture { first, again: Some((self.spare.clone(), cx, self.retry)), rest: None }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RetryService`]: the first attempt unboxed; the retries, if it fails
+    /// retriably, in a boxed future of their own.
+    pub struct RetryFuture<F, I, S> {
+        #[pin]
+        first: F,
+        again: Option<(Arc<I>, HandlerContext<S>, Retry)>,
+        rest: Option<BoxFuture<Result<(), HandlerError>>>,
+    }
+}
+
+impl<F, I, S> fmt::Debug for RetryFuture<F, I, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryFuture").field("retrying", &self.rest.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<F, I, S> Future for RetryFuture<F, I, S>
+where
+    F: Future<Output = Result<(), HandlerError>>,
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    type Output = Result<(), HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.rest.is_none() {
+            // The first attempt is not polled again once it has finished.
+            match std::task::ready!(this.first.poll(task)) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(e) if e.is_retriable() && this.again.is_some() => {
+                    let (inner, cx, retry) = this.again.take().expect("checked");
+                    *this.rest = Some(Box::pin(retry_after((*inner).clone(), cx, retry, e)));
+                }
+                Err(e) => return Poll::Ready(Err(e.with_attempts(1))),
+            }
+        }
+        this.rest.as_mut().expect("set above").as_mut().poll(task)
+    }
+}
+
+/// The attempts after a first one that failed retriably with `first`.
+async fn retry_after<I, S>(
+    inner: I,
+    cx: HandlerContext<S>,
+    retry: Retry,
+    first: HandlerError,
+) -> Result<(), HandlerError>
+where
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError> + Clone,
+    S: Clone,
+{
+    let mut outcome = Err(first);
+    let mut attempts = 1;
+    let mut backoff = retry.initial_backoff;
+    loop {
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retriable() && attempts < retry.max_attempts => {
+                tracing::warn!(attempts, error = %e, "retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = retry.next_backoff(backoff);
+                attempts += 1;
+                outcome = inner.clone().oneshot(cx.clone()).await;
+            }
+            Err(e) => return Err(e.with_attempts(attempts)),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Durable, idempotent publishing.
+//!
+//! A [`Publisher`] belongs to one service and writes only the topics that service owns. Its producer
+//! is durable by default, whatever librdkafka's own defaults are:
+//!
+//! - `acks=all` and `enable.idempotence=true` (librdkafka defaults idempotence to off), at most 5
+//!   requests in flight: retries neither duplicate nor reorder;
+//! - keyed partitioning with `murmur2_random`, the Java client's partitioner: the same key always
+//!   lands on the same partition (per-entity order), and Java services agree on where;
+//! - [`Publisher::publish`] resolves only once the broker has acknowledged the write, with the
+//!   partition and offset (a consistency token for read-your-writes);
+//! - backpressure: at most `publish_queue` publishes are in flight; further publishers wait;
+//! - every event carries headers: event type, producing service, correlation id and W3C
+//!   `traceparent` (see [`crate::trace`]).
+//!
+//! Weaker settings are refused at start-up unless the loudly named opt-in is set (R4).
+
+mod error;
+mod future;
+mod order;
+mod outgoing;
+mod publisher;
+#[cfg(test)]
+mod tests;
+
+pub use error::PublishError;
+pub use future::Publish;
+pub(crate) use order::Context;
+pub use outgoing::{Delivery, Outgoing};
+pub use publisher::{Publisher, TRANSACTION_TIMEOUT, producer_config};
+
+// The open transaction of an exactly-once consumer lives with the consumer's side of exactly once.
+pub use crate::consume::eos::Transaction;
+
+/// Header names backbone puts on every event.
+pub mod headers {
+    /// The event's type name (`OrderCreated`).
+    pub const EVENT_TYPE: &str = "backbone-event-type";
+    /// The service that produced the event.
+    pub const PRODUCER: &str = "backbone-producer";
+    /// The correlation id of the request or event that caused this one.
+    pub const CORRELATION_ID: &str = "backbone-correlation-id";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
+}
+
+/// The health component name of the publisher.
+pub const HEALTH_COMPONENT: &str = "publisher";
