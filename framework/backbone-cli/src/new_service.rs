@@ -110,24 +110,34 @@ fn workspace_root(start: &Path) -> Result<PathBuf, NewError> {
         .ok_or(NewError::NoWorkspace(start))
 }
 
-/// `manifest` with `member` added at the end of its `members = [ … ]` list (None: no such list).
+/// `manifest` with `member` added at the end of its `[workspace]` `members` list, in the list's
+/// own layout (one per line, or inline), comments and the rest untouched (`toml_edit`); `None`
+/// when the manifest does not parse or has no such list.
 fn add_member(manifest: &str, member: &str) -> Option<String> {
-    let start = manifest.find("members = [")?;
-    let end = start + manifest[start..].find(']')?;
-    let list = &manifest[start..end];
-    if list.contains(&format!("\"{member}\"")) {
+    let mut doc: toml_edit::DocumentMut = manifest.parse().ok()?;
+    let members = doc.get_mut("workspace")?.get_mut("members")?.as_array_mut()?;
+    if members.iter().any(|m| m.as_str() == Some(member)) {
         return Some(manifest.to_owned());
     }
-    let entry = if list.contains('\n') {
-        let before = list.trim_end_matches([' ', '\t']);
-        let indent = "    ";
-        format!("{before}{indent}\"{member}\",\n")
-    } else {
-        let items = list.trim_start_matches("members = [").trim().trim_end_matches(',');
-        let sep = if items.is_empty() { "" } else { ", " };
-        format!("members = [{items}{sep}\"{member}\"")
+    // One per line: the new entry takes the last one's indentation, after a comment that ended the
+    // list's last line; inline: a space after the `,`.
+    let prefix_of =
+        |v: &toml_edit::Value| v.decor().prefix().and_then(toml_edit::RawString::as_str).map(str::to_owned);
+    let multiline = members.iter().next().and_then(prefix_of).is_some_and(|p| p.contains('\n'));
+    let last = members.iter().last().map(|last| prefix_of(last).unwrap_or_else(|| "\n    ".to_owned()));
+    let prefix = match last {
+        Some(last) if multiline => {
+            let trailing = members.trailing().as_str().unwrap_or_default().to_owned();
+            let comment = trailing.strip_suffix('\n').unwrap_or(&trailing).to_owned();
+            members.set_trailing("\n");
+            members.set_trailing_comma(true);
+            format!("{comment}{last}")
+        }
+        Some(_) => " ".to_owned(),
+        None => String::new(),
     };
-    Some(format!("{}{entry}{}", &manifest[..start], &manifest[end..]))
+    members.push_formatted(toml_edit::Value::from(member).decorated(prefix, ""));
+    Some(doc.to_string())
 }
 
 /// `template` with the service's names filled in.
@@ -153,9 +163,23 @@ mod tests {
         );
         let again = add_member(&add_member(multi, "services/x").unwrap(), "services/x").unwrap();
         assert_eq!(again.matches("services/x").count(), 1);
-        assert_eq!(add_member("members = [\"a\"]", "b").unwrap(), "members = [\"a\", \"b\"]");
-        assert_eq!(add_member("members = []", "b").unwrap(), "members = [\"b\"]");
+        assert_eq!(
+            add_member("[workspace]\nmembers = [\"a\"]\n", "b").unwrap(),
+            "[workspace]\nmembers = [\"a\", \"b\"]\n"
+        );
+        assert_eq!(
+            add_member("[workspace]\nmembers = []\n", "b").unwrap(),
+            "[workspace]\nmembers = [\"b\"]\n"
+        );
         assert_eq!(add_member("[package]\nname = \"x\"", "b"), None);
+        // Comments and the rest of the manifest stay as they were.
+        let commented = "# the estate\n[workspace]\nmembers = [\n    \"a\", # first\n]\n\n[workspace.lints.rust]\nx = 1\n";
+        let added = add_member(commented, "b").unwrap();
+        assert!(
+            added.starts_with("# the estate\n[workspace]\nmembers = [\n    \"a\", # first\n    \"b\""),
+            "{added}"
+        );
+        assert!(added.ends_with("[workspace.lints.rust]\nx = 1\n"), "{added}");
     }
 
     #[test]
