@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::consume::Consumer;
 use crate::handler::BoxedHandler;
 use crate::publish::Publisher;
+use crate::reader::{self, Isolation};
 use crate::service::ServiceSpec;
 use crate::topic::TopicSpec;
 
@@ -130,16 +131,11 @@ impl<V: TableValue> TableBuilder<V> {
             )),
             None => None,
         };
-        let probe: BaseConsumer = self
-            .config
-            .client_config(self.spec.name())
-            // Never joined nor committed to (it assigns), but librdkafka assigns only with a group.
-            .set("group.id", format!("{group}.probe"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
+        let client = self.config.client_config(self.spec.name());
+        let probe: BaseConsumer =
+            reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
+                .create()
+                .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         let health = self.publisher.health().clone();
         // Not in the mock cluster, which answers no admin requests (its groups go with the process):
         // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
