@@ -169,6 +169,7 @@ pub mod migrate;
 mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path (it says why).
 pub mod provision;
 pub mod publish;
+mod reader; // Readers that assign their partitions, without a consumer group.
 pub mod request;
 pub mod schema;
 pub mod service;

@@ -28,11 +28,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
 
 use crate::config::{Config, Profile};
 use crate::handler::{Decode, IncomingEvent};
+use crate::reader::{self, AssignError, Isolation, Start};
 use crate::schema::Registry;
 use crate::topic::TopicSpec;
 
@@ -123,14 +123,11 @@ impl Probe {
 
     async fn start(config: &Config, topic: &str, at_end: bool) -> Result<Self, ProbeError> {
         let client = |reason: String| ProbeError::Client { topic: topic.to_owned(), reason };
-        let consumer: StreamConsumer = config
-            .client_config("backbone-probe")
-            .set("group.id", format!("backbone-probe-{}", uuid::Uuid::new_v4().simple()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(|e| client(e.to_string()))?;
+        let group = format!("backbone-probe-{}", uuid::Uuid::new_v4().simple());
+        let consumer: StreamConsumer =
+            reader::settings(config.client_config("backbone-probe"), group, Isolation::Committed, false)
+                .create()
+                .map_err(|e| client(e.to_string()))?;
         let registry = if config.schema_registry_url.is_empty() {
             None
         } else {
@@ -145,36 +142,19 @@ impl Probe {
         // Metadata and watermarks are blocking calls: off the async workers.
         let consumer = probe.consumer.clone();
         let name = topic.to_owned();
-        let list = tokio::task::spawn_blocking(move || -> Result<TopicPartitionList, String> {
-            let timeout = Duration::from_secs(10);
-            let metadata = consumer.fetch_metadata(Some(&name), timeout).map_err(|e| e.to_string())?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == name && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if partitions.is_empty() {
-                return Err("the topic does not exist (or has no partitions)".to_owned());
-            }
-            let mut list = TopicPartitionList::new();
-            for partition in partitions {
-                let offset = if at_end {
-                    let (_, high) =
-                        consumer.fetch_watermarks(&name, partition, timeout).map_err(|e| e.to_string())?;
-                    Offset::Offset(high)
-                } else {
-                    Offset::Beginning
-                };
-                list.add_partition_offset(&name, partition, offset).map_err(|e| e.to_string())?;
-            }
-            Ok(list)
+        let start = if at_end { Start::End } else { Start::Beginning };
+        let assigned = tokio::task::spawn_blocking(move || {
+            reader::assign_all(&*consumer, &name, start, Duration::from_secs(10))
         })
         .await
-        .map_err(|e| client(e.to_string()))?
-        .map_err(client)?;
-        probe.consumer.assign(&list).map_err(|e| client(e.to_string()))?;
-        Ok(probe)
+        .map_err(|e| client(e.to_string()))?;
+        match assigned {
+            Ok(()) => Ok(probe),
+            Err(AssignError::Missing) => {
+                Err(client("the topic does not exist (or has no partitions)".to_owned()))
+            }
+            Err(AssignError::Kafka(e)) => Err(client(e.to_string())),
+        }
     }
 
     /// The topic watched.

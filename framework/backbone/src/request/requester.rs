@@ -1,0 +1,439 @@
+//! The requester side: sending requests and routing their replies to the callers waiting.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Headers as _, Message as _};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::consume::ConsumeError;
+use crate::handler::{Decode, DecodeError, IncomingEvent};
+use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::service::ServiceSpec;
+use crate::topic::{TopicError, TopicSpec, check_may_read};
+
+use super::pending::{InFlight, Routes, bump};
+use crate::reader::{self, AssignError, Isolation, Start};
+
+use super::*;
+
+/// Why a request got no reply, or got an error reply.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No reply within the request's timeout. The request may have been carried out; a reply that
+    /// comes later is dropped (and counted as late).
+    #[error("no reply on `{topic}` within {timeout:?}")]
+    Timeout {
+        /// The reply topic.
+        topic: String,
+        /// The request's timeout.
+        timeout: Duration,
+    },
+    /// [`RequesterBuilder::max_pending`] requests are already waiting; nothing was sent.
+    #[error("{max_pending} requests are already pending; nothing was sent")]
+    Overloaded {
+        /// The bound.
+        max_pending: usize,
+    },
+    /// The request could not be published.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The responder's handler failed permanently and said why in an error reply.
+    #[error("the responder refused the request ({kind}): {message}")]
+    Remote {
+        /// The failure's kind ([`HandlerError::kind`](crate::HandlerError::kind): `handler`, `undecodable-payload`, `panic` …).
+        kind: String,
+        /// The failure's message.
+        message: String,
+    },
+    /// The requester was closed.
+    #[error("the requester is closed")]
+    Closed,
+}
+
+impl RequestError {
+    /// Whether sending the request again may succeed: after a timeout (for a command, only if it is
+    /// idempotent), when overloaded, after a retriable publish failure.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Overloaded { .. } => true,
+            Self::Publish(e) => e.is_retriable(),
+            Self::Remote { .. } | Self::Closed => false,
+        }
+    }
+}
+
+/// A reply: its payload and headers, as read from the reply topic.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub(super) id: Uuid,
+    pub(super) event: IncomingEvent,
+}
+
+impl Reply {
+    /// The id of the request it answers.
+    pub fn request_id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The payload (empty if none).
+    pub fn payload(&self) -> &[u8] {
+        self.event.payload().unwrap_or_default()
+    }
+
+    /// The payload decoded with `T`'s [`Decode`].
+    pub fn decode<T: Decode>(&self) -> Result<T, DecodeError> {
+        T::decode(self.payload())
+    }
+
+    /// The payload decoded as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_slice(self.payload()).map_err(DecodeError::new)
+    }
+
+    /// The responding service (its `backbone-producer` header).
+    pub fn responder(&self) -> Option<&str> {
+        self.event.header(crate::publish::headers::PRODUCER).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The whole event: topic, partition, offset, timestamp, every header.
+    pub fn event(&self) -> &IncomingEvent {
+        &self.event
+    }
+
+    /// The reply, or the responder's error as [`RequestError::Remote`].
+    pub(super) fn into_result(self) -> Result<Self, RequestError> {
+        match self.event.header(headers::REPLY_ERROR) {
+            None => Ok(self),
+            Some(kind) => Err(RequestError::Remote {
+                kind: String::from_utf8_lossy(kind).into_owned(),
+                message: String::from_utf8_lossy(self.payload()).into_owned(),
+            }),
+        }
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) routes: Routes,
+    pub(super) publisher: Publisher,
+    pub(super) requests: TopicSpec,
+    pub(super) reply_to: String,
+    pub(super) instance: String,
+    pub(super) event_type: String,
+}
+
+/// Stops the reply reader when the last [`Requester`] clone goes.
+pub(super) struct Reader {
+    pub(super) stop: watch::Sender<bool>,
+    pub(super) task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Sends requests and waits for their replies. Cheap to clone: clones share the pending requests,
+/// the reply reader and the metrics. Build one with [`Requester::builder`].
+#[derive(Clone)]
+pub struct Requester {
+    pub(super) shared: Arc<Shared>,
+    pub(super) reader: Arc<Reader>,
+}
+
+impl fmt::Debug for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Requester")
+            .field("requests", &self.shared.requests.name())
+            .field("reply_to", &self.shared.reply_to)
+            .field("instance", &self.shared.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts a [`Requester`].
+#[must_use = "a requester builder does nothing until started"]
+pub struct RequesterBuilder {
+    client: rdkafka::ClientConfig,
+    publisher: Publisher,
+    requests: TopicSpec,
+    replies: TopicSpec,
+    max_pending: usize,
+    event_type: String,
+}
+
+impl fmt::Debug for RequesterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequesterBuilder")
+            .field("requests", &self.requests.name())
+            .field("replies", &self.replies.name())
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long start-up waits for the reply topic's metadata and end offsets.
+pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Requester {
+    /// A requester for `spec`'s service, which must own `requests` and may read `replies` (the
+    /// responder's reply topic); `publisher` (the service's) publishes the requests.
+    pub fn builder(
+        config: &Config,
+        spec: &ServiceSpec,
+        requests: &TopicSpec,
+        replies: &TopicSpec,
+        publisher: Publisher,
+    ) -> Result<RequesterBuilder, ConsumeError> {
+        if spec.owned(requests.name()).is_none() {
+            return Err(TopicError::InvalidTopic {
+                topic: requests.name().to_owned(),
+                reason: format!(
+                    "service `{}` sends requests on `{}` but does not own it: a requester publishes on \
+                     a topic of its own (`request::request_topic(\"{}\", …)`, declared with `.owns(…)`)",
+                    spec.name(),
+                    requests.name(),
+                    spec.name()
+                ),
+            }
+            .into());
+        }
+        check_may_read(spec.name(), replies)?;
+        Ok(RequesterBuilder {
+            client: config.client_config(spec.name()),
+            publisher,
+            requests: requests.clone(),
+            replies: replies.clone(),
+            max_pending: 10_000,
+            event_type: DEFAULT_REQUEST_TYPE.to_owned(),
+        })
+    }
+
+    /// Sends `payload` and waits up to `timeout` (publishing included; at most [`MAX_DEADLINE`])
+    /// for its reply.
+    ///
+    /// Fails at once with [`RequestError::Overloaded`] when `max_pending` requests are pending.
+    /// Dropping the future stops waiting (the request may still be answered; the reply is dropped).
+    pub async fn request(&self, payload: &[u8], timeout: Duration) -> Result<Reply, RequestError> {
+        let timeout = timeout.min(MAX_DEADLINE);
+        let shared = &*self.shared;
+        let routes = &shared.routes;
+        let id = Uuid::new_v4();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline_millis = (SystemTime::now() + timeout)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut rx = routes.register(id)?;
+        let _in_flight = InFlight { routes, id };
+        let timed_out = || {
+            bump(&routes.counters.timed_out);
+            RequestError::Timeout { topic: shared.reply_to.clone(), timeout }
+        };
+
+        let id_text = id.hyphenated().to_string();
+        let deadline_text = deadline_millis.to_string();
+        let request_headers = [
+            (headers::REQUEST_ID, id_text.as_bytes()),
+            (headers::REPLY_TO, shared.reply_to.as_bytes()),
+            (headers::REQUESTER, shared.instance.as_bytes()),
+            (headers::DEADLINE, deadline_text.as_bytes()),
+        ];
+        let event = Outgoing::new(&shared.event_type, id_text.as_bytes(), payload).headers(&request_headers);
+        match tokio::time::timeout_at(deadline, shared.publisher.publish(&shared.requests, event)).await {
+            Ok(Ok(_)) => bump(&routes.counters.sent),
+            Ok(Err(e)) => {
+                routes.give_up(id);
+                bump(&routes.counters.publish_failed);
+                return Err(RequestError::Publish(e));
+            }
+            // Perhaps written: a reply may yet come (and be counted late), or be here already.
+            Err(_) if routes.give_up(id) => return Err(timed_out()),
+            Err(_) => {}
+        }
+        match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(Ok(reply)) => routes.answered(reply),
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Err(_) if routes.give_up(id) => Err(timed_out()),
+            // Delivered while the timeout fired: the reply is in the receiver.
+            Err(_) => match rx.try_recv() {
+                Ok(reply) => routes.answered(reply),
+                Err(_) => Err(RequestError::Closed),
+            },
+        }
+    }
+
+    /// Requests waiting for their reply now.
+    pub fn pending(&self) -> usize {
+        self.shared.routes.lock().pending.len()
+    }
+
+    /// The metrics, now.
+    pub fn stats(&self) -> RequestStats {
+        self.shared.routes.stats()
+    }
+
+    /// This requester instance's id: replies carrying another are not for it.
+    pub fn instance(&self) -> &str {
+        &self.shared.instance
+    }
+
+    /// Stops the reply reader; pending requests end with [`RequestError::Closed`], new ones are
+    /// refused. Also happens when the last clone is dropped.
+    pub async fn close(&self) {
+        self.reader.stop.send_replace(true);
+        let task = self.reader.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task {
+            task.await.ok();
+        }
+        self.shared.routes.close();
+    }
+}
+
+impl RequesterBuilder {
+    /// At most `requests` pending at once (default 10,000); more fail with
+    /// [`RequestError::Overloaded`].
+    pub fn max_pending(mut self, requests: usize) -> Self {
+        self.max_pending = requests.max(1);
+        self
+    }
+
+    /// The event type of requests (default [`DEFAULT_REQUEST_TYPE`]).
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = event_type.into();
+        self
+    }
+
+    /// Sets a librdkafka property of the reply reader (`fetch.wait.max.ms` …).
+    pub fn client_setting(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.client.set(key, value);
+        self
+    }
+
+    /// Assigns the reply reader every partition of the reply topic at its current end, and returns
+    /// once it is in place: every reply to a request sent afterwards is seen. The reply topic must
+    /// exist (its owner, the responder service, provisions it at start-up).
+    pub async fn start(self) -> Result<Requester, ConsumeError> {
+        let topic = self.replies.name().to_owned();
+        let failed = |reason: String| ConsumeError::Client { topic: topic.clone(), reason };
+        let instance = Uuid::new_v4().simple().to_string();
+        // Replies are per instance: there is nothing to share or resume, so no group to join.
+        let group = format!("{}.replies.{instance}", self.publisher.service());
+        let consumer: StreamConsumer =
+            reader::settings(self.client.clone(), group, Isolation::Committed, false)
+                .create()
+                .map_err(|e| failed(e.to_string()))?;
+        let consumer = tokio::task::spawn_blocking({
+            let topic = topic.clone();
+            let owner = self.replies.owner().to_owned();
+            move || -> Result<StreamConsumer, String> {
+                match reader::assign_all(&consumer, &topic, Start::End, METADATA_TIMEOUT) {
+                    Ok(()) => Ok(consumer),
+                    Err(AssignError::Missing) => Err(format!(
+                        "the reply topic does not exist (yet): its owner `{owner}` provisions it when it starts"
+                    )),
+                    Err(AssignError::Kafka(e)) => Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(failed)?;
+
+        let shared = Arc::new(Shared {
+            routes: Routes::new(self.max_pending),
+            publisher: self.publisher,
+            requests: self.requests,
+            reply_to: topic,
+            instance,
+            event_type: self.event_type,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(supervise_replies(shared.clone(), Arc::new(consumer), stopped, read_replies));
+        Ok(Requester { shared, reader: Arc::new(Reader { stop, task: Mutex::new(Some(task)) }) })
+    }
+}
+
+/// Runs the reply reader until stopped, starting it again should it end otherwise (a panic): a
+/// requester's callers must never wait on a reader that is gone. When it stops, pending requests
+/// end with [`RequestError::Closed`].
+pub(super) async fn supervise_replies<R, F>(
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer>,
+    stop: watch::Receiver<bool>,
+    read: R,
+) where
+    R: Fn(Arc<Shared>, Arc<StreamConsumer>, watch::Receiver<bool>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let reader = tokio::spawn(read(shared.clone(), consumer.clone(), stop.clone()));
+        match reader.await {
+            Ok(()) => break,
+            Err(e) if *stop.borrow() => {
+                tracing::warn!(topic = shared.reply_to, error = %e, "reply reader ended while stopping");
+                break;
+            }
+            Err(e) => {
+                // The reply it was reading is lost (its caller times out); the others still come.
+                bump(&shared.routes.counters.reader_restarts);
+                tracing::error!(topic = shared.reply_to, error = %e, "reply reader failed; starting it again");
+            }
+        }
+    }
+    shared.routes.close();
+    tokio::task::spawn_blocking(move || drop(consumer)).await.ok();
+}
+
+/// The reply reader: routes the replies addressed to this instance until stopped.
+pub(super) async fn read_replies(
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::handler::MessageHeaders as _;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(topic = shared.reply_to, error = %e, "reply reader error");
+                continue;
+            }
+        };
+        // Names read as bytes: one that is not UTF-8 is merely not ours.
+        let (mut requester, mut id) = (None, None);
+        if let Some(h) = message.headers() {
+            for (name, value) in (0..h.count()).filter_map(|i| h.name_and_value(i)) {
+                if name == headers::REQUESTER.as_bytes() {
+                    requester = Some(value);
+                } else if name == headers::REQUEST_ID.as_bytes() {
+                    id = Some(value);
+                }
+            }
+        }
+        if requester != Some(shared.instance.as_bytes()) {
+            bump(&shared.routes.counters.foreign_replies);
+            continue;
+        }
+        let Some(id) = id.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| Uuid::try_parse(v).ok())
+        else {
+            tracing::warn!(offset = message.offset(), "a reply without a valid request id; dropped");
+            bump(&shared.routes.counters.late_replies);
+            continue;
+        };
+        shared.routes.deliver(Reply { id, event: IncomingEvent::from_message(&message) });
+    }
+}
