@@ -170,6 +170,7 @@ mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path 
 pub mod provision;
 pub mod publish;
 pub mod request;
+mod runtime; // `ServiceSpec::start` and the `Running` service (re-exported here and in `service`).
 pub mod schema;
 pub mod service;
 pub mod sourcing;
@@ -187,7 +188,8 @@ pub use handler::{
 };
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher, Transaction};
-pub use service::{Running, Service, ServiceSpec};
+pub use runtime::Running;
+pub use service::{Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
 
 pub use backbone_macros::{AvroEvent, Event, handler, service};
