@@ -98,11 +98,6 @@ pub struct Config {
     pub producer_overrides: BTreeMap<String, String>,
     /// The explicit, loudly named opt-in to `acks≠all` or idempotence off.
     pub allow_weak_durability: bool,
-    /// Development without a broker: the in-process mock cluster these settings point at, through
-    /// which provisioning creates topics (it answers no admin requests). Set by
-    /// [`MockKafka::config`](crate::dev::MockKafka::config); never read from the environment.
-    #[serde(skip)]
-    pub mock_cluster: Option<crate::dev::MockKafka>,
     /// Where [`crate::app::App::run`] serves HTTP (`BACKBONE_HTTP_ADDR`, default `0.0.0.0:8080`).
     pub http_addr: std::net::SocketAddr,
     /// A stable identity of this instance (`BACKBONE_INSTANCE_ID`, e.g. a StatefulSet pod's name):
@@ -125,7 +120,6 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("producer_overrides", &self.producer_overrides)
             .field("allow_weak_durability", &self.allow_weak_durability)
-            .field("mock_cluster", &self.mock_cluster)
             .field("http_addr", &self.http_addr)
             .field("instance_id", &self.instance_id)
             .finish()
@@ -196,7 +190,6 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             producer_overrides: BTreeMap::new(),
             allow_weak_durability: false,
-            mock_cluster: None,
             http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
             instance_id: None,
         }

@@ -13,9 +13,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`MockKafka`] starts the mock cluster and hands out a [`Config`] whose
-//! [`mock_cluster`](Config::mock_cluster) names it: provisioning ([`crate::provision::Provisioner`],
-//! and so [`crate::ServiceSpec::start`]) then creates topics through the mock cluster's own API,
+//! [`MockKafka`] starts the mock cluster and hands out a [`Config`] with its bootstrap servers,
+//! which lead provisioning ([`crate::provision::Provisioner`], and so [`crate::ServiceSpec::start`])
+//! to it while it runs: topics are then created through the mock cluster's own API,
 //! because the mock cluster answers no admin requests (`CreateTopics`, `DescribeConfigs` and
 //! `AlterConfigs` are not among the APIs it serves). Publishers, consumers (groups, commits,
 //! cooperative rebalances) and idempotent and transactional producers work as against brokers.
@@ -35,10 +35,16 @@ use std::fmt;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rdkafka::mocking::MockCluster;
 
 use crate::config::{Config, Profile};
+use crate::provision::{
+    ClusterState, Entry, InProcessCluster, KafkaAdmin, NewTopicSpec, ProvisionError, TopicAdmin,
+    register_in_process, unregister_in_process,
+};
 use crate::topic::TopicSpec;
 
 /// librdkafka's mock cluster, running in this process: a handle that is cheap to clone, `Send` and
@@ -137,15 +143,17 @@ impl MockKafka {
             Err(_) => return Err(MockError::Start { reason: "its thread ended while starting".into() }),
         };
         tracing::info!(%bootstrap, brokers, "mock Kafka cluster started (development only)");
-        Ok(Self {
-            inner: Arc::new(Inner {
-                bootstrap,
-                brokers,
-                commands: Mutex::new(Some(commands)),
-                thread: Mutex::new(Some(thread)),
-                topics: Mutex::new(HashMap::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            bootstrap,
+            brokers,
+            commands: Mutex::new(Some(commands)),
+            thread: Mutex::new(Some(thread)),
+            topics: Mutex::new(HashMap::new()),
+        });
+        // Provisioning for a configuration with these bootstrap servers goes through this cluster.
+        let weak = Arc::downgrade(&inner);
+        register_in_process(&inner.bootstrap, weak);
+        Ok(Self { inner })
     }
 
     /// Starts a mock cluster of `brokers` brokers with `topics` created as the development profile
@@ -169,15 +177,15 @@ impl MockKafka {
         self.inner.brokers
     }
 
-    /// A configuration for this cluster: [`Config::default`] with its bootstrap servers, the
-    /// development profile (replication 1, so topics fit a one-broker cluster) and
-    /// [`Config::mock_cluster`] set, so provisioning creates topics here. Set
-    /// [`schema_registry_url`](Config::schema_registry_url) for services with Avro events.
+    /// A configuration for this cluster: [`Config::default`] with its bootstrap servers (which lead
+    /// provisioning here while the cluster runs, so topics are created here) and the development
+    /// profile (replication 1, so topics fit a one-broker cluster). Set
+    /// [`schema_registry_url`](Config::schema_registry_url) for services with Avro events. The
+    /// configuration is plain data: keep this handle (or a clone) for as long as the cluster is used.
     pub fn config(&self) -> Config {
         Config {
             bootstrap_servers: self.inner.bootstrap.clone(),
             profile: Profile::Development,
-            mock_cluster: Some(self.clone()),
             ..Config::default()
         }
     }
@@ -241,7 +249,7 @@ impl MockKafka {
     }
 
     /// Records `configs` on top of `topic`'s configuration (provisioning's "alter configs").
-    pub(crate) fn set_topic_configs(&self, topic: &str, configs: &BTreeMap<String, String>) {
+    fn set_topic_configs(&self, topic: &str, configs: &BTreeMap<String, String>) {
         let mut topics = self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner);
         topics
             .entry(topic.to_owned())
@@ -259,8 +267,93 @@ impl fmt::Debug for MockKafka {
     }
 }
 
+impl InProcessCluster for Inner {
+    fn admin(self: Arc<Self>, kafka: KafkaAdmin) -> Arc<dyn TopicAdmin> {
+        Arc::new(MockAdmin { kafka, mock: MockKafka { inner: self } })
+    }
+}
+
+/// Provisioning's admin of the mock cluster: metadata from the cluster itself (it answers that),
+/// the rest through the handle, since the mock cluster answers no `CreateTopics`,
+/// `DescribeConfigs` nor `AlterConfigs`.
+#[derive(Debug)]
+struct MockAdmin {
+    kafka: KafkaAdmin,
+    mock: MockKafka,
+}
+
+impl TopicAdmin for MockAdmin {
+    fn metadata(&self, timeout: Duration) -> BoxFuture<'_, Result<ClusterState, ProvisionError>> {
+        self.kafka.metadata(timeout)
+    }
+
+    fn describe_configs<'a>(
+        &'a self,
+        topics: &'a [&'a str],
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<Entry>>, ProvisionError>> {
+        // What provisioning recorded: the mock cluster keeps no configs and answers no
+        // DescribeConfigs.
+        let entries = |topic: &str| {
+            let configs = self.mock.topic_configs(topic).unwrap_or_default();
+            let entry = |(name, value)| Entry { name, value: Some(value), topic_override: true };
+            configs.into_iter().map(entry).collect()
+        };
+        let described = topics.iter().map(|t| ((*t).to_owned(), entries(t))).collect();
+        Box::pin(std::future::ready(Ok(described)))
+    }
+
+    fn create_topics<'a>(
+        &'a self,
+        topics: &'a [NewTopicSpec<'a>],
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        let created = topics.iter().try_for_each(|t| {
+            let configs = t.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let created = self.mock.create_topic(t.name, t.partitions, i32::from(t.replication), configs);
+            created.map_err(|e| from_mock(format!("creating topic {}", t.name), e))
+        });
+        Box::pin(std::future::ready(created))
+    }
+
+    fn create_partitions<'a>(
+        &'a self,
+        _additions: &'a [(&'a str, i32)],
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(std::future::ready(Err(ProvisionError::Invalid {
+            operation: "adding partitions".into(),
+            reason: "librdkafka's mock cluster cannot add partitions to a topic".into(),
+        })))
+    }
+
+    fn alter_configs<'a>(
+        &'a self,
+        requests: &'a [(&'a str, BTreeMap<String, String>)],
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        for (topic, full) in requests {
+            self.mock.set_topic_configs(topic, full);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// A refusal of the mock cluster as provisioning reports it.
+fn from_mock(operation: String, e: MockError) -> ProvisionError {
+    match e {
+        MockError::TopicExists { .. } => ProvisionError::Broker {
+            operation,
+            reason: "it was created after the plan was made; plan again".into(),
+            retriable: true,
+        },
+        e => ProvisionError::Invalid { operation, reason: e.to_string() },
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        unregister_in_process(&self.bootstrap);
         // Closing the channel ends the thread, which drops (stops) the cluster.
         self.commands.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(thread) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {

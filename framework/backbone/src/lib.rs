@@ -171,6 +171,7 @@ pub mod provision;
 pub mod publish;
 mod reader; // Readers that assign their partitions, without a consumer group.
 pub mod request;
+mod runtime; // `ServiceSpec::start` and the `Running` service (re-exported here and in `service`).
 pub mod schema;
 pub mod service;
 pub mod sourcing;
@@ -188,7 +189,8 @@ pub use handler::{
 };
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher, Transaction};
-pub use service::{Running, Service, ServiceSpec};
+pub use runtime::Running;
+pub use service::{Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
 
 pub use backbone_macros::{AvroEvent, Event, handler, service};

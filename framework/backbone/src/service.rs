@@ -24,6 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::runtime::Running;
 use crate::topic::{TopicError, TopicSpec, check_may_read, validate_service_name};
 
 /// The validated declaration of a service.
@@ -265,74 +266,5 @@ mod tests {
         reads_private["consumes"] = serde_json::json!([reservations]);
         let err = ServiceSpec::from_json(&reads_private.to_string()).unwrap_err().to_string();
         assert!(err.contains("private topic of service `stock`"), "{err}");
-    }
-}
-
-/// A started service: its topics provisioned, its publisher ready.
-///
-/// [`ServiceSpec::start`] is the start-up sequence in one call: refuse weak producer settings (R4),
-/// provision the owned topics (create what is missing, fix safe drift, refuse unsafe drift), then
-/// open the durable publisher. [`Running::shutdown`] flushes it, so nothing acknowledged is lost.
-#[derive(Debug)]
-pub struct Running {
-    spec: ServiceSpec,
-    publisher: crate::publish::Publisher,
-    health: crate::health::HealthState,
-    shutdown_timeout: std::time::Duration,
-}
-
-impl ServiceSpec {
-    /// Starts the service against the cluster in `config`; see [`Running`].
-    pub async fn start(&self, config: &crate::config::Config) -> crate::Result<Running> {
-        config.check_producer_durability()?;
-        // Contracts first: an incompatible schema stops the service before anything is created or
-        // produced (R10).
-        if !self.events.is_empty() {
-            let registry = crate::schema::Registry::new(&config.schema_registry_url)?;
-            for event in &self.events {
-                let id = registry.register(&event.subject, &event.schema).await?;
-                tracing::info!(service = %self.name, subject = %event.subject, %id, "schema registered");
-            }
-        }
-        let provisioner = crate::provision::Provisioner::new(config, &self.name)?;
-        let report = provisioner.provision(&self.owns).await?;
-        tracing::info!(service = %self.name, "topics provisioned:\n{report}");
-        let health = crate::health::HealthState::default();
-        let publisher = crate::publish::Publisher::with_health(config, self, health.clone())?;
-        Ok(Running { spec: self.clone(), publisher, health, shutdown_timeout: config.shutdown_timeout })
-    }
-}
-
-impl Running {
-    /// The service's declaration.
-    pub fn spec(&self) -> &ServiceSpec {
-        &self.spec
-    }
-
-    /// The service's publisher (clone it freely).
-    pub fn publisher(&self) -> &crate::publish::Publisher {
-        &self.publisher
-    }
-
-    /// The service's health.
-    pub fn health(&self) -> &crate::health::HealthState {
-        &self.health
-    }
-
-    /// The shutdown budget (`BACKBONE_SHUTDOWN_TIMEOUT_MS`).
-    pub fn shutdown_budget(&self) -> std::time::Duration {
-        self.shutdown_timeout
-    }
-
-    /// Stops publishing and flushes within the configured shutdown budget.
-    pub async fn shutdown(self) -> crate::Result<()> {
-        let budget = self.shutdown_timeout;
-        self.shutdown_within(budget).await
-    }
-
-    /// Stops publishing and flushes within `budget` (what is left of the shutdown budget).
-    pub async fn shutdown_within(self, budget: std::time::Duration) -> crate::Result<()> {
-        self.publisher.close(budget).await?;
-        Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! Without the layer, each publish starts a fresh trace.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -175,26 +176,28 @@ pub struct Correlation(Source);
 enum Source {
     /// Given as is.
     Id(String),
-    /// The event's `backbone-correlation-id` header, or `topic:partition:offset` when it has none.
-    Event(std::sync::Arc<crate::handler::IncomingEvent>),
+    /// Worked out when asked for: an event being handled (its `backbone-correlation-id` header, or
+    /// `topic:partition:offset` when it has none).
+    Lazy(Arc<dyn CorrelationSource>),
+}
+
+/// Something a correlation id can be worked out of when asked for: the event being handled
+/// (implemented next to it, in [`crate::handler`]).
+pub(crate) trait CorrelationSource: fmt::Debug + Send + Sync {
+    /// The correlation id.
+    fn correlation_id(&self) -> String;
 }
 
 impl Correlation {
-    /// The correlation of an event being handled.
-    pub(crate) fn of_event(event: std::sync::Arc<crate::handler::IncomingEvent>) -> Self {
-        Self(Source::Event(event))
+    /// The correlation of something being handled, worked out only when asked for.
+    pub(crate) fn lazy(source: Arc<dyn CorrelationSource>) -> Self {
+        Self(Source::Lazy(source))
     }
 
     fn id(&self) -> String {
         match &self.0 {
             Source::Id(id) => id.clone(),
-            Source::Event(event) => event
-                .header(crate::publish::headers::CORRELATION_ID)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map_or_else(
-                    || format!("{}:{}:{}", event.topic(), event.partition(), event.offset()),
-                    str::to_owned,
-                ),
+            Source::Lazy(source) => source.correlation_id(),
         }
     }
 }
