@@ -61,8 +61,9 @@
 //! partition is handled in order by a task of its own, partitions concurrently; an offset is stored
 //! only after its handler succeeded (at least once), committed every second, on revocation and on
 //! shutdown. Every event passes through tower layers ([`layer`]): a tracing span continuing the
-//! producer's `traceparent`, the correlation id, dead letters, retry with backoff, the writer-schema
-//! fetch, a timeout, panic recovery, then yours (per consumer, or shared with [`layer::Layers`]).
+//! producer's `traceparent`, the correlation id, dead letters, the event's time budget (exactly
+//! once), retry with backoff, the writer-schema fetch, a timeout, panic recovery, then yours (per
+//! consumer, or shared with [`layer::Layers`]).
 //! Runnable: `examples/handlers.rs` (a retried failure and a layer of its own).
 //!
 //! ## Dead letters
@@ -125,7 +126,8 @@
 //!   `<owner>.private.<name>`) and durable defaults (replication 3, `min.insync.replicas` 2,
 //!   unclean leader election off).
 //! - [`service`](mod@service): a service's declaration and the ownership rules (single writer, private topics stay
-//!   private), checked before anything touches Kafka; the start-up sequence.
+//!   private), checked before anything touches Kafka. [`ServiceSpec::start`] runs the start-up
+//!   sequence and returns the [`Running`] service.
 //! - [`provision`]: plan and apply topics: create what is missing, report drift, apply safe config
 //!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
 //! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
@@ -144,7 +146,10 @@
 //!   and running totals kept in memory, snapshotted to a compacted topic in the same transaction as
 //!   the consumed offsets; when to use which, and when a table instead.
 //! - [`layer`]: middleware as tower layers over the per-event service: tracing span, correlation id,
-//!   dead letters, retry, timeout, panic recovery, and yours, per consumer or service-wide.
+//!   dead letters, the exactly-once time budget, retry, the writer schema, timeout, panic recovery,
+//!   and yours, per consumer or service-wide.
+//! - [`http`]: the limits every request is held to and the problem shape every error answers in
+//!   ([`http::HttpError`]).
 //! - [`testing`]: a [`testing::Probe`] that tells a test what was published to a topic, decoded
 //!   the way a handler would.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.

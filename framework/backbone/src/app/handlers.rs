@@ -24,7 +24,7 @@ impl HandlerOptions {
         self
     }
 
-    /// Exactly once ([`Consumer::exactly_once`]).
+    /// Exactly once ([`Consumer::exactly_once`](crate::consume::Consumer::exactly_once)).
     pub const fn exactly_once(mut self) -> Self {
         self.exactly_once = true;
         self
@@ -36,7 +36,7 @@ impl HandlerOptions {
 pub trait HandlerInfo: 'static {
     /// The handler's name (its function's).
     const NAME: &'static str;
-    /// The topic it consumes: its `Event<T>` argument's ([`BoundEvent::TOPIC`]), or the attribute's
+    /// The topic it consumes: its `Event<T>` argument's ([`BoundEvent::TOPIC`](crate::event::BoundEvent::TOPIC)), or the attribute's
     /// `topic = …`.
     const TOPIC: TopicDecl;
     /// Group and guarantee.

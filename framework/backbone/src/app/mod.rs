@@ -1,7 +1,7 @@
 //! A whole service from one declaration: its topics, events, handlers, tables and HTTP routes, and
 //! one call that runs it.
 //!
-//! [`App`] gathers what [`Service`], [`Consumer`], [`Table`] and an axum [`Router`] are wired from by
+//! [`App`] gathers what [`Service`], [`Consumer`], [`Table`](crate::table::Table) and an axum [`Router`] are wired from by
 //! hand, and [`App::run`] does the start-up sequence in order:
 //!
 //! 1. validate the declaration ([`App::spec`]: names, ownership, every consumed topic's dead-letter
@@ -9,7 +9,7 @@
 //! 2. start the service ([`ServiceSpec::start`]: refuse weak producer settings, register schemas,
 //!    provision the owned topics, open the publisher);
 //! 3. build the tables, then the state (which may hold them), then one [`Consumer`] per handler;
-//! 4. serve HTTP on [`Config::http_addr`]: your routes, `/healthz` (200 unless something is
+//! 4. serve HTTP on [`Config::http_addr`](crate::Config::http_addr): your routes, `/healthz` (200 unless something is
 //!    degraded) and `/readyz` (200 once every consumer has its partitions and every table has
 //!    restored; 503 with `Retry-After` before, and again while shutting down);
 //!    your routes within [`crate::http::HttpLimits`] (request timeout, requests in progress, body
@@ -238,7 +238,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     }
 
     /// Declares that this service publishes the bound event `T` on its own topic
-    /// ([`Publisher::emit`]).
+    /// ([`Publisher::emit`](crate::Publisher::emit)).
     pub fn publishes<T: BoundEvent>(self) -> Self {
         self.event::<T>(T::TOPIC)
     }

@@ -82,7 +82,7 @@ impl std::fmt::Debug for Tables {
 }
 
 impl Tables {
-    /// The table of `topic` (declared with [`App::table`]), with values `V`.
+    /// The table of `topic` (declared with [`App::table`](super::App::table)), with values `V`.
     pub fn get<V: TableValue>(&self, topic: impl IntoTopicSpec) -> Result<Table<V>, AppError> {
         let topic = topic.into_topic_spec()?;
         self.by_topic.get(topic.name()).and_then(|t| t.downcast_ref::<Table<V>>()).cloned().ok_or_else(|| {

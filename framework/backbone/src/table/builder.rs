@@ -140,7 +140,7 @@ impl<V: TableValue> TableBuilder<V> {
         // Not in the mock cluster, which answers no admin requests (its groups go with the process):
         // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
         // unsupported (`rd_kafka_q_destroy0: assert: rkq->rkq_refcnt > 0`).
-        let forget = (self.replicated && self.config.mock_cluster.is_none())
+        let forget = (self.replicated && crate::provision::supports_group_deletion(&self.config))
             .then(|| self.config.client_config(self.spec.name()));
         let shared = Arc::new(Shared {
             group: group.clone(),
