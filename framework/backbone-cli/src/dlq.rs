@@ -31,7 +31,7 @@ use std::fmt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use backbone::consume::{dead_letter_headers as dlq_headers, replay_headers};
+use backbone::headers::{dead_letter as dlq_headers, replay};
 use backbone::topic::validate_service_name;
 use backbone::{Config, TopicSpec};
 use clap::{ArgGroup, Args, Subcommand};
@@ -47,11 +47,11 @@ const CLIENT: &str = "backbone-cli";
 /// joined).
 const READ_GROUP: &str = "backbone-cli.dlq";
 /// The prefix every dead-letter header shares; these are dropped when replaying.
-const DLQ_HEADER_PREFIX: &str = "backbone-dlq-";
+const DLQ_HEADER_PREFIX: &str = dlq_headers::PREFIX;
 /// The header a replayed event carries: `<dlq-topic>:<dlq-offset>`.
-const REPLAYED_FROM: &str = replay_headers::REPLAYED_FROM;
+const REPLAYED_FROM: &str = replay::REPLAYED_FROM;
 /// The header naming the handler a replayed event is for.
-const REPLAY_HANDLER: &str = replay_headers::HANDLER;
+const REPLAY_HANDLER: &str = replay::HANDLER;
 /// How long metadata and watermark requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading may go without a message before it is called stuck.
@@ -766,8 +766,8 @@ mod tests {
                 (original(REPLAYED_FROM), Some(b"s.private.dlq.t:2".to_vec())),
                 (original(REPLAY_HANDLER), Some(b"apply".to_vec())),
                 // The dead letter's own publish headers: not the original's.
-                ("backbone-event-type".into(), Some(b"DeadLetter".to_vec())),
-                (original("backbone-event-type"), Some(b"OrderCreated".to_vec())),
+                (backbone::headers::EVENT_TYPE.into(), Some(b"DeadLetter".to_vec())),
+                (original(backbone::headers::EVENT_TYPE), Some(b"OrderCreated".to_vec())),
                 (original("traceparent"), Some(b"00-abc".to_vec())),
             ],
         };
@@ -776,7 +776,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("backbone-event-type", Some(&b"OrderCreated"[..])),
+                (backbone::headers::EVENT_TYPE, Some(&b"OrderCreated"[..])),
                 ("traceparent", Some(&b"00-abc"[..])),
                 (REPLAYED_FROM, Some(&b"s.private.dlq.t:9"[..])),
                 (REPLAY_HANDLER, Some(&b"apply"[..]))

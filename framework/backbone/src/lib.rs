@@ -153,6 +153,7 @@
 //! - [`testing`]: a [`testing::Probe`] that tells a test what was published to a topic, decoded
 //!   the way a handler would.
 //! - [`trace`]: W3C trace context on tracing spans, and the task's correlation id.
+//! - [`headers`]: every Kafka header name backbone writes or reads, declared once.
 //! - [`health`]: degraded components and why, for the HTTP layer to serve.
 //! - [`config`]: configuration from the environment, one clear error per bad value.
 //! - [`dev`]: development without a broker: librdkafka's mock cluster in the process, with
@@ -167,6 +168,7 @@ pub mod dev;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod headers;
 pub mod health;
 pub mod http;
 pub mod layer;

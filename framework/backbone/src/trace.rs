@@ -16,8 +16,8 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The W3C header name.
-pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header name (declared in [`crate::headers`]).
+pub use crate::headers::TRACEPARENT;
 
 /// A span's place in a W3C trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,15 +22,8 @@ use crate::handler::{HandlerContext, HandlerError};
 use crate::layer::Layers;
 use crate::topic::TopicError;
 
-/// Header names on a replayed event (besides the original event's own headers).
-pub mod replay_headers {
-    /// The handler the replay is for (the dead letter's
-    /// [`HANDLER`](crate::consume::dead_letter_headers::HANDLER)): the retry consumers of the
-    /// service's other handlers of the same source skip it.
-    pub const HANDLER: &str = "backbone-replay-handler";
-    /// Where the replay comes from: `<dead-letter topic>:<offset>`.
-    pub const REPLAYED_FROM: &str = "backbone-replayed-from";
-}
+/// Header names on a replayed event (declared in [`crate::headers::replay`]).
+pub use crate::headers::replay as replay_headers;
 
 impl<S> Consumer<S> {
     /// The topic it consumes.
@@ -129,7 +122,7 @@ where
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
         let event = cx.event();
-        if event.header(replay_headers::HANDLER) == Some(self.handler.as_bytes()) {
+        if event.header(crate::headers::replay::HANDLER) == Some(self.handler.as_bytes()) {
             return Either::Left(self.inner.call(cx));
         }
         tracing::debug!(

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::publish::{Publisher, headers};
+use crate::headers;
+use crate::publish::Publisher;
 use crate::trace::{Correlation, CorrelationSource};
 
 /// An event as a handler sees it: where it was read, its key, payload and headers. Owned, so it

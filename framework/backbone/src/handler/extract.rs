@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use super::BoxError;
 use super::error::{ExtractError, Part};
 use super::event::{HandlerContext, IncomingEvent};
-use crate::publish::{Publisher, headers};
+use crate::headers;
+use crate::publish::Publisher;
 
 /// Something a handler argument can be made from. Extraction is synchronous: it works on bytes in
 /// hand. What needs I/O first (fetching a writer schema from the registry) the runtime does before

@@ -3,7 +3,8 @@ use std::sync::{Arc, Mutex};
 
 use super::extract::short_type_name;
 use super::*;
-use crate::publish::{PublishError, Publisher, headers};
+use crate::headers;
+use crate::publish::{PublishError, Publisher};
 
 type Seen = Arc<Mutex<Vec<String>>>;
 

@@ -16,44 +16,11 @@ use crate::handler::{HandlerContext, HandlerError, IncomingEvent};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::topic::TopicSpec;
 
-/// Header names on a dead-lettered event.
-pub mod dead_letter_headers {
-    /// The topic the event came from.
-    pub const ORIGIN_TOPIC: &str = "backbone-dlq-origin-topic";
-    /// Its partition.
-    pub const ORIGIN_PARTITION: &str = "backbone-dlq-origin-partition";
-    /// Its offset.
-    pub const ORIGIN_OFFSET: &str = "backbone-dlq-origin-offset";
-    /// Its key (also the dead letter's key).
-    pub const ORIGIN_KEY: &str = "backbone-dlq-origin-key";
-    /// What kind of failure (`undecodable`, `handler`, `panic`, `timeout` …).
-    pub const ERROR_KIND: &str = "backbone-dlq-error-kind";
-    /// The error message (at most [`DeadLetterLayer::MAX_ERROR_BYTES`](super::DeadLetterLayer::MAX_ERROR_BYTES)).
-    pub const ERROR_MESSAGE: &str = "backbone-dlq-error-message";
-    /// The handler that failed.
-    pub const HANDLER: &str = "backbone-dlq-handler";
-    /// How many times it was tried.
-    pub const ATTEMPTS: &str = "backbone-dlq-attempts";
-    /// Prefix of the original event's headers, each kept as `backbone-dlq-original-<name>` (the dead
-    /// letter's own publish headers would otherwise shadow the original's); `backbone dlq replay`
-    /// restores them. At most [`DeadLetterLayer::MAX_COPIED_HEADERS`](super::DeadLetterLayer::MAX_COPIED_HEADERS)
-    /// of them, [`DeadLetterLayer::MAX_COPIED_HEADER_BYTES`](super::DeadLetterLayer::MAX_COPIED_HEADER_BYTES)
-    /// in all, are copied; a name that is not UTF-8 is copied lossily.
-    pub const ORIGINAL_PREFIX: &str = "backbone-dlq-original-";
-    /// How many of the original event's headers were not copied (present only when some were not).
-    pub const HEADERS_DROPPED: &str = "backbone-dlq-headers-dropped";
-    /// Present (`true`) on a truncated dead letter: the event was too large to be written whole, so
-    /// its payload (and a key longer than [`DeadLetterLayer::TRUNCATED_KEY_BYTES`](super::DeadLetterLayer::TRUNCATED_KEY_BYTES))
-    /// is cut to a prefix. It cannot be replayed as it is.
-    pub const TRUNCATED: &str = "backbone-dlq-truncated";
-    /// On a truncated dead letter: the original payload's size in bytes.
-    pub const ORIGINAL_SIZE: &str = "backbone-dlq-original-size";
-    /// On a truncated dead letter: the original key's size in bytes.
-    pub const ORIGINAL_KEY_SIZE: &str = "backbone-dlq-original-key-size";
-}
+/// Header names on a dead-lettered event (declared in [`crate::headers::dead_letter`]).
+pub use crate::headers::dead_letter as dead_letter_headers;
 
 /// Writes events whose handling failed to a dead-letter topic, with their origin in headers
-/// ([`dead_letter_headers`]), the original key and bytes; the event then counts as handled.
+/// ([`crate::headers::dead_letter`]), the original key and bytes; the event then counts as handled.
 ///
 /// A dead letter is bounded whatever the event: at most [`MAX_COPIED_HEADERS`](Self::MAX_COPIED_HEADERS)
 /// of its headers ([`MAX_COPIED_HEADER_BYTES`](Self::MAX_COPIED_HEADER_BYTES) in all) are copied and
@@ -62,7 +29,7 @@ pub mod dead_letter_headers {
 /// broker for the dead-letter topic's `max.message.bytes`) gets a **truncated** dead letter instead:
 /// the same origin and error headers, the first [`TRUNCATED_PAYLOAD_BYTES`](Self::TRUNCATED_PAYLOAD_BYTES)
 /// of its payload, and headers saying it was truncated and the original sizes
-/// ([`dead_letter_headers::TRUNCATED`]). It is written once; the partition flows on.
+/// ([`crate::headers::dead_letter::TRUNCATED`]). It is written once; the partition flows on.
 ///
 /// If the write fails otherwise, the event is not done (its offset is not stored):
 /// - a **retriable** error (timeouts, unavailable leaders …) or a denied write (an ACL, which an
@@ -271,7 +238,7 @@ impl<'a> Letter<'a> {
     ) -> Self {
         use std::borrow::Cow;
 
-        use dead_letter_headers as h;
+        use crate::headers::dead_letter as h;
         let key = event.key().unwrap_or_default();
         let payload = event.payload().unwrap_or_default();
         let message = error.to_string();

@@ -125,7 +125,7 @@ async fn the_correlation_id_is_the_header_or_the_position() {
 
 #[test]
 fn a_dead_letter_is_bounded_and_truncated_when_too_large() {
-    use dead_letter_headers as h;
+    use crate::headers::dead_letter as h;
     let header = |letter: &Letter<'_>, name: &str| {
         letter.headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };

@@ -104,7 +104,7 @@ where
             offset = event.offset(),
             traceparent = if tracing::dispatcher::has_been_set() {
                 event
-                    .header(crate::trace::TRACEPARENT)
+                    .header(crate::headers::TRACEPARENT)
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .unwrap_or("")
             } else {

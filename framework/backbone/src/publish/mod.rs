@@ -32,16 +32,9 @@ pub use publisher::{Publisher, TRANSACTION_TIMEOUT, producer_config};
 // The open transaction of an exactly-once consumer lives with the consumer's side of exactly once.
 pub use crate::consume::eos::Transaction;
 
-/// Header names backbone puts on every event.
+/// Header names backbone puts on every event (declared in [`crate::headers`]).
 pub mod headers {
-    /// The event's type name (`OrderCreated`).
-    pub const EVENT_TYPE: &str = "backbone-event-type";
-    /// The service that produced the event.
-    pub const PRODUCER: &str = "backbone-producer";
-    /// The correlation id of the request or event that caused this one.
-    pub const CORRELATION_ID: &str = "backbone-correlation-id";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
+    pub use crate::headers::{CORRELATION_ID, EVENT_TYPE, PRODUCER, TRACEPARENT};
 }
 
 /// The health component name of the publisher.

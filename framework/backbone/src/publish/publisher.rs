@@ -14,16 +14,17 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
+use crate::headers;
 use crate::health::HealthState;
 use crate::service::ServiceSpec;
 use crate::topic::TopicSpec;
 use crate::trace;
 
+use super::HEALTH_COMPONENT;
 use super::error::PublishError;
 use super::future::{Publish, PublishState};
 use super::order::{Context, Ticket, Turns};
 use super::outgoing::{Delivery, Outgoing};
-use super::{HEALTH_COMPONENT, headers};
 
 /// The producer's context: reports client-level errors (all brokers down …) as degraded health.
 pub(crate) struct PublishContext {

@@ -172,20 +172,8 @@ pub use pending::RequestStats;
 pub use requester::{Reply, RequestError, Requester, RequesterBuilder};
 pub use responder::{BoxedReplyHandler, IntoReply, ReplyHandler, RequestInfo, responder};
 
-/// Header names of requests and replies (besides those backbone puts on every event).
-pub mod headers {
-    /// The request's id (a hyphenated UUID), on the request and its reply.
-    pub const REQUEST_ID: &str = "backbone-request-id";
-    /// The topic the reply goes to (the responder's reply topic), on the request.
-    pub const REPLY_TO: &str = "backbone-reply-to";
-    /// The requester instance waiting for the reply, on the request and its reply.
-    pub const REQUESTER: &str = "backbone-requester-instance";
-    /// When the requester stops waiting, Unix milliseconds, on the request.
-    pub const DEADLINE: &str = "backbone-request-deadline";
-    /// On an error reply: the failure's kind ([`crate::HandlerError::kind`]); the payload is its
-    /// message.
-    pub const REPLY_ERROR: &str = "backbone-reply-error";
-}
+/// Header names of requests and replies (declared in [`crate::headers::request`]).
+pub use crate::headers::request as headers;
 
 /// Retention of request and reply topics by default: an hour, far beyond any sensible timeout.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);

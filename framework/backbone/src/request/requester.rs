@@ -101,7 +101,7 @@ impl Reply {
 
     /// The responding service (its `backbone-producer` header).
     pub fn responder(&self) -> Option<&str> {
-        self.event.header(crate::publish::headers::PRODUCER).and_then(|v| std::str::from_utf8(v).ok())
+        self.event.header(crate::headers::PRODUCER).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The whole event: topic, partition, offset, timestamp, every header.
