@@ -5,6 +5,21 @@
 //! `traceparent` field (as the consumer's per-event span has) continues the remote producer's trace.
 //! [`current_traceparent`] gives the header for the current span; publishing puts it on every event.
 //! Without the layer, each publish starts a fresh trace.
+//!
+//! # Correlation ids
+//!
+//! A correlation id names a causal chain: every event published while handling another carries the
+//! handled event's. The one rule, for an event being handled (implemented once, by
+//! `IncomingEvent`, and used both for the task's [`correlation_id`] and by the
+//! [`CorrelationId`](crate::handler::CorrelationId) extractor):
+//!
+//! 1. its `backbone-correlation-id` header ([`crate::headers::CORRELATION_ID`]);
+//! 2. else the trace id of its `traceparent` (what the publisher writes as the correlation id of an
+//!    event published with none in scope, so a chain started by a traced producer keeps one name);
+//! 3. else its origin, `topic:partition:offset`, for the task (stable across retries). The
+//!    extractor never makes one up: there it is missing (`Option<CorrelationId>` is `None`).
+//!
+//! A correlation header that is not UTF-8 is malformed: the extractor fails, the task uses the origin.
 
 use std::fmt;
 use std::sync::Arc;
@@ -176,8 +191,7 @@ pub struct Correlation(Source);
 enum Source {
     /// Given as is.
     Id(String),
-    /// Worked out when asked for: an event being handled (its `backbone-correlation-id` header, or
-    /// `topic:partition:offset` when it has none).
+    /// Worked out when asked for: an event being handled, by the rule in the module's documentation.
     Lazy(Arc<dyn CorrelationSource>),
 }
 
@@ -219,7 +233,8 @@ pub(crate) fn scope_correlation<F: std::future::Future>(
     CORRELATION_ID.scope(correlation, future)
 }
 
-/// The current task's correlation id, if one is set.
+/// The current task's correlation id, if one is set: the id given to [`with_correlation_id`], or
+/// that of the event being handled (the rule in the [module's documentation](self)).
 pub fn correlation_id() -> Option<String> {
     CORRELATION_ID.try_with(Correlation::id).ok()
 }

@@ -470,13 +470,33 @@ impl<S> HandlerContext<S> {
     }
 }
 
-/// An event's correlation id, worked out only when asked for: its `backbone-correlation-id` header,
-/// or `topic:partition:offset` when it has none.
+impl IncomingEvent {
+    /// The correlation id the event carries, by the rule in [`crate::trace`]: its
+    /// `backbone-correlation-id` header or, without one, the trace id of a valid `traceparent`.
+    /// `Ok(None)` when it carries neither; `Err` when its correlation header is not UTF-8.
+    pub(crate) fn carried_correlation(
+        &self,
+    ) -> Result<Option<std::borrow::Cow<'_, str>>, std::str::Utf8Error> {
+        if let Some(value) = self.header(headers::CORRELATION_ID) {
+            return std::str::from_utf8(value).map(|id| Some(id.into()));
+        }
+        Ok(self
+            .header(headers::TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(crate::trace::TraceContext::parse)
+            .map(|t| t.trace_id_hex().into()))
+    }
+}
+
+/// An event's correlation id, worked out only when asked for, by the rule in [`crate::trace`]: the
+/// one it carries ([`IncomingEvent::carried_correlation`]), or `topic:partition:offset` when it
+/// carries none (or a correlation header that is not UTF-8).
 impl CorrelationSource for IncomingEvent {
     fn correlation_id(&self) -> String {
-        self.header(headers::CORRELATION_ID)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map_or_else(|| format!("{}:{}:{}", self.topic(), self.partition(), self.offset()), str::to_owned)
+        match self.carried_correlation() {
+            Ok(Some(id)) => id.into_owned(),
+            Ok(None) | Err(_) => format!("{}:{}:{}", self.topic(), self.partition(), self.offset()),
+        }
     }
 }
 

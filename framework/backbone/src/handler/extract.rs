@@ -196,31 +196,26 @@ impl<S> FromEvent<S> for Publisher {
     }
 }
 
-/// The id of the causal chain the event belongs to: its `backbone-correlation-id` header or, for
-/// events without one, the trace id of its `traceparent` (as the publisher itself defaults). Never
-/// made up: with neither header it is [`ExtractError::MissingHeader`] (take
-/// `Option<CorrelationId>`), since a fresh id per attempt would differ between retries.
+/// The id of the causal chain the event belongs to, by the rule in [`crate::trace`]: its
+/// `backbone-correlation-id` header or, for events without one, the trace id of its `traceparent`
+/// (as the publisher itself defaults), the same id the handler's own publishes carry. Never made
+/// up: with neither header it is [`ExtractError::MissingHeader`] (take `Option<CorrelationId>`;
+/// the handler's task then falls back to the event's `topic:partition:offset`), since a fresh id
+/// per attempt would differ between retries; a correlation header that is not UTF-8 is
+/// [`ExtractError::BadHeader`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CorrelationId(pub String);
 
 impl<S> FromEvent<S> for CorrelationId {
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError> {
-        let event = cx.event();
-        if let Some(value) = event.header(headers::CORRELATION_ID) {
-            return match std::str::from_utf8(value) {
-                Ok(id) => Ok(Self(id.to_owned())),
-                Err(e) => Err(ExtractError::BadHeader {
-                    name: headers::CORRELATION_ID.to_owned(),
-                    reason: e.to_string(),
-                }),
-            };
+        match cx.event().carried_correlation() {
+            Ok(Some(id)) => Ok(Self(id.into_owned())),
+            Ok(None) => Err(ExtractError::MissingHeader { name: headers::CORRELATION_ID.to_owned() }),
+            Err(e) => Err(ExtractError::BadHeader {
+                name: headers::CORRELATION_ID.to_owned(),
+                reason: e.to_string(),
+            }),
         }
-        event
-            .header(headers::TRACEPARENT)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(crate::trace::TraceContext::parse)
-            .map(|t| Self(t.trace_id_hex()))
-            .ok_or_else(|| ExtractError::MissingHeader { name: headers::CORRELATION_ID.to_owned() })
     }
 }
 

@@ -191,6 +191,44 @@ fn correlation_id_comes_from_its_header_or_the_trace_id() {
     assert_eq!(extract(bad).unwrap_err().kind(), "bad-header");
 }
 
+/// The task's correlation id (what the handler's publishes carry) and the `CorrelationId`
+/// extractor follow one rule: they agree whenever the event carries an id, and the task falls back
+/// to the event's origin only where the extractor has none.
+#[tokio::test]
+async fn the_tasks_correlation_id_and_the_extractor_agree() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let cases = [
+        (order_event(), "req-7"),
+        // A traced event from a producer that sets no correlation header.
+        (
+            IncomingEvent::new("t", 0, 5).with_header(headers::TRACEPARENT, traceparent),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        (
+            IncomingEvent::new("t", 0, 5)
+                .with_header(headers::TRACEPARENT, traceparent)
+                .with_header(headers::CORRELATION_ID, "req-8"),
+            "req-8",
+        ),
+        (IncomingEvent::new("t", 2, 5), "t:2:5"),
+        (IncomingEvent::new("t", 2, 5).with_header(headers::TRACEPARENT, "garbage"), "t:2:5"),
+        (IncomingEvent::new("t", 2, 5).with_header(headers::CORRELATION_ID, vec![0xff]), "t:2:5"),
+    ];
+    for (event, expected) in cases {
+        let correlation = crate::trace::Correlation::of_event(Arc::new(event.clone()));
+        let task =
+            crate::trace::scope_correlation(correlation, async { crate::trace::correlation_id() }).await;
+        assert_eq!(task.as_deref(), Some(expected), "{event:?}");
+        match CorrelationId::from_event(&HandlerContext::new(event.clone(), ())) {
+            Ok(CorrelationId(id)) => assert_eq!(id, expected, "{event:?}"),
+            Err(e) => assert!(
+                expected == format!("{}:{}:{}", event.topic(), event.partition(), event.offset()),
+                "the extractor failed ({e}) where the task has the carried id {expected}"
+            ),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_publisher_argument_gets_the_contexts_publisher() {
     async fn forward(publisher: Publisher, State(seen): State<Seen>) {
