@@ -162,6 +162,7 @@
 //!   `is_retriable()`.
 
 pub mod app;
+mod backoff; // The one backoff (exponential, capped, with jitter) of the framework's retry loops.
 pub mod config;
 pub mod consume;
 pub mod dev;

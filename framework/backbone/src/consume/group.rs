@@ -202,6 +202,7 @@ fn commit_revoked<C: ConsumerContext>(
     deadline: Instant,
 ) {
     let mut attempt = 0u32;
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         attempt += 1;
         match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -210,7 +211,7 @@ fn commit_revoked<C: ConsumerContext>(
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
             Err(e) if is_retriable_commit(&e) && Instant::now() < deadline => {
                 tracing::info!(topic, ?revoked, attempt, error = %e, "commit on revocation failed; retrying");
-                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(10))));
+                std::thread::sleep(backoff.next_delay());
             }
             Err(e) => {
                 tracing::warn!(

@@ -30,14 +30,15 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     ///
     /// Exactly once: if the transactional producer is fenced or fails fatally (the broker aborted a
     /// transaction and bumped the producer's epoch, say), the consumer does not stop for good. Its
-    /// open transaction is lost (never committed), so it leaves the group, waits a backoff (1 s
-    /// doubling to 30 s, health degraded meanwhile) and joins again with a new producer and epoch;
+    /// open transaction is lost (never committed), so it leaves the group, waits a backoff (2 s
+    /// doubling to 30 s, with jitter; health degraded meanwhile) and joins again with a new producer and epoch;
     /// its partitions resume from the last committed offsets.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumeError> {
         let health = self.publisher.health().clone();
         let component = format!("consumer:{}", self.group);
         let mut shutdown = std::pin::pin!(shutdown);
         let mut failures = 0u32;
+        let mut rejoin = crate::backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
         loop {
             let started = Instant::now();
             match self.run_once(&health, &component, shutdown.as_mut()).await? {
@@ -45,9 +46,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 Ended::Fenced => {
                     if started.elapsed() > Duration::from_secs(60) {
                         failures = 0;
+                        rejoin.reset();
                     }
                     failures += 1;
-                    let backoff = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    let backoff = rejoin.next_delay();
                     tracing::warn!(
                         topic = self.topic.name(),
                         group = self.group,

@@ -37,7 +37,7 @@ pub const REGISTRY_COMPONENT: &str = "schema-registry";
 /// would outlive the transaction's timeout).
 pub const REGISTRY_UNAVAILABLE: &str = "registry-unavailable";
 
-/// The first wait before asking an unreachable registry again; it doubles each time.
+/// The first wait before asking an unreachable registry again; it doubles each time (with jitter).
 pub const REGISTRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The longest wait between two questions to an unreachable registry: how late, at most, a partition
@@ -173,7 +173,7 @@ where
 }
 
 /// Checks `event`'s writer schema `id` against its topic's contract, waiting while the registry is
-/// unreachable: backoff [`REGISTRY_BACKOFF`] doubling to [`REGISTRY_MAX_BACKOFF`], `health` degraded
+/// unreachable: backoff [`REGISTRY_BACKOFF`] doubling to [`REGISTRY_MAX_BACKOFF`] (with jitter), `health` degraded
 /// ([`REGISTRY_COMPONENT`]) with a reason naming the partition and offset (then `note`), and
 /// `waiting` called before each wait. The first answer that is not "unreachable".
 pub(crate) async fn check_schema_waiting(
@@ -184,7 +184,7 @@ pub(crate) async fn check_schema_waiting(
     note: &str,
     mut waiting: impl FnMut(),
 ) -> Result<(), crate::schema::SchemaError> {
-    let mut backoff = REGISTRY_BACKOFF;
+    let mut backoff = crate::backoff::Backoff::new(REGISTRY_BACKOFF, REGISTRY_MAX_BACKOFF);
     loop {
         match registry.check_topic(id, contract_topic(event.topic())).await {
             Err(e) if e.is_retriable() => {
@@ -194,13 +194,13 @@ pub(crate) async fn check_schema_waiting(
                     event.partition(),
                     event.offset()
                 );
-                tracing::warn!(%reason, retry_in = ?backoff, "schema registry unavailable");
+                let delay = backoff.next_delay();
+                tracing::warn!(%reason, retry_in = ?delay, "schema registry unavailable");
                 if let Some(health) = health {
                     health.degrade(REGISTRY_COMPONENT, reason);
                 }
                 waiting();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(REGISTRY_MAX_BACKOFF);
+                tokio::time::sleep(delay).await;
             }
             answer => return answer,
         }

@@ -294,12 +294,15 @@ impl Provisioner {
     /// did not know a new topic yet) plans again, up to 5 times in all.
     pub async fn provision(&self, topics: &[TopicSpec]) -> Result<ApplyReport, ProvisionError> {
         let mut attempt = 1u32;
+        // 200 ms, doubling to 800 ms (the 4th and last wait), with jitter.
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
         loop {
             let plan = self.plan(topics).await?;
             match self.apply(&plan).await {
                 Err(e) if e.is_retriable() && attempt < 5 => {
                     tracing::info!(error = %e, attempt, "provisioning again from a fresh plan");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     attempt += 1;
                 }
                 outcome => return outcome,
@@ -308,8 +311,8 @@ impl Provisioner {
     }
 
     /// Waits until every topic of `topics` exists, however long that takes: for topics other
-    /// services own and create, so services of an estate may start in any order. Looks again every
-    /// second (another process creates them: there is nothing to be told about); warns once with
+    /// services own and create, so services of an estate may start in any order. Looks again about
+    /// every second (jittered) (another process creates them: there is nothing to be told about); warns once with
     /// the missing names.
     pub async fn await_topics(&self, topics: &[TopicSpec]) -> Result<(), ProvisionError> {
         let mut warned = false;
@@ -327,7 +330,7 @@ impl Provisioner {
                 tracing::warn!(?missing, "waiting for topics of other services to exist");
                 warned = true;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
         }
     }
 
@@ -337,15 +340,15 @@ impl Provisioner {
             return Ok(());
         }
         let deadline = Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
         loop {
             let pending = self.pending(expected).await?;
             let Some(what) = pending else { return Ok(()) };
+            let pause = backoff.next_delay();
             if Instant::now() + pause > deadline {
                 return Err(ProvisionError::Timeout { waiting_for: what });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 

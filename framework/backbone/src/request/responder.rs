@@ -286,7 +286,7 @@ pub fn responder<S: Clone + Send + Sync + 'static>(
     Consumer::new(config, spec, requests, BoxedHandler::named(name, answer), state, publisher, None)
 }
 
-/// First retry delay of a retriable handler error (doubling, up to [`MAX_BACKOFF`]).
+/// First retry delay of a retriable handler error (doubling, up to [`MAX_BACKOFF`], with jitter).
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest retry delay of a retriable handler error.
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -311,7 +311,7 @@ pub(super) async fn respond<S: Clone + Send + Sync + 'static>(
         return Ok(());
     }
     let publisher = cx.publisher().cloned().ok_or(ExtractError::NoPublisher)?;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = crate::backoff::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let outcome = loop {
         let attempt = std::panic::AssertUnwindSafe(handler.call(cx.clone())).catch_unwind().await;
         match attempt {
@@ -319,13 +319,13 @@ pub(super) async fn respond<S: Clone + Send + Sync + 'static>(
             Ok(Err(e)) if e.is_retriable() => {
                 // Without a deadline, the consumer's retry policy and dead letters apply.
                 let Some(remaining) = request.remaining() else { return Err(e) };
-                if remaining <= backoff {
+                let delay = backoff.next_delay();
+                if remaining <= delay {
                     tracing::warn!(request = %request.id, error = %e, "request not answered by its deadline");
                     return Ok(());
                 }
                 tracing::debug!(request = %request.id, error = %e, "retrying the request");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(delay).await;
             }
             Ok(Err(e)) => break Err(e),
             Err(panic) => {

@@ -371,7 +371,7 @@ impl<V: TotalValue> Totals<V> {
                     tracing::error!(totals = self.name, error = e, "snapshot does not decode")
                 }
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(crate::backoff::jitter(Duration::from_secs(1)));
         }
     }
 }

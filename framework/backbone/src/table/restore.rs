@@ -112,7 +112,7 @@ impl<V: TableValue> Shared<V> {
             if !self.current(&partitions, generation) {
                 return;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
         };
         for (partition, end) in partitions.iter().copied().zip(ends) {
             let mut loaded = None;
