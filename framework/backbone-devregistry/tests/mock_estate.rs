@@ -103,13 +103,10 @@ async fn a_service_publishes_and_a_consumer_handles_an_avro_event_on_the_mock_cl
     let stock_running = stock.start(&config).await.expect("stock starts");
     let seen = Seen::default();
     let consumer = Consumer::new(
-        &config,
-        &stock,
+        &stock_running.context(),
         &created,
         BoxedHandler::named("reserve", reserve),
         seen.clone(),
-        stock_running.publisher().clone(),
-        None,
     )
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

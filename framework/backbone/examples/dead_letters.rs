@@ -48,15 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let letters = Probe::from_beginning(&config, &dead_letters).await?;
 
     let booked = Arc::new(Semaphore::new(0));
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &payments,
-        BoxedHandler::new(book),
-        booked.clone(),
-        running.publisher().clone(),
-        None,
-    )?;
+    let consumer = Consumer::new(&running.context(), &payments, BoxedHandler::new(book), booked.clone())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let consuming = tokio::spawn(consumer.run(async move {
         let _ = stopped.await;

@@ -54,16 +54,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let probe = Probe::new(&config, &receipts).await?;
 
     let ledger = Ledger { receipts: receipts.clone() };
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &payments,
-        BoxedHandler::new(receipt),
-        ledger,
-        running.publisher().clone(),
-        None,
-    )?
-    .exactly_once();
+    let consumer =
+        Consumer::new(&running.context(), &payments, BoxedHandler::new(receipt), ledger)?.exactly_once();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let consuming = tokio::spawn(consumer.run(async move {
         let _ = stopped.await;

@@ -93,18 +93,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let shop = Shop::default();
     let seen = Arc::new(AtomicUsize::new(0));
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &orders,
-        BoxedHandler::new(reserve),
-        shop.clone(),
-        running.publisher().clone(),
-        None,
-    )?
-    .retry(Retry { max_attempts: 3, initial_backoff: Duration::from_millis(50), ..Retry::default() })
-    .timeout(Duration::from_secs(5))
-    .layer(CountLayer(seen.clone()));
+    let consumer = Consumer::new(&running.context(), &orders, BoxedHandler::new(reserve), shop.clone())?
+        .retry(Retry { max_attempts: 3, initial_backoff: Duration::from_millis(50), ..Retry::default() })
+        .timeout(Duration::from_secs(5))
+        .layer(CountLayer(seen.clone()));
     println!("handler `reserve` in group `{}`", consumer.group());
     let done = shop.all_done.clone();
     let consuming = tokio::spawn(consumer.run(async move { done.notified().await }));

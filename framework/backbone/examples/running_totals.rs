@@ -39,10 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         balance.payments += 1;
         balance.cents += cents.parse::<i64>().unwrap_or(0);
     };
-    let totals =
-        RunningTotals::builder(&config, &spec, &payments, &balances, running.publisher().clone(), fold)
-            .every(500)
-            .build()?;
+    let totals = RunningTotals::builder(&running.context(), &payments, &balances, fold).every(500).build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let counting = tokio::spawn({
         let totals = totals.clone();

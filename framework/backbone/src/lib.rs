@@ -197,7 +197,7 @@ pub use handler::{
 };
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher, Transaction};
-pub use runtime::Running;
+pub use runtime::{Context, Running};
 pub use service::{Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
 

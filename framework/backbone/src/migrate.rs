@@ -19,12 +19,11 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::consume::{ConsumeError, Consumer};
 use crate::handler::{BoxedHandler, Event, HandlerError, Key, State};
 use crate::publish::{Delivery, PublishError, Publisher};
+use crate::runtime::Context;
 use crate::schema::AvroEvent;
-use crate::service::ServiceSpec;
 use crate::topic::TopicSpec;
 
 /// What a converter holds: where to write and how to convert.
@@ -39,18 +38,16 @@ impl<From, To> std::fmt::Debug for Conversion<From, To> {
     }
 }
 
-/// A consumer that converts every event of `from` with `convert` and publishes it, with its key, to
-/// `to` (in group `<service>.convert-<from>-to-<to>`, unless `group` is given). The service must read
-/// `from` and own `to` (and the dead-letter topic for `from`); events that do not decode go to the
-/// dead-letter topic as with any consumer.
+/// A consumer that converts every event of `from` with `convert` and publishes it, with its key,
+/// through the context's publisher to `to` (in group `<service>.convert-<from>-to-<to>`; change it
+/// with [`Consumer::in_group`]). The context's service must read `from` and own `to` (and the
+/// dead-letter topic for `from`); events that do not decode go to the dead-letter topic as with any
+/// consumer.
 pub fn converter<From: AvroEvent, To: AvroEvent>(
-    config: &Config,
-    spec: &ServiceSpec,
+    context: &Context,
     from: &TopicSpec,
     to: &TopicSpec,
-    publisher: Publisher,
     convert: impl Fn(From) -> To + Send + Sync + 'static,
-    group: Option<&str>,
 ) -> Result<Consumer<Arc<Conversion<From, To>>>, ConsumeError> {
     let state = Arc::new(Conversion { to: to.clone(), convert: Box::new(convert) });
     let handler = BoxedHandler::named(
@@ -67,7 +64,7 @@ pub fn converter<From: AvroEvent, To: AvroEvent>(
                 .map_err(HandlerError::from)
         },
     );
-    Consumer::new(config, spec, from, handler, state, publisher, group)
+    Consumer::new(context, from, handler, state)
 }
 
 /// Dual publishing: `new` to `new_topic` and `convert(&new)` to `old_topic`, both keyed `key`;

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::runtime::Running;
+pub use crate::runtime::{Context, Running};
 use crate::topic::{TopicError, TopicSpec, check_may_read, validate_service_name};
 
 /// The validated declaration of a service.

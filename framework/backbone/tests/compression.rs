@@ -38,16 +38,8 @@ async fn consume_all(config: &Config, service: &str, topic: &TopicSpec, expected
     let spec = Service::new(service).owns(topic).owns(&dlq).consumes(topic).spec().unwrap();
     let running = spec.start(config).await.unwrap();
     let seen = Seen { expected, ..Seen::default() };
-    let consumer = Consumer::new(
-        config,
-        &spec,
-        topic,
-        BoxedHandler::named("take", take),
-        seen.clone(),
-        running.publisher().clone(),
-        None,
-    )
-    .unwrap();
+    let consumer =
+        Consumer::new(&running.context(), topic, BoxedHandler::named("take", take), seen.clone()).unwrap();
     let done = seen.done.clone();
     tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backbone::consume::{Consumer, Retry, dead_letter_headers, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
-use backbone::{Outgoing, Service, TopicSpec};
+use backbone::{Context, Outgoing, Service, TopicSpec};
 use backbone_testkit::{shared_cluster, shared_kafka, unique};
 use rdkafka::consumer::Consumer as _;
 
@@ -65,25 +65,18 @@ async fn flaky(
 }
 
 /// A service that owns and consumes a topic of `partitions` partitions, started (topics provisioned).
-async fn setup(
-    name: &str,
-    partitions: i32,
-) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
+async fn setup(name: &str, partitions: i32) -> (Context, TopicSpec) {
     setup_with(common::config(shared_kafka().bootstrap_servers()), name, partitions).await
 }
 
 /// As [`setup`], with `config`.
-async fn setup_with(
-    config: backbone::Config,
-    name: &str,
-    partitions: i32,
-) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
+async fn setup_with(config: backbone::Config, name: &str, partitions: i32) -> (Context, TopicSpec) {
     let service = unique(name);
     let topic = TopicSpec::public(&service, "orders", 1).partitions(partitions).build().unwrap();
     let dlq = dead_letter_topic(&service, &topic).unwrap();
     let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
     let running = spec.start(&config).await.expect("start provisions both topics");
-    (config, spec, topic, running.publisher().clone())
+    (running.context(), topic)
 }
 
 /// Runs `consumer` until `done` is notified (its handler saw what the test awaits: `awaited`),
@@ -104,7 +97,8 @@ async fn run_until<S: Clone + Send + Sync + 'static>(
 async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_event() {
     // On the 3-broker cluster, topics with replication 3 and min.insync.replicas 2.
     let config = common::production_config(shared_cluster().bootstrap_servers());
-    let (config, spec, topic, publisher) = setup_with(config, "r7", 1).await;
+    let (context, topic) = setup_with(config, "r7", 1).await;
+    let (config, publisher) = (context.config(), context.publisher());
     for n in 0..10u32 {
         let body = format!(r#"{{"n":{n}}}"#);
         publisher.publish(&topic, Outgoing::new("OrderCreated", b"k", body.as_bytes())).await.unwrap();
@@ -118,17 +112,10 @@ async fn r7_retriable_failures_are_retried_and_no_offset_passes_the_failing_even
         initial_backoff: Duration::from_millis(1_200),
         max_backoff: Duration::from_secs(2),
     };
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("flaky", flaky),
-        seen.clone(),
-        publisher.clone(),
-        Some(&group),
-    )
-    .unwrap()
-    .retry(retry);
+    let consumer = Consumer::new(&context, &topic, BoxedHandler::named("flaky", flaky), seen.clone())
+        .unwrap()
+        .in_group(&group)
+        .retry(retry);
     run_until(consumer, &seen.done, "all events handled").await;
 
     let events = seen.events.lock().unwrap().clone();
@@ -166,7 +153,8 @@ async fn strict(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() {
-    let (config, spec, topic, publisher) = setup("dlq", 1).await;
+    let (context, topic) = setup("dlq", 1).await;
+    let publisher = context.publisher();
     let mut bodies: Vec<Vec<u8>> = (0..100u32).map(|n| format!(r#"{{"n":{n}}}"#).into_bytes()).collect();
     bodies[40] = b"{not json".to_vec(); // undecodable
     for (i, body) in bodies.iter().enumerate() {
@@ -174,23 +162,15 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_flows_on() 
         publisher.publish(&topic, Outgoing::new("OrderCreated", key.as_bytes(), body)).await.unwrap();
     }
     let seen = Seen::default();
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("strict", strict),
-        seen.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap();
+    let consumer =
+        Consumer::new(&context, &topic, BoxedHandler::named("strict", strict), seen.clone()).unwrap();
     run_until(consumer, &seen.done, "the partition flows past both poison events").await;
     let handled: Vec<u32> = seen.events.lock().unwrap().iter().map(|e| e.2).collect();
     let expected: Vec<u32> = (0..100).filter(|n| *n != 40).collect();
     assert_eq!(handled, expected, "every good event handled in order (13 was handled, then panicked)");
 
     // Two dead letters, with their origin.
-    let dlq = dead_letter_topic(spec.name(), &topic).unwrap();
+    let dlq = dead_letter_topic(context.spec().name(), &topic).unwrap();
     let dlq_name = dlq.name().to_owned();
     let read = tokio::task::spawn_blocking(move || common::read_letters(&dlq_name, 2)).await.unwrap();
     assert_eq!(read.len(), 2, "two dead letters within 30 s");
@@ -247,23 +227,17 @@ async fn busy(meta: Metadata, State(o): State<Overlap>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_bounds_the_handlers_running_at_once_and_every_partition_progresses() {
-    let (config, spec, topic, publisher) = setup("concurrency", 6).await;
+    let (context, topic) = setup("concurrency", 6).await;
+    let publisher = context.publisher();
     for n in 0..600u32 {
         let key = format!("order-{}", n % 60);
         publisher.publish(&topic, Outgoing::new("OrderCreated", key.as_bytes(), b"{}")).await.unwrap();
     }
     let overlap = Overlap::default();
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("busy", busy),
-        overlap.clone(),
-        publisher,
-        Some(&unique("concurrency-group")),
-    )
-    .unwrap()
-    .concurrency(2);
+    let consumer = Consumer::new(&context, &topic, BoxedHandler::named("busy", busy), overlap.clone())
+        .unwrap()
+        .in_group(unique("concurrency-group"))
+        .concurrency(2);
     run_until(consumer, &overlap.done, "600 events handled").await;
 
     let most = overlap.most.load(Ordering::SeqCst);
@@ -307,8 +281,9 @@ async fn keep(Shared(event): Shared, State(kept): State<Kept>) {
 async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_outlives_its_consumer() {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let (config, spec, topic, publisher) = setup("in-place", 1).await;
-    let producer: FutureProducer = backbone::publish::producer_config(&config, spec.name()).create().unwrap();
+    let (context, topic) = setup("in-place", 1).await;
+    let producer: FutureProducer =
+        backbone::publish::producer_config(context.config(), context.spec().name()).create().unwrap();
     let headers = OwnedHeaders::new()
         .insert(Header { key: "a", value: Some("1") })
         .insert(Header { key: "valueless", value: None::<&str> })
@@ -326,16 +301,9 @@ async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_o
         .unwrap();
 
     let kept = Kept::default();
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("keep", keep),
-        kept.clone(),
-        publisher,
-        Some(&unique("in-place-group")),
-    )
-    .unwrap();
+    let consumer = Consumer::new(&context, &topic, BoxedHandler::named("keep", keep), kept.clone())
+        .unwrap()
+        .in_group(unique("in-place-group"));
     run_until(consumer, &kept.done, "2 events").await;
 
     // The consumer is closed and dropped: the events kept past it still read.

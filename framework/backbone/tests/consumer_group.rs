@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
-use backbone::{Config, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Publisher, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
 use backbone_testkit::{shared_cluster, unique};
 use tokio::sync::{Notify, oneshot};
@@ -148,20 +148,13 @@ fn estate_for(service: &str, group: &str, bootstrap: &str) -> Estate {
     Estate { config: common::production_config(bootstrap), spec, topic, group: group.to_owned() }
 }
 
-fn consumer(estate: &Estate, publisher: &Publisher, log: &Shared) -> Consumer<Shared> {
-    Consumer::new(
-        &estate.config,
-        &estate.spec,
-        &estate.topic,
-        BoxedHandler::named("record", record),
-        log.clone(),
-        publisher.clone(),
-        Some(&estate.group),
-    )
-    .expect("consumer")
-    .client_setting("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-    .client_setting("heartbeat.interval.ms", "1000")
-    .hooks(log.clone())
+fn consumer(estate: &Estate, context: &Context, log: &Shared) -> Consumer<Shared> {
+    Consumer::new(context, &estate.topic, BoxedHandler::named("record", record), log.clone())
+        .expect("consumer")
+        .in_group(&estate.group)
+        .client_setting("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+        .client_setting("heartbeat.interval.ms", "1000")
+        .hooks(log.clone())
 }
 
 /// An in-process instance: its log and how to stop it gracefully.
@@ -173,13 +166,13 @@ struct Instance {
 
 fn start_instance(
     estate: &Estate,
-    publisher: &Publisher,
+    context: &Context,
     dir: &Path,
     name: &str,
     changed: &Arc<Notify>,
 ) -> Instance {
     let log = Shared::new(dir, name, changed.clone(), false);
-    let consumer = consumer(estate, publisher, &log);
+    let consumer = consumer(estate, context, &log);
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
         consumer.run(async move { stopped.await.ok().unwrap_or_default() }).await.expect("clean stop");
@@ -203,7 +196,7 @@ async fn child_instance() {
     let estate = estate_for(service, group, bootstrap);
     let running = estate.spec.start(&estate.config).await.expect("start");
     let log = Shared::new(Path::new(dir), instance, Arc::new(Notify::new()), true);
-    consumer(&estate, running.publisher(), &log).run(std::future::pending()).await.expect("run");
+    consumer(&estate, &running.context(), &log).run(std::future::pending()).await.expect("run");
 }
 
 /// Waits (on the instances' change notifications) until `condition` holds.
@@ -414,12 +407,13 @@ async fn r5_an_instance_killed_mid_stream_loses_nothing_and_the_survivor_takes_o
     let estate = estate_for(&unique("r5"), &unique("r5-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");
     let publisher = running.publisher().clone();
+    let context = running.context();
     let changed = Arc::new(Notify::new());
 
     // Instance a in a child process, b here; both hold partitions before the events flow.
     let (mut a, mut a_says) = spawn_child(&estate, dir.path(), "a");
     common::child_says(&mut a_says, "ASSIGNED").await;
-    let b = start_instance(&estate, &publisher, dir.path(), "b", &changed);
+    let b = start_instance(&estate, &context, dir.path(), "b", &changed);
     wait_for(&changed, Duration::from_secs(60), "b is assigned partitions", || !b.log.assigned().is_empty())
         .await;
 
@@ -496,11 +490,12 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
     let estate = estate_for(&unique("r6"), &unique("r6-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");
     let publisher = running.publisher().clone();
+    let context = running.context();
     let changed = Arc::new(Notify::new());
 
-    let a = start_instance(&estate, &publisher, dir.path(), "a", &changed);
+    let a = start_instance(&estate, &context, dir.path(), "a", &changed);
     wait_for(&changed, Duration::from_secs(60), "a is assigned", || !a.log.assigned().is_empty()).await;
-    let b = start_instance(&estate, &publisher, dir.path(), "b", &changed);
+    let b = start_instance(&estate, &context, dir.path(), "b", &changed);
     wait_for(&changed, Duration::from_secs(60), "b is assigned", || !b.log.assigned().is_empty()).await;
 
     const TOTAL: usize = 20_000;
@@ -520,7 +515,7 @@ async fn r6_graceful_shutdown_mid_stream_then_restart_repeats_nothing() {
     let takeover = stopping.elapsed();
 
     // Restart a: the group rebalances again, cooperatively.
-    let a2 = start_instance(&estate, &publisher, dir.path(), "a2", &changed);
+    let a2 = start_instance(&estate, &context, dir.path(), "a2", &changed);
     wait_for(&changed, Duration::from_secs(60), "a2 is assigned", || !a2.log.assigned().is_empty()).await;
     let acked = flow.await.expect("publishing");
     wait_for(&changed, Duration::from_secs(120), "every event handled", || {
@@ -560,10 +555,11 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
     let estate = estate_for(&unique("scale"), &unique("scale-group"), kafka.bootstrap_servers());
     let running = estate.spec.start(&estate.config).await.expect("start");
     let publisher = running.publisher().clone();
+    let context = running.context();
     let changed = Arc::new(Notify::new());
     const TOTAL: usize = 50_000;
 
-    let first = start_instance(&estate, &publisher, dir.path(), "i1", &changed);
+    let first = start_instance(&estate, &context, dir.path(), "i1", &changed);
     wait_for(&changed, Duration::from_secs(60), "i1 is assigned", || !first.log.assigned().is_empty()).await;
     let flow = publish_flow(publisher.clone(), estate.topic.clone(), TOTAL, 25);
     let logs: Arc<Mutex<Vec<Shared>>> = Arc::new(Mutex::new(vec![first.log.clone()]));
@@ -573,10 +569,10 @@ async fn scaling_a_group_1_2_3_1_while_50000_events_flow_loses_nothing_and_keeps
     };
 
     wait_for(&changed, Duration::from_secs(60), "10,000 handled", || total() >= 10_000).await;
-    let second = start_instance(&estate, &publisher, dir.path(), "i2", &changed);
+    let second = start_instance(&estate, &context, dir.path(), "i2", &changed);
     logs.lock().unwrap().push(second.log.clone());
     wait_for(&changed, Duration::from_secs(60), "20,000 handled", || total() >= 20_000).await;
-    let third = start_instance(&estate, &publisher, dir.path(), "i3", &changed);
+    let third = start_instance(&estate, &context, dir.path(), "i3", &changed);
     logs.lock().unwrap().push(third.log.clone());
     wait_for(&changed, Duration::from_secs(60), "30,000 handled", || total() >= 30_000).await;
     let (i2, i3) = (second.log.assigned().len(), third.log.assigned().len());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backbone::consume::{Consumer, Retry, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Json, Metadata, State};
-use backbone::{Publisher, Service, TopicSpec};
+use backbone::{Context, Service, TopicSpec};
 use backbone_testkit::{AclOperation, AclResource, KafkaCluster, password_for};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -76,25 +76,18 @@ async fn r9_an_unwritable_dead_letter_topic_pauses_the_partition_and_commits_not
         cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
     })
     .await;
-    let publisher = Publisher::new(&config, &spec).unwrap();
-    let health = publisher.health().clone();
+    let context = Context::open(&config, &spec).unwrap();
+    let health = context.health().clone();
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let group = "stock.r9";
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &source,
-        BoxedHandler::named("reserve", handle),
-        seen.clone(),
-        publisher,
-        Some(group),
-    )
-    .unwrap()
-    .retry(Retry {
-        max_attempts: 1,
-        initial_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(1),
-    });
+    let consumer = Consumer::new(&context, &source, BoxedHandler::named("reserve", handle), seen.clone())
+        .unwrap()
+        .in_group(group)
+        .retry(Retry {
+            max_attempts: 1,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(1),
+        });
 
     // Stop once health says the dead letters cannot be written.
     let watch = health.clone();
@@ -140,30 +133,24 @@ async fn r9_only_the_dead_letter_topic_denied_then_granted_resumes_and_writes_th
         cluster.allow("stock", AclOperation::Read, &AclResource::GroupPrefix("stock.".into())).unwrap();
     })
     .await;
-    let publisher = Publisher::new(&config, &spec).unwrap();
+    let context = Context::open(&config, &spec).unwrap();
     // The service may still write its own topic.
-    publisher
+    context
+        .publisher()
         .publish(&source, backbone::Outgoing::new("Order", b"k", br#"{"n":7}"#))
         .await
         .expect("the service writes its other topics");
-    let health = publisher.health().clone();
+    let health = context.health().clone();
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let group = "stock.r9-granted";
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &source,
-        BoxedHandler::named("reserve", handle),
-        seen.clone(),
-        publisher,
-        Some(group),
-    )
-    .unwrap()
-    .retry(Retry {
-        max_attempts: 1,
-        initial_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(1),
-    });
+    let consumer = Consumer::new(&context, &source, BoxedHandler::named("reserve", handle), seen.clone())
+        .unwrap()
+        .in_group(group)
+        .retry(Retry {
+            max_attempts: 1,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(1),
+        });
 
     // Once health says the dead letter cannot be written, grant the ACL; stop once event 7 (after
     // the poison one) is handled.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
-use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
 use backbone_testkit::{KafkaCluster, shared_kafka, unique};
 
@@ -73,24 +73,17 @@ impl ConsumerHooks for Announce {
 
 fn processor(
     p: &Pipeline,
-    publisher: &Publisher,
+    context: &Context,
     handled: Arc<AtomicUsize>,
     announce: bool,
 ) -> Consumer<Transform> {
     let state = Transform { output: p.output.clone(), handled, announce };
-    let consumer = Consumer::new(
-        &p.config,
-        &p.spec,
-        &p.input,
-        BoxedHandler::named("transform", transform),
-        state,
-        publisher.clone(),
-        Some(&p.group),
-    )
-    .unwrap()
-    .exactly_once()
-    .client_setting("session.timeout.ms", "6000")
-    .client_setting("heartbeat.interval.ms", "1000");
+    let consumer = Consumer::new(context, &p.input, BoxedHandler::named("transform", transform), state)
+        .unwrap()
+        .in_group(&p.group)
+        .exactly_once()
+        .client_setting("session.timeout.ms", "6000")
+        .client_setting("heartbeat.interval.ms", "1000");
     if announce { consumer.hooks(Announce) } else { consumer }
 }
 
@@ -142,7 +135,7 @@ async fn child_processor() {
         args.split('|').collect::<Vec<_>>().try_into().unwrap();
     let p = pipeline(service, group, bootstrap, replication.parse().unwrap());
     let running = p.spec.start(&p.config).await.expect("start");
-    processor(&p, running.publisher(), Arc::new(AtomicUsize::new(0)), true)
+    processor(&p, &running.context(), Arc::new(AtomicUsize::new(0)), true)
         .run(std::future::pending())
         .await
         .unwrap();
@@ -161,7 +154,7 @@ async fn exactly_once_outputs_commit_with_the_consumed_offsets() {
         common::publish_oracle(running.publisher(), &p.input, 6_000, 300, 1_000, &oracle, |_| {}).await;
     assert!(errors.is_empty());
     let handled = Arc::new(AtomicUsize::new(0));
-    let consumer = processor(&p, running.publisher(), handled.clone(), false);
+    let consumer = processor(&p, &running.context(), handled.clone(), false);
     let seen = process_until_output(consumer, &p, kafka.bootstrap_servers(), 6_000, oracle).await;
     assert_eq!(seen, 6_000);
     assert_eq!(handled.load(Ordering::SeqCst), 6_000, "no event handled twice without a failure");
@@ -211,7 +204,7 @@ async fn events_of_aborted_transactions_are_handled_again_even_before_any_commit
         committed: AtomicUsize::new(0),
     });
     let consumer =
-        processor(&p, running.publisher(), handled.clone(), false).hooks(SharedHooks(hooks.clone()));
+        processor(&p, &running.context(), handled.clone(), false).hooks(SharedHooks(hooks.clone()));
     let seen = process_until_output(consumer, &p, kafka.bootstrap_servers(), 3_000, oracle).await;
     assert_eq!(seen, 3_000);
     let (aborted, committed) = (hooks.aborted.load(Ordering::SeqCst), hooks.committed.load(Ordering::SeqCst));
@@ -319,7 +312,7 @@ async fn r14_a_zombie_processor_resumed_after_its_successor_took_over_commits_no
 
     // A last life here until the output is complete: once each, in order.
     let handled = Arc::new(AtomicUsize::new(0));
-    let consumer = processor(&p, running.publisher(), handled, false);
+    let consumer = processor(&p, &running.context(), handled, false);
     let seen = process_until_output(consumer, &p, &bootstrap, total, oracle).await;
     assert_eq!(seen, total);
 }
@@ -386,7 +379,7 @@ async fn r14_exactly_once_survives_processor_kills_and_a_coordinator_kill() {
     }
     // A last life, here, until the output is complete.
     let handled = Arc::new(AtomicUsize::new(0));
-    let consumer = processor(&p, running.publisher(), handled, false);
+    let consumer = processor(&p, &running.context(), handled, false);
     let seen = process_until_output(consumer, &p, &bootstrap, total, oracle).await;
     assert_eq!(seen, total);
 }

@@ -121,8 +121,7 @@ impl Reader {
 
 /// The owner (orders), its v1 and v2 topics, and a v1-only reader service (audit) already running.
 struct Estate {
-    config: Config,
-    orders: backbone::ServiceSpec,
+    context: backbone::Context,
     v1: TopicSpec,
     v2: TopicSpec,
     publisher: backbone::Publisher,
@@ -145,7 +144,7 @@ async fn estate(name: &str) -> Estate {
         .spec()
         .unwrap();
     let running = orders.start(&config).await.expect("orders starts: both contracts register");
-    let publisher = running.publisher().clone();
+    let (context, publisher) = (running.context(), running.publisher().clone());
 
     // The breaking change really is one: v2's schema is refused on v1's subject.
     let err = publisher
@@ -160,21 +159,14 @@ async fn estate(name: &str) -> Estate {
     let audit_spec = Service::new(&audit).owns(&audit_dlq).consumes(&v1).spec().unwrap();
     let audit_running = audit_spec.start(&config).await.unwrap();
     let reader = Reader::default();
-    let consumer = Consumer::new(
-        &config,
-        &audit_spec,
-        &v1,
-        BoxedHandler::named("read-v1", read_v1),
-        reader.clone(),
-        audit_running.publisher().clone(),
-        None,
-    )
-    .unwrap();
+    let consumer =
+        Consumer::new(&audit_running.context(), &v1, BoxedHandler::named("read-v1", read_v1), reader.clone())
+            .unwrap();
     let (stop_reader, stop) = tokio::sync::oneshot::channel::<()>();
     let reader_task = tokio::spawn(async move {
         consumer.run(async move { stop.await.unwrap_or_default() }).await.unwrap();
     });
-    Estate { config, orders, v1, v2, publisher, reader, stop_reader, reader_task }
+    Estate { context, v1, v2, publisher, reader, stop_reader, reader_task }
 }
 
 fn ids(orders: &[OrderCreatedV1]) -> Vec<String> {
@@ -199,16 +191,7 @@ async fn a_down_converter_keeps_a_v1_reader_served_through_a_breaking_change() {
         let event = v2(n);
         estate.publisher.publish_event(&estate.v2, event.id.as_bytes(), &event).await.unwrap();
     }
-    let converter = migrate::converter(
-        &estate.config,
-        &estate.orders,
-        &estate.v2,
-        &estate.v1,
-        estate.publisher.clone(),
-        down,
-        None,
-    )
-    .unwrap();
+    let converter = migrate::converter(&estate.context, &estate.v2, &estate.v1, down).unwrap();
     let (stop_converter, stop) = tokio::sync::oneshot::channel::<()>();
     let converter_task =
         tokio::spawn(

@@ -10,7 +10,7 @@ use backbone::handler::{BoxedHandler, Event, HandlerError, State};
 use backbone::health::Health;
 use backbone::layer::REGISTRY_COMPONENT;
 use backbone::schema::{AvroEvent, Encoder, Registry};
-use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Outgoing, Service, TopicSpec};
 use backbone_testkit::{SchemaRegistry, shared_kafka, shared_registry, unique};
 use rdkafka::consumer::Consumer as _;
 
@@ -72,13 +72,12 @@ fn config(registry_url: &str) -> Config {
 }
 
 /// A service owning `topic` (one partition) and its dead-letter topic, consuming `topic`, started.
-async fn service(config: &Config, name: &str) -> (ServiceSpec, TopicSpec, TopicSpec, Publisher) {
+async fn service(config: &Config, name: &str) -> (Context, TopicSpec, TopicSpec) {
     let topic = TopicSpec::public(name, "orders", 1).partitions(1).build().unwrap();
     let dlq = dead_letter_topic(name, &topic).unwrap();
     let spec = Service::new(name).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
     let running = spec.start(config).await.unwrap();
-    let publisher = running.publisher().clone();
-    (spec, topic, dlq, publisher)
+    (running.context(), topic, dlq)
 }
 
 fn end_offset(topic: &str) -> i64 {
@@ -102,7 +101,8 @@ async fn item_10_a_foreign_schema_id_and_a_huge_length_prefix_are_dead_lettered(
     let registry_url = shared_registry().url();
     let config = config(registry_url);
     let name = unique("item10");
-    let (spec, topic, dlq, publisher) = service(&config, &name).await;
+    let (context, topic, dlq) = service(&config, &name).await;
+    let publisher = context.publisher();
     let registry = Registry::new(registry_url).unwrap();
     let own = registry.register(&format!("{}-value", topic.name()), Order::SCHEMA).await.unwrap();
     // Another topic's contract, registered under that topic's subject.
@@ -131,8 +131,7 @@ async fn item_10_a_foreign_schema_id_and_a_huge_length_prefix_are_dead_lettered(
 
     let seen = Seen { last: 99, ..Seen::default() };
     let handler = BoxedHandler::named("take", take);
-    let consumer =
-        Consumer::new(&config, &spec, &topic, handler, seen.clone(), publisher.clone(), None).unwrap();
+    let consumer = Consumer::new(&context, &topic, handler, seen.clone()).unwrap();
     let done = seen.done.clone();
     tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
         .await
@@ -236,7 +235,8 @@ async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
     let mut config = config(&url);
     config.shutdown_timeout = Duration::from_secs(2);
     let name = unique("item8");
-    let (spec, topic, dlq, publisher) = service(&config, &name).await;
+    let (context, topic, dlq) = service(&config, &name).await;
+    let publisher = context.publisher();
     let subject = format!("{}-value", topic.name());
     let id = Registry::new(first.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
     relay.set_open(false);
@@ -252,16 +252,9 @@ async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
     let seen = Seen { last: EVENTS - 1, ..Seen::default() };
     let group = unique("item8-group");
     let consumer = |seen: &Seen| {
-        Consumer::new(
-            &config,
-            &spec,
-            &topic,
-            BoxedHandler::named("take", take),
-            seen.clone(),
-            publisher.clone(),
-            Some(&group),
-        )
-        .unwrap()
+        Consumer::new(&context, &topic, BoxedHandler::named("take", take), seen.clone())
+            .unwrap()
+            .in_group(&group)
     };
 
     // 1. The first event waits for the registry, health degraded; a shutdown still ends the wait
@@ -327,7 +320,8 @@ async fn item_8_under_exactly_once_an_outage_past_the_event_budget_dead_letters_
     let url = registry.url().replace(&format!(":{}/", port_of(registry.url())), &format!(":{}/", relay.port));
     let config = config(&url);
     let name = unique("item8-eos");
-    let (spec, topic, dlq, publisher) = service(&config, &name).await;
+    let (context, topic, dlq) = service(&config, &name).await;
+    let publisher = context.publisher();
     let subject = format!("{}-value", topic.name());
     let id = Registry::new(registry.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
     relay.set_open(false);
@@ -340,17 +334,10 @@ async fn item_8_under_exactly_once_an_outage_past_the_event_budget_dead_letters_
     }
     let health = publisher.health().clone();
     let seen = Seen { last: EVENTS - 1, ..Seen::default() };
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("take", take),
-        seen.clone(),
-        publisher.clone(),
-        Some(&unique("item8-eos-group")),
-    )
-    .unwrap()
-    .exactly_once();
+    let consumer = Consumer::new(&context, &topic, BoxedHandler::named("take", take), seen.clone())
+        .unwrap()
+        .in_group(unique("item8-eos-group"))
+        .exactly_once();
     let budget = consumer.effective_event_budget().unwrap();
     let done = seen.done.clone();
     let running = tokio::spawn(consumer.run(async move { done.notified().await }));

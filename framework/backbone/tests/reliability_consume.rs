@@ -21,17 +21,13 @@ mod common;
 
 /// Provisions a service owning `<service>.public.orders-v1` (`partitions` partitions) and its
 /// dead-letter topic, consuming the former.
-async fn setup(
-    name: &str,
-    partitions: i32,
-    config: backbone::Config,
-) -> (backbone::Config, backbone::ServiceSpec, TopicSpec, backbone::Publisher) {
+async fn setup(name: &str, partitions: i32, config: backbone::Config) -> (backbone::Context, TopicSpec) {
     let service = unique(name);
     let topic = TopicSpec::public(&service, "orders", 1).partitions(partitions).build().unwrap();
     let dlq = dead_letter_topic(&service, &topic).unwrap();
     let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
     let running = spec.start(&config).await.expect("start provisions both topics");
-    (config, spec, topic, running.publisher().clone())
+    (running.context(), topic)
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -101,7 +97,8 @@ fn end_offset(topic: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r8_poison_records_among_10000_good_ones_are_dead_lettered_and_the_partition_flows_on() {
     let config = common::production_config(shared_cluster().bootstrap_servers());
-    let (config, spec, topic, publisher) = setup("r8", 1, config).await;
+    let (context, topic) = setup("r8", 1, config).await;
+    let (config, spec, publisher) = (context.config(), context.spec(), context.publisher());
 
     // The good events, with three poison records among them on the same (only) partition. The real
     // Avro poison kinds, a bad magic byte and a schema id the registry does not know, come with the
@@ -133,18 +130,10 @@ async fn r8_poison_records_among_10000_good_ones_are_dead_lettered_and_the_parti
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
     };
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("picky", picky),
-        seen.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap()
-    .retry(retry)
-    .hooks(CommitWatch(commits));
+    let consumer = Consumer::new(&context, &topic, BoxedHandler::named("picky", picky), seen.clone())
+        .unwrap()
+        .retry(retry)
+        .hooks(CommitWatch(commits));
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(consumer.run(async move {
         stopped.await.ok();
@@ -243,25 +232,19 @@ async fn r15_a_slow_handler_under_a_flood_keeps_consumer_memory_bounded_and_publ
     // partition's first record batch whole even when it exceeds `max.partition.fetch.bytes`; the
     // fetch queues then went past `queue_bound_bytes` (seen: 1.7–2.1 MB against 1.5 MiB).
     config.publish_queue = 1_000;
-    let (config, spec, topic, publisher) = setup("r15", PARTITIONS, config).await;
+    let (context, topic) = setup("r15", PARTITIONS, config).await;
+    let (config, publisher) = (context.config(), context.publisher());
     let (hwm_before, rss_before) = memory_kib();
 
     let observed =
         Arc::new(common::Observed { topic: topic.name().to_owned(), ..common::Observed::default() });
     let handled = Arc::new(AtomicU64::new(0));
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("slow", common::slow),
-        handled.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap()
-    .queue(256, 100)
-    .client_setting("statistics.interval.ms", "200")
-    .hooks(common::Watcher(observed.clone()));
+    let consumer =
+        Consumer::new(&context, &topic, BoxedHandler::named("slow", common::slow), handled.clone())
+            .unwrap()
+            .queue(256, 100)
+            .client_setting("statistics.interval.ms", "200")
+            .hooks(common::Watcher(observed.clone()));
     let bound = usize::try_from(PARTITIONS).unwrap() * consumer.queue_bound_bytes();
     let (stop, stopped) = oneshot::channel::<()>();
     let running = tokio::spawn(consumer.run(async move {

@@ -83,17 +83,10 @@ async fn run(
 
     let (count, mut counted) = watch::channel(0);
     let seen = Seen { handled: Arc::default(), count };
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("handle", handle),
-        seen.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap()
-    .retry(Retry { max_attempts: 1, ..Retry::default() });
+    let consumer =
+        Consumer::new(&running.context(), &topic, BoxedHandler::named("handle", handle), seen.clone())
+            .unwrap()
+            .retry(Retry { max_attempts: 1, ..Retry::default() });
     let consumer = if exactly_once { consumer.exactly_once() } else { consumer };
     let (stop, stopped) = oneshot::channel::<()>();
     let consuming = tokio::spawn(consumer.run(async move {

@@ -164,19 +164,12 @@ async fn child(bootstrap: &str) {
     let observed =
         Arc::new(common::Observed { topic: topic.name().to_owned(), ..common::Observed::default() });
     let handled = Arc::new(AtomicU64::new(0));
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("slow", common::slow),
-        handled.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap()
-    // Statistics only observe the queues; every queue setting stays the default.
-    .client_setting("statistics.interval.ms", "500")
-    .hooks(common::Watcher(observed.clone()));
+    let consumer =
+        Consumer::new(&running.context(), &topic, BoxedHandler::named("slow", common::slow), handled.clone())
+            .unwrap()
+            // Statistics only observe the queues; every queue setting stays the default.
+            .client_setting("statistics.interval.ms", "500")
+            .hooks(common::Watcher(observed.clone()));
     println!("R15D ready queue_bound_bytes={}", consumer.queue_bound_bytes());
     let (stop, stopped) = oneshot::channel::<()>();
     let running_consumer = tokio::spawn(consumer.run(async move {

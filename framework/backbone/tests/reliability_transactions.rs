@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use backbone::consume::{Consumer, ConsumerHooks, dead_letter_headers, dead_letter_topic};
 use backbone::handler::{BoxedHandler, HandlerError, Metadata, State};
-use backbone::{Config, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Outgoing, Publisher, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::oracle::{Oracle, PRODUCER_HEADER, SEQ_HEADER};
 use backbone_testkit::{shared_kafka, unique};
 use rdkafka::producer::Producer as _;
@@ -74,20 +74,13 @@ async fn copy(meta: Metadata, publisher: Publisher, State(c): State<Copier>) -> 
     Ok(())
 }
 
-fn processor(p: &Pipeline, publisher: &Publisher, state: Copier) -> Consumer<Copier> {
-    Consumer::new(
-        &p.config,
-        &p.spec,
-        &p.input,
-        BoxedHandler::named("copy", copy),
-        state,
-        publisher.clone(),
-        Some(&p.group),
-    )
-    .unwrap()
-    .exactly_once()
-    .client_setting("session.timeout.ms", "6000")
-    .client_setting("heartbeat.interval.ms", "1000")
+fn processor(p: &Pipeline, context: &Context, state: Copier) -> Consumer<Copier> {
+    Consumer::new(context, &p.input, BoxedHandler::named("copy", copy), state)
+        .unwrap()
+        .in_group(&p.group)
+        .exactly_once()
+        .client_setting("session.timeout.ms", "6000")
+        .client_setting("heartbeat.interval.ms", "1000")
 }
 
 fn state(p: &Pipeline) -> Copier {
@@ -136,7 +129,7 @@ async fn r17_an_exactly_once_handler_past_its_transaction_is_dead_lettered_once_
     assert!(common::publish_oracle_range(publisher, &p.input, 600, 600, 30, &oracle).await.is_empty());
 
     let first = state(&p);
-    let consumer = processor(&p, publisher, first.clone());
+    let consumer = processor(&p, &running.context(), first.clone());
     let budget = consumer.effective_event_budget().expect("exactly once always has a budget");
     assert!(budget < backbone::publish::TRANSACTION_TIMEOUT, "{budget:?}");
     let started = std::time::Instant::now();
@@ -152,7 +145,7 @@ async fn r17_an_exactly_once_handler_past_its_transaction_is_dead_lettered_once_
     // A restart is healthy: the poison event is not handled again, later events flow.
     assert!(common::publish_oracle_range(publisher, &p.input, 1_200, 300, 30, &oracle).await.is_empty());
     let second = state(&p);
-    let consumer = processor(&p, publisher, second.clone());
+    let consumer = processor(&p, &running.context(), second.clone());
     run_until_output(consumer, &p, 1_500).await;
     check_output(&p, 1_500, oracle).await;
     assert_eq!(second.poison.load(Ordering::SeqCst), 0, "the poison event is not replayed after a restart");
@@ -187,7 +180,7 @@ async fn r17_a_fenced_transactional_producer_is_replaced_and_the_output_stays_ex
     let id = format!("{}.0", p.group);
     let copying = state(&p);
     let assignments = Arc::new(AtomicUsize::new(0));
-    let consumer = processor(&p, publisher, copying.clone())
+    let consumer = processor(&p, &running.context(), copying.clone())
         .transactional_id(&id)
         .hooks(Assignments(assignments.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -97,7 +97,7 @@ async fn item_5_and_9_a_reply_with_a_header_name_not_utf8_and_a_huge_timeout_are
     let _responding = responding.start(&config).await.expect("provisions the reply topic");
     let spec = Service::new(&requester).owns(&requests).consumes(&replies).spec().unwrap();
     let running = spec.start(&config).await.expect("provisions the request topic");
-    let requester = Requester::builder(&config, &spec, &requests, &replies, running.publisher().clone())
+    let requester = Requester::builder(&running.context(), &requests, &replies)
         .unwrap()
         .start()
         .await

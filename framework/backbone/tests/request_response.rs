@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
 use backbone::handler::{Event, HandlerError, State};
 use backbone::request::{self, BoxedReplyHandler, RequestError, Requester};
-use backbone::{Config, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
 use tokio::sync::{Notify, oneshot};
 
@@ -103,15 +103,13 @@ async fn stock_level(
     Ok(format!("{question}|{}", s.instance))
 }
 
-fn responder(estate: &Estate, publisher: &Publisher, state: &Answering) -> Consumer<Answering> {
+fn responder(context: &Context, estate: &Estate, state: &Answering) -> Consumer<Answering> {
     request::responder(
-        &estate.config,
-        &estate.responder,
+        context,
         &estate.requests,
         &estate.replies,
         BoxedReplyHandler::new(stock_level),
         state.clone(),
-        publisher.clone(),
     )
     .expect("responder")
     .client_setting("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
@@ -128,7 +126,7 @@ async fn child_responder() {
     let estate = estate_for(responder_name, requester_name, bootstrap);
     let running = estate.responder.start(&estate.config).await.expect("start");
     let state = Answering::new("a", true);
-    responder(&estate, running.publisher(), &state).run(std::future::pending()).await.expect("run");
+    responder(&running.context(), &estate, &state).run(std::future::pending()).await.expect("run");
 }
 
 /// The child process, SIGKILLed when dropped: a failing test leaves no responder behind.
@@ -172,7 +170,7 @@ async fn a_thousand_requests_survive_a_responder_killed_mid_stream_each_answered
     let (mut a, mut a_says) = spawn_child(&estate);
     common::child_says(&mut a_says, "ASSIGNED").await;
     let b_state = Answering::new("b", false);
-    let b = responder(&estate, responding.publisher(), &b_state);
+    let b = responder(&responding.context(), &estate, &b_state);
     let (stop_b, b_stopped) = oneshot::channel::<()>();
     let b_task = tokio::spawn(b.run(async move { b_stopped.await.ok().unwrap_or_default() }));
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -191,18 +189,12 @@ async fn a_thousand_requests_survive_a_responder_killed_mid_stream_each_answered
 
     // Two requester instances of the same service: each must get its own replies only.
     let start_requester = || async {
-        Requester::builder(
-            &estate.config,
-            &estate.requester,
-            &estate.requests,
-            &estate.replies,
-            requesting.publisher().clone(),
-        )
-        .expect("requester")
-        .max_pending(REQUESTS / 2)
-        .start()
-        .await
-        .expect("start the requester")
+        Requester::builder(&requesting.context(), &estate.requests, &estate.replies)
+            .expect("requester")
+            .max_pending(REQUESTS / 2)
+            .start()
+            .await
+            .expect("start the requester")
     };
     let requesters = [start_requester().await, start_requester().await];
     assert_ne!(requesters[0].instance(), requesters[1].instance());

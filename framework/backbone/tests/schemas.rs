@@ -212,16 +212,8 @@ async fn r12_unknown_schema_ids_and_bad_magic_bytes_are_dead_lettered_and_the_pa
         }
     }
     let seen = Seen::default();
-    let consumer = Consumer::new(
-        &config,
-        &spec,
-        &topic,
-        BoxedHandler::named("take", take),
-        seen.clone(),
-        publisher.clone(),
-        None,
-    )
-    .unwrap();
+    let consumer =
+        Consumer::new(&running.context(), &topic, BoxedHandler::named("take", take), seen.clone()).unwrap();
     let done = seen.done.clone();
     tokio::time::timeout(Duration::from_secs(60), consumer.run(async move { done.notified().await }))
         .await

@@ -51,13 +51,13 @@ impl Aggregate for Account {
 }
 
 /// A service owning a journal topic of `partitions`, started.
-async fn journal_service(partitions: i32) -> (Config, ServiceSpec, TopicSpec, Running) {
+async fn journal_service(partitions: i32) -> (TopicSpec, Running) {
     let config = common::config(shared_kafka().bootstrap_servers());
     let service = unique("ledger");
     let topic = TopicSpec::public(&service, "account-moved", 1).partitions(partitions).build().unwrap();
     let spec = Service::new(&service).owns(&topic).spec().unwrap();
     let running = spec.start(&config).await.expect("start provisions the topic");
-    (config, spec, topic, running)
+    (topic, running)
 }
 
 /// The movement of event `i`: varied, sometimes negative.
@@ -67,8 +67,8 @@ fn movement(i: usize) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entity_rebuilt_by_replay_equals_the_fold_of_its_events() {
-    let (config, spec, topic, running) = journal_service(3).await;
-    let journal = Journal::<Account>::new(&config, &spec, &topic, running.publisher().clone()).unwrap();
+    let (topic, running) = journal_service(3).await;
+    let journal = Journal::<Account>::new(&running.context(), &topic).unwrap();
     // 60 events over 3 accounts, interleaved; each account's own fold kept beside.
     let mut expected: BTreeMap<String, Account> = BTreeMap::new();
     for i in 0..60 {
@@ -94,14 +94,13 @@ async fn an_entity_rebuilt_by_replay_equals_the_fold_of_its_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_waits_for_open_transactions_and_leaves_aborted_events_out() {
-    let (config, spec, topic, running) = journal_service(1).await;
-    let journal = Journal::<Account>::new(&config, &spec, &topic, running.publisher().clone()).unwrap();
+    let (topic, running) = journal_service(1).await;
+    let journal = Journal::<Account>::new(&running.context(), &topic).unwrap();
     journal.append("acct-1", "AccountMoved", b"10").await.unwrap();
     // An event written in a transaction that never commits: its producer goes away, the broker
     // aborts the transaction after its timeout.
     let id = unique("txn");
-    let transactional =
-        backbone::Publisher::transactional(&config, &spec, Default::default(), &id).await.unwrap();
+    let transactional = running.context().transactional_publisher(&id).await.unwrap();
     let event = Outgoing::new("AccountMoved", b"acct-1", b"1000000");
     let written = transactional.publish(&topic, event).await.unwrap();
     drop(transactional);
@@ -118,8 +117,8 @@ async fn a_rebuild_waits_for_open_transactions_and_leaves_aborted_events_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_rebuilds_every_entity_of_the_topic() {
-    let (config, spec, topic, running) = journal_service(4).await;
-    let journal = Journal::<Account>::new(&config, &spec, &topic, running.publisher().clone()).unwrap();
+    let (topic, running) = journal_service(4).await;
+    let journal = Journal::<Account>::new(&running.context(), &topic).unwrap();
     assert!(journal.project().await.unwrap().is_empty(), "an empty journal projects nothing");
     let mut expected: BTreeMap<Vec<u8>, Account> = BTreeMap::new();
     let ids: Vec<String> = (0..500).map(|i| format!("acct-{}", (i * 31) % 23)).collect();
@@ -167,7 +166,7 @@ fn totals(e: &Estate, running: &Running) -> RunningTotals<Total> {
         total.count += 1;
         total.sum += amount;
     };
-    RunningTotals::builder(&e.config, &e.spec, &e.input, &e.snapshot, running.publisher().clone(), fold)
+    RunningTotals::builder(&running.context(), &e.input, &e.snapshot, fold)
         .every(200)
         .interval(Duration::from_millis(250))
         .client_setting("session.timeout.ms", "6000")

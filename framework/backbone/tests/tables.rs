@@ -9,7 +9,7 @@ use std::time::Duration;
 use backbone::consume::dead_letter_topic;
 use backbone::handler::{Decode, DecodeError};
 use backbone::table::{NotReady, Table, TableError, TableStatus, TableValue, WaitError};
-use backbone::{Config, Delivery, Outgoing, Publisher, Running, Service, ServiceSpec, TopicSpec};
+use backbone::{Delivery, Outgoing, Publisher, Running, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::sync::oneshot;
@@ -21,7 +21,6 @@ mod common;
 const WITHIN: Duration = Duration::from_secs(90);
 
 struct Estate {
-    config: Config,
     spec: ServiceSpec,
     topic: TopicSpec,
     running: Running,
@@ -37,7 +36,7 @@ impl Estate {
         let dlq = dead_letter_topic(&service, &topic).unwrap();
         let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
         let running = spec.start(&config).await.expect("start provisions the topics");
-        Self { config, spec, topic, running }
+        Self { spec, topic, running }
     }
 
     fn publisher(&self) -> &Publisher {
@@ -49,8 +48,7 @@ impl Estate {
     }
 
     fn builder<V: TableValue>(&self) -> backbone::table::TableBuilder<V> {
-        Table::builder(&self.config, &self.spec, &self.topic, self.publisher().clone())
-            .client_setting("heartbeat.interval.ms", "500")
+        Table::builder(&self.running.context(), &self.topic).client_setting("heartbeat.interval.ms", "500")
     }
 
     /// Publishes records `from..to`: key `k<i % keys>`, value `v<i>`, every seventh a tombstone;

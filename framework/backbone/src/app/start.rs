@@ -16,7 +16,7 @@ use super::{App, AppError, Started};
 use crate::config::Config;
 use crate::consume::Consumer;
 use crate::health::HealthState;
-use crate::service::{Running, ServiceSpec};
+use crate::service::Running;
 
 impl<S: Clone + Send + Sync + 'static> App<S> {
     /// Starts everything but the HTTP server, with `state` (see [`start_with`](Self::start_with)).
@@ -35,7 +35,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         let spec = self.spec()?;
         let running = spec.start(config).await?;
         let http = self.http;
-        match self.start_parts(config, &spec, &running, make_state) {
+        match self.start_parts(config, &running, make_state) {
             Ok(Parts { router, tasks, stop, tables, state }) => {
                 tracing::info!(service = %spec.name(), "started");
                 Ok(Started { running, router, http, tasks, stop, tables: Arc::new(tables), state })
@@ -54,12 +54,12 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     fn start_parts(
         self,
         config: &Config,
-        spec: &ServiceSpec,
         running: &Running,
         make_state: impl FnOnce(&Tables) -> Result<S, AppError>,
     ) -> Result<Parts<S>, AppError> {
-        let publisher = running.publisher().clone();
-        let health = running.health().clone();
+        let context = running.context();
+        let publisher = context.publisher().clone();
+        let health = context.health().clone();
         let (stop, _) = watch::channel(false);
         let stop_signal = |stop: &watch::Sender<bool>| -> StopSignal {
             let mut watching = stop.subscribe();
@@ -71,7 +71,7 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         let mut tables = Tables { by_topic: HashMap::new(), publisher: publisher.clone() };
         let mut runs = Vec::new();
         for declaration in self.tables {
-            let built = declaration.build(config, spec, publisher.clone())?;
+            let built = declaration.build(&context)?;
             tables.by_topic.insert(built.topic, built.handle);
             runs.push((built.component, built.run));
         }
@@ -80,17 +80,12 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         for s in self.subscriptions {
             let name = s.handler.name().to_owned();
             let consume_error = |source| AppError::Consume { handler: name.clone(), source };
-            let mut consumer = Consumer::new(
-                config,
-                spec,
-                &s.topic,
-                s.handler,
-                state.clone(),
-                publisher.clone(),
-                s.options.group,
-            )
-            .map_err(consume_error)?
-            .layers(&self.layers);
+            let mut consumer =
+                Consumer::new(&context, &s.topic, s.handler, state.clone()).map_err(consume_error)?;
+            if let Some(group) = s.options.group {
+                consumer = consumer.in_group(group);
+            }
+            consumer = consumer.layers(&self.layers);
             if s.options.exactly_once {
                 consumer = consumer.exactly_once();
                 if let Some(instance) = &config.instance_id {

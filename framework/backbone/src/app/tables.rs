@@ -6,22 +6,16 @@ use std::collections::HashMap;
 use futures::future::BoxFuture;
 
 use super::{AppError, IntoTopicSpec};
-use crate::config::Config;
 use crate::event::BoundEvent;
 use crate::publish::Publisher;
-use crate::service::ServiceSpec;
+use crate::runtime::Context;
 use crate::table::{Table, TableBuilder, TableError, TableValue};
 use crate::topic::TopicSpec;
 
 /// A table, its value type erased until start-up.
 pub(super) trait TableDeclaration: Send {
     fn topic(&self) -> &TopicSpec;
-    fn build(
-        self: Box<Self>,
-        config: &Config,
-        spec: &ServiceSpec,
-        publisher: Publisher,
-    ) -> Result<BuiltTable, TableError>;
+    fn build(self: Box<Self>, context: &Context) -> Result<BuiltTable, TableError>;
 }
 
 pub(super) type ConfigureTable<V> = Box<dyn FnOnce(TableBuilder<V>) -> TableBuilder<V> + Send>;
@@ -45,13 +39,8 @@ impl<V: TableValue> TableDeclaration for TableOf<V> {
         &self.topic
     }
 
-    fn build(
-        self: Box<Self>,
-        config: &Config,
-        spec: &ServiceSpec,
-        publisher: Publisher,
-    ) -> Result<BuiltTable, TableError> {
-        let mut builder = Table::<V>::builder(config, spec, &self.topic, publisher);
+    fn build(self: Box<Self>, context: &Context) -> Result<BuiltTable, TableError> {
+        let mut builder = Table::<V>::builder(context, &self.topic);
         if let Some(configure) = self.configure {
             builder = configure(builder);
         }

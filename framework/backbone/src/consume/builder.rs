@@ -9,7 +9,6 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use super::hooks::{ConsumerHooks, NoHooks};
-use crate::config::Config;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError};
 use crate::layer::Retry;
 use crate::layer::naming::dead_letter_topic;
@@ -19,7 +18,7 @@ use crate::layer::{
     Timeout, TimeoutLayer, Tracing, TracingLayer,
 };
 use crate::publish::{Publisher, TRANSACTION_TIMEOUT};
-use crate::service::ServiceSpec;
+use crate::runtime::Context;
 use crate::topic::{TopicError, TopicSpec};
 
 /// Why the consumer stopped.
@@ -55,7 +54,6 @@ pub struct Consumer<S> {
     pub(super) handler: BoxedHandler<S>,
     pub(super) layers: Layers<S>,
     pub(super) state: S,
-    pub(super) publisher: Publisher,
     pub(super) retry: Retry,
     pub(super) timeout: Option<Duration>,
     /// All attempts of one event together (always set under exactly once).
@@ -72,8 +70,8 @@ pub struct Consumer<S> {
     pub(super) transaction_interval: Duration,
     /// Exactly once: a stable transactional id (default `<group>.<uuid>`, new per run).
     pub(super) transactional_id: Option<String>,
-    pub(super) config: Config,
-    pub(super) spec: ServiceSpec,
+    /// The service's context: its publisher writes the dead letters and is the handlers'.
+    pub(super) context: Context,
 }
 
 impl<S> std::fmt::Debug for Consumer<S> {
@@ -88,19 +86,17 @@ impl<S> std::fmt::Debug for Consumer<S> {
 }
 
 impl<S: Clone + Send + Sync + 'static> Consumer<S> {
-    /// Subscribes `handler` to `topic` for `spec`'s service, in group `<service>.<handler>` (or
-    /// `group`). The service must be allowed to read `topic` and must own its dead-letter topic
-    /// ([`dead_letter_topic`]); `publisher` writes the dead letters and lends the handler's
-    /// [`Publisher`] extractor.
+    /// Subscribes `handler` to `topic` for the context's service, in group `<service>.<handler>`
+    /// (change it with [`in_group`](Self::in_group)). The service must be allowed to read `topic`
+    /// and must own its dead-letter topic ([`dead_letter_topic`]); the context's publisher writes
+    /// the dead letters and lends the handler's [`Publisher`] extractor.
     pub fn new(
-        config: &Config,
-        spec: &ServiceSpec,
+        context: &Context,
         topic: &TopicSpec,
         handler: BoxedHandler<S>,
         state: S,
-        publisher: Publisher,
-        group: Option<&str>,
     ) -> Result<Self, ConsumeError> {
+        let (config, spec) = (context.config(), context.spec());
         crate::topic::check_may_read(spec.name(), topic)?;
         let dead_letters = dead_letter_topic(spec.name(), topic)?;
         if spec.owned(dead_letters.name()).is_none() {
@@ -116,7 +112,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             }
             .into());
         }
-        let group = group.map_or_else(|| format!("{}.{}", spec.name(), handler.name()), str::to_owned);
+        let group = format!("{}.{}", spec.name(), handler.name());
         Ok(Self {
             topic: topic.clone(),
             group,
@@ -124,7 +120,6 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             handler,
             layers: Layers::new(),
             state,
-            publisher,
             retry: Retry::default(),
             timeout: None,
             budget: None,
@@ -137,9 +132,14 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transaction_size: None,
             transaction_interval: Duration::from_millis(100),
             transactional_id: None,
-            config: config.clone(),
-            spec: spec.clone(),
+            context: context.clone(),
         })
+    }
+
+    /// Consumes in consumer group `group` instead of `<service>.<handler>`.
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
     }
 
     /// Uses `retry` for retriable handler errors (default: 5 attempts, backoff 100 ms doubling to
@@ -300,7 +300,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
             .layer(BudgetLayer::new(self.effective_event_budget()))
             .layer(RetryLayer::new(self.retry))
-            .layer(SchemaLayer::new(self.publisher.registry().clone()))
+            .layer(SchemaLayer::new(self.context.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
             .layer(CatchPanicLayer)
             .service(bottom)

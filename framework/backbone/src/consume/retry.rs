@@ -46,16 +46,16 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// (its partition's owner), may see a replayed event of a key at the same time as that key's live
     /// ones, on another instance, and without this consumer's hooks.
     pub fn retries(&self) -> Result<Self, ConsumeError> {
-        let topic = retry_topic(self.spec.name(), &self.topic)?;
-        if self.spec.owned(topic.name()).is_none() {
+        let topic = retry_topic(self.context.spec().name(), &self.topic)?;
+        if self.context.spec().owned(topic.name()).is_none() {
             return Err(TopicError::InvalidTopic {
                 topic: topic.name().to_owned(),
                 reason: format!(
                     "service `{}` retries events from `{}` but does not declare its retry topic; add \
                      `.owns(&retry_topic(\"{}\", &topic)?)`",
-                    self.spec.name(),
+                    self.context.spec().name(),
                     self.topic.name(),
-                    self.spec.name()
+                    self.context.spec().name()
                 ),
             }
             .into());
@@ -68,7 +68,6 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             handler: self.handler.clone(),
             layers: Layers::new().layer(only).extend(&self.layers),
             state: self.state.clone(),
-            publisher: self.publisher.clone(),
             retry: self.retry,
             timeout: self.timeout,
             budget: self.budget,
@@ -81,8 +80,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transaction_size: self.transaction_size,
             transaction_interval: self.transaction_interval,
             transactional_id: self.transactional_id.as_ref().map(|id| format!("{id}.retry")),
-            config: self.config.clone(),
-            spec: self.spec.clone(),
+            context: self.context.clone(),
         })
     }
 }

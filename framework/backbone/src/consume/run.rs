@@ -19,7 +19,6 @@ use super::partition::Partition;
 use super::worker::Worker;
 use crate::health::HealthState;
 use crate::native::QueueWakers;
-use crate::publish::Publisher;
 
 impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// Joins the group and handles events until `shutdown` completes (see [`crate::shutdown_signal`]
@@ -34,7 +33,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// doubling to 30 s, with jitter; health degraded meanwhile) and joins again with a new producer and epoch;
     /// its partitions resume from the last committed offsets.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumeError> {
-        let health = self.publisher.health().clone();
+        let health = self.context.health().clone();
         let component = format!("consumer:{}", self.group);
         let mut shutdown = std::pin::pin!(shutdown);
         let mut failures = 0u32;
@@ -86,14 +85,11 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                     .transactional_id
                     .clone()
                     .unwrap_or_else(|| format!("{}.{}", self.group, uuid::Uuid::new_v4().simple()));
-                let publisher = Publisher::transactional(&self.config, &self.spec, health.clone(), &id)
-                    .await
-                    .map_err(|e| ConsumeError::Client {
-                        topic: self.topic.name().to_owned(),
-                        reason: e.to_string(),
-                    })?;
+                let publisher = self.context.transactional_publisher(&id).await.map_err(|e| {
+                    ConsumeError::Client { topic: self.topic.name().to_owned(), reason: e.to_string() }
+                })?;
                 tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
-                let (timeout, every) = (self.config.delivery_timeout, self.transaction_interval);
+                let (timeout, every) = (self.context.config().delivery_timeout, self.transaction_interval);
                 let hooks = self.hooks.clone();
                 Some(Arc::new(Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)))
             }
@@ -136,7 +132,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 .map_err(client)?,
         );
         // With exactly once, the handler and the dead letters publish inside the transaction.
-        let publisher = eos.as_ref().map_or_else(|| self.publisher.clone(), |e| e.publisher.clone());
+        let publisher =
+            eos.as_ref().map_or_else(|| self.context.publisher().clone(), |e| e.publisher.clone());
         let worker = Arc::new(Worker {
             service: self.service(&publisher),
             state: self.state.clone(),

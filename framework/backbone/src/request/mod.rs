@@ -139,16 +139,14 @@
 //! let config = Config::from_env("stock")?;
 //! let running = stock.start(&config).await?;
 //! let handler = BoxedReplyHandler::new(stock_level);
-//! let consumer = request::responder(
-//!     &config, &stock, &requests, &replies, handler, (), running.publisher().clone(),
-//! )?;
+//! let consumer = request::responder(&running.context(), &requests, &replies, handler, ())?;
 //! tokio::spawn(consumer.run(backbone::shutdown_signal()));
 //!
 //! // The requester: Orders owns the request topic and reads Stock's replies.
 //! let orders = Service::new("orders").owns(&requests).consumes(&replies).spec()?;
 //! let config = Config::from_env("orders")?;
 //! let running = orders.start(&config).await?;
-//! let requester = Requester::builder(&config, &orders, &requests, &replies, running.publisher().clone())?
+//! let requester = Requester::builder(&running.context(), &requests, &replies)?
 //!     .max_pending(1_000)
 //!     .start()
 //!     .await?;

@@ -12,11 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::consume::ConsumeError;
 use crate::handler::{Decode, DecodeError, IncomingEvent};
 use crate::publish::{Outgoing, PublishError, Publisher};
-use crate::service::ServiceSpec;
+use crate::runtime::Context;
 use crate::topic::{TopicError, TopicSpec, check_may_read};
 
 use super::pending::{InFlight, Routes, bump};
@@ -185,15 +184,14 @@ impl fmt::Debug for RequesterBuilder {
 pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Requester {
-    /// A requester for `spec`'s service, which must own `requests` and may read `replies` (the
-    /// responder's reply topic); `publisher` (the service's) publishes the requests.
+    /// A requester for the context's service, which must own `requests` and may read `replies` (the
+    /// responder's reply topic); the context's publisher publishes the requests.
     pub fn builder(
-        config: &Config,
-        spec: &ServiceSpec,
+        context: &Context,
         requests: &TopicSpec,
         replies: &TopicSpec,
-        publisher: Publisher,
     ) -> Result<RequesterBuilder, ConsumeError> {
+        let spec = context.spec();
         if spec.owned(requests.name()).is_none() {
             return Err(TopicError::InvalidTopic {
                 topic: requests.name().to_owned(),
@@ -209,8 +207,8 @@ impl Requester {
         }
         check_may_read(spec.name(), replies)?;
         Ok(RequesterBuilder {
-            client: config.client_config(spec.name()),
-            publisher,
+            client: context.config().client_config(spec.name()),
+            publisher: context.publisher().clone(),
             requests: requests.clone(),
             replies: replies.clone(),
             max_pending: 10_000,

@@ -10,12 +10,12 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::consume::{ConsumeError, Consumer};
 use crate::handler::{
     BoxedHandler, ExtractError, FromEvent, HandlerContext, HandlerError, IncomingEvent, Json,
 };
-use crate::publish::{Outgoing, Publisher};
+use crate::publish::Outgoing;
+use crate::runtime::Context;
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec, Visibility};
 
@@ -232,9 +232,9 @@ impl<S> fmt::Debug for BoxedReplyHandler<S> {
 }
 
 /// The whole handler context, for the responder's wrapper (which calls the reply handler with it).
-pub(super) struct Context<S>(pub(super) HandlerContext<S>);
+pub(super) struct CallContext<S>(pub(super) HandlerContext<S>);
 
-impl<S: Clone> FromEvent<S> for Context<S> {
+impl<S: Clone> FromEvent<S> for CallContext<S> {
     fn from_event(cx: &HandlerContext<S>) -> Result<Self, ExtractError> {
         Ok(Self(cx.clone()))
     }
@@ -264,26 +264,25 @@ pub(super) fn check_reply_topic(spec: &ServiceSpec, replies: &TopicSpec) -> Resu
 }
 
 /// A consumer that answers the requests on `requests` with `handler`, publishing each reply (or
-/// error reply) on `replies`, which `spec`'s service must own and which must be public.
+/// error reply) through the context's publisher on `replies`, which the context's service must own
+/// and which must be public.
 ///
 /// The consumer is a [`Consumer`] like any other, in group `<service>.<handler name>`, with its
 /// dead-letter topic (which the service must own, see [`crate::consume::dead_letter_topic`]): tune
 /// it with its builder methods and start it with [`Consumer::run`]. What happens on handler errors,
 /// expired requests and malformed ones: see the [module documentation](crate::request).
 pub fn responder<S: Clone + Send + Sync + 'static>(
-    config: &Config,
-    spec: &ServiceSpec,
+    context: &Context,
     requests: &TopicSpec,
     replies: &TopicSpec,
     handler: BoxedReplyHandler<S>,
     state: S,
-    publisher: Publisher,
 ) -> Result<Consumer<S>, ConsumeError> {
-    check_reply_topic(spec, replies)?;
+    check_reply_topic(context.spec(), replies)?;
     let replies = Arc::new(replies.clone());
     let name = handler.name().to_owned();
-    let answer = move |Context(cx): Context<S>| respond(handler.clone(), replies.clone(), cx);
-    Consumer::new(config, spec, requests, BoxedHandler::named(name, answer), state, publisher, None)
+    let answer = move |CallContext(cx): CallContext<S>| respond(handler.clone(), replies.clone(), cx);
+    Consumer::new(context, requests, BoxedHandler::named(name, answer), state)
 }
 
 /// First retry delay of a retriable handler error (doubling, up to [`MAX_BACKOFF`], with jitter).

@@ -55,8 +55,8 @@ fn topics_follow_the_naming_and_ownership_rules() {
     // The requester must own the request topic.
     let config = Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
     let orders = crate::Service::new("orders").consumes(&replies).spec().unwrap();
-    let publisher = Publisher::new(&config, &orders).unwrap();
-    let err = Requester::builder(&config, &orders, &requests, &replies, publisher).unwrap_err();
+    let context = crate::Context::open(&config, &orders).unwrap();
+    let err = Requester::builder(&context, &requests, &replies).unwrap_err();
     assert!(err.to_string().contains("does not own it"), "{err}");
 }
 

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::message::Message as _;
 
-use crate::config::Config;
 use crate::handler::{Decode, DecodeError};
 use crate::publish::{Delivery, Outgoing, PublishError, Publisher};
+use crate::runtime::Context;
 use crate::schema::Registry;
-use crate::service::ServiceSpec;
 use crate::table::partition_for;
 use crate::topic::TopicSpec;
 
@@ -65,20 +64,16 @@ impl<A> std::fmt::Debug for Journal<A> {
 }
 
 impl<A: Aggregate> Journal<A> {
-    /// The journal of `topic` for `spec`'s service, which must be allowed to read it. Appending
-    /// needs the service to own it too (`publisher` refuses otherwise); a service that only reads
-    /// another's public journal rebuilds and projects.
-    pub fn new(
-        config: &Config,
-        spec: &ServiceSpec,
-        topic: &TopicSpec,
-        publisher: Publisher,
-    ) -> Result<Self, SourcingError> {
-        crate::topic::check_may_read(spec.name(), topic)?;
-        let reader = Reader::new(config, spec.name(), topic.name())?;
+    /// The journal of `topic` for the context's service, which must be allowed to read it.
+    /// Appending (through the context's publisher) needs the service to own it too (the publisher
+    /// refuses otherwise); a service that only reads another's public journal rebuilds and projects.
+    pub fn new(context: &Context, topic: &TopicSpec) -> Result<Self, SourcingError> {
+        let service = context.spec().name();
+        crate::topic::check_may_read(service, topic)?;
+        let reader = Reader::new(context.config(), service, topic.name())?;
         Ok(Self {
             topic: topic.clone(),
-            publisher,
+            publisher: context.publisher().clone(),
             reader: Arc::new(Mutex::new(reader)),
             aggregate: PhantomData,
         })

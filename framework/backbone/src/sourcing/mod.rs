@@ -52,10 +52,7 @@
 //! let running = spec.start(&config).await?;
 //! // The payload is the sale's amount in cents, as text; the key the product.
 //! let fold = |total: &mut i64, amount: String| *total += amount.parse::<i64>().unwrap_or(0);
-//! let per_product =
-//!     RunningTotals::builder(&config, &spec, &sales, &totals, running.publisher().clone(), fold)
-//!         .every(1_000)
-//!         .build()?;
+//! let per_product = RunningTotals::builder(&running.context(), &sales, &totals, fold).every(1_000).build()?;
 //! per_product.run(backbone::shutdown_signal()).await?;
 //! # Ok(())
 //! # }

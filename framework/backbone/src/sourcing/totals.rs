@@ -12,12 +12,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::config::Config;
 use crate::consume::{Consumer, ConsumerHooks};
 use crate::handler::{BoxedHandler, Decode, DecodeError, HandlerError, IncomingEvent, Metadata, State};
 use crate::publish::{Outgoing, PublishError, Publisher, Transaction};
+use crate::runtime::Context;
 use crate::schema::Registry;
-use crate::service::ServiceSpec;
 use crate::topic::{Cleanup, TopicError, TopicSpec, Visibility};
 
 use super::reader::Reader;
@@ -85,11 +84,9 @@ pub(super) fn fold_of<V, E: Decode, F: Fn(&mut V, E) + Send + Sync + 'static>(fo
 /// Builds [`RunningTotals`].
 #[must_use = "a builder does nothing until built"]
 pub struct RunningTotalsBuilder<V> {
-    config: Config,
-    spec: ServiceSpec,
+    context: Context,
     input: TopicSpec,
     snapshot: TopicSpec,
-    publisher: Publisher,
     fold: Fold<V>,
     name: Option<String>,
     every: usize,
@@ -108,18 +105,16 @@ impl<V> std::fmt::Debug for RunningTotalsBuilder<V> {
 }
 
 impl<V: TotalValue> RunningTotals<V> {
-    /// Totals of `input` per key for `spec`'s service: each event's payload is decoded as an `E`
-    /// and folded into its key's total (starting from `V::default()`) with `fold`. `snapshot` is a
-    /// private compacted topic the service owns, with as many partitions as `input`; the service
+    /// Totals of `input` per key for the context's service: each event's payload is decoded as an
+    /// `E` and folded into its key's total (starting from `V::default()`) with `fold`. `snapshot` is
+    /// a private compacted topic the service owns, with as many partitions as `input`; the service
     /// must be allowed to read `input` and own its dead-letter topic
     /// ([`crate::consume::dead_letter_topic`]: events without key or payload, or whose payload does
-    /// not decode, go there). `publisher` lends its health and schema registry.
+    /// not decode, go there). The context's publisher lends its health and schema registry.
     pub fn builder<E, F>(
-        config: &Config,
-        spec: &ServiceSpec,
+        context: &Context,
         input: &TopicSpec,
         snapshot: &TopicSpec,
-        publisher: Publisher,
         fold: F,
     ) -> RunningTotalsBuilder<V>
     where
@@ -127,11 +122,9 @@ impl<V: TotalValue> RunningTotals<V> {
         F: Fn(&mut V, E) + Send + Sync + 'static,
     {
         RunningTotalsBuilder {
-            config: config.clone(),
-            spec: spec.clone(),
+            context: context.clone(),
             input: input.clone(),
             snapshot: snapshot.clone(),
-            publisher,
             fold: fold_of(fold),
             name: None,
             every: 1_000,
@@ -174,12 +167,13 @@ impl<V: TotalValue> RunningTotalsBuilder<V> {
     /// Checks the declarations and creates the consumer.
     pub fn build(self) -> Result<RunningTotals<V>, SourcingError> {
         let snapshot = &self.snapshot;
+        let spec = self.context.spec();
         let invalid = |reason: String| TopicError::InvalidTopic { topic: snapshot.name().to_owned(), reason };
-        if snapshot.visibility() != Visibility::Private || self.spec.owned(snapshot.name()).is_none() {
+        if snapshot.visibility() != Visibility::Private || spec.owned(snapshot.name()).is_none() {
             return Err(invalid(format!(
                 "the snapshot of running totals must be a private topic of service `{}`, declared with \
                  `.owns(..)`",
-                self.spec.name()
+                spec.name()
             ))
             .into());
         }
@@ -198,9 +192,9 @@ impl<V: TotalValue> RunningTotalsBuilder<V> {
             .into());
         }
         let name = self.name.unwrap_or_else(|| snapshot.name().to_owned());
-        let group = format!("{}.totals.{name}", self.spec.name());
+        let group = format!("{}.totals.{name}", spec.name());
         let shared = Arc::new(Totals {
-            reader: Mutex::new(Reader::new(&self.config, self.spec.name(), snapshot.name())?),
+            reader: Mutex::new(Reader::new(self.context.config(), spec.name(), snapshot.name())?),
             snapshot: snapshot.clone(),
             fold: self.fold,
             parts: Mutex::new(HashMap::new()),
@@ -209,14 +203,12 @@ impl<V: TotalValue> RunningTotalsBuilder<V> {
             name,
         });
         let mut consumer = Consumer::new(
-            &self.config,
-            &self.spec,
+            &self.context,
             &self.input,
             BoxedHandler::named("totals", count::<V>),
             shared.clone(),
-            self.publisher,
-            Some(&group),
         )?
+        .in_group(group)
         .transaction_size(self.every)
         .transaction_interval(self.interval)
         .hooks(Hooks(shared.clone()));

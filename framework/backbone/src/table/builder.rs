@@ -9,12 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 
-use crate::config::Config;
 use crate::consume::Consumer;
 use crate::handler::BoxedHandler;
-use crate::publish::Publisher;
 use crate::reader::{self, Isolation};
-use crate::service::ServiceSpec;
+use crate::runtime::Context;
 use crate::topic::TopicSpec;
 
 use super::restore::{Hooks, apply};
@@ -25,10 +23,8 @@ use super::*;
 /// Builds a [`Table`].
 #[must_use = "a table builder does nothing until built"]
 pub struct TableBuilder<V> {
-    config: Config,
-    spec: ServiceSpec,
+    context: Context,
     topic: TopicSpec,
-    publisher: Publisher,
     name: Option<String>,
     path: Option<PathBuf>,
     settings: Vec<(String, String)>,
@@ -48,21 +44,14 @@ impl<V> std::fmt::Debug for TableBuilder<V> {
 }
 
 impl<V: TableValue> Table<V> {
-    /// A table of `topic` for `spec`'s service, which must be allowed to read it and own its
+    /// A table of `topic` for the context's service, which must be allowed to read it and own its
     /// dead-letter topic ([`crate::consume::dead_letter_topic`]: records whose value does not
-    /// decode go there, and their key leaves the view). `publisher` writes the dead letters and lends
-    /// its health and schema registry.
-    pub fn builder(
-        config: &Config,
-        spec: &ServiceSpec,
-        topic: &TopicSpec,
-        publisher: Publisher,
-    ) -> TableBuilder<V> {
+    /// decode go there, and their key leaves the view). The context's publisher writes the dead
+    /// letters and lends its health and schema registry.
+    pub fn builder(context: &Context, topic: &TopicSpec) -> TableBuilder<V> {
         TableBuilder {
-            config: config.clone(),
-            spec: spec.clone(),
+            context: context.clone(),
             topic: topic.clone(),
-            publisher,
             name: None,
             path: None,
             settings: Vec::new(),
@@ -119,10 +108,11 @@ impl<V: TableValue> TableBuilder<V> {
     /// from here until the table has restored.
     pub fn build(self) -> Result<Table<V>, TableError> {
         let name = self.name.unwrap_or_else(|| self.topic.name().to_owned());
+        let (config, service) = (self.context.config(), self.context.spec().name());
         let group = if self.replicated {
-            format!("{}.table.{name}.{}", self.spec.name(), uuid::Uuid::new_v4().simple())
+            format!("{service}.table.{name}.{}", uuid::Uuid::new_v4().simple())
         } else {
-            format!("{}.table.{name}", self.spec.name())
+            format!("{service}.table.{name}")
         };
         let store = match &self.path {
             Some(path) => Some(Arc::new(
@@ -131,17 +121,17 @@ impl<V: TableValue> TableBuilder<V> {
             )),
             None => None,
         };
-        let client = self.config.client_config(self.spec.name());
+        let client = config.client_config(service);
         let probe: BaseConsumer =
             reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
                 .create()
                 .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
-        let health = self.publisher.health().clone();
+        let health = self.context.health().clone();
         // Not in the mock cluster, which answers no admin requests (its groups go with the process):
         // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
         // unsupported (`rd_kafka_q_destroy0: assert: rkq->rkq_refcnt > 0`).
-        let forget = (self.replicated && crate::provision::supports_group_deletion(&self.config))
-            .then(|| self.config.client_config(self.spec.name()));
+        let forget = (self.replicated && crate::provision::supports_group_deletion(config))
+            .then(|| config.client_config(service));
         let shared = Arc::new(Shared {
             group: group.clone(),
             forget,
@@ -149,7 +139,7 @@ impl<V: TableValue> TableBuilder<V> {
             topic: self.topic.name().to_owned(),
             partitions: self.topic.partitions(),
             health,
-            registry: self.publisher.registry().clone(),
+            registry: self.context.registry().clone(),
             persistent: store.is_some(),
             store: Mutex::new(store),
             probe: Mutex::new(probe),
@@ -173,14 +163,12 @@ impl<V: TableValue> TableBuilder<V> {
         });
         shared.health.starting(&shared.component, format!("table `{}` is not running", shared.name));
         let mut consumer = Consumer::new(
-            &self.config,
-            &self.spec,
+            &self.context,
             &self.topic,
             BoxedHandler::named("table", apply::<V>),
             shared.clone(),
-            self.publisher,
-            Some(&group),
         )?
+        .in_group(group)
         .hooks(Hooks(shared.clone()));
         for (key, value) in self.settings {
             consumer = consumer.client_setting(&key, value);

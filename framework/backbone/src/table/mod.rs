@@ -38,7 +38,7 @@
 //!     .spec()?;
 //! let config = Config::from_env("stock")?;
 //! let running = spec.start(&config).await?;
-//! let table = Table::<String>::builder(&config, &spec, &levels, running.publisher().clone())
+//! let table = Table::<String>::builder(&running.context(), &levels)
 //!     .persistent("/var/lib/stock/levels.redb")
 //!     .build()?;
 //! tokio::spawn({
