@@ -57,8 +57,11 @@
 //!
 //! A handler is a plain `async fn` whose arguments are extractors ([`Event`](struct@Event), [`Key`], [`Json`],
 //! [`Metadata`], [`State`], [`Publisher`], [`CorrelationId`] …). A [`consume::Consumer`] subscribes
-//! it in the group `<service>.<handler>`: instances share the partitions (cooperative-sticky), each
-//! partition is handled in order by a task of its own, partitions concurrently; an offset is stored
+//! it in the group `<service>.<handler>` (or [`in_group`](consume::Consumer::in_group)). It is
+//! built, as tables, requesters, responders, journals and running totals are, from the started
+//! service's [`Context`] ([`Running::context`]: its configuration, declaration, publisher, health
+//! and schema registry), with builder methods for what is optional. Instances share the partitions
+//! (cooperative-sticky), each partition is handled in order by a task of its own, partitions concurrently; an offset is stored
 //! only after its handler succeeded (at least once), committed every second, on revocation and on
 //! shutdown. Every event passes through tower layers ([`layer`]): a tracing span continuing the
 //! producer's `traceparent`, the correlation id, dead letters, the event's time budget (exactly
@@ -127,7 +130,8 @@
 //!   unclean leader election off).
 //! - [`service`](mod@service): a service's declaration and the ownership rules (single writer, private topics stay
 //!   private), checked before anything touches Kafka. [`ServiceSpec::start`] runs the start-up
-//!   sequence and returns the [`Running`] service.
+//!   sequence and returns the [`Running`] service, whose [`Context`] the service's consumers,
+//!   tables, requesters, responders, journals and running totals are built from.
 //! - [`provision`]: plan and apply topics: create what is missing, report drift, apply safe config
 //!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
 //! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
