@@ -1,0 +1,100 @@
+//! `backbone dlq list|replay`: inspect a service's dead letters and send chosen ones back.
+//!
+//! The consumer runtime dead-letters an event it cannot handle to `<service>.private.dlq.<source>`
+//! (`backbone::consume::dead_letter_topic`), keyed and with the payload as it came, and with
+//! `backbone-dlq-*` headers naming its origin and the failure (`backbone::consume::dead_letter_headers`).
+//!
+//! - `list` reads every dead-letter topic of the service (or the one for `--topic`) from its beginning
+//!   to the end offsets seen at start, and prints one line (or, with `--json`, one JSON object) per
+//!   dead letter.
+//! - `replay` republishes chosen dead letters, named by their offset in the dead-letter topic, to the
+//!   service's **retry topic** for that source, `<service>.private.retry.<source>`
+//!   (`backbone::consume::retry_topic`), in offset order: original key and payload, the original
+//!   event's headers (not the `backbone-dlq-*` ones), `backbone-replayed-from: <dlq-topic>:<offset>`
+//!   and `backbone-replay-handler: <handler that failed>`. Not to the origin topic: that belongs to
+//!   another service (the CLI would be its second writer) and every consumer group of it would see the
+//!   event again. The service's retry consumer of that handler (group `<group>.retry`, run by
+//!   `backbone::App` next to each handler's consumer) handles it; its other handlers skip it. A
+//!   service without the retry topic (built before it) is refused. The producer is backbone's durable one
+//!   (acks=all, idempotence on, at most 5 in flight) and each write is awaited before the next, so a
+//!   failure stops the replay with everything before it written and nothing after it. Offsets that are
+//!   not in the dead-letter topic are refused before anything is written. Replaying does not remove
+//!   dead letters (Kafka cannot): replaying the same offset twice writes the event twice.
+//!
+//! Brokers and security come from the environment like a service's (`KAFKA_BOOTSTRAP_SERVERS`,
+//! `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_USERNAME` …; see `backbone::config`); `--bootstrap-servers`
+//! overrides the brokers. With SASL the principal defaults to `backbone-cli`: run with an operator's
+//! credentials (reading the dead-letter topics, writing the retry topics).
+//!
+//! The module's files: `args` (the command line), `error`, `reader` (the group-less reader that reads
+//! a dead-letter topic to its end), `letter` (one dead letter and how `list` prints it), `list` and
+//! `replay`.
+
+use std::process::ExitCode;
+
+use backbone::topic::validate_service_name;
+use backbone::{Config, TopicSpec};
+
+mod args;
+mod error;
+mod letter;
+mod list;
+mod reader;
+mod replay;
+#[cfg(test)]
+mod tests;
+
+use args::Connection;
+pub(crate) use args::DlqCommand;
+pub(crate) use error::DlqError;
+use list::list;
+use replay::replay;
+
+/// The command's client id (and its SASL principal unless `KAFKA_SASL_USERNAME` says otherwise).
+pub(super) const CLIENT: &str = "backbone-cli";
+
+pub(crate) async fn run(command: DlqCommand) -> Result<ExitCode, DlqError> {
+    match command {
+        DlqCommand::List(args) => {
+            let config = config(&args.connection)?;
+            blocking(move || list(&config, &args)).await
+        }
+        DlqCommand::Replay(args) => replay(args).await,
+    }
+}
+
+/// Runs blocking librdkafka calls (metadata, watermarks, polling) off the async workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
+) -> Result<T, DlqError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| DlqError::Kafka { what: "reading dead letters".into(), reason: e.to_string() })?
+}
+
+/// The configuration from the environment, with `--bootstrap-servers` on top.
+pub(super) fn config(connection: &Connection) -> Result<Config, DlqError> {
+    let mut config = Config::from_env(CLIENT)?;
+    if let Some(servers) = &connection.bootstrap_servers {
+        config.bootstrap_servers.clone_from(servers);
+    }
+    Ok(config)
+}
+
+/// The dead-letter topic of `service` for events from `source`, named as
+/// `backbone::consume::dead_letter_topic` names it (that takes a declared source; this, any name).
+pub(super) fn dead_letter_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
+    Ok(TopicSpec::private(service, format!("dlq.{source}")).partitions(1).build()?.name().to_owned())
+}
+
+/// The retry topic of `service` for events from `source`, named as `backbone::consume::retry_topic`
+/// names it: where replays go.
+pub(super) fn retry_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
+    Ok(TopicSpec::private(service, format!("retry.{source}")).partitions(1).build()?.name().to_owned())
+}
+
+/// The prefix of every dead-letter topic of `service`.
+pub(super) fn dead_letter_prefix(service: &str) -> Result<String, DlqError> {
+    validate_service_name(service)?;
+    Ok(format!("{service}.private.dlq."))
+}
