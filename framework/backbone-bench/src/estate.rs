@@ -70,7 +70,7 @@ async fn place(
 }
 
 pub(crate) async fn estate() {
-    let cluster = super::cluster();
+    let cluster = crate::common::cluster();
     let registry = DevRegistry::start().expect("development registry");
     let mut config = Config::default();
     config.bootstrap_servers = cluster.bootstrap_servers().to_owned();

@@ -1,0 +1,95 @@
+//! What the broker benchmarks share: the broker, the events' keys and headers, a development
+//! configuration, a consuming service, the raw consumer, and rates.
+
+use std::time::Duration;
+
+use backbone::consume::dead_letter_topic;
+use backbone::publish::headers;
+use backbone::{Config, Profile, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone_testkit::{KafkaCluster, unique};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+
+pub(crate) const EVENTS: usize = 200_000;
+pub(crate) const KEYS: usize = 1_000;
+/// How long one read of the whole topic may take before the benchmark gives up.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(crate) fn keys() -> Vec<String> {
+    (0..KEYS).map(|k| format!("order-{k:06}")).collect()
+}
+
+/// Headers of the same sizes as backbone's (event type, producer, correlation id, traceparent), with
+/// fixed values: the raw side computes nothing per event.
+pub(crate) fn raw_headers(service: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(4)
+        .insert(Header { key: headers::EVENT_TYPE, value: Some("OrderCreated") })
+        .insert(Header { key: headers::PRODUCER, value: Some(service) })
+        .insert(Header { key: headers::CORRELATION_ID, value: Some("4bf92f3577b34da6a3ce929d0e0e4736") })
+        .insert(Header {
+            key: headers::TRACEPARENT,
+            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        })
+}
+
+/// The broker named by `KAFKA_BOOTSTRAP_SERVERS`, or one the test kit starts (stopped on drop).
+pub(crate) fn cluster() -> KafkaCluster {
+    match std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok().filter(|s| !s.is_empty()) {
+        Some(b) => KafkaCluster::external(b),
+        None => KafkaCluster::start_single().expect("start a broker"),
+    }
+}
+
+pub(crate) fn rate(d: Duration) -> f64 {
+    EVENTS as f64 / d.as_secs_f64()
+}
+
+/// A development-profile configuration (replication 1, fits one broker) for `cluster`.
+pub(crate) fn dev_config(cluster: &KafkaCluster, linger_ms: Option<u64>) -> Config {
+    let bootstrap = cluster.bootstrap_servers().to_owned();
+    let linger = linger_ms.map(|ms| ms.to_string());
+    let config = Config::from_lookup("bench", |k| match k {
+        "KAFKA_BOOTSTRAP_SERVERS" => Some(bootstrap.clone()),
+        "BACKBONE_PROFILE" => Some("development".to_owned()),
+        "BACKBONE_LINGER_MS" => linger.clone(),
+        _ => None,
+    })
+    .expect("config");
+    assert_eq!(config.profile, Profile::Development);
+    config
+}
+
+/// A service owning a 6-partition topic and its dead-letter topic, consuming the topic; started
+/// (which provisions both topics). Returns the spec, the topic and the service's publisher.
+pub(crate) async fn consuming_service(config: &Config, prefix: &str) -> (ServiceSpec, TopicSpec, Publisher) {
+    let service = unique(prefix);
+    let topic = TopicSpec::public(&service, "orders", 1).partitions(6).build().expect("topic");
+    let dlq = dead_letter_topic(&service, &topic).expect("dead-letter topic");
+    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().expect("spec");
+    let running = spec.start(config).await.expect("start provisions the topics");
+    let publisher = running.publisher().clone();
+    (spec, topic, publisher)
+}
+
+/// The raw consumer, with the group settings backbone's `Consumer` uses.
+pub(crate) fn raw_consumer(config: &Config, service: &str, group: &str, topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = config
+        .client_config(service)
+        .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // backbone's fetch-queue settings: with librdkafka's 1 s `fetch.queue.backoff.ms`, a reader
+        // that drains its queue faster than that idles until the backoff ends (raw rounds then
+        // swung between ~170,000 and ~1,000,000 msg/s from one round to the next).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "100000")
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("raw consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
