@@ -1,25 +1,14 @@
-//! How to ask for a cluster the kit starts, and starting it: the JVM's argument file, ports, each
-//! node's properties, formatting the storage, spawning the nodes.
-
-use std::collections::BTreeMap;
+//! How to ask for a cluster the kit starts ([`KafkaClusterBuilder`]'s methods), and starting it: the
+//! JVM's argument file, ports, each node's properties, formatting the storage, spawning the nodes.
 
 use base64::Engine as _;
 
 use super::config::{LOG4J2, jaas_client, node_properties};
-use super::{ADMIN_USER, Jvm, KafkaCluster, Local, Node, Role, TOOL_FLAGS};
+use super::{ADMIN_USER, Jvm, KafkaCluster, KafkaClusterBuilder, Local, Node, Role, TOOL_FLAGS};
 use crate::error::{Result, TestkitError};
 use crate::fetch;
 use crate::java;
 use crate::process::{Managed, free_port};
-
-/// How to start a [`KafkaCluster`].
-#[derive(Debug, Clone, Default)]
-pub struct KafkaClusterBuilder {
-    pub(super) brokers: usize,
-    pub(super) sasl_users: Option<Vec<String>>,
-    pub(super) broker_properties: BTreeMap<String, String>,
-    pub(super) preferred_ports: Vec<u16>,
-}
 
 impl KafkaClusterBuilder {
     /// One combined broker+controller node (`1`, the default), or three brokers beside a

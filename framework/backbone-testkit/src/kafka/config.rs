@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::builder::KafkaClusterBuilder;
-use super::{ADMIN_USER, Role, password_for};
+use super::{ADMIN_USER, KafkaClusterBuilder, Role, password_for};
 
 /// The nodes' logging: warnings, and the line that tells a broker started.
 pub(super) const LOG4J2: &str = "status = error

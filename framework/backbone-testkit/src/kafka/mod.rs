@@ -4,7 +4,10 @@
 //! The module's files: `builder` (how a cluster is asked for and started), `control` (killing,
 //! pausing, restarting brokers and waiting on them), `admin` (topics, ACLs and quotas, through the
 //! admin API and Kafka's own tools) and `config` (the nodes' properties and logging configuration).
+//! [`KafkaClusterBuilder`]'s fields are declared here, beside the cluster, so that `config` renders
+//! them without importing `builder`, which imports `config`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -21,7 +24,6 @@ mod config;
 mod control;
 
 pub use admin::{AclOperation, AclResource};
-pub use builder::KafkaClusterBuilder;
 
 /// The SASL user that is a super user of a SASL cluster (brokers talk to each other as it).
 pub const ADMIN_USER: &str = "admin";
@@ -29,6 +31,15 @@ pub const ADMIN_USER: &str = "admin";
 /// The password the kit gives a SASL user: `<name>-secret`.
 pub fn password_for(user: &str) -> String {
     format!("{user}-secret")
+}
+
+/// How to start a [`KafkaCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct KafkaClusterBuilder {
+    brokers: usize,
+    sasl_users: Option<Vec<String>>,
+    broker_properties: BTreeMap<String, String>,
+    preferred_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
