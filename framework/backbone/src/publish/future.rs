@@ -13,15 +13,15 @@ use crate::topic::TopicSpec;
 use super::HEALTH_COMPONENT;
 use super::error::PublishError;
 use super::outgoing::Delivery;
-use super::publisher::Publisher;
+use super::shared::Inner;
 
-/// The future of one [`Publisher::publish`]: resolves once the broker has acknowledged the event.
+/// The future of one [`Publisher::publish`](super::Publisher::publish): resolves once the broker has acknowledged the event.
 ///
 /// Small when the event was enqueued at call time (the usual case), so holding many in flight is
 /// cheap; only a publish that has to wait for its turn or for room carries a boxed state.
 #[must_use = "a publish is enqueued at call time, but only awaiting it tells whether it was written"]
 pub struct Publish<'a> {
-    pub(super) publisher: &'a Publisher,
+    pub(super) inner: &'a Inner,
     pub(super) topic: &'a TopicSpec,
     pub(super) state: PublishState<'a>,
 }
@@ -70,13 +70,13 @@ impl Future for Publish<'_> {
                 },
                 PublishState::Enqueued { delivery, .. } => {
                     let result = std::task::ready!(Pin::new(delivery).poll(cx));
-                    let inner = &*this.publisher.inner;
+                    let inner = this.inner;
                     return Poll::Ready(match result {
                         Ok(Ok(d)) => {
                             inner.health.recover(HEALTH_COMPONENT);
                             Ok(Delivery { partition: d.partition, offset: d.offset })
                         }
-                        Ok(Err((e, _))) => Err(this.publisher.failed(this.topic, e)),
+                        Ok(Err((e, _))) => Err(inner.failed(this.topic, e)),
                         Err(_canceled) => Err(PublishError::Closed),
                     });
                 }

@@ -20,6 +20,7 @@ mod future;
 mod order;
 mod outgoing;
 mod publisher;
+mod shared;
 #[cfg(test)]
 mod tests;
 

@@ -1,12 +1,10 @@
 //! The [`Publisher`]: a service's durable, idempotent producer, and the settings it runs with.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
@@ -20,44 +18,11 @@ use crate::service::ServiceSpec;
 use crate::topic::TopicSpec;
 use crate::trace;
 
-use super::HEALTH_COMPONENT;
 use super::error::PublishError;
 use super::future::{Publish, PublishState};
 use super::order::{Context, Ticket, Turns};
 use super::outgoing::{Delivery, Outgoing};
-
-/// The producer's context: reports client-level errors (all brokers down …) as degraded health.
-pub(crate) struct PublishContext {
-    health: HealthState,
-}
-
-impl ClientContext for PublishContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "producer error");
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
-            self.health.degrade(HEALTH_COMPONENT, format!("all brokers are down: {reason}"));
-        }
-    }
-}
-
-pub(super) struct Inner {
-    pub(super) service: String,
-    pub(super) producer: FutureProducer<PublishContext>,
-    pub(super) owned: HashMap<String, TopicSpec>,
-    pub(super) permits: Arc<Semaphore>,
-    pub(super) turns: Turns,
-    pub(super) capacity: u32,
-    pub(super) delivery_timeout: Duration,
-    pub(super) health: HealthState,
-    pub(super) closed: AtomicBool,
-    /// Whether the producer is transactional ([`Publisher::transactional`]).
-    pub(super) transactional: bool,
-    /// The producer's `message.max.bytes`: larger events are refused before they are sent.
-    pub(super) max_message_bytes: usize,
-    pub(super) registry: crate::schema::Registry,
-    /// Subjects of the event types the service declared, by (topic, record full name).
-    pub(super) subjects: HashMap<(String, String), String>,
-}
+use super::shared::{Inner, PublishContext};
 
 /// Publishes a service's events, durably. Cheap to clone: clones share one producer.
 #[derive(Clone)]
@@ -310,7 +275,7 @@ impl Publisher {
                 }
             }
         };
-        Publish { publisher: self, topic, state }
+        Publish { inner, topic, state }
     }
 
     /// The slow path: wait for our turn and for room, then enqueue.
@@ -397,26 +362,8 @@ impl Publisher {
         match inner.producer.send_result(record) {
             Ok(future) => Ok(Some(future)),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(None),
-            Err((e, _)) => Err(self.failed(topic, e)),
+            Err((e, _)) => Err(inner.failed(topic, e)),
         }
-    }
-
-    pub(super) fn failed(&self, topic: &TopicSpec, e: KafkaError) -> PublishError {
-        use rdkafka::producer::Producer as _;
-        // The idempotent producer turns some errors (a denied write among them) into a fatal one:
-        // the delivery report then says only `Fatal`; the client knows the underlying code.
-        let e = match e.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::Fatal) => match self.inner.producer.client().fatal_error() {
-                Some((code, _)) => KafkaError::MessageProduction(code),
-                None => e,
-            },
-            _ => e,
-        };
-        let err = PublishError::from_kafka(topic.name(), self.inner.delivery_timeout, e);
-        if err.is_retriable() {
-            self.inner.health.degrade(HEALTH_COMPONENT, err.to_string());
-        }
-        err
     }
 
     /// Stops accepting publishes, waits up to `timeout` for those in flight to be acknowledged, and
