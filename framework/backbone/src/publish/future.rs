@@ -15,7 +15,8 @@ use super::error::PublishError;
 use super::outgoing::Delivery;
 use super::shared::Inner;
 
-/// The future of one [`Publisher::publish`](super::Publisher::publish): resolves once the broker has acknowledged the event.
+/// The future of one [`Publisher::publish`](super::Publisher::publish): resolves once the broker has
+/// acknowledged the event.
 ///
 /// Small when the event was enqueued at call time (the usual case), so holding many in flight is
 /// cheap; only a publish that has to wait for its turn or for room carries a boxed state.

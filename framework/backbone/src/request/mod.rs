@@ -157,6 +157,7 @@
 //! ```
 
 mod pending;
+mod reply;
 mod requester;
 mod responder;
 #[cfg(test)]
@@ -167,7 +168,8 @@ use std::time::Duration;
 use crate::topic::{TopicBuilder, TopicSpec};
 
 pub use pending::RequestStats;
-pub use requester::{Reply, RequestError, Requester, RequesterBuilder};
+pub use reply::{Reply, RequestError};
+pub use requester::{Requester, RequesterBuilder};
 pub use responder::{BoxedReplyHandler, IntoReply, ReplyHandler, RequestInfo, responder};
 
 /// Header names of requests and replies (declared in [`crate::headers::request`]).

@@ -7,12 +7,11 @@ use std::sync::{Mutex, PoisonError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::requester::Reply;
-use super::*;
+use super::reply::{Reply, RequestError};
 
-/// A snapshot of a [`Requester`]'s metrics. Counters only grow; each request ends in exactly one of
-/// `answered` (including `remote_errors`), `timed_out`, `overloaded`, `publish_failed`, `cancelled`
-/// or closed.
+/// A snapshot of a [`Requester`](super::Requester)'s metrics. Counters only grow; each request ends
+/// in exactly one of `answered` (including `remote_errors`), `timed_out`, `overloaded`,
+/// `publish_failed`, `cancelled` or closed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RequestStats {
