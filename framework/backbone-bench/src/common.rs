@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use backbone::consume::dead_letter_topic;
 use backbone::publish::headers;
-use backbone::{Config, Profile, Publisher, Service, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, Profile, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::{KafkaCluster, unique};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -61,14 +61,13 @@ pub(crate) fn dev_config(cluster: &KafkaCluster, linger_ms: Option<u64>) -> Conf
 
 /// A service owning a 6-partition topic and its dead-letter topic, consuming the topic; started
 /// (which provisions both topics). Returns the spec, the topic and the service's publisher.
-pub(crate) async fn consuming_service(config: &Config, prefix: &str) -> (ServiceSpec, TopicSpec, Publisher) {
+pub(crate) async fn consuming_service(config: &Config, prefix: &str) -> (ServiceSpec, TopicSpec, Context) {
     let service = unique(prefix);
     let topic = TopicSpec::public(&service, "orders", 1).partitions(6).build().expect("topic");
     let dlq = dead_letter_topic(&service, &topic).expect("dead-letter topic");
     let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().expect("spec");
     let running = spec.start(config).await.expect("start provisions the topics");
-    let publisher = running.publisher().clone();
-    (spec, topic, publisher)
+    (spec, topic, running.context())
 }
 
 /// The raw consumer, with the group settings backbone's `Consumer` uses.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use backbone::consume::Consumer;
 use backbone::handler::{BoxedHandler, Json, State};
 use backbone::publish::producer_config;
-use backbone::{Config, Publisher, ServiceSpec, TopicSpec};
+use backbone::{Config, Context, TopicSpec};
 use backbone_testkit::unique;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -166,23 +166,11 @@ async fn raw_split_consume_round(config: &Config, service: &str, topic: &str) ->
     counter.elapsed()
 }
 
-async fn backbone_consume_round(
-    config: &Config,
-    spec: &ServiceSpec,
-    topic: &TopicSpec,
-    publisher: &Publisher,
-) -> Duration {
+async fn backbone_consume_round(context: &Context, topic: &TopicSpec) -> Duration {
     let counter = Arc::new(Counter::new(EVENTS));
-    let consumer = Consumer::new(
-        config,
-        spec,
-        topic,
-        BoxedHandler::named("count", count_order),
-        counter.clone(),
-        publisher.clone(),
-        Some(&unique("backbone-group")),
-    )
-    .expect("consumer");
+    let consumer = Consumer::new(context, topic, BoxedHandler::named("count", count_order), counter.clone())
+        .expect("consumer")
+        .in_group(unique("backbone-group"));
     let done = counter.clone();
     tokio::time::timeout(READ_TIMEOUT, consumer.run(async move { done.done.notified().await }))
         .await
@@ -194,7 +182,7 @@ async fn backbone_consume_round(
 pub(crate) async fn consume() {
     let cluster = cluster();
     let config = dev_config(&cluster, None);
-    let (spec, topic, publisher) = consuming_service(&config, "bench-consume").await;
+    let (spec, topic, context) = consuming_service(&config, "bench-consume").await;
 
     // Fill once, with a fast raw producer and backbone's headers.
     let filling = Instant::now();
@@ -235,7 +223,7 @@ pub(crate) async fn consume() {
     // reads of a fresh JVM, which would otherwise favour whichever side reads later.
     for _ in 0..CONSUME_WARMUP_ROUNDS {
         let r = raw_consume_round(&config, spec.name(), topic.name()).await;
-        let b = backbone_consume_round(&config, &spec, &topic, &publisher).await;
+        let b = backbone_consume_round(&context, &topic).await;
         let (rr, br) = (rate(r), rate(b));
         println!("{:<6} {rr:>12.0} {br:>14.0} {:>7.3}", "warm", br / rr);
     }
@@ -244,7 +232,7 @@ pub(crate) async fn consume() {
     // task per partition), to tell the cost of the shape from the cost of the layers.
     if std::env::var("BENCH_PROFILE_BACKBONE").is_ok() {
         for _ in 0..5 {
-            let b = backbone_consume_round(&config, &spec, &topic, &publisher).await;
+            let b = backbone_consume_round(&context, &topic).await;
             println!("backbone only: {:.0} msg/s", rate(b));
         }
         return;
@@ -263,7 +251,7 @@ pub(crate) async fn consume() {
             times[who] = if who == 0 {
                 raw_consume_round(&config, spec.name(), topic.name()).await
             } else {
-                backbone_consume_round(&config, &spec, &topic, &publisher).await
+                backbone_consume_round(&context, &topic).await
             };
         }
         let [r, b] = times;

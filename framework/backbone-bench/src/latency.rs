@@ -172,7 +172,8 @@ pub(crate) async fn latency() {
     let cluster = cluster();
     let config = dev_config(&cluster, Some(0));
     assert_eq!(config.linger, Duration::ZERO);
-    let (spec, topic, publisher) = consuming_service(&config, "bench-latency").await;
+    let (spec, topic, context) = consuming_service(&config, "bench-latency").await;
+    let publisher = context.publisher().clone();
     let raw_topic = format!("{}-raw", topic.name());
     cluster.create_topic(&raw_topic, 6, 1).await.expect("create topic");
     let base = Instant::now();
@@ -202,15 +203,13 @@ pub(crate) async fn latency() {
     };
     let bb_task = {
         let consumer = Consumer::new(
-            &config,
-            &spec,
+            &context,
             &topic,
             BoxedHandler::named("latency", latency_handler),
             bb_recorder.clone(),
-            publisher.clone(),
-            Some(&unique("backbone-group")),
         )
-        .expect("consumer");
+        .expect("consumer")
+        .in_group(unique("backbone-group"));
         let stop = bb_stop.clone();
         tokio::spawn(async move { consumer.run(async move { stop.notified().await }).await })
     };
