@@ -1,5 +1,5 @@
 //! A [`Consumer`] and its builder methods: what it consumes, in which group, with which layers,
-//! retries, budgets, bounds and delivery guarantee; and the per-event service ([`Stack`]) it builds.
+//! retries, budgets, bounds and delivery guarantee; and the per-event service it builds (a [`Stack`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,13 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use super::hooks::{ConsumerHooks, NoHooks};
+use super::stack::Stack;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError};
 use crate::layer::Retry;
 use crate::layer::naming::dead_letter_topic;
 use crate::layer::{
-    Budget, BudgetLayer, CatchPanic, CatchPanicLayer, Correlation, CorrelationLayer, DeadLetter,
-    DeadLetterLayer, EventService, HandlerService, Layers, RetryLayer, RetryService, SchemaLayer, Schemas,
-    Timeout, TimeoutLayer, Tracing, TracingLayer,
+    BudgetLayer, CatchPanicLayer, CorrelationLayer, DeadLetterLayer, EventService, HandlerService, Layers,
+    RetryLayer, SchemaLayer, TimeoutLayer, TracingLayer,
 };
 use crate::publish::{Publisher, TRANSACTION_TIMEOUT};
 use crate::runtime::Context;
@@ -306,23 +306,6 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             .service(bottom)
     }
 }
-
-/// The handler (or, with layers of yours, the handler inside them, boxed once).
-type Bottom<S> = tower::util::Either<HandlerService<S>, EventService<S>>;
-
-/// The handler under the built-in layers, outermost first: tracing, correlation, dead letters,
-/// budget, retry, schema, timeout (if set), panic recovery.
-pub(super) type Stack<S> = Tracing<
-    Correlation<
-        DeadLetter<
-            Budget<
-                RetryService<
-                    Schemas<tower::util::Either<Timeout<CatchPanic<Bottom<S>>>, CatchPanic<Bottom<S>>>>,
-                >,
-            >,
-        >,
-    >,
->;
 
 /// The longest an event may take under exactly once, all attempts included: half the transaction
 /// timeout, so the event's dead letter and the commit fit in the other half.

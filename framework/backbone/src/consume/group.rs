@@ -23,7 +23,7 @@ use crate::native::{PartitionQueue, QueueWakers, WithQueueWakers};
 /// The consumer's context: starts a task per assigned partition on its own queue, finishes and
 /// commits revoked partitions before they move, reports health.
 pub(super) struct GroupContext<S: Clone + Send + Sync + 'static> {
-    pub(super) worker: OnceLock<Arc<Worker<S>>>,
+    pub(super) worker: OnceLock<Arc<Worker<S, Self>>>,
     pub(super) eos: Option<Arc<Eos>>,
     pub(super) topic: String,
     pub(super) runtime: tokio::runtime::Handle,

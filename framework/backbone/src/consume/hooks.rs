@@ -1,7 +1,7 @@
 //! [`ConsumerHooks`]: what a [`Consumer`](super::Consumer) tells about its partitions, offsets and
 //! transactions.
 
-use super::eos::Transaction;
+use super::eos::transaction::Transaction;
 use crate::publish::PublishError;
 
 /// Lifecycle hooks of a [`Consumer`](super::Consumer), called on its group thread (keep them quick).

@@ -33,6 +33,7 @@
 //!   fetching, let the events in hand finish within the shutdown budget, commit, leave the group (the
 //!   others take over at once, not after a session timeout).
 
+mod blocking;
 mod builder;
 pub(crate) mod eos; // Exactly once: the consumer's transaction state, and the `Transaction` hooks see.
 mod group;
@@ -40,6 +41,7 @@ mod hooks;
 mod partition;
 mod retry; // Replays of dead letters: the retry topic and its consumer.
 mod run;
+mod stack;
 #[cfg(test)]
 mod tests;
 mod worker;

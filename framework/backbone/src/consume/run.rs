@@ -12,6 +12,7 @@ use rdkafka::error::KafkaError;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::blocking::off_runtime;
 use super::builder::{ConsumeError, Consumer};
 use super::eos::Eos;
 use super::group::GroupContext;
@@ -279,20 +280,4 @@ pub(super) enum Ended {
     Shutdown,
     /// Exactly once: the transactional producer failed fatally.
     Fenced,
-}
-
-/// Runs `work` on a thread of its own (not the runtime's blocking pool, whose shutdown waits for
-/// it): its result, or `None` if it panicked.
-pub(super) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("backbone-blocking".into()).spawn(move || {
-        let _ = done.send(work());
-    });
-    match spawned {
-        Ok(_) => result.await.ok(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a thread");
-            None
-        }
-    }
 }

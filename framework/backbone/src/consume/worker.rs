@@ -5,16 +5,15 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt as _};
 
-use super::builder::Stack;
 use super::eos::Eos;
-use super::group::GroupContext;
 use super::partition::{Cursor, SetOnDrop};
+use super::stack::Stack;
 use crate::handler::{Env, HandlerContext, IncomingEvent};
 use crate::native::PartitionQueue;
 use crate::publish::Publisher;
@@ -23,17 +22,18 @@ use crate::publish::Publisher;
 /// slot back to partitions waiting for one.
 const SLOT_STREAK: u32 = 64;
 
-/// What every partition's task shares.
-pub(super) struct Worker<S: Clone + Send + Sync + 'static> {
+/// What every partition's task shares; `C` is the consumer's context (the group's,
+/// [`super::group::GroupContext`]).
+pub(super) struct Worker<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> {
     pub(super) service: Stack<S>,
     pub(super) state: S,
     pub(super) publisher: Publisher,
     pub(super) permits: Semaphore,
-    pub(super) consumer: Weak<StreamConsumer<GroupContext<S>>>,
+    pub(super) consumer: Weak<StreamConsumer<C>>,
     pub(super) eos: Option<Arc<Eos>>,
 }
 
-impl<S: Clone + Send + Sync + 'static> Worker<S> {
+impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C> {
     /// Handles one partition's events in order until it is revoked or the consumer stops.
     pub(super) async fn run(
         self: Arc<Self>,

@@ -3,8 +3,11 @@
 //! lends it to [`ConsumerHooks::before_commit`] ([`Transaction`], re-exported as
 //! `backbone::Transaction` and `backbone::publish::Transaction`).
 
+pub(crate) mod transaction;
+
+pub use transaction::Transaction;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,13 +17,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 
-use super::group::GroupContext;
-use super::hooks::ConsumerHooks;
-use super::partition::Cursor;
-use super::run::off_runtime;
-use crate::publish::{Context, Outgoing, PublishError, Publisher};
-use crate::topic::TopicSpec;
-use crate::trace;
+use crate::consume::blocking::off_runtime;
+use crate::consume::hooks::ConsumerHooks;
+use crate::consume::partition::Cursor;
+use crate::publish::Publisher;
 
 /// Exactly-once state: the transactional publisher, the gate between events and commits, and the
 /// offsets handled in the open transaction.
@@ -135,15 +135,13 @@ impl Eos {
 
     /// Commits a transaction when it is full, or every 100 ms, until the consumer stops.
     pub(super) async fn committing<
-        C: rdkafka::consumer::Consumer<GroupContext<S>> + Send + Sync + 'static,
-        S,
+        C: rdkafka::consumer::Consumer<X> + Send + Sync + 'static,
+        X: ConsumerContext + 'static,
     >(
         self: Arc<Self>,
         consumer: Arc<C>,
         mut stop: watch::Receiver<bool>,
-    ) where
-        S: Clone + Send + Sync + 'static,
-    {
+    ) {
         let mut tick = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
@@ -288,52 +286,5 @@ fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(e) => e.is_fatal() && !e.txn_requires_abort(),
         _ => false,
-    }
-}
-
-/// The open transaction of an exactly-once consumer (see [`crate::consume::Consumer::exactly_once`]),
-/// lent to [`crate::consume::ConsumerHooks::before_commit`] while the consumer commits: what is
-/// published here commits with the consumed offsets, or not at all.
-pub struct Transaction<'a> {
-    publisher: &'a Publisher,
-}
-
-impl fmt::Debug for Transaction<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Transaction").field("service", &self.publisher.service()).finish()
-    }
-}
-
-impl<'a> Transaction<'a> {
-    /// The transaction `publisher` (a transactional one) has open.
-    pub(crate) fn new(publisher: &'a Publisher) -> Self {
-        Self { publisher }
-    }
-
-    /// Adds `event` to the transaction. Synchronous: it enqueues the event and returns; the commit
-    /// waits for its acknowledgement, and a write that fails aborts the whole transaction (the
-    /// consumer then handles its events again). Fails at once if the service does not own `topic`.
-    pub fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<(), PublishError> {
-        let publisher = self.publisher;
-        publisher.admit(topic)?;
-        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
-        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
-        let deadline = std::time::Instant::now() + publisher.delivery_timeout();
-        loop {
-            // The delivery future may go: the commit flushes, and fails if a write did.
-            match publisher.enqueue(topic, &event, &context)? {
-                Some(_delivery) => return Ok(()),
-                // librdkafka's byte bound (no event says when there is room): back off briefly.
-                None if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                None => {
-                    return Err(PublishError::TimedOut {
-                        topic: topic.name().to_owned(),
-                        timeout: publisher.delivery_timeout(),
-                    });
-                }
-            }
-        }
     }
 }
