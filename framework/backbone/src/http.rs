@@ -126,12 +126,8 @@ pub struct Problem {
 
 /// The services' error answer: a [`Problem`] with `status`, and `Retry-After: 1` on a 503.
 pub fn problem(status: StatusCode, error: &str, field: Option<&str>, reason: impl Into<String>) -> Response {
-    let body = Problem { error: error.into(), field: field.map(str::to_owned), reason: reason.into() };
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    let problem = Problem { error: error.into(), field: field.map(str::to_owned), reason: reason.into() };
+    HttpError { status, problem }.into_response()
 }
 
 /// An error a route answers with: its status and [`Problem`]. Routes return
@@ -216,8 +212,11 @@ impl std::error::Error for HttpError {}
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let Problem { error, field, reason } = self.problem;
-        problem(self.status, &error, field.as_deref(), reason)
+        let mut response = (self.status, axum::Json(self.problem)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
