@@ -39,6 +39,34 @@ pub struct ServiceSpec {
     consumes: Vec<TopicSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<EventBinding>,
+    #[serde(default, skip_serializing_if = "Quotas::is_unlimited")]
+    quotas: Quotas,
+}
+
+/// The throughput a service's principal may use, enforced by the brokers as Kafka client quotas
+/// on its user (`backbone estate apply` sets them). `None`: no quota of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Bytes per second the service may produce, per broker (`producer_byte_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_byte_rate: Option<u64>,
+    /// Bytes per second the service may fetch, per broker (`consumer_byte_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_byte_rate: Option<u64>,
+    /// Percentage of a broker's request-handler and network threads' time the service may use
+    /// (`request_percentage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_percentage: Option<f64>,
+}
+
+impl Eq for Quotas {}
+
+impl Quotas {
+    /// Whether no quota is set.
+    pub fn is_unlimited(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// An Avro event type a service publishes on one of its topics: registered at start-up, so an
@@ -87,6 +115,11 @@ impl ServiceSpec {
         self.owns.iter().find(|t| t.name() == name)
     }
 
+    /// The throughput quotas declared for this service's principal.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
     /// The spec as pretty JSON (for `backbone topics plan --spec`).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a spec is plain data")
@@ -108,6 +141,8 @@ struct RawServiceSpec {
     consumes: Vec<TopicSpec>,
     #[serde(default)]
     events: Vec<EventBinding>,
+    #[serde(default)]
+    quotas: Quotas,
 }
 
 impl TryFrom<RawServiceSpec> for ServiceSpec {
@@ -116,6 +151,7 @@ impl TryFrom<RawServiceSpec> for ServiceSpec {
     fn try_from(raw: RawServiceSpec) -> Result<Self, TopicError> {
         let mut service = raw.owns.iter().fold(Service::new(raw.name), Service::owns);
         service.events = raw.events;
+        service.quotas = raw.quotas;
         raw.consumes.iter().fold(service, Service::consumes).spec()
     }
 }
@@ -129,6 +165,7 @@ pub struct Service {
     produces: Vec<TopicSpec>,
     consumes: Vec<TopicSpec>,
     events: Vec<EventBinding>,
+    quotas: Quotas,
 }
 
 impl Service {
@@ -140,7 +177,15 @@ impl Service {
             produces: Vec::new(),
             consumes: Vec::new(),
             events: Vec::new(),
+            quotas: Quotas::default(),
         }
+    }
+
+    /// Declares the throughput quotas of this service's principal (applied by `backbone estate
+    /// apply`).
+    pub fn quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Declares a topic this service owns: it is provisioned at start-up and this service alone
@@ -228,7 +273,7 @@ impl Service {
                 });
             }
         }
-        Ok(ServiceSpec { name: self.name, owns, consumes, events: self.events })
+        Ok(ServiceSpec { name: self.name, owns, consumes, events: self.events, quotas: self.quotas })
     }
 }
 
