@@ -23,6 +23,7 @@
 //! | `GET /subjects`, `GET /subjects/{s}/versions` | subjects; a subject's versions (40401 when unknown) |
 //! | `GET /subjects/{s}/versions/{v}` | `v` a number, `latest` or `-1`: subject, version, id, schema (40401, 40402, 42202) |
 //! | `GET /schemas/ids/{id}` | the schema text (40403 when unknown) |
+//! | `GET /schemas/ids/{id}/versions` | every subject and version the schema is registered under (40403 when unknown) |
 //! | `POST /compatibility/subjects/{s}/versions/{v}` | `is_compatible` against that one version (`latest` included, even under a transitive rule), with the reasons in `messages` when `?verbose=true` |
 //! | `POST /compatibility/subjects/{s}/versions` | what registering would decide: against the latest version, or every one under a transitive rule |
 //! | `GET`/`PUT /config`, `GET`/`PUT`/`DELETE /config/{s}` | compatibility levels, global (default `BACKWARD`) and per subject; `?defaultToGlobal=true`; 40408 for a subject without a level, 42203 for an unknown level |
@@ -163,6 +164,7 @@ pub fn router() -> Router {
         .route("/subjects/{subject}/versions", get(versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(version))
         .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(versions_of_id))
         .route("/compatibility/subjects/{subject}/versions", post(compatible_with_all))
         .route("/compatibility/subjects/{subject}/versions/{version}", post(compatible_with))
         .route("/config", get(global_config).put(set_global_config))
@@ -450,6 +452,31 @@ async fn schema_by_id(
         return Err(not_found());
     }
     Ok(ok(&json!({ "schema": store.stored(id).text })))
+}
+
+/// `GET /schemas/ids/{id}/versions`: the subjects (and versions) schema `id` is registered under,
+/// which a consumer uses to refuse a record naming another topic's contract.
+async fn versions_of_id(
+    State(registry): State<Registry>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = registry.lock();
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found"));
+    let id = id.parse::<u32>().map_err(|_| not_found())?;
+    if id == 0 || usize::try_from(id).unwrap_or(usize::MAX) > store.schemas.len() {
+        return Err(not_found());
+    }
+    let found: Vec<Value> = store
+        .subjects
+        .iter()
+        .flat_map(|(subject, ids)| {
+            ids.iter()
+                .enumerate()
+                .filter(move |(_, v)| **v == id)
+                .map(move |(index, _)| json!({ "subject": subject, "version": index + 1 }))
+        })
+        .collect();
+    Ok(ok(&json!(found)))
 }
 
 /// Query of the compatibility endpoints.

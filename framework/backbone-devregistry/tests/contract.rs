@@ -125,6 +125,7 @@ macro_rules! contracts {
 contracts!(
     registering_the_same_schema_again_answers_the_same_id,
     schemas_are_served_by_id,
+    schemas_list_the_subjects_they_are_registered_under,
     versions_are_listed_and_served,
     a_compatible_change_is_accepted,
     an_incompatible_change_is_refused_with_409,
@@ -136,6 +137,7 @@ contracts!(
     the_global_level_is_backward,
     backbones_client_registers_encodes_and_decodes,
     backbones_client_refuses_incompatible_schemas_naming_the_field,
+    backbones_client_refuses_a_schema_id_of_another_topic,
 );
 
 /// Same schema, same subject: same id, no new version. Same schema, another subject: same id
@@ -169,6 +171,30 @@ async fn schemas_are_served_by_id(registry: &Target) {
     assert_eq!(status, 200, "{answer}");
     let served = Schema::parse_str(answer["schema"].as_str().expect("schema text")).expect("valid Avro");
     assert_eq!(served, Schema::parse_str(&text).unwrap());
+}
+
+/// `GET /schemas/ids/{id}/versions` lists every subject (and version) a schema is registered under:
+/// what a consumer asks to refuse a record that names another topic's contract.
+async fn schemas_list_the_subjects_they_are_registered_under(registry: &Target) {
+    let (a, b) = (subject("ids-subjects-a"), subject("ids-subjects-b"));
+    let shared = registry.registered(&a, &order(ID)).await;
+    registry.registered(&b, &order(&format!("{ID},{NOTE_WITH_DEFAULT}"))).await;
+    assert_eq!(registry.registered(&b, &order(ID)).await, shared, "the same schema under b: same id");
+
+    let (status, answer) = registry.call("GET", &format!("/schemas/ids/{shared}/versions"), None).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut found: Vec<(String, i64)> = answer
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {answer}"))
+        .iter()
+        .map(|v| (v["subject"].as_str().unwrap().to_owned(), v["version"].as_i64().unwrap()))
+        .filter(|(s, _)| *s == a || *s == b) // other tests register the same schema at once
+        .collect();
+    found.sort();
+    assert_eq!(found, [(a, 1), (b, 2)], "both subjects, each with its own version: {answer}");
+
+    let (status, answer) = registry.call("GET", "/schemas/ids/2000000000/versions", None).await;
+    assert_eq!((status, code(&answer)), (404, 40403), "{answer}");
 }
 
 /// Versions count from 1; `latest` and a number serve subject, version, id and schema.
@@ -447,4 +473,19 @@ async fn backbones_client_refuses_incompatible_schemas_naming_the_field(registry
 
     client.set_compatibility(&s, "NONE").await.unwrap();
     client.encoder::<OrderBroken>(&s).await.unwrap();
+}
+
+/// backbone's `Registry::check_topic` accepts a schema id registered under the topic's subject and
+/// refuses one registered only under another topic's (`SchemaError::ForeignSchemaId`, naming the
+/// subjects it has): against both registries, so the demo checks what production checks.
+async fn backbones_client_refuses_a_schema_id_of_another_topic(registry: &Target) {
+    let (own, other) = (unique("own-topic"), unique("other-topic"));
+    let client = Registry::new(&registry.url).unwrap();
+    let ours = client.register(&format!("{own}-value"), OrderV1::SCHEMA).await.unwrap();
+    let theirs = client.register(&format!("{other}-value"), OrderBroken::SCHEMA).await.unwrap();
+    client.check_topic(ours, &own).await.unwrap();
+    let refused = client.check_topic(theirs, &own).await.unwrap_err();
+    let SchemaError::ForeignSchemaId { id, topic, subjects } = &refused else { panic!("{refused:?}") };
+    assert_eq!((*id, topic.as_str()), (theirs, own.as_str()));
+    assert_eq!(subjects, &[format!("{other}-value")]);
 }

@@ -303,8 +303,8 @@ impl Registry {
     /// subject is asked again (the same schema may have been registered under that subject since:
     /// the registry then gives the same id), and a refusal is remembered for [`UNKNOWN_ID_TTL`] so a
     /// flood of such records asks once per interval. A registry that cannot list an id's subjects
-    /// (answering 404 or 405 to `GET /schemas/ids/{id}/versions`, as the embedded development
-    /// registry does) is not checked against, with a warning once.
+    /// (answering 404 or 405 to `GET /schemas/ids/{id}/versions`, as some older registries do) is
+    /// not checked against, with a warning once.
     pub async fn check_topic(&self, id: SchemaId, topic: &str) -> Result<(), SchemaError> {
         let schema = self.schema(id).await?;
         let value_subject = super::SubjectStrategy::TopicName.subject(topic, "");
@@ -340,8 +340,7 @@ impl Registry {
         Err(SchemaError::ForeignSchemaId { id, topic: topic.to_owned(), subjects: subjects.to_vec() })
     }
 
-    /// A registry that cannot say which subjects an id belongs to (the embedded development
-    /// registry): the check is skipped, with a warning once per client.
+    /// A registry that cannot say which subjects an id belongs to: the check is skipped, with a warning once per client.
     fn cannot_check_subjects(&self) {
         if !self.inner.subjects_unsupported.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(
