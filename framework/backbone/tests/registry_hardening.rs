@@ -10,6 +10,7 @@ use backbone::handler::{BoxedHandler, Event, HandlerError, State};
 use backbone::health::Health;
 use backbone::layer::REGISTRY_COMPONENT;
 use backbone::schema::{AvroEvent, Encoder, Registry};
+use backbone::table::Table;
 use backbone::{Config, Context, Outgoing, Service, TopicSpec};
 use backbone_testkit::{SchemaRegistry, shared_kafka, shared_registry, unique};
 use rdkafka::consumer::Consumer as _;
@@ -191,6 +192,8 @@ struct Relay {
     port: u16,
     open: Arc<std::sync::atomic::AtomicBool>,
     target: Arc<std::sync::atomic::AtomicU16>,
+    /// Notified for each connection dropped while closed (a permit is kept if nobody waits).
+    refused: Arc<tokio::sync::Notify>,
 }
 
 impl Relay {
@@ -200,10 +203,12 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let target = Arc::new(std::sync::atomic::AtomicU16::new(target));
-        let (gate, to) = (open.clone(), target.clone());
+        let refused = Arc::new(tokio::sync::Notify::new());
+        let (gate, to, dropped) = (open.clone(), target.clone(), refused.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !gate.load(SeqCst) {
+                    dropped.notify_one();
                     continue; // dropped: the client sees its connection closed
                 }
                 let to = to.load(SeqCst);
@@ -214,7 +219,7 @@ impl Relay {
                 });
             }
         });
-        Self { port, open, target }
+        Self { port, open, target, refused }
     }
 
     fn set_open(&self, open: bool) {
@@ -306,6 +311,87 @@ async fn item_8_a_registry_outage_holds_events_until_the_registry_is_back() {
     assert_eq!(*seen.handled.lock().unwrap(), (0..EVENTS).collect::<Vec<_>>());
     assert!(!registry_degraded(&health.snapshot()), "{:?}", health.snapshot());
     assert_eq!(end_offset(dlq.name()), 0, "nothing dead-lettered");
+    drop(second);
+}
+
+/// Item 8 for tables: a persistent table restarted while the registry is down waits for it to load
+/// its store, instead of leaving out the values whose writer schema it has not fetched yet (its
+/// store's offsets are past them: a value left out would be missing until its key was written again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_8_a_table_loading_its_store_during_an_outage_waits_and_leaves_nothing_out() {
+    const WITHIN: Duration = Duration::from_secs(90);
+    let first = tokio::task::spawn_blocking(SchemaRegistry::start).await.unwrap().expect("registry");
+    let relay = Relay::start(port_of(first.url())).await;
+    let url = first.url().replace(&format!(":{}/", port_of(first.url())), &format!(":{}/", relay.port));
+    let config = config(&url);
+    let name = unique("item8-table");
+    let topic = TopicSpec::private(&name, "orders").partitions(1).compacted().build().unwrap();
+    let dlq = dead_letter_topic(&name, &topic).unwrap();
+    let spec = Service::new(&name).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+    let running = spec.start(&config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.redb");
+    let run = |table: &Table<Order>| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let table = table.clone();
+        (
+            stop,
+            tokio::spawn(async move {
+                table
+                    .run(async move {
+                        stopped.await.ok();
+                    })
+                    .await
+            }),
+        )
+    };
+
+    // 1. Five orders applied to a persistent table, which is then stopped.
+    let subject = format!("{}-value", topic.name());
+    let id = Registry::new(first.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    let orders = Encoder::<Order>::new(id).unwrap();
+    let mut last = None;
+    for q in 0..5 {
+        let payload = orders.encode(&Order { id: format!("o-{q}"), quantity: q }).unwrap();
+        let key = format!("k{q}");
+        let event = Outgoing::new("OrderPlaced", key.as_bytes(), &payload);
+        last = Some(running.publisher().publish(&topic, event).await.unwrap());
+    }
+    let table = Table::<Order>::builder(&running.context(), &topic).persistent(&path).build().unwrap();
+    let (stop, task) = run(&table);
+    table.wait_for_delivery(last.unwrap(), WITHIN).await.expect("applied");
+    assert_eq!(table.snapshot().unwrap().len(), 5);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    drop(table);
+    drop(running);
+
+    // 2. The registry goes; a new instance loads the store meanwhile. Schemas are cached per
+    //    registry URL for the process: the same relay named another way has none cached, as a
+    //    restarted process would.
+    relay.set_open(false);
+    drop(first);
+    let restarted = self::config(&url.replace("127.0.0.1", "localhost"));
+    let running = spec.start(&restarted).await.unwrap();
+    let table = Table::<Order>::builder(&running.context(), &topic).persistent(&path).build().unwrap();
+    let (stop, task) = run(&table);
+    tokio::time::timeout(WITHIN, relay.refused.notified()).await.expect("the load asks the registry");
+    assert!(table.get("k0").is_err(), "not ready while the values cannot be decoded");
+
+    // 3. The registry is back (a fresh one, given the schema again: the same id): every value is in.
+    let second = tokio::task::spawn_blocking(SchemaRegistry::start).await.unwrap().expect("registry");
+    let again = Registry::new(second.url()).unwrap().register(&subject, Order::SCHEMA).await.unwrap();
+    assert_eq!(again, id, "the fresh registry gave the schema another id");
+    relay.target.store(port_of(second.url()), std::sync::atomic::Ordering::SeqCst);
+    relay.set_open(true);
+    tokio::time::timeout(WITHIN, table.ready()).await.expect("ready once the registry is back");
+    let held = table.snapshot().unwrap();
+    assert_eq!(held.len(), 5, "every stored value is in the view: {:?}", held.keys());
+    assert_eq!(held[&b"k3"[..]].quantity, 3);
+    let stats = table.stats();
+    assert_eq!((stats.loaded, stats.restored), (5, 0), "from the store, nothing replayed: {stats:?}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
     drop(second);
 }
 

@@ -194,12 +194,7 @@ impl<V: TableValue> Shared<V> {
         };
         let mut entries = HashMap::with_capacity(raw.len());
         for (key, payload) in raw {
-            let mut decoded = V::decode_with(&payload, Some(&self.registry));
-            // An Avro payload whose writer's schema is not cached yet: fetch it, then try again.
-            if decoded.is_err() && self.registry.prepare(&payload).await.is_ok() {
-                decoded = V::decode_with(&payload, Some(&self.registry));
-            }
-            match decoded {
+            match self.decode_stored(&payload, partition).await {
                 Ok(value) => {
                     entries.insert(key, value);
                 }
@@ -207,6 +202,39 @@ impl<V: TableValue> Shared<V> {
             }
         }
         entries
+    }
+
+    /// Decodes a value from the store. An Avro payload whose writer's schema is not cached yet is
+    /// decoded once the registry has served it; while the registry cannot be reached, the load
+    /// waits for it (with backoff, the partition not ready meanwhile): the store's offsets are past
+    /// this value, so a value left out for an outage would be gone from the view until its key is
+    /// written again. Only a value that cannot decode whatever the registry says is left out.
+    async fn decode_stored(&self, payload: &[u8], partition: i32) -> Result<V, crate::handler::DecodeError> {
+        use crate::layer::{REGISTRY_BACKOFF, REGISTRY_MAX_BACKOFF};
+        let mut backoff = crate::backoff::Backoff::new(REGISTRY_BACKOFF, REGISTRY_MAX_BACKOFF);
+        let mut warned = false;
+        loop {
+            let decoded = V::decode_with(payload, Some(&self.registry));
+            if decoded.is_ok() {
+                return decoded;
+            }
+            match self.registry.prepare(payload).await {
+                Ok(()) => return V::decode_with(payload, Some(&self.registry)),
+                Err(e) if e.is_retriable() => {
+                    if !warned {
+                        warned = true;
+                        tracing::warn!(
+                            table = self.name,
+                            partition,
+                            error = %e,
+                            "the schema registry cannot be reached: the table's restore waits for it"
+                        );
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(_) => return decoded,
+            }
+        }
     }
 
     /// Applies one record: sets its key, or deletes it for a tombstone (and for a value that does
