@@ -41,6 +41,9 @@ pub enum SourcingError {
         /// Why.
         reason: String,
     },
+    /// The schema registry could not be reached to decode the journal's events: try again later.
+    #[error("reading the journal: {0}")]
+    Registry(crate::schema::SchemaError),
     /// [`RunningTotals::run`](super::RunningTotals::run) was called twice.
     #[error("running totals `{name}` are already running (or have run)")]
     AlreadyRunning {
@@ -50,8 +53,9 @@ pub enum SourcingError {
 }
 
 impl SourcingError {
-    /// Whether trying again may help: a read that failed or timed out.
+    /// Whether trying again may help: a read that failed or timed out, or a registry that could
+    /// not be reached.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::Read { .. })
+        matches!(self, Self::Read { .. } | Self::Registry(_))
     }
 }

@@ -159,11 +159,15 @@ impl<A: Aggregate> Journal<A> {
                 entities.remove(&key);
                 continue;
             };
-            let event = decode::<A::Event>(&payload, registry).await.map_err(|e| SourcingError::Decode {
-                topic: self.topic.name().to_owned(),
-                partition: record.partition,
-                offset: record.offset,
-                reason: e.to_string(),
+            let topic = self.topic.name();
+            let event = decode::<A::Event>(&payload, topic, registry).await.map_err(|e| match e {
+                Undecodable::Registry(e) if e.is_retriable() => SourcingError::Registry(e),
+                e => SourcingError::Decode {
+                    topic: topic.to_owned(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: e.to_string(),
+                },
             })?;
             entities.entry(key).or_insert_with(A::default).apply(&event);
         }
@@ -171,10 +175,23 @@ impl<A: Aggregate> Journal<A> {
     }
 }
 
-/// Decodes `payload`, fetching an Avro writer's schema first if it is not cached yet.
-async fn decode<T: Decode>(payload: &[u8], registry: &Registry) -> Result<T, DecodeError> {
-    match T::decode_with(payload, Some(registry)) {
-        Err(_) if registry.prepare(payload).await.is_ok() => T::decode_with(payload, Some(registry)),
-        decoded => decoded,
+/// Why a journal's event did not decode.
+#[derive(Debug, thiserror::Error)]
+enum Undecodable {
+    /// The payload is not an event of the journal's type.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Its writer's schema could not be fetched, or is not one of the journal topic's.
+    #[error(transparent)]
+    Registry(#[from] crate::schema::SchemaError),
+}
+
+/// Decodes `payload` read from `topic`. A schema-framed payload's writer schema is fetched if it
+/// is not cached yet and must be one of the topic's ([`Registry::check_topic`]), as for events
+/// handled by a consumer.
+async fn decode<T: Decode>(payload: &[u8], topic: &str, registry: &Registry) -> Result<T, Undecodable> {
+    if let Ok((id, _)) = crate::schema::wire::split(payload) {
+        registry.check_topic(id, topic).await?;
     }
+    Ok(T::decode_with(payload, Some(registry))?)
 }
