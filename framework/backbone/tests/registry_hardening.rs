@@ -10,6 +10,7 @@ use backbone::handler::{BoxedHandler, Event, HandlerError, State};
 use backbone::health::Health;
 use backbone::layer::REGISTRY_COMPONENT;
 use backbone::schema::{AvroEvent, Encoder, Registry};
+use backbone::sourcing::{Aggregate, Journal, SourcingError};
 use backbone::table::Table;
 use backbone::{Config, Context, Outgoing, Service, TopicSpec};
 use backbone_testkit::{SchemaRegistry, shared_kafka, shared_registry, unique};
@@ -393,6 +394,58 @@ async fn item_8_a_table_loading_its_store_during_an_outage_waits_and_leaves_noth
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
     drop(second);
+}
+
+/// The total quantity of an entity's orders.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Ordered(i32);
+
+impl Aggregate for Ordered {
+    type Event = Order;
+
+    fn apply(&mut self, event: &Order) {
+        self.0 += event.quantity;
+    }
+}
+
+/// Item 8 for journals: rebuilding an entity whose events' schema cannot be fetched (the registry
+/// is down) is a retriable error, not an undecodable journal; and a journal event naming another
+/// topic's schema id is refused (item 10), not folded in as if it were the journal's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_8_a_journal_rebuilt_during_an_outage_answers_a_retriable_error() {
+    let first = tokio::task::spawn_blocking(SchemaRegistry::start).await.unwrap().expect("registry");
+    let relay = Relay::start(port_of(first.url())).await;
+    let url = first.url().replace(&format!(":{}/", port_of(first.url())), &format!(":{}/", relay.port));
+    let name = unique("item8-journal");
+    let (context, topic, _) = service(&config(&url), &name).await;
+    let journal = Journal::<Ordered>::new(&context, &topic).unwrap();
+    for q in 1..=3 {
+        journal.append_event("e-1", &Order { id: "e-1".into(), quantity: q }).await.unwrap();
+    }
+    assert_eq!(journal.rebuild("e-1").await.unwrap(), Some(Ordered(6)));
+
+    // Another topic's contract, with the same fields, appended under the journal's key.
+    let registry = Registry::new(first.url()).unwrap();
+    let foreign = registry.register(&format!("{}-value", unique("refunds")), Refund::SCHEMA).await.unwrap();
+    let refund = Encoder::<Refund>::new(foreign).unwrap().encode(&Refund { id: "e-2".into(), quantity: 9 });
+    context
+        .publisher()
+        .publish(&topic, Outgoing::new("RefundIssued", b"e-2", &refund.unwrap()))
+        .await
+        .unwrap();
+    let err = journal.rebuild("e-2").await.unwrap_err();
+    assert!(!err.is_retriable() && err.to_string().contains("is not a schema of topic"), "{err}");
+
+    // The registry goes; an instance with nothing cached (the relay named another way) rebuilds.
+    relay.set_open(false);
+    let restarted = self::config(&url.replace("127.0.0.1", "localhost"));
+    let (context, _, _) = service(&restarted, &name).await;
+    let journal = Journal::<Ordered>::new(&context, &topic).unwrap();
+    let err = journal.rebuild("e-1").await.unwrap_err();
+    assert!(matches!(err, SourcingError::Registry(_)) && err.is_retriable(), "{err}");
+    relay.set_open(true);
+    assert_eq!(journal.rebuild("e-1").await.unwrap(), Some(Ordered(6)), "the same entity once it is back");
+    drop(first);
 }
 
 /// Item 8 under exactly once: a registry outage longer than the event budget (and so than any
