@@ -528,3 +528,57 @@ async fn dlq_replay_with_two_instances_both_ready_and_the_replay_handled_once() 
     one.shutdown().await.expect("instance one stops");
     two.shutdown().await.expect("instance two stops");
 }
+
+/// A handler of its service's own private topic: no retry topic is declared (a retry consumer
+/// would race the live one on the same keys); the replay goes back to the topic itself, where the
+/// handler that failed handles it in order and the service's other handler of the topic skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_of_an_own_private_topic_goes_back_to_it_for_the_failing_handler_only() {
+    use backbone::app::{App, HandlerOptions};
+    use backbone::handler::BoxedHandler;
+
+    let config = app_config();
+    let service = unique("svc");
+    let commands = TopicSpec::private(&service, "commands").partitions(1).build().unwrap();
+    let seen = Seen::new();
+    let app = App::new(service.clone())
+        .owns(&commands)
+        .consume_with(&commands, BoxedHandler::named("first", first), HandlerOptions::new(), |c| c)
+        .consume_with(&commands, BoxedHandler::named("second", second), HandlerOptions::new(), |c| c);
+    let owned: Vec<String> = app.spec().unwrap().owned_topics().iter().map(|t| t.name().to_owned()).collect();
+    assert!(!owned.iter().any(|t| t.contains(".private.retry.")), "no retry topic: {owned:?}");
+    let ours = app.start(&config, seen.clone()).await.expect("service starts");
+    ours.ready().await;
+
+    let producer: FutureProducer = shared_kafka().client_config().create().expect("producer");
+    for payload in ["ok", "poison"] {
+        let record = FutureRecord::to(commands.name()).key("k").payload(payload);
+        producer.send(record, TIMEOUT).await.expect("command");
+    }
+    seen.wait("second", "poison", 1).await;
+    let dlq = dead_letter_topic(&service, &commands).unwrap();
+    wait_records(dlq.name(), 1);
+
+    seen.fixed.store(true, Ordering::SeqCst);
+    let before = high_watermark(commands.name());
+    let out =
+        backbone(&["dlq", "replay", "--service", &service, "--topic", commands.name(), "--offsets", "0"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("-> {}:0@{before}", commands.name())),
+        "{}",
+        text(&out.stdout)
+    );
+    let replayed = &read_all(commands.name())[usize::try_from(before).unwrap()];
+    assert_eq!(header(replayed, replay_headers::HANDLER), Some(&b"first"[..]));
+    seen.wait("first", "poison", 1).await;
+
+    producer.send(FutureRecord::to(commands.name()).key("k").payload("after"), TIMEOUT).await.expect("event");
+    for handler in ["first", "second"] {
+        seen.wait(handler, "after", 1).await;
+    }
+    assert_eq!(seen.of("first"), ["ok", "poison", "after"], "the replay, in order with the live events");
+    assert_eq!(seen.of("second"), ["ok", "poison", "after"], "the other handler skipped the replay");
+    assert_eq!(high_watermark(dlq.name()), 1, "nothing dead-lettered again");
+    ours.shutdown().await.expect("service stops");
+}

@@ -17,8 +17,10 @@ pub(crate) enum DlqCommand {
     /// dead-letter offset order, with the original key, payload and headers,
     /// `backbone-replayed-from: <dlq-topic>:<offset>` and `backbone-replay-handler: <handler>`; each
     /// write is acknowledged (acks=all, idempotent) before the next. Refused if the retry topic does
-    /// not exist (the service predates retry topics). Dead letters stay in the dead-letter topic, so
-    /// replaying one twice writes it twice.
+    /// not exist (the service predates retry topics). Dead letters of the service's own private
+    /// topics go back to that topic instead (the service is its one writer; the consumer owning the
+    /// key handles the replay in order with its live events). Dead letters stay in the dead-letter
+    /// topic, so replaying one twice writes it twice.
     Replay(ReplayArgs),
 }
 

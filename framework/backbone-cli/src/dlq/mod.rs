@@ -15,7 +15,11 @@
 //!   another service (the CLI would be its second writer) and every consumer group of it would see the
 //!   event again. The service's retry consumer of that handler (group `<group>.retry`, run by
 //!   `backbone::App` next to each handler's consumer) handles it; its other handlers skip it. A
-//!   service without the retry topic (built before it) is refused. The producer is backbone's durable one
+//!   service without the retry topic (built before it) is refused. Replays of the service's **own
+//!   private topics** go back to the topic itself (`backbone::consume::replays_to_source`): the
+//!   service is their one writer and no other service reads them, and the consumer owning the key's
+//!   partition handles the replay in order with the key's live events (the service's other
+//!   handlers of the topic skip it). The producer is backbone's durable one
 //!   (acks=all, idempotence on, at most 5 in flight) and each write is awaited before the next, so a
 //!   failure stops the replay with everything before it written and nothing after it. Offsets that are
 //!   not in the dead-letter topic are refused before anything is written. Replaying does not remove
@@ -88,9 +92,20 @@ pub(super) fn dead_letter_topic_name(service: &str, source: &str) -> Result<Stri
 }
 
 /// The retry topic of `service` for events from `source`, named as `backbone::consume::retry_topic`
-/// names it: where replays go.
+/// names it.
 pub(super) fn retry_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
     Ok(TopicSpec::private(service, format!("retry.{source}")).partitions(1).build()?.name().to_owned())
+}
+
+/// Where replays of `service`'s dead letters from `source` go: back to `source` when it is the
+/// service's own private topic (`backbone::consume::replays_to_source`), else its retry topic.
+pub(super) fn replay_target(service: &str, source: &str) -> Result<String, DlqError> {
+    validate_service_name(service)?;
+    let own_private = source.strip_prefix(service).and_then(|rest| rest.strip_prefix(".private."));
+    match own_private {
+        Some(name) if !name.is_empty() => Ok(source.to_owned()),
+        _ => retry_topic_name(service, source),
+    }
 }
 
 /// The prefix of every dead-letter topic of `service`.

@@ -12,7 +12,7 @@ use super::args::{Offsets, ReplayArgs};
 use super::error::kafka;
 use super::letter::{KEY_WIDTH, Letter, truncate};
 use super::reader::{read_topic, reader, topics};
-use super::{CLIENT, DlqError, blocking, config, dead_letter_topic_name, retry_topic_name};
+use super::{CLIENT, DlqError, blocking, config, dead_letter_topic_name, replay_target};
 
 /// The prefix every dead-letter header shares; these are dropped when replaying.
 pub(super) const DLQ_HEADER_PREFIX: &str = dlq_headers::PREFIX;
@@ -24,7 +24,7 @@ pub(super) const REPLAY_HANDLER: &str = replay::HANDLER;
 pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
     let config = config(&args.connection)?;
     let dlq = dead_letter_topic_name(&args.service, &args.topic)?;
-    let target = retry_topic_name(&args.service, &args.topic)?;
+    let target = replay_target(&args.service, &args.topic)?;
     let chosen = args.offsets.clone();
     let letters = {
         let (config, dlq, target) = (config.clone(), dlq.clone(), target.clone());
@@ -82,22 +82,22 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dead letters in `dlq` at `offsets` (or all), in offset order, to replay to `retry`. Refuses
+/// The dead letters in `dlq` at `offsets` (or all), in offset order, to replay to `target`. Refuses
 /// a missing retry topic, offsets that are not there and dead letters that do not name their handler.
 fn choose(
     config: &Config,
     dlq: &str,
-    retry: &str,
+    target: &str,
     offsets: Option<&Offsets>,
 ) -> Result<Vec<Letter>, DlqError> {
     let consumer = reader(config)?;
-    let all = topics(&consumer, |name| name == dlq || name == retry)?;
+    let all = topics(&consumer, |name| name == dlq || name == target)?;
     let Some((_, partitions)) = all.iter().find(|(name, _)| name == dlq) else {
         return Err(DlqError::Refused(format!("dead-letter topic {dlq} does not exist")));
     };
-    if !all.iter().any(|(name, _)| name == retry) {
+    if !all.iter().any(|(name, _)| name == target) && target != dlq_source(dlq) {
         return Err(DlqError::Refused(format!(
-            "retry topic {retry} does not exist: replays go to the service's retry topic, not to the \
+            "retry topic {target} does not exist: replays go to the service's retry topic, not to the \
              origin topic (which every consumer group of it would read again); upgrade the service to a \
              backbone that declares and consumes its retry topics, and start it"
         )));
@@ -143,6 +143,11 @@ fn choose(
         )));
     }
     Ok(letters)
+}
+
+/// The source topic a dead-letter topic `<service>.private.dlq.<source>` is for.
+fn dlq_source(dlq: &str) -> &str {
+    dlq.split_once(".private.dlq.").map_or(dlq, |(_, source)| source)
 }
 
 /// Refuses dead letters that hold only a truncated copy of their event (its whole was too large

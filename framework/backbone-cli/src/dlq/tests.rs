@@ -7,7 +7,7 @@ use rdkafka::message::Headers as _;
 use super::args::parse_offsets;
 use super::letter::{Letter, truncate};
 use super::replay::{DLQ_HEADER_PREFIX, REPLAY_HANDLER, REPLAYED_FROM, refuse_truncated};
-use super::{dead_letter_prefix, dead_letter_topic_name, retry_topic_name};
+use super::{dead_letter_prefix, dead_letter_topic_name, replay_target, retry_topic_name};
 
 #[test]
 fn truncated_dead_letters_are_not_replayed() {
@@ -47,6 +47,25 @@ fn the_dead_letter_topic_is_named_as_the_consumer_names_it() {
     assert_eq!(retry_topic_name("stock", source.name()).unwrap(), retry.name());
     assert!(framework.name().starts_with(&dead_letter_prefix("stock").unwrap()));
     assert!(dead_letter_prefix("Stock*").is_err());
+}
+
+#[test]
+fn replays_go_back_to_the_services_own_private_topics_only() {
+    let commands = TopicSpec::private("stock", "commands").build().unwrap();
+    let orders = TopicSpec::public("orders", "order", 1).build().unwrap();
+    let own_public = TopicSpec::public("stock", "level", 1).build().unwrap();
+    for (source, back) in [(&commands, true), (&orders, false), (&own_public, false)] {
+        assert_eq!(backbone::consume::replays_to_source("stock", source), back, "{}", source.name());
+        let target = replay_target("stock", source.name()).unwrap();
+        let expected = match back {
+            true => source.name().to_owned(),
+            false => retry_topic_name("stock", source.name()).unwrap(),
+        };
+        assert_eq!(target, expected, "the CLI and the runtime agree for {}", source.name());
+    }
+    // Another service's private topic is not this one's.
+    let theirs = TopicSpec::private("orders", "state").build().unwrap();
+    assert_ne!(replay_target("stock", theirs.name()).unwrap(), theirs.name());
 }
 
 #[test]

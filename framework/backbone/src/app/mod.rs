@@ -67,7 +67,7 @@ pub use tables::Tables;
 use axum::Router;
 
 use self::tables::{ConfigureTable, TableDeclaration, TableOf};
-use crate::consume::{ConsumeError, Consumer, dead_letter_topic, retry_topic};
+use crate::consume::{ConsumeError, Consumer, dead_letter_topic, replays_to_source, retry_topic};
 use crate::event::{BoundEvent, TopicDecl};
 use crate::handler::{BoxedHandler, Handler};
 use crate::http::HttpLimits;
@@ -354,7 +354,8 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
 
     /// The validated declaration: [`Service::spec`] with every consumed topic's dead-letter topic
     /// ([`dead_letter_topic`]) among the owned ones, and each handler's source's retry topic
-    /// ([`retry_topic`], where `backbone dlq replay` writes).
+    /// ([`retry_topic`], where `backbone dlq replay` writes), but for sources that are the service's
+    /// own private topics, whose replays go back to the source ([`replays_to_source`]).
     pub fn spec(&self) -> Result<ServiceSpec, TopicError> {
         if let Some(e) = self.errors.first() {
             return Err(e.clone());
@@ -366,7 +367,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             service = service.owns(&dead_letter_topic(&self.name, topic)?);
         }
         for subscription in &self.subscriptions {
-            service = service.owns(&retry_topic(&self.name, &subscription.topic)?);
+            if !replays_to_source(&self.name, &subscription.topic) {
+                service = service.owns(&retry_topic(&self.name, &subscription.topic)?);
+            }
         }
         service.spec()
     }

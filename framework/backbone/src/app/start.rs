@@ -96,9 +96,13 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             if let Some(configure) = s.configure {
                 consumer = configure(consumer);
             }
-            // Replayed dead letters come back on the retry topic, to a second consumer.
-            let retries = consumer.retries().map_err(consume_error)?;
-            for consumer in [consumer, retries] {
+            // Replayed dead letters come back on the retry topic, to a second consumer (or on
+            // the source itself, for the service's own private topics: see `replays_to_source`).
+            let retries = match consumer.replays_to_source() {
+                true => None,
+                false => Some(consumer.retries().map_err(consume_error)?),
+            };
+            for consumer in std::iter::once(consumer).chain(retries) {
                 // Not ready from now on, not only once the task has started.
                 let component = format!("consumer:{}", consumer.group());
                 health.starting(&component, format!("waiting for partitions of `{}`", consumer.topic_name()));

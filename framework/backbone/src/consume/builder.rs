@@ -12,7 +12,7 @@ use super::hooks::{ConsumerHooks, NoHooks};
 use super::stack::Stack;
 use crate::handler::{BoxedHandler, HandlerContext, HandlerError};
 use crate::layer::Retry;
-use crate::layer::naming::dead_letter_topic;
+use crate::layer::naming::{dead_letter_topic, replays_to_source};
 use crate::layer::{
     BudgetLayer, CatchPanicLayer, CorrelationLayer, DeadLetterLayer, EventService, HandlerService, Layers,
     RetryLayer, SchemaLayer, TimeoutLayer, TracingLayer,
@@ -113,12 +113,17 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             .into());
         }
         let group = format!("{}.{}", spec.name(), handler.name());
+        // Replays come back on the source itself: those for another handler are not this one's.
+        let layers = match replays_to_source(spec.name(), topic) {
+            true => super::retry::skip_replays_for_others(handler.name()),
+            false => Layers::new(),
+        };
         Ok(Self {
             topic: topic.clone(),
             group,
             dead_letters,
             handler,
-            layers: Layers::new(),
+            layers,
             state,
             retry: Retry::default(),
             timeout: None,

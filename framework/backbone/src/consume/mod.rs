@@ -50,5 +50,5 @@ pub use builder::{ConsumeError, Consumer, MAX_EVENT_BUDGET};
 pub use hooks::{ConsumerHooks, NoHooks};
 pub use retry::replay_headers;
 
-pub use crate::layer::naming::{dead_letter_topic, retry_topic};
+pub use crate::layer::naming::{dead_letter_topic, replays_to_source, retry_topic};
 pub use crate::layer::{Retry, dead_letter_headers};

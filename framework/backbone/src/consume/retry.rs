@@ -10,6 +10,12 @@
 //! layers, retries, budget and delivery guarantee. It handles only the records naming its handler
 //! (the others are skipped: offset stored, nothing handled) and dead-letters a replay that fails again
 //! to the origin's dead-letter topic, so `backbone dlq list` shows it where it was.
+//!
+//! The exception: a handler of the service's **own private topic** ([`replays_to_source`]). Its
+//! replays go back to that topic (the service is its one writer; no other service reads it), where
+//! the consumer owning the key's partition handles them in order with the key's live events, and
+//! no retry consumer runs beside it to race it on the same keys. Each consumer of such a topic
+//! skips the replays naming another handler.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +23,7 @@ use std::task::{Context, Poll};
 use futures::future::{Either, Ready, ready};
 use tower::{Layer, Service};
 
-use super::{ConsumeError, Consumer, NoHooks, retry_topic};
+use super::{ConsumeError, Consumer, NoHooks, replays_to_source, retry_topic};
 use crate::handler::{HandlerContext, HandlerError};
 use crate::layer::Layers;
 use crate::topic::TopicError;
@@ -30,6 +36,18 @@ impl<S> Consumer<S> {
     pub(crate) fn topic_name(&self) -> &str {
         self.topic.name()
     }
+
+    /// Whether this consumer's replayed dead letters come back on its own topic, the service's own
+    /// private one ([`replays_to_source`]), rather than on a retry topic with [`retries`](Consumer::retries).
+    pub fn replays_to_source(&self) -> bool {
+        replays_to_source(self.context.spec().name(), &self.topic)
+    }
+}
+
+/// The layers of a consumer of its service's own private topic: replays naming another handler
+/// are skipped (they come back on the topic itself, for that handler only).
+pub(super) fn skip_replays_for_others<S: Clone + Send + Sync + 'static>(handler: &str) -> Layers<S> {
+    Layers::new().layer(OnlyForLayer { handler: handler.into(), replays_only: false })
 }
 
 impl<S: Clone + Send + Sync + 'static> Consumer<S> {
@@ -45,7 +63,22 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// handler that keeps per-key state in memory between events, or relies on one writer per key
     /// (its partition's owner), may see a replayed event of a key at the same time as that key's live
     /// ones, on another instance, and without this consumer's hooks.
+    ///
+    /// Refused for a consumer of the service's own private topic, whose replays come back on the
+    /// topic itself ([`replays_to_source`](Self::replays_to_source)).
     pub fn retries(&self) -> Result<Self, ConsumeError> {
+        if self.replays_to_source() {
+            return Err(TopicError::InvalidTopic {
+                topic: self.topic.name().to_owned(),
+                reason: format!(
+                    "replays of `{}` go back to it (service `{}`'s own private topic), not to a retry \
+                     consumer that would race its live consumer on the same keys",
+                    self.topic.name(),
+                    self.context.spec().name()
+                ),
+            }
+            .into());
+        }
         let topic = retry_topic(self.context.spec().name(), &self.topic)?;
         if self.context.spec().owned(topic.name()).is_none() {
             return Err(TopicError::InvalidTopic {
@@ -60,7 +93,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             }
             .into());
         }
-        let only = OnlyForLayer { handler: self.handler.name().into() };
+        let only = OnlyForLayer { handler: self.handler.name().into(), replays_only: true };
         Ok(Self {
             topic,
             group: format!("{}.retry", self.group),
@@ -85,17 +118,19 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     }
 }
 
-/// Lets through only replays naming `handler`.
+/// Skips replays naming another handler than `handler`; with `replays_only` (a retry consumer),
+/// events that are no replay at all too.
 #[derive(Debug, Clone)]
 struct OnlyForLayer {
     handler: Arc<str>,
+    replays_only: bool,
 }
 
 impl<I> Layer<I> for OnlyForLayer {
     type Service = OnlyFor<I>;
 
     fn layer(&self, inner: I) -> OnlyFor<I> {
-        OnlyFor { inner, handler: self.handler.clone() }
+        OnlyFor { inner, handler: self.handler.clone(), replays_only: self.replays_only }
     }
 }
 
@@ -104,6 +139,7 @@ impl<I> Layer<I> for OnlyForLayer {
 struct OnlyFor<I> {
     inner: I,
     handler: Arc<str>,
+    replays_only: bool,
 }
 
 impl<I, S> Service<HandlerContext<S>> for OnlyFor<I>
@@ -120,7 +156,11 @@ where
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
         let event = cx.event();
-        if event.header(crate::headers::replay::HANDLER) == Some(self.handler.as_bytes()) {
+        let ours = match event.header(crate::headers::replay::HANDLER) {
+            Some(handler) => handler == self.handler.as_bytes(),
+            None => !self.replays_only,
+        };
+        if ours {
             return Either::Left(self.inner.call(cx));
         }
         tracing::debug!(

@@ -35,6 +35,17 @@ pub fn retry_topic(service: &str, source: &TopicSpec) -> Result<TopicSpec, Topic
         .build()
 }
 
+/// Whether replays of `service`'s dead letters from `source` go back to `source` itself rather
+/// than to a retry topic: when `source` is `service`'s own private topic. The service is that
+/// topic's single writer and only its own handlers read it, so a replay there keeps the topic's
+/// one writer, reaches no other service, and is handled in its key's order with the live events,
+/// by the consumer that owns the key's partition (a retry consumer beside it would race the live
+/// one on the same keys: two writers of one entity's state). Each of the service's consumers of
+/// the topic skips replays naming another handler.
+pub fn replays_to_source(service: &str, source: &TopicSpec) -> bool {
+    source.is_owned_by(service) && source.visibility() == crate::topic::Visibility::Private
+}
+
 /// The topic whose contract a record of `topic` follows: for a retry topic
 /// (`<service>.private.retry.<source>`) its source, whose schemas the replayed records carry;
 /// otherwise `topic` itself.
