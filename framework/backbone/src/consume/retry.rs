@@ -62,7 +62,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// A replay is handled alongside the source's live events, not in their partition's order: a
     /// handler that keeps per-key state in memory between events, or relies on one writer per key
     /// (its partition's owner), may see a replayed event of a key at the same time as that key's live
-    /// ones, on another instance, and without this consumer's hooks.
+    /// ones, on another instance, and without this consumer's hooks. Such state belongs in a topic
+    /// of the service's own, and the handlers of those topics have no retry consumer: their replays
+    /// come back in order on the topic itself ([`replays_to_source`](Self::replays_to_source)).
     ///
     /// Refused for a consumer of the service's own private topic, whose replays come back on the
     /// topic itself ([`replays_to_source`](Self::replays_to_source)).
