@@ -65,8 +65,10 @@ impl Cluster {
         self.native.create_acls(acls).await
     }
 
-    /// The ACLs that `filter` matches.
+    /// The ACLs that `filter` matches. A principal that may not describe them gets
+    /// [`AdminError::Unauthorized`], never an empty list.
     pub async fn describe_acls(&self, filter: AclFilter) -> Result<Vec<AclBinding>, AdminError> {
+        quota::probe_describe_acls(&self.settings).await?;
         self.native.describe_acls(filter).await
     }
 

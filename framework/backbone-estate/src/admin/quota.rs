@@ -23,7 +23,8 @@ pub(crate) async fn describe(settings: &Settings) -> Result<BTreeMap<String, Quo
         .with_components(vec![
             ComponentData::default()
                 .with_entity_type(StrBytes::from_static_str("user"))
-                .with_match_type(MATCH_SPECIFIED),
+                .with_match_type(MATCH_SPECIFIED)
+                .with_match(None),
         ])
         // Entities of exactly one component: a user, not a user and client id together.
         .with_strict(true);
@@ -97,6 +98,28 @@ pub(crate) async fn alter(settings: &Settings, changes: &[QuotaChange]) -> Resul
             let what = format!("alter the client quotas of user {}", user.unwrap_or_default());
             return Err(conn.broker_error(&what, entry.error_code, entry.error_message.as_ref()));
         }
+    }
+    Ok(())
+}
+
+/// Whether the connection's principal may describe ACLs: a DescribeAcls that matches nothing,
+/// checked for its error code. librdkafka 2.12.1 drops that code (`rd_kafka_DescribeAclsResponse_parse`
+/// reads it and returns success with no ACLs), so without this probe a principal without DESCRIBE
+/// on the cluster would see an empty cluster rather than a refusal.
+pub(crate) async fn probe_describe_acls(settings: &Settings) -> Result<(), AdminError> {
+    use kafka_protocol::messages::DescribeAclsRequest;
+    let mut conn = Connection::open(settings).await?;
+    // Resource type ANY (1), pattern ANY (1), operation ANY (1), permission ANY (1), and a
+    // principal no one has.
+    let request = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1)
+        .with_principal_filter(Some(StrBytes::from_static_str("User:backbone-estate-probe/none")));
+    let answer = conn.call(&request).await?;
+    if answer.error_code != 0 {
+        return Err(conn.broker_error("describe ACLs", answer.error_code, answer.error_message.as_ref()));
     }
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsResponse, DescribeClientQuotasRequest,
-    DescribeClientQuotasResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsResponse, DescribeAclsRequest,
+    DescribeAclsResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse,
+    SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 use kafka_protocol::messages::{
     ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
@@ -136,6 +137,7 @@ requests! {
     ApiVersionsRequest => ApiVersionsResponse = 18,
     SaslHandshakeRequest => SaslHandshakeResponse = 17,
     SaslAuthenticateRequest => SaslAuthenticateResponse = 36,
+    DescribeAclsRequest => DescribeAclsResponse = 29,
     DescribeClientQuotasRequest => DescribeClientQuotasResponse = 48,
     AlterClientQuotasRequest => AlterClientQuotasResponse = 49,
 }
