@@ -12,7 +12,7 @@ use backbone_estate::acl::{AclBinding, Operation, PatternType, ResourceType};
 use backbone_estate::admin::{AclFilter, AdminError, Cluster, QuotaChange, QuotaKey, ScramMechanism};
 use backbone_testkit::{KafkaCluster, password_for, unique};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 /// How long the broker may take to show what its controller committed (ACLs and quotas reach it
 /// through the metadata log).
@@ -20,7 +20,18 @@ const PROPAGATION: Duration = Duration::from_secs(30);
 
 fn kafka() -> &'static KafkaCluster {
     static KAFKA: OnceLock<KafkaCluster> = OnceLock::new();
-    KAFKA.get_or_init(|| KafkaCluster::builder().sasl(["orders", "stock"]).start().expect("a SASL broker"))
+    KAFKA.get_or_init(|| {
+        // SCRAM as well as PLAIN on the SASL listener (the later properties win), so that SCRAM
+        // users made through the admin API can log in.
+        let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        KafkaCluster::builder()
+            .sasl(["orders", "stock"])
+            .broker_property("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")
+            .broker_property("listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config", scram)
+            .broker_property("listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config", scram)
+            .start()
+            .expect("a SASL broker")
+    })
 }
 
 /// The super user's connection, through a `backbone::Config` as the CLI makes it.
@@ -323,4 +334,51 @@ async fn a_wrong_password_fails_at_connect_naming_the_principal() {
     );
     assert!(!err.is_retriable());
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// A connection configuration that authenticates as `user` with SCRAM.
+fn scram_config(user: &str, mechanism: ScramMechanism, password: &str) -> rdkafka::ClientConfig {
+    let mut config = kafka().client_config_as(user);
+    config.set("sasl.mechanism", mechanism.name()).set("sasl.password", password);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scram_user_made_through_the_admin_api_logs_in_with_scram() {
+    let admin = admin().await;
+    let user = unique("scram-login");
+    for mechanism in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+        admin.upsert_scram_credentials(&user, mechanism, "pa55word", 4096).await.expect("upsert");
+    }
+    for mechanism in [ScramMechanism::Sha256, ScramMechanism::Sha512] {
+        // Our own SCRAM client (the quota connection) logs in once the credential reaches the broker.
+        let cluster = eventually("the SCRAM user logs in", || async {
+            match Cluster::connect_with(scram_config(&user, mechanism, "pa55word"), Duration::from_secs(20))
+                .await
+            {
+                Ok(c) => Some(c),
+                Err(AdminError::Authentication { .. }) => None,
+                Err(e) => panic!("{e:?}"),
+            }
+        })
+        .await;
+        assert_eq!(cluster.principal(), format!("User:{user}"));
+        // librdkafka's SCRAM accepts the credential too.
+        let client: rdkafka::producer::BaseProducer =
+            scram_config(&user, mechanism, "pa55word").create().expect("client");
+        let metadata = tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(None, Duration::from_secs(20))
+        })
+        .await
+        .unwrap();
+        assert!(metadata.is_ok(), "{mechanism:?}: {metadata:?}");
+
+        let err = Cluster::connect_with(scram_config(&user, mechanism, "wrong"), Duration::from_secs(20))
+            .await
+            .expect_err("a wrong SCRAM password is refused");
+        assert!(
+            matches!(&err, AdminError::Authentication { principal, .. } if *principal == format!("User:{user}")),
+            "{err:?}"
+        );
+    }
 }
