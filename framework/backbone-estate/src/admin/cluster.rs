@@ -131,7 +131,8 @@ impl Cluster {
     }
 
     /// The plan that brings the cluster to the desired ACLs and quotas ([`Plan::compute`] against
-    /// [`current`](Self::current)).
+    /// everything the cluster has: a desired ACL or quota outside the estate's prefixes is seen
+    /// too, so it is not planned again once applied; pruning still touches only the estate's).
     pub async fn plan(
         &self,
         desired_acls: &BTreeSet<AclBinding>,
@@ -139,7 +140,10 @@ impl Cluster {
         prefixes: &[String],
         prune: bool,
     ) -> Result<Plan, AdminError> {
-        let current = self.current(prefixes).await?;
+        let current = Current {
+            acls: self.describe_acls(AclFilter::Any).await?.into_iter().collect(),
+            quotas: self.describe_quotas().await?,
+        };
         Ok(Plan::compute(desired_acls, desired_quotas, &current, prefixes, prune))
     }
 

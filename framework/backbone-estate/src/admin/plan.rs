@@ -363,6 +363,16 @@ mod tests {
     }
 
     #[test]
+    fn a_desired_acl_or_quota_outside_the_prefixes_is_not_planned_again_once_there() {
+        let foreign =
+            allow("billing", Operation::Read, ResourceType::Topic, "billing.x", PatternType::Literal);
+        let desired: BTreeSet<_> = [foreign].into();
+        let desired_quotas: BTreeMap<_, _> = [("billing".to_owned(), quotas(Some(5), None, None))].into();
+        let current = Current { acls: desired.clone(), quotas: desired_quotas.clone() };
+        assert!(Plan::compute(&desired, &desired_quotas, &current, &prefixes(), true).is_empty());
+    }
+
+    #[test]
     fn the_plan_renders_as_json() {
         let write = allow("orders", Operation::Write, ResourceType::Topic, "orders.", PatternType::Prefixed);
         let plan = Plan { create_acls: vec![write], ..Plan::default() };

@@ -401,6 +401,9 @@ fn tls_connector(s: &Settings) -> Result<tokio_native_tls::TlsConnector, AdminEr
 }
 
 #[cfg(test)]
+mod tests_with_a_server;
+
+#[cfg(test)]
 mod tests {
     #[test]
     fn error_names_are_kafkas() {
