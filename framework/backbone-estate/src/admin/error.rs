@@ -41,8 +41,9 @@ pub enum AdminError {
     /// The principal may not do this (`CLUSTER_AUTHORIZATION_FAILED` and the like). Not retriable:
     /// it needs an ACL (or the super user), not another try.
     #[error(
-        "`{principal}` is not authorized to {operation} ({code}): it needs ALTER/DESCRIBE on the cluster \
-         or to be a super user; not retried"
+        "`{principal}` is not authorized to {operation} ({code}): it needs that permission on the cluster \
+         (ALTER for ACLs, ALTER_CONFIGS for quotas and SCRAM users, DESCRIBE or DESCRIBE_CONFIGS to read \
+         them) or to be a super user; not retried"
     )]
     Unauthorized {
         /// The principal the client authenticated as.
