@@ -11,6 +11,8 @@ use backbone::service::Quotas;
 use backbone_estate::acl::{AclBinding, Operation, PatternType, ResourceType};
 use backbone_estate::admin::{AclFilter, AdminError, Cluster, QuotaChange, QuotaKey, ScramMechanism};
 use backbone_testkit::{KafkaCluster, password_for, unique};
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
@@ -125,6 +127,32 @@ async fn produce_as(user: &str, topic: &str) -> Result<(), KafkaError> {
         .map_err(|(e, _)| e)
 }
 
+/// What reading `topic` from its start as `user` (in a new group `<topic>.reader-…`) gives first:
+/// a payload or the consumer's error.
+async fn first_read_as(user: &str, topic: &str) -> Result<Vec<u8>, KafkaError> {
+    let consumer: BaseConsumer = kafka()
+        .client_config_as(user)
+        .set("enable.auto.commit", "false")
+        .set("group.id", unique(&format!("{topic}.reader")))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => return Ok(m.payload().unwrap_or_default().to_vec()),
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        panic!("neither a record nor an error within 15 s");
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_applied_acl_takes_effect_on_the_broker() {
     let admin = admin().await;
@@ -138,14 +166,34 @@ async fn an_applied_acl_takes_effect_on_the_broker() {
         "{err:?}"
     );
 
+    // With READ on its group but none on the topic, reading is refused for the topic.
+    let group = AclBinding::allow(
+        "stock",
+        Operation::Read,
+        ResourceType::Group,
+        format!("{topic}."),
+        PatternType::Prefixed,
+    );
+    admin.create_acls(std::slice::from_ref(&group)).await.unwrap();
+    eventually("stock is refused the topic (once its group ACL is there)", || async {
+        match first_read_as("stock", &topic).await {
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed)) => Some(()),
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupAuthorizationFailed)) => None,
+            other => panic!("reading without a topic ACL: {other:?}"),
+        }
+    })
+    .await;
+
     let desired: BTreeSet<_> = [
+        group,
         topic_acl("stock", Operation::Write, &topic, PatternType::Literal),
+        topic_acl("stock", Operation::Read, &topic, PatternType::Literal),
         topic_acl("stock", Operation::Describe, &topic, PatternType::Literal),
     ]
     .into();
     let prefixes = vec![topic.clone()];
     let plan = admin.plan(&desired, &BTreeMap::new(), &prefixes, false).await.unwrap();
-    assert_eq!(plan.create_acls.len(), 2, "{plan}");
+    assert_eq!(plan.create_acls.len(), 3, "{plan}");
     admin.apply(&plan).await.expect("apply");
 
     eventually("stock may write once the grant reaches the broker", || async {
@@ -156,6 +204,15 @@ async fn an_applied_acl_takes_effect_on_the_broker() {
         }
     })
     .await;
+    let read = eventually("stock reads once its READ ACL reaches the broker", || async {
+        match first_read_as("stock", &topic).await {
+            Ok(payload) => Some(payload),
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed)) => None,
+            Err(e) => panic!("reading with a READ ACL failed otherwise: {e:?}"),
+        }
+    })
+    .await;
+    assert_eq!(read, b"v", "the record it wrote");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
