@@ -6,5 +6,7 @@
 //! client quotas are derived from it, planned as a diff against the cluster, and applied.
 //!
 //! - [`acl`]: ACL bindings as plain data (what the estate wants, what the cluster has).
+//! - [`admin`]: applying ACLs, SCRAM users and client quotas to a real cluster, as a plan and apply.
 
 pub mod acl;
+pub mod admin;
