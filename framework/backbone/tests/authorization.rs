@@ -11,7 +11,7 @@ fn config_as(cluster: &KafkaCluster, user: &str) -> backbone::Config {
     let mut c = common::config(cluster.bootstrap_servers());
     c.security.protocol = "SASL_PLAINTEXT".into();
     c.security.username = Some(user.into());
-    c.security.password = Some(password_for(user));
+    c.security.password = Some(password_for(user).into());
     c.delivery_timeout = Duration::from_secs(60);
     c
 }

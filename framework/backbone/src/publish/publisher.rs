@@ -180,7 +180,7 @@ impl Publisher {
                     .get("message.max.bytes")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
-                registry: crate::schema::Registry::new(&config.schema_registry_url)?,
+                registry: crate::schema::Registry::for_config(config)?,
                 subjects: spec
                     .events()
                     .iter()
