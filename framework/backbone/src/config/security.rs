@@ -300,7 +300,7 @@ fn certificate_subject(path: &Path) -> Option<String> {
         .entries()
         .filter_map(|e| {
             let key = e.object().nid().short_name().ok()?;
-            let value = e.data().to_string();
+            let value = e.data().to_string().ok()?;
             Some(format!("{key}={value}"))
         })
         .collect();
