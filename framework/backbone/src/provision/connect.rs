@@ -94,7 +94,12 @@ impl Connection {
             let attempt = self.client.client().fetch_metadata(None, left.min(STEP));
             match attempt {
                 Ok(md) => return Ok(md),
-                Err(e) if left > STEP && is_timeout(&e) => continue,
+                Err(e) if left > STEP && is_transient(&e) => {
+                    // A failed connection fails the request at once; the reason, if it was a
+                    // refusal, arrives as an event: wait for it a little.
+                    self.client.poll(STEP);
+                    continue;
+                }
                 Err(e) => {
                     self.client.poll(Duration::ZERO);
                     if let Some((code, reason)) = self.client.context().failure() {
@@ -124,13 +129,16 @@ impl Connection {
     }
 }
 
-fn is_timeout(e: &KafkaError) -> bool {
+/// Errors that another attempt may get past (librdkafka reconnects with backoff).
+fn is_transient(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::OperationTimedOut
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::TimedOutQueue
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
         )
     )
 }
