@@ -254,7 +254,14 @@ impl RegistrySecurity {
         Ok(builder)
     }
 
-    pub(super) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Reads `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` and `SCHEMA_REGISTRY_CA_LOCATION` from the
+    /// process environment (for tools with a registry client of their own, such as the CLI).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k: &str| std::env::var(k).ok())
+    }
+
+    /// Reads the registry variables from any lookup.
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut r = Self::default();
         if let Some(v) = get("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO") {
             if !v.contains(':') {
