@@ -178,6 +178,65 @@ async fn mutual_tls_makes_the_certificate_cn_the_principal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_without_a_trusted_client_certificate_is_refused_fast() {
+    let cluster = cluster();
+    // No certificate at all.
+    let service = unique("svc");
+    let config = config(cluster, &service, "orders", ClientAuth::Tls, &[]);
+    let (err, _) = refused(&config, &service).await;
+    assert!(matches!(err, ProvisionError::Unauthenticated { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("ANONYMOUS (no client credentials over SSL)"), "{text}");
+    assert!(
+        text.contains("alert bad certificate") && text.contains("KAFKA_SSL_CERTIFICATE_LOCATION"),
+        "{text}"
+    );
+
+    // A certificate for CN=orders from a CA the brokers do not trust.
+    let dir = tempfile::tempdir().unwrap();
+    let forged = CertificateAuthority::generate(dir.path(), "unrelated-ca")
+        .unwrap()
+        .client_certificate("orders")
+        .unwrap();
+    let (cert, key) = (forged.certificate.display().to_string(), forged.key.display().to_string());
+    let service = unique("svc");
+    let config = self::config(
+        cluster,
+        &service,
+        "orders",
+        ClientAuth::MutualTls,
+        &[("KAFKA_SSL_CERTIFICATE_LOCATION", &cert), ("KAFKA_SSL_KEY_LOCATION", &key)],
+    );
+    let (err, _) = refused(&config, &service).await;
+    assert!(matches!(err, ProvisionError::Unauthenticated { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("CN=orders (the subject of client certificate {cert})")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_over_tls_on_three_brokers_round_trips_with_replication_3() {
+    let cluster = KafkaCluster::builder()
+        .brokers(3)
+        .scram(["orders"])
+        .tls()
+        .start()
+        .expect("three brokers with SCRAM and TLS");
+    cluster.allow("orders", AclOperation::All, &AclResource::TopicPrefix("svc-".into())).unwrap();
+    cluster.allow("orders", AclOperation::All, &AclResource::GroupPrefix("svc-".into())).unwrap();
+    cluster.allow("orders", AclOperation::IdempotentWrite, &AclResource::Cluster).unwrap();
+    let service = unique("svc");
+    let config = config(
+        &cluster,
+        &service,
+        "orders",
+        ClientAuth::ScramSha512OverTls,
+        &[("BACKBONE_PROFILE", "production")],
+    );
+    assert_eq!(config.bootstrap_servers.split(',').count(), 3);
+    round_trip(&config, &service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sasl_user_without_acls_fails_fast_at_start_naming_the_principal_and_the_topic() {
     let cluster = cluster();
     let service = unique("svc");

@@ -34,12 +34,23 @@ impl ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         tracing::warn!(error = %error, reason, "Kafka client error");
-        if let Some(
-            code @ (RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::SSL),
-        ) = code
-        {
+        let refusal = match code {
+            Some(
+                code @ (RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL),
+            ) => Some(code),
+            // A broker that rejects the client's certificate (or its absence, with mutual TLS)
+            // answers with a TLS alert after the handshake: librdkafka reports a transport failure
+            // (`Receive failed: …SSL routines::sslv3 alert bad certificate…`).
+            Some(RDKafkaErrorCode::BrokerTransportFailure)
+                if reason.contains("SSL routines") && reason.contains(" alert ") =>
+            {
+                Some(RDKafkaErrorCode::SSL)
+            }
+            _ => None,
+        };
+        if let Some(code) = refusal {
             let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
             failure.get_or_insert_with(|| (code, reason.to_owned()));
         }
@@ -115,7 +126,8 @@ impl Connection {
         let hint = match code {
             RDKafkaErrorCode::SSL if self.tls => {
                 "the TLS handshake failed: check KAFKA_SSL_CA_LOCATION (the CA that signed the brokers' \
-                 certificates) and, for mutual TLS, KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION"
+                 certificates) and, for mutual TLS, KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION (a \
+                 client certificate the brokers trust)"
             }
             _ => {
                 "the brokers refused the credentials: check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and \
