@@ -167,6 +167,7 @@ impl Publisher {
         Ok(Self {
             inner: Arc::new(Inner {
                 service: spec.name().to_owned(),
+                principal: config.security.principal(),
                 producer,
                 owned: spec.owned_topics().iter().map(|t| (t.name().to_owned(), t.clone())).collect(),
                 permits: Arc::new(Semaphore::new(capacity as usize)),
