@@ -50,6 +50,8 @@ impl KafkaClusterBuilder {
     /// Adds a TLS listener (`SSL`, and `SASL_SSL` beside it on a SASL cluster) on every broker, with a
     /// CA and a broker certificate for `127.0.0.1`/`localhost` made for this run. Clients trust
     /// [`KafkaCluster::ca_location`]; the main listener stays as it was (the kit's own admin uses it).
+    /// Without client certificates a TLS client is `ANONYMOUS`, which a SASL cluster makes a super
+    /// user (the brokers reach the controller as it): use [`mtls`](Self::mtls) to test ACLs over TLS.
     pub fn tls(mut self) -> Self {
         self.tls.get_or_insert_with(TlsRequest::default);
         self
