@@ -17,6 +17,8 @@
 //!   there; a subject the registry does not know is new. For checkouts without git history. The
 //!   registry's own messages are printed when it gives any (Confluent's `verbose=true`); the reason is
 //!   also worked out here from the subject's latest version and rule, since Apicurio gives none.
+//!   User info in the URL, or `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=user:password`, is sent as basic
+//!   authentication; `SCHEMA_REGISTRY_CA_LOCATION` names a CA to trust for an `https://` registry.
 //!
 //! One line per file: `ok   <path> (…)`, `new  <path> (…)` or `FAIL <path>: <reason>`, where the
 //! reason names the field and why it breaks the rule.
@@ -405,8 +407,13 @@ impl Registry {
                 backbone::config::redact_url(url)
             )));
         }
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
+        // Basic authentication and a CA from SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO and
+        // SCHEMA_REGISTRY_CA_LOCATION, as services take them.
+        let security = backbone::config::RegistrySecurity::from_env()
+            .map_err(|e| CheckError::Registry(e.to_string()))?;
+        let client = security
+            .apply(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)))
+            .map_err(|e| CheckError::Registry(e.to_string()))?
             .build()
             .map_err(|e| CheckError::Registry(e.to_string()))?;
         Ok(Self { base, client })

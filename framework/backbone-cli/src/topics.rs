@@ -3,7 +3,8 @@
 //! A spec file is the JSON of a `ServiceSpec` (`ServiceSpec::to_json`); it is validated again when
 //! read (names, settings, ownership). The brokers, security and durability profile come from the
 //! environment like a service's (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_SECURITY_PROTOCOL`,
-//! `KAFKA_SASL_USERNAME`, `BACKBONE_PROFILE` …; see `backbone::config`). With SASL the principal
+//! `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SSL_CA_LOCATION`, `BACKBONE_PROFILE` …; see
+//! `backbone::config`). With SASL the principal
 //! defaults to `backbone-cli`; set `KAFKA_SASL_USERNAME` to one allowed to create topics.
 //!
 //! Exit codes: 0 done (or nothing to do), 1 an error, 2 the plan has refusals (nothing applied).

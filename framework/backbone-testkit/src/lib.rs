@@ -5,7 +5,8 @@
 //! - [`KafkaCluster`]: Apache Kafka (KRaft, version [`KAFKA_VERSION`]) assembled from Maven Central
 //!   artifacts and started on free loopback ports in a fresh temporary directory: one combined node,
 //!   or three brokers beside a controller-only node; brokers can be SIGKILLed and restarted; SASL/PLAIN
-//!   with the StandardAuthorizer and one user per principal on request.
+//!   with the StandardAuthorizer and one user per principal on request, SCRAM-SHA-256/512 users, and a
+//!   TLS listener (optionally mutual TLS) with a CA and certificates made per run ([`tls`]).
 //! - [`SchemaRegistry`]: Apicurio Registry (version [`APICURIO_VERSION`]) serving the Confluent-compatible
 //!   API, global compatibility BACKWARD.
 //! - [`shared_kafka`] and [`shared_registry`]: one broker and one registry per test binary, shared by
@@ -36,12 +37,15 @@ mod kafka;
 pub mod oracle;
 mod process;
 mod registry;
+pub mod tls;
 
 use std::sync::OnceLock;
 
 pub use error::{Result, TestkitError};
 pub use fetch::{APICURIO_VERSION, KAFKA_VERSION};
-pub use kafka::{ADMIN_USER, AclOperation, AclResource, KafkaCluster, KafkaClusterBuilder, password_for};
+pub use kafka::{
+    ADMIN_USER, AclOperation, AclResource, ClientAuth, KafkaCluster, KafkaClusterBuilder, password_for,
+};
 pub use registry::SchemaRegistry;
 
 /// The Kafka cluster shared by every test in this test binary: the one named by

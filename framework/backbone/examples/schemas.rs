@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("v1 event read as v2: {read:?}");
 
     // A breaking change (quantity from int to string) is refused, naming the field and the rule.
-    let registry = Registry::new(&config.schema_registry_url)?;
+    let registry = Registry::for_config(&config)?;
     let subject = SubjectStrategy::TopicName.subject(placed.name(), "com.example.shop.OrderPlaced");
     let breaking = r#"{"type":"record","name":"OrderPlaced","namespace":"com.example.shop","fields":[
         {"name":"id","type":"string"},{"name":"product","type":"string"},{"name":"quantity","type":"string"}]}"#;

@@ -39,7 +39,7 @@ impl ServiceSpec {
         // Contracts first: an incompatible schema stops the service before anything is created or
         // produced (R10).
         if !self.events().is_empty() {
-            let registry = crate::schema::Registry::new(&config.schema_registry_url)?;
+            let registry = crate::schema::Registry::for_config(config)?;
             for event in self.events() {
                 let id = registry.register(&event.subject, &event.schema).await?;
                 tracing::info!(service = %self.name(), subject = %event.subject, %id, "schema registered");

@@ -131,7 +131,7 @@ impl Probe {
         let registry = if config.schema_registry_url.is_empty() {
             None
         } else {
-            Some(Registry::new(&config.schema_registry_url).map_err(|e| client(e.to_string()))?)
+            Some(Registry::for_config(config).map_err(|e| client(e.to_string()))?)
         };
         let probe = Self {
             consumer: Arc::new(consumer),

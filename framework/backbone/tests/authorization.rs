@@ -11,7 +11,7 @@ fn config_as(cluster: &KafkaCluster, user: &str) -> backbone::Config {
     let mut c = common::config(cluster.bootstrap_servers());
     c.security.protocol = "SASL_PLAINTEXT".into();
     c.security.username = Some(user.into());
-    c.security.password = Some(password_for(user));
+    c.security.password = Some(password_for(user).into());
     c.delivery_timeout = Duration::from_secs(60);
     c
 }
@@ -31,6 +31,7 @@ async fn a_principal_without_write_acl_is_refused_fast_and_not_retried() {
     let took = started.elapsed();
     eprintln!("denied publish: {err:?} after {took:?}");
     assert!(matches!(err, PublishError::Unauthorized { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("User:stock (SASL PLAIN) is not authorized to publish to"), "{err}");
     assert!(!err.is_retriable());
     assert!(took < Duration::from_secs(15), "fails fast, not after the delivery timeout: {took:?}");
 

@@ -61,7 +61,7 @@ async fn world(grant: impl FnOnce(&KafkaCluster, &TopicSpec, &TopicSpec)) -> Wor
     let mut config = common::config(cluster.bootstrap_servers());
     config.security.protocol = "SASL_PLAINTEXT".into();
     config.security.username = Some("stock".into());
-    config.security.password = Some(password_for("stock"));
+    config.security.password = Some(password_for("stock").into());
     config.shutdown_timeout = Duration::from_secs(2);
     let spec = Service::new("stock").owns(&source).owns(&dlq).consumes(&source).spec().unwrap();
     World { cluster, source, dlq, config, spec }

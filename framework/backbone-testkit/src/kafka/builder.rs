@@ -3,8 +3,11 @@
 
 use base64::Engine as _;
 
-use super::config::{LOG4J2, jaas_client, node_properties};
-use super::{ADMIN_USER, Jvm, KafkaCluster, KafkaClusterBuilder, Local, Node, Role, TOOL_FLAGS};
+use super::config::{LOG4J2, NodeLayout, TlsFiles, jaas_client, node_properties};
+use super::{
+    ADMIN_USER, Jvm, KafkaCluster, KafkaClusterBuilder, Local, Node, Role, TOOL_FLAGS, TlsRequest, TlsSetup,
+    password_for,
+};
 use crate::error::{Result, TestkitError};
 use crate::fetch;
 use crate::java;
@@ -28,6 +31,44 @@ impl KafkaClusterBuilder {
         S: Into<String>,
     {
         self.sasl_users = Some(users.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Turns on SASL with the StandardAuthorizer as [`sasl`](Self::sasl) does, with SCRAM-SHA-256 and
+    /// SCRAM-SHA-512 enabled beside PLAIN: every user named here (and [`ADMIN_USER`]) gets SCRAM
+    /// credentials of both kinds with password [`password_for`](super::password_for), added when the
+    /// storage is formatted (`StorageTool format --add-scram`).
+    pub fn scram<I, S>(mut self, users: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scram = true;
+        self.sasl(users)
+    }
+
+    /// Adds a TLS listener (`SSL`, and `SASL_SSL` beside it on a SASL cluster) on every broker, with a
+    /// CA and a broker certificate for `127.0.0.1`/`localhost` made for this run. Clients trust
+    /// [`KafkaCluster::ca_location`]; the main listener stays as it was (the kit's own admin uses it).
+    /// Without client certificates a TLS client is `ANONYMOUS`, which a SASL cluster makes a super
+    /// user (the brokers reach the controller as it): use [`mtls`](Self::mtls) to test ACLs over TLS.
+    pub fn tls(mut self) -> Self {
+        self.tls.get_or_insert_with(TlsRequest::default);
+        self
+    }
+
+    /// Like [`tls`](Self::tls), with client certificates required on the `SSL` listener (mutual
+    /// TLS), one made for each name here (subject `CN=<name>`,
+    /// [`KafkaCluster::client_certificate`]). The brokers map a certificate's CN to the principal
+    /// (`ssl.principal.mapping.rules`): with `.sasl(…)` too, ACLs for `User:<name>` apply to it.
+    pub fn mtls<I, S>(mut self, clients: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let tls = self.tls.get_or_insert_with(TlsRequest::default);
+        tls.client_auth = true;
+        tls.clients.extend(clients.into_iter().map(Into::into));
         self
     }
 
@@ -96,20 +137,65 @@ impl KafkaCluster {
             (0..spec.brokers).map(|_| free_port()).collect::<Result<_>>()?
         };
         let listener = if spec.sasl_users.is_some() { "SASL_PLAINTEXT" } else { "PLAINTEXT" };
-        let (controller_id, layout): (i32, Vec<(i32, Role, Option<u16>)>) = if spec.brokers == 1 {
-            (1, vec![(1, Role::Combined, Some(broker_ports[0]))])
+        // Per broker: its main listener first (inter-broker and the kit's admin), then TLS ones.
+        let mut broker_listeners: Vec<Vec<(String, u16)>> =
+            broker_ports.iter().map(|p| vec![(listener.to_owned(), *p)]).collect();
+        let mut tls_setup = None;
+        let tls_files = match &spec.tls {
+            Some(request) => {
+                let pki = dir.path().join("tls");
+                std::fs::create_dir_all(&pki).map_err(TestkitError::io("creating the tls directory"))?;
+                let ca = crate::tls::CertificateAuthority::generate(&pki, "backbone-test-ca")?;
+                let keystore = ca.broker_keystore("broker")?;
+                let mut clients = std::collections::BTreeMap::new();
+                for name in &request.clients {
+                    clients.insert(name.clone(), ca.client_certificate(name)?);
+                }
+                let mut names = vec!["SSL"];
+                if spec.sasl_users.is_some() {
+                    names.push("SASL_SSL");
+                }
+                let mut bootstraps = vec![Vec::new(); names.len()];
+                for listeners in &mut broker_listeners {
+                    for (name, servers) in names.iter().zip(&mut bootstraps) {
+                        let port = free_port()?;
+                        servers.push(format!("127.0.0.1:{port}"));
+                        listeners.push(((*name).to_owned(), port));
+                    }
+                }
+                tls_setup = Some(TlsSetup {
+                    bootstrap: bootstraps[0].join(","),
+                    sasl_bootstrap: bootstraps.get(1).map(|b| b.join(",")),
+                    ca: ca.ca_file().to_owned(),
+                    clients,
+                });
+                Some(TlsFiles {
+                    keystore,
+                    truststore: ca.ca_file().to_owned(),
+                    client_auth: request.client_auth,
+                })
+            }
+            None => None,
+        };
+        let (controller_id, layout): (i32, Vec<(i32, Role, Option<usize>)>) = if spec.brokers == 1 {
+            (1, vec![(1, Role::Combined, Some(0))])
         } else {
             let mut l = vec![(0, Role::Controller, None)];
-            l.extend(broker_ports.iter().enumerate().map(|(i, p)| (i as i32 + 1, Role::Broker, Some(*p))));
+            l.extend((0..spec.brokers).map(|i| (i as i32 + 1, Role::Broker, Some(i))));
             (0, l)
         };
 
         let mut nodes = Vec::new();
-        for (id, role, port) in layout {
+        for (id, role, broker) in layout {
             let node_dir = dir.path().join(format!("node-{id}"));
             std::fs::create_dir_all(&node_dir).map_err(TestkitError::io("creating a node directory"))?;
-            let props =
-                node_properties(&spec, &node_dir, id, role, port, controller_id, controller_port, listener);
+            let listeners = broker.map_or(&[][..], |i| &broker_listeners[i][..]);
+            let props = node_properties(
+                &spec,
+                &node_dir,
+                NodeLayout { id, role, listeners, controller_id, controller_port },
+                tls_files.as_ref(),
+            );
             let props_path = node_dir.join("node.properties");
             std::fs::write(&props_path, props).map_err(TestkitError::io("writing node.properties"))?;
             nodes.push(Node { id, role, props: props_path, log: node_dir.join("server.log"), process: None });
@@ -122,11 +208,22 @@ impl KafkaCluster {
             std::fs::write(dir.path().join("admin.properties"), admin)
                 .map_err(TestkitError::io("writing admin.properties"))?;
         }
+        // SCRAM credentials go into the metadata log the controllers bootstrap from.
+        let scram: Vec<String> = match (&spec.sasl_users, spec.scram) {
+            (Some(users), true) => std::iter::once(ADMIN_USER)
+                .chain(users.iter().map(String::as_str))
+                .flat_map(|user| {
+                    ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+                        .map(|m| format!("{m}=[name={user},password={}]", password_for(user)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
 
         // Format every node's storage (in parallel: each is a JVM start).
         let id = cluster_id();
         std::thread::scope(|s| {
-            let jobs: Vec<_> = nodes.iter().map(|n| s.spawn(|| format_node(&jvm, &id, n))).collect();
+            let jobs: Vec<_> = nodes.iter().map(|n| s.spawn(|| format_node(&jvm, &id, n, &scram))).collect();
             jobs.into_iter().try_for_each(|j| {
                 j.join().unwrap_or_else(|_| Err(TestkitError::Unsupported("format panicked".into())))
             })
@@ -136,6 +233,8 @@ impl KafkaCluster {
         let mut cluster = Self {
             bootstrap,
             sasl: spec.sasl_users.is_some(),
+            scram: spec.scram && spec.sasl_users.is_some(),
+            tls: tls_setup,
             broker_count: spec.brokers,
             local: Some(Local { nodes: Vec::new(), jvm, dir }),
         };
@@ -160,14 +259,15 @@ fn cluster_id() -> String {
     }
 }
 
-fn format_node(jvm: &Jvm, cluster_id: &str, node: &Node) -> Result<()> {
-    let out = jvm
-        .command(&TOOL_FLAGS, "kafka.tools.StorageTool")
-        .args(["format", "-t", cluster_id, "-c"])
-        .arg(&node.props)
-        .arg("--ignore-formatted")
-        .output()
-        .map_err(TestkitError::io("running StorageTool"))?;
+fn format_node(jvm: &Jvm, cluster_id: &str, node: &Node, scram: &[String]) -> Result<()> {
+    let mut cmd = jvm.command(&TOOL_FLAGS, "kafka.tools.StorageTool");
+    cmd.args(["format", "-t", cluster_id, "-c"]).arg(&node.props).arg("--ignore-formatted");
+    if node.role != Role::Broker {
+        for credential in scram {
+            cmd.args(["--add-scram", credential]);
+        }
+    }
+    let out = cmd.output().map_err(TestkitError::io("running StorageTool"))?;
     if out.status.success() {
         Ok(())
     } else {

@@ -2,7 +2,7 @@
 //! logging configuration.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{ADMIN_USER, KafkaClusterBuilder, Role, password_for};
 
@@ -29,17 +29,36 @@ pub(super) fn jaas_client(user: &str) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a node sits in the cluster and what it listens on.
+pub(super) struct NodeLayout<'a> {
+    pub(super) id: i32,
+    pub(super) role: Role,
+    /// The broker's listeners, the main one (inter-broker) first; empty on a controller-only node.
+    pub(super) listeners: &'a [(String, u16)],
+    pub(super) controller_id: i32,
+    pub(super) controller_port: u16,
+}
+
+/// The brokers' TLS material.
+pub(super) struct TlsFiles {
+    /// Key and certificate chain, one PEM file.
+    pub(super) keystore: PathBuf,
+    /// The CA's certificate.
+    pub(super) truststore: PathBuf,
+    /// Whether the `SSL` listener requires client certificates.
+    pub(super) client_auth: bool,
+}
+
+/// Maps a client certificate's subject `CN=name,…` to the principal `User:name`.
+const PRINCIPAL_MAPPING: &str = "RULE:^CN=([^,]+).*$/$1/,DEFAULT";
+
 pub(super) fn node_properties(
     spec: &KafkaClusterBuilder,
     dir: &Path,
-    id: i32,
-    role: Role,
-    port: Option<u16>,
-    controller_id: i32,
-    controller_port: u16,
-    listener: &str,
+    node: NodeLayout<'_>,
+    tls: Option<&TlsFiles>,
 ) -> String {
+    let NodeLayout { id, role, listeners, controller_id, controller_port } = node;
     let mut p = String::new();
     let mut set = |k: &str, v: &str| {
         let _ = writeln!(p, "{k}={v}");
@@ -57,19 +76,18 @@ pub(super) fn node_properties(
     set("controller.listener.names", "CONTROLLER");
     set(
         "listener.security.protocol.map",
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
     );
-    let mut listeners = Vec::new();
-    if let Some(port) = port {
-        listeners.push(format!("{listener}://127.0.0.1:{port}"));
-    }
+    let advertised: Vec<String> =
+        listeners.iter().map(|(name, port)| format!("{name}://127.0.0.1:{port}")).collect();
+    let mut all = advertised.clone();
     if role != Role::Broker {
-        listeners.push(format!("CONTROLLER://127.0.0.1:{controller_port}"));
+        all.push(format!("CONTROLLER://127.0.0.1:{controller_port}"));
     }
-    set("listeners", &listeners.join(","));
-    if let Some(port) = port {
-        set("advertised.listeners", &format!("{listener}://127.0.0.1:{port}"));
-        set("inter.broker.listener.name", listener);
+    set("listeners", &all.join(","));
+    if let Some((main, _)) = listeners.first() {
+        set("advertised.listeners", &advertised.join(","));
+        set("inter.broker.listener.name", main);
     }
     set("log.dirs", &dir.join("data").display().to_string());
     set("auto.create.topics.enable", "false");
@@ -105,8 +123,16 @@ pub(super) fn node_properties(
         // The CONTROLLER listener is the only PLAINTEXT one: brokers reach the controller as ANONYMOUS.
         set("super.users", &format!("User:{ADMIN_USER};User:ANONYMOUS"));
         set("allow.everyone.if.no.acl.found", "false");
-        if port.is_some() {
-            set("sasl.enabled.mechanisms", "PLAIN");
+        let sasl_listeners: Vec<String> = listeners
+            .iter()
+            .filter(|(name, _)| name.starts_with("SASL"))
+            .map(|(n, _)| n.to_lowercase())
+            .collect();
+        if !sasl_listeners.is_empty() {
+            set(
+                "sasl.enabled.mechanisms",
+                if spec.scram { "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" } else { "PLAIN" },
+            );
             set("sasl.mechanism.inter.broker.protocol", "PLAIN");
             let mut jaas = format!(
                 "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{ADMIN_USER}\" password=\"{}\"",
@@ -116,8 +142,26 @@ pub(super) fn node_properties(
                 let _ = write!(jaas, " user_{user}=\"{}\"", password_for(user));
             }
             jaas.push(';');
-            set("listener.name.sasl_plaintext.plain.sasl.jaas.config", &jaas);
+            for listener in &sasl_listeners {
+                set(&format!("listener.name.{listener}.plain.sasl.jaas.config"), &jaas);
+                if spec.scram {
+                    for mechanism in ["scram-sha-256", "scram-sha-512"] {
+                        set(
+                            &format!("listener.name.{listener}.{mechanism}.sasl.jaas.config"),
+                            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                        );
+                    }
+                }
+            }
         }
+    }
+    if let Some(tls) = tls.filter(|_| !listeners.is_empty()) {
+        set("ssl.keystore.type", "PEM");
+        set("ssl.keystore.location", &tls.keystore.display().to_string());
+        set("ssl.truststore.type", "PEM");
+        set("ssl.truststore.location", &tls.truststore.display().to_string());
+        set("listener.name.ssl.ssl.client.auth", if tls.client_auth { "required" } else { "none" });
+        set("ssl.principal.mapping.rules", PRINCIPAL_MAPPING);
     }
     for (k, v) in &spec.broker_properties {
         if role != Role::Controller {

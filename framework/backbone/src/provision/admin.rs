@@ -18,6 +18,7 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use super::connect::Connection;
 use super::error::{ProvisionError, from_code, from_kafka};
 use super::plan::Observed;
 use crate::config::Config;
@@ -146,10 +147,65 @@ fn in_process(config: &Config) -> Option<Arc<dyn InProcessCluster>> {
 /// in-process cluster's own.
 pub(crate) fn admin_for(config: &Config, service: &str) -> Result<Arc<dyn TopicAdmin>, ProvisionError> {
     let kafka = KafkaAdmin::new(config, service)?;
-    Ok(match in_process(config) {
+    let principal = kafka.connection.principal().to_owned();
+    let inner = match in_process(config) {
         Some(cluster) => cluster.admin(kafka),
         None => Arc::new(kafka),
-    })
+    };
+    Ok(Arc::new(Named { inner, principal }))
+}
+
+/// An admin whose authorization errors name the principal the brokers saw.
+#[derive(Debug)]
+struct Named {
+    inner: Arc<dyn TopicAdmin>,
+    principal: String,
+}
+
+impl TopicAdmin for Named {
+    fn metadata(&self, timeout: Duration) -> BoxFuture<'_, Result<ClusterState, ProvisionError>> {
+        Box::pin(async move { self.inner.metadata(timeout).await.map_err(|e| e.naming(&self.principal)) })
+    }
+
+    fn describe_configs<'a>(
+        &'a self,
+        topics: &'a [&'a str],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<Entry>>, ProvisionError>> {
+        Box::pin(async move {
+            self.inner.describe_configs(topics, timeout).await.map_err(|e| e.naming(&self.principal))
+        })
+    }
+
+    fn create_topics<'a>(
+        &'a self,
+        topics: &'a [NewTopicSpec<'a>],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.inner.create_topics(topics, timeout).await.map_err(|e| e.naming(&self.principal))
+        })
+    }
+
+    fn create_partitions<'a>(
+        &'a self,
+        additions: &'a [(&'a str, i32)],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.inner.create_partitions(additions, timeout).await.map_err(|e| e.naming(&self.principal))
+        })
+    }
+
+    fn alter_configs<'a>(
+        &'a self,
+        requests: &'a [(&'a str, BTreeMap<String, String>)],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.inner.alter_configs(requests, timeout).await.map_err(|e| e.naming(&self.principal))
+        })
+    }
 }
 
 /// Whether the cluster `config` points at answers admin requests such as `DeleteGroups` (the
@@ -162,6 +218,9 @@ pub(crate) fn supports_group_deletion(config: &Config) -> bool {
 #[derive(Debug)]
 pub(crate) struct KafkaAdmin {
     admin: Arc<AdminClient<DefaultClientContext>>,
+    /// Metadata goes through this client, which fails fast on a refused authentication or TLS
+    /// handshake (the admin client would wait out its timeout).
+    connection: Arc<Connection>,
 }
 
 impl KafkaAdmin {
@@ -173,7 +232,7 @@ impl KafkaAdmin {
         client.set("allow.auto.create.topics", "false");
         let admin =
             client.create().map_err(|e: KafkaError| ProvisionError::Client { reason: e.to_string() })?;
-        Ok(Self { admin: Arc::new(admin) })
+        Ok(Self { admin: Arc::new(admin), connection: Arc::new(Connection::new(config, service)?) })
     }
 }
 
@@ -185,12 +244,9 @@ fn change_options(timeout: Duration) -> AdminOptions {
 impl TopicAdmin for KafkaAdmin {
     /// (Asking for named topics would let a broker with `auto.create.topics.enable` create them.)
     fn metadata(&self, timeout: Duration) -> BoxFuture<'_, Result<ClusterState, ProvisionError>> {
-        let admin = Arc::clone(&self.admin);
+        let connection = Arc::clone(&self.connection);
         let fetch = move || {
-            let md = admin
-                .inner()
-                .fetch_metadata(None, timeout)
-                .map_err(|e| from_kafka("fetching cluster metadata", e))?;
+            let md = connection.metadata(timeout)?;
             let topics = md
                 .topics()
                 .iter()

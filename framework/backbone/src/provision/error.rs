@@ -26,12 +26,24 @@ pub enum ProvisionError {
     },
     /// The principal may not do this; an operator must grant it (ACLs).
     #[error(
-        "{operation} failed: not authorized ({reason}); the principal needs CREATE, ALTER_CONFIGS and DESCRIBE_CONFIGS on the topics"
+        "{operation} failed: {principal} is not authorized ({reason}); the principal needs CREATE, ALTER_CONFIGS and DESCRIBE_CONFIGS on the topics"
     )]
     NotAuthorized {
         /// What was being done.
         operation: String,
+        /// Who the brokers saw (`User:orders (SASL SCRAM-SHA-512)`, a client certificate's subject).
+        principal: String,
         /// What the broker said.
+        reason: String,
+    },
+    /// The brokers refused the connection itself: wrong SASL credentials, or a TLS handshake that
+    /// failed (an untrusted broker certificate, a client certificate the brokers do not trust).
+    /// Reported as soon as librdkafka sees it, not after a timeout; never retriable.
+    #[error("connecting to the brokers as {principal} failed: {reason}")]
+    Unauthenticated {
+        /// Who tried to connect.
+        principal: String,
+        /// What librdkafka reported, and what to check.
         reason: String,
     },
     /// The brokers rejected a request as invalid (a bad config value, a policy).
@@ -80,10 +92,22 @@ impl ProvisionError {
             Self::Timeout { .. } => true,
             Self::Client { .. }
             | Self::NotAuthorized { .. }
+            | Self::Unauthenticated { .. }
             | Self::Invalid { .. }
             | Self::Conflicting { .. }
             | Self::Refused { .. } => false,
         }
+    }
+
+    /// The same error, naming `principal` if it is an authorization failure that names nobody yet.
+    pub(crate) fn naming(mut self, principal: &str) -> Self {
+        if let Self::NotAuthorized { principal: p, .. } | Self::Unauthenticated { principal: p, .. } =
+            &mut self
+            && p.is_empty()
+        {
+            principal.clone_into(p);
+        }
+        self
     }
 
     /// The refusals, if this is [`ProvisionError::Refused`].
@@ -114,11 +138,13 @@ pub(crate) fn from_code(operation: String, code: RDKafkaErrorCode) -> ProvisionE
     use RDKafkaErrorCode as C;
     let reason = code.to_string();
     match code {
-        C::TopicAuthorizationFailed
-        | C::ClusterAuthorizationFailed
-        | C::GroupAuthorizationFailed
-        | C::SaslAuthenticationFailed
-        | C::Authentication => ProvisionError::NotAuthorized { operation, reason },
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::GroupAuthorizationFailed => {
+            ProvisionError::NotAuthorized { operation, principal: String::new(), reason }
+        }
+        C::SaslAuthenticationFailed | C::Authentication | C::SSL => ProvisionError::Unauthenticated {
+            principal: String::new(),
+            reason: format!("{operation}: {reason}"),
+        },
         C::InvalidConfig
         | C::InvalidPartitions
         | C::InvalidReplicationFactor

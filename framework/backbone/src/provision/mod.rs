@@ -55,6 +55,7 @@ use crate::service::ServiceSpec;
 use crate::topic::TopicSpec;
 
 mod admin;
+mod connect;
 mod error;
 mod plan;
 #[cfg(test)]

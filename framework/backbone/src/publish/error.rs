@@ -21,10 +21,12 @@ pub enum PublishError {
         owner: String,
     },
     /// The broker refused the service's principal (an ACL): not retried, not retriable.
-    #[error("not authorized to publish to `{topic}`: {code}")]
+    #[error("{principal} is not authorized to publish to `{topic}`: {code}")]
     Unauthorized {
         /// The topic.
         topic: String,
+        /// Who the brokers saw (`User:stock (SASL PLAIN)`, a client certificate's subject).
+        principal: String,
         /// Kafka's error code.
         code: RDKafkaErrorCode,
     },
@@ -122,7 +124,7 @@ impl PublishError {
                 code @ (RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed
                 | RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
-            ) => Self::Unauthorized { topic, code },
+            ) => Self::Unauthorized { topic, principal: "the principal".to_owned(), code },
             Some(code) => Self::Rejected { topic, code },
             None => Self::Client(e.to_string()),
         }

@@ -167,6 +167,7 @@ impl Publisher {
         Ok(Self {
             inner: Arc::new(Inner {
                 service: spec.name().to_owned(),
+                principal: config.security.principal(),
                 producer,
                 owned: spec.owned_topics().iter().map(|t| (t.name().to_owned(), t.clone())).collect(),
                 permits: Arc::new(Semaphore::new(capacity as usize)),
@@ -180,7 +181,7 @@ impl Publisher {
                     .get("message.max.bytes")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
-                registry: crate::schema::Registry::new(&config.schema_registry_url)?,
+                registry: crate::schema::Registry::for_config(config)?,
                 subjects: spec
                     .events()
                     .iter()

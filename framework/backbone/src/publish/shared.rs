@@ -37,6 +37,8 @@ impl ClientContext for PublishContext {
 /// What the clones of one publisher share.
 pub(super) struct Inner {
     pub(super) service: String,
+    /// Who the brokers see ([`crate::config::Security::principal`]), named in refusals.
+    pub(super) principal: String,
     pub(super) producer: FutureProducer<PublishContext>,
     pub(super) owned: HashMap<String, TopicSpec>,
     pub(super) permits: Arc<Semaphore>,
@@ -68,7 +70,10 @@ impl Inner {
             },
             _ => e,
         };
-        let err = PublishError::from_kafka(topic.name(), self.delivery_timeout, e);
+        let mut err = PublishError::from_kafka(topic.name(), self.delivery_timeout, e);
+        if let PublishError::Unauthorized { principal, .. } = &mut err {
+            principal.clone_from(&self.principal);
+        }
         if err.is_retriable() {
             self.health.degrade(HEALTH_COMPONENT, err.to_string());
         }

@@ -128,13 +128,27 @@ impl Registry {
     /// `user:***`). Also sets apache-avro's decoding allocation limit
     /// ([`super::limit_decoding_allocations`]).
     pub fn new(url: &str) -> Result<Self, SchemaError> {
+        Self::with_security(url, &crate::config::RegistrySecurity::default())
+    }
+
+    /// A client for the registry of `config`: its URL, its basic authentication and CA
+    /// ([`Config::registry_security`](crate::Config::registry_security)).
+    pub fn for_config(config: &crate::Config) -> Result<Self, SchemaError> {
+        Self::with_security(&config.schema_registry_url, &config.registry_security)
+    }
+
+    /// A client for the registry at `url` that sends `security`'s basic authentication on every
+    /// request (unless the URL carries user info of its own) and trusts its CA.
+    pub fn with_security(url: &str, security: &crate::config::RegistrySecurity) -> Result<Self, SchemaError> {
         super::limit_decoding_allocations();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| {
-            SchemaError::Unreachable {
-                url: crate::config::redact_url(url).into_owned(),
-                reason: crate::config::redact_url(&e.to_string()).into_owned(),
-            }
-        })?;
+        let unreachable = |reason: String| SchemaError::Unreachable {
+            url: crate::config::redact_url(url).into_owned(),
+            reason: crate::config::redact_url(&reason).into_owned(),
+        };
+        let builder = security
+            .apply(reqwest::Client::builder().timeout(Duration::from_secs(10)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let http = builder.build().map_err(|e| unreachable(e.to_string()))?;
         let base = url.trim_end_matches('/').to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -559,6 +573,63 @@ mod tests {
         }
         assert!(printed[0].contains("http://svc:***@127.0.0.1:1/apis/ccompat/v7"), "{}", printed[0]);
         assert!(printed[1].contains("schema registry at http://svc:***@127.0.0.1:1/"), "{}", printed[1]);
+    }
+
+    /// A registry that answers 404 to everything and hands over each request's head.
+    async fn recording() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/apis/ccompat/v7", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                let body = r#"{"error_code":40403,"message":"Schema not found"}"#;
+                let reply = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn basic_auth_from_the_configuration_is_sent_and_never_printed() {
+        let (url, mut requests) = recording().await;
+        let config = crate::Config::from_lookup("orders", |k| match k {
+            "SCHEMA_REGISTRY_URL" => Some(url.clone()),
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO" => Some("orders:basic-s3cret".into()),
+            _ => None,
+        })
+        .unwrap();
+        let registry = Registry::for_config(&config).unwrap();
+        let _ = registry.schema(SchemaId(7)).await;
+        let head = requests.recv().await.unwrap();
+        // `orders:basic-s3cret` in base64.
+        assert!(head.contains("authorization: Basic b3JkZXJzOmJhc2ljLXMzY3JldA=="), "{head}");
+        assert!(head.starts_with("GET /apis/ccompat/v7/schemas/ids/7"), "{head}");
+        assert!(!format!("{registry:?} {config:?}").contains("s3cret"));
+        // Without it, no header; with user info in the URL, that is sent.
+        let _ = Registry::new(&url).unwrap().schema(SchemaId(8)).await;
+        let head = requests.recv().await.unwrap();
+        assert!(!head.to_ascii_lowercase().contains("authorization"), "{head}");
+        let with_user = url.replace("http://", "http://svc:url-s3cret@");
+        let _ =
+            Registry::with_security(&with_user, &config.registry_security).unwrap().schema(SchemaId(9)).await;
+        let head = requests.recv().await.unwrap();
+        // `svc:url-s3cret` in base64: the URL's user info wins over the configured one.
+        assert!(head.contains("authorization: Basic c3ZjOnVybC1zM2NyZXQ="), "{head}");
     }
 
     #[test]

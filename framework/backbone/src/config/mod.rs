@@ -5,10 +5,17 @@
 //! | `KAFKA_BOOTSTRAP_SERVERS` | `127.0.0.1:9092` | brokers (`backbone dev up` prints it) |
 //! | `SCHEMA_REGISTRY_URL` | `http://127.0.0.1:8081/apis/ccompat/v7` | Confluent-compatible registry |
 //! | `BACKBONE_PROFILE` | `production` | `development` lowers replication to 1 for a single broker |
+//! | `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` | | `user:password` for the registry's basic authentication (user info in the URL wins) |
+//! | `SCHEMA_REGISTRY_CA_LOCATION` | | PEM file of a CA to trust for an `https://` registry |
 //! | `KAFKA_SECURITY_PROTOCOL` | `PLAINTEXT` | `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` |
-//! | `KAFKA_SASL_MECHANISM` | `PLAIN` | SASL mechanism |
+//! | `KAFKA_SASL_MECHANISM` | `PLAIN` | `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` |
 //! | `KAFKA_SASL_USERNAME` | the service name | the service's principal |
 //! | `KAFKA_SASL_PASSWORD` | (required with SASL) | its password |
+//! | `KAFKA_SSL_CA_LOCATION` | system CAs | PEM file of the CA(s) that signed the brokers' certificates (`SSL`, `SASL_SSL`) |
+//! | `KAFKA_SSL_CERTIFICATE_LOCATION` | | the client's PEM certificate, for mutual TLS (its subject is the principal) |
+//! | `KAFKA_SSL_KEY_LOCATION` | | the client certificate's PEM private key (with the certificate) |
+//! | `KAFKA_SSL_KEY_PASSWORD` | | the key's password, if it is encrypted |
+//! | `KAFKA_SSL_ENDPOINT_IDENTIFICATION` | `https` | `https`: the broker's certificate must name its host; `none` |
 //! | `BACKBONE_DELIVERY_TIMEOUT_MS` | `120000` | how long a publish may take before it fails (retriably) |
 //! | `BACKBONE_LINGER_MS` | `5` | producer batching delay |
 //! | `BACKBONE_PUBLISH_QUEUE` | `100000` | publishes in flight before publishers wait (backpressure) |
@@ -18,14 +25,27 @@
 //! | `BACKBONE_HTTP_ADDR` | `0.0.0.0:8080` | where a service declared with `App` serves HTTP (`/healthz`, `/readyz`, its routes) |
 //! | `BACKBONE_INSTANCE_ID` | | a stable identity of this instance (a StatefulSet pod's name): exactly-once consumers use the transactional id `<group>.<instance>`, so a restart fences its predecessor at once |
 //! | `BACKBONE_CONFIG_FILE` | | a file of `KEY=VALUE` lines read first; the environment wins |
+//!
+//! Files named by variables are checked when the configuration is read: a missing or unreadable file,
+//! or one that is not PEM, is an error naming the variable and the path. Passwords are [`Secret`]s:
+//! `Debug`, `Display` and `Serialize` print `***`, and so do registry URLs' passwords
+//! ([`redact_url`]).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+
+mod secret;
+mod security;
+#[cfg(test)]
+mod tests;
+
+use secret::serialize_redacted;
+pub use secret::{Secret, redact_url};
+pub use security::{RegistrySecurity, Security};
 
 /// How durable topics are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -36,37 +56,6 @@ pub enum Profile {
     Production,
     /// Replication 1 and `min.insync.replicas` 1, to fit a single local broker. Chosen explicitly.
     Development,
-}
-
-/// How clients authenticate to the brokers. Its `Debug` prints `***` for the password.
-#[derive(Clone, PartialEq, Eq, Serialize)]
-pub struct Security {
-    /// `security.protocol`.
-    pub protocol: String,
-    /// `sasl.mechanism` (SASL protocols only).
-    pub mechanism: String,
-    /// `sasl.username`: the service's principal.
-    pub username: Option<String>,
-    /// `sasl.password`.
-    #[serde(skip)]
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for Security {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Security")
-            .field("protocol", &self.protocol)
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| REDACTED))
-            .finish()
-    }
-}
-
-impl Security {
-    fn is_sasl(&self) -> bool {
-        self.protocol.starts_with("SASL")
-    }
 }
 
 /// A service's configuration. Build it with [`Config::from_env`], or [`Config::default`] and the
@@ -83,7 +72,9 @@ pub struct Config {
     pub schema_registry_url: String,
     /// Durability profile for provisioning.
     pub profile: Profile,
-    /// Authentication.
+    /// How the registry client authenticates (basic auth) and which CA it trusts.
+    pub registry_security: RegistrySecurity,
+    /// Authentication and TLS towards the brokers.
     pub security: Security,
     /// How long a publish may take, retries included, before it fails.
     pub delivery_timeout: Duration,
@@ -113,6 +104,7 @@ impl fmt::Debug for Config {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("schema_registry_url", &redact_url(&self.schema_registry_url))
             .field("profile", &self.profile)
+            .field("registry_security", &self.registry_security)
             .field("security", &self.security)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("linger", &self.linger)
@@ -126,64 +118,14 @@ impl fmt::Debug for Config {
     }
 }
 
-fn serialize_redacted<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&redact_url(url))
-}
-
-/// What secrets are printed as.
-const REDACTED: &str = "***";
-
-/// `text` with the user info of every URL in it redacted: `http://user:secret@host/…` becomes
-/// `http://user:***@host/…`, and user info without a password (`http://token@host`) becomes
-/// `***@`. Text without user info is returned as is. For logs, `Debug` output and error messages
-/// (registry URLs and the HTTP client's errors, which quote the URL).
-pub fn redact_url(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !text.contains('@') {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        // The authority runs to the path, query or fragment, or to where the URL ends in prose.
-        let end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | '>' | ']') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(user_end) => {
-                let user_info = &authority[..user_end];
-                match user_info.split_once(':') {
-                    Some((user, _password)) => {
-                        out.push_str(user);
-                        out.push(':');
-                        out.push_str(REDACTED);
-                    }
-                    None => out.push_str(REDACTED),
-                }
-                out.push_str(&authority[user_end..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    Cow::Owned(out)
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
             bootstrap_servers: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             profile: Profile::Production,
-            security: Security {
-                protocol: "PLAINTEXT".into(),
-                mechanism: "PLAIN".into(),
-                username: None,
-                password: None,
-            },
+            registry_security: RegistrySecurity::default(),
+            security: Security::default(),
             delivery_timeout: Duration::from_secs(120),
             linger: Duration::from_millis(5),
             publish_queue: 100_000,
@@ -230,6 +172,16 @@ pub enum ConfigError {
         value: String,
         /// What it would cost.
         why: String,
+    },
+    /// A file named by a variable (a CA, a certificate, a key) is missing, unreadable or not PEM.
+    #[error("{variable}={path}: {reason}", path = path.display())]
+    Unreadable {
+        /// The variable.
+        variable: String,
+        /// The file it names.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
     },
     /// The configuration file could not be read.
     #[error("configuration file {path}: {reason}")]
@@ -282,29 +234,8 @@ impl Config {
                 _ => return Err(invalid("BACKBONE_PROFILE", &v, "`production` or `development`")),
             };
         }
-        if let Some(v) = get("KAFKA_SECURITY_PROTOCOL") {
-            if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&v.as_str()) {
-                return Err(invalid(
-                    "KAFKA_SECURITY_PROTOCOL",
-                    &v,
-                    "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-                ));
-            }
-            c.security.protocol = v;
-        }
-        if let Some(v) = get("KAFKA_SASL_MECHANISM") {
-            if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&v.as_str()) {
-                return Err(invalid("KAFKA_SASL_MECHANISM", &v, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
-            }
-            c.security.mechanism = v;
-        }
-        if c.security.is_sasl() {
-            c.security.username = Some(get("KAFKA_SASL_USERNAME").unwrap_or_else(|| service.to_owned()));
-            c.security.password = Some(get("KAFKA_SASL_PASSWORD").ok_or_else(|| ConfigError::Missing {
-                variable: "KAFKA_SASL_PASSWORD".into(),
-                expected: format!("the password of principal `{service}` (KAFKA_SECURITY_PROTOCOL is SASL)"),
-            })?);
-        }
+        c.registry_security = RegistrySecurity::from_lookup(&get)?;
+        c.security = Security::from_lookup(service, &get)?;
         if let Some(v) = get("BACKBONE_DELIVERY_TIMEOUT_MS") {
             c.delivery_timeout =
                 Duration::from_millis(number(&v, "BACKBONE_DELIVERY_TIMEOUT_MS", 1000, 3_600_000)?);
@@ -389,20 +320,13 @@ impl Config {
         Ok(())
     }
 
-    /// A librdkafka client configuration for `service` with bootstrap servers, security and client id.
+    /// A librdkafka client configuration for `service` with bootstrap servers, security (SASL, TLS:
+    /// [`Security::apply`]) and client id. Every producer, consumer and admin client the framework
+    /// makes starts from it.
     pub fn client_config(&self, service: &str) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", service);
-        c.set("security.protocol", &self.security.protocol);
-        if self.security.is_sasl() {
-            c.set("sasl.mechanism", &self.security.mechanism);
-            if let Some(u) = &self.security.username {
-                c.set("sasl.username", u);
-            }
-            if let Some(p) = &self.security.password {
-                c.set("sasl.password", p);
-            }
-        }
+        self.security.apply(&mut c);
         c
     }
 }
@@ -455,106 +379,4 @@ fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         out.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        Config::from_lookup("orders", |k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn defaults_are_durable_and_local() {
-        let c = from(&[]).unwrap();
-        assert_eq!(c.bootstrap_servers, "127.0.0.1:9092");
-        assert_eq!(c.profile, Profile::Production);
-        assert!(!c.allow_weak_durability);
-        assert_eq!(c.instance_id, None);
-        let c = from(&[("BACKBONE_INSTANCE_ID", "orders-0")]).unwrap();
-        assert_eq!(c.instance_id.as_deref(), Some("orders-0"));
-    }
-
-    #[test]
-    fn every_bad_value_names_its_variable() {
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (
-                &[("KAFKA_BOOTSTRAP_SERVERS", "localhost")],
-                "KAFKA_BOOTSTRAP_SERVERS=\"localhost\" is invalid: expected a comma-separated list of host:port",
-            ),
-            (&[("BACKBONE_PROFILE", "prod")], "BACKBONE_PROFILE=\"prod\" is invalid"),
-            (
-                &[("BACKBONE_DELIVERY_TIMEOUT_MS", "soon")],
-                "BACKBONE_DELIVERY_TIMEOUT_MS=\"soon\" is invalid: expected a whole number",
-            ),
-            (&[("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")], "KAFKA_SASL_PASSWORD is not set"),
-            (&[("SCHEMA_REGISTRY_URL", "registry:8081")], "SCHEMA_REGISTRY_URL"),
-            (&[("BACKBONE_INSTANCE_ID", "orders 0")], "BACKBONE_INSTANCE_ID=\"orders 0\" is invalid"),
-        ];
-        for (vars, expected) in cases {
-            let err = from(vars).unwrap_err().to_string();
-            assert!(err.contains(expected), "`{err}` should contain `{expected}`");
-        }
-    }
-
-    #[test]
-    fn item_7_debug_and_serialized_config_carry_no_secret() {
-        let c = from(&[
-            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
-            ("KAFKA_SASL_PASSWORD", "kafka-s3cret"),
-            ("SCHEMA_REGISTRY_URL", "https://svc:registry-s3cret@registry.example:8081/apis/ccompat/v7"),
-        ])
-        .unwrap();
-        // The values are there for the clients ...
-        assert_eq!(c.security.password.as_deref(), Some("kafka-s3cret"));
-        assert!(c.schema_registry_url.contains("registry-s3cret"));
-        // ... and in no printed or serialized form.
-        let printed = [
-            format!("{c:?}"),
-            format!("{c:#?}"),
-            format!("{:?}", c.security),
-            serde_json::to_string(&c).unwrap(),
-            serde_json::to_string(&c.security).unwrap(),
-        ];
-        for text in &printed {
-            assert!(!text.contains("s3cret"), "a secret in `{text}`");
-        }
-        assert!(
-            printed[0].contains("https://svc:***@registry.example:8081/apis/ccompat/v7"),
-            "{}",
-            printed[0]
-        );
-        assert!(printed[0].contains("password: Some(\"***\")"), "{}", printed[0]);
-        // A refused URL is quoted redacted in the error too.
-        let err =
-            from(&[("SCHEMA_REGISTRY_URL", "ftp://svc:registry-s3cret@host/")]).unwrap_err().to_string();
-        assert!(!err.contains("s3cret") && err.contains("ftp://svc:***@host/"), "{err}");
-    }
-
-    #[test]
-    fn item_7_urls_lose_their_passwords_wherever_they_are_quoted() {
-        let cases = [
-            ("http://127.0.0.1:8081/apis/ccompat/v7", "http://127.0.0.1:8081/apis/ccompat/v7"),
-            ("http://user:pa:ss@host:1/x?q=a@b", "http://user:***@host:1/x?q=a@b"),
-            ("https://p@ss:w@rd@host", "https://p@ss:***@host"),
-            ("http://token@host/a", "http://***@host/a"),
-            (
-                "error sending request for url (http://u:secret@10.0.0.1:8081/schemas/ids/7): refused",
-                "error sending request for url (http://u:***@10.0.0.1:8081/schemas/ids/7): refused",
-            ),
-            ("a http://u:s@h) and https://v:t@k", "a http://u:***@h) and https://v:***@k"),
-            ("no url @ all", "no url @ all"),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(redact_url(text), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn sasl_principal_defaults_to_the_service_name() {
-        let c = from(&[("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"), ("KAFKA_SASL_PASSWORD", "s")]).unwrap();
-        assert_eq!(c.security.username.as_deref(), Some("orders"));
-    }
 }
