@@ -43,7 +43,7 @@ async fn admin() -> Cluster {
     config.security.protocol = "SASL_PLAINTEXT".into();
     config.security.mechanism = "PLAIN".into();
     config.security.username = Some("admin".into());
-    config.security.password = Some(password_for("admin"));
+    config.security.password = Some(password_for("admin").into());
     Cluster::connect(&config).await.expect("the admin connects")
 }
 

@@ -36,7 +36,7 @@ fn config(kafka: &KafkaCluster, user: &str) -> Config {
     config.security.protocol = "SASL_PLAINTEXT".into();
     config.security.mechanism = "PLAIN".into();
     config.security.username = Some(user.to_owned());
-    config.security.password = Some(password_for(user));
+    config.security.password = Some(password_for(user).into());
     config
 }
 
