@@ -62,13 +62,63 @@ impl KeepAlive {
     }
 }
 
-/// The wakers librdkafka's queue callbacks wake, one per partition, for the consumer's whole life.
+/// The wakers librdkafka's queue callbacks wake, one per partition, for the consumer's whole life;
+/// and the first refusal its partition queues saw.
 #[derive(Default)]
-pub(crate) struct QueueWakers(Mutex<HashMap<i32, Arc<AtomicWaker>>>);
+pub(crate) struct QueueWakers {
+    wakers: Mutex<HashMap<i32, Arc<AtomicWaker>>>,
+    refusal: Arc<Refusal>,
+}
 
 impl QueueWakers {
     fn of(&self, partition: i32) -> Arc<AtomicWaker> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(partition).or_default().clone()
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner).entry(partition).or_default().clone()
+    }
+
+    /// Where the consumer's refusals are noted.
+    pub(crate) fn refusal(&self) -> &Arc<Refusal> {
+        &self.refusal
+    }
+}
+
+/// The first time the brokers refused the consumer's principal (a fetch of a topic it may not read,
+/// a group it may not join): permanent, so the consumer stops with it instead of logging it for
+/// ever.
+#[derive(Default)]
+pub(crate) struct Refusal {
+    first: OnceLock<rdkafka::types::RDKafkaErrorCode>,
+    noted: tokio::sync::Notify,
+}
+
+impl Refusal {
+    /// Whether `code` is a refusal of the principal (an authorization error).
+    pub(crate) fn is_refusal(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        matches!(
+            code,
+            C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+        )
+    }
+
+    /// Notes `code` if it is a refusal (the first one is kept).
+    pub(crate) fn note(&self, code: rdkafka::types::RDKafkaErrorCode) {
+        if Self::is_refusal(code) && self.first.set(code).is_ok() {
+            self.noted.notify_one();
+        }
+    }
+
+    /// The first refusal, once there is one.
+    pub(crate) async fn wait(&self) -> rdkafka::types::RDKafkaErrorCode {
+        loop {
+            let noted = self.noted.notified();
+            if let Some(code) = self.first.get() {
+                return *code;
+            }
+            noted.await;
+        }
     }
 }
 
@@ -85,6 +135,8 @@ pub(crate) struct PartitionQueue {
     /// Woken by librdkafka when the queue gets a message after being empty.
     waker: Arc<AtomicWaker>,
     consumer: KeepAlive,
+    /// Where an authorization error read from the queue is noted.
+    refusal: Arc<Refusal>,
 }
 
 // SAFETY: librdkafka's queues may be used from any thread (they lock internally).
@@ -126,7 +178,8 @@ impl PartitionQueue {
                 Arc::as_ptr(&waker).cast_mut().cast(),
             );
         }
-        Some(Self { queue, waker, consumer: KeepAlive::new(consumer) })
+        let refusal = consumer.context().queue_wakers().refusal().clone();
+        Some(Self { queue, waker, consumer: KeepAlive::new(consumer), refusal })
     }
 
     /// Takes up to [`BATCH`] messages without waiting; whether the queue had anything (messages
@@ -148,7 +201,9 @@ impl PartitionQueue {
             if error == NO_ERROR {
                 into.push_back(held);
             } else {
-                tracing::warn!(error = ?rdkafka::types::RDKafkaErrorCode::from(error), "partition queue error");
+                let code = rdkafka::types::RDKafkaErrorCode::from(error);
+                tracing::warn!(error = ?code, "partition queue error");
+                self.refusal.note(code);
             }
         }
         n > 0

@@ -36,6 +36,22 @@ pub enum ConsumeError {
     /// The service's declaration does not allow this subscription (or its dead-letter topic).
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// The brokers refused the service's principal: it may not read the topic, or join its group
+    /// (a missing ACL). Permanent: the consumer stops at the first refusal rather than retrying.
+    #[error(
+        "{principal} is not authorized to consume `{topic}` in group `{group}` ({code:?}); the \
+         principal needs READ and DESCRIBE on the topic and READ on the group"
+    )]
+    NotAuthorized {
+        /// The principal the brokers saw.
+        principal: String,
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
+        /// Kafka's error code.
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
 }
 
 impl ConsumeError {

@@ -96,6 +96,9 @@ impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            self.wakers.refusal().note(code);
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.degrade(&self.component, format!("brokers unreachable: {reason}"));
         } else {

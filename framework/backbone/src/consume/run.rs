@@ -43,6 +43,17 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             let started = Instant::now();
             match self.run_once(&health, &component, shutdown.as_mut()).await? {
                 Ended::Shutdown => break,
+                Ended::Refused(code) => {
+                    let error = ConsumeError::NotAuthorized {
+                        principal: self.context.config().security.principal(),
+                        topic: self.topic.name().to_owned(),
+                        group: self.group.clone(),
+                        code,
+                    };
+                    tracing::error!(%error, "consumer refused by the brokers");
+                    health.degrade(&component, error.to_string());
+                    return Err(error);
+                }
                 Ended::Fenced => {
                     if started.elapsed() > Duration::from_secs(60) {
                         failures = 0;
@@ -163,7 +174,12 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                                 message = consumer.recv() => match message {
                                     // Only if a partition's queue could not be split off (warned).
                                     Ok(message) => { strays.send(message.detach()).ok(); }
-                                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "consumer error");
+                                        if let Some(code) = e.rdkafka_error_code() {
+                                            consumer.context().wakers.refusal().note(code);
+                                        }
+                                    }
                                 },
                             }
                         }
@@ -184,11 +200,15 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             }
         };
         let mut fenced = std::pin::pin!(fenced);
+        let refusal = consumer.context().wakers.refusal().clone();
+        let refused = refusal.wait();
+        let mut refused = std::pin::pin!(refused);
         let ended = loop {
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => break Ended::Shutdown,
                 () = &mut fenced => break Ended::Fenced,
+                code = &mut refused => break Ended::Refused(code),
                 Some(message) = stray.recv() => worker.handle_stray(&message).await,
             }
         };
@@ -280,4 +300,6 @@ pub(super) enum Ended {
     Shutdown,
     /// Exactly once: the transactional producer failed fatally.
     Fenced,
+    /// The brokers refused the principal (an authorization error): permanent.
+    Refused(rdkafka::types::RDKafkaErrorCode),
 }
