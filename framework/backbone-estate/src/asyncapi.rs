@@ -13,6 +13,8 @@ use crate::manifest::Estate;
 
 /// The AsyncAPI version of the document.
 pub const ASYNCAPI_VERSION: &str = "3.0.0";
+/// The document's title unless one is given (`backbone estate asyncapi --title`).
+pub const DEFAULT_TITLE: &str = "backbone estate";
 /// The schema format of the messages' payloads.
 pub const AVRO_SCHEMA_FORMAT: &str = "application/vnd.apache.avro+json;version=1.9.0";
 /// The version of the Kafka bindings used.
