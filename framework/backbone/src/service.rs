@@ -410,6 +410,34 @@ mod tests {
     }
 
     #[test]
+    fn consumers_and_expected_events_are_validated_and_optional() {
+        let created = TopicSpec::public("orders", "order-created", 1).build().unwrap();
+        let other = TopicSpec::public("pricing", "prices", 1).build().unwrap();
+        let err = Service::new("stock").consumer(&other, "stock.x", false).spec().unwrap_err().to_string();
+        assert!(
+            err.contains("has a consumer (group `stock.x`) of a topic it neither owns nor consumes"),
+            "{err}"
+        );
+        let err = Service::new("stock").consumes(&created).consumer(&created, "", false).spec().unwrap_err();
+        assert!(err.to_string().contains("empty group"), "{err}");
+
+        let stock = Service::new("stock").consumes(&created).consumer(&created, "stock.reserve", true);
+        let spec = stock.spec().unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+        assert_eq!(
+            json["consumers"],
+            serde_json::json!([{"topic": created.name(), "group": "stock.reserve", "exactly_once": true}])
+        );
+        // A spec from before these fields reads as one without them.
+        json.as_object_mut().unwrap().remove("consumers");
+        let old = ServiceSpec::from_json(&json.to_string()).unwrap();
+        assert!(old.consumers().is_empty() && old.expects().is_empty());
+        json["expects"] = serde_json::json!([{"topic": other.name(), "record": "x.Price"}]);
+        let err = ServiceSpec::from_json(&json.to_string()).unwrap_err().to_string();
+        assert!(err.contains("expects `x.Price` on a topic it neither owns nor consumes"), "{err}");
+    }
+
+    #[test]
     fn deserializing_revalidates_ownership() {
         let created = TopicSpec::public("orders", "order-created", 1).build().unwrap();
         let reservations = TopicSpec::private("stock", "reservations").build().unwrap();
