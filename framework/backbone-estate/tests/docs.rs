@@ -22,7 +22,17 @@ fn docs() -> PathBuf {
 
 #[test]
 fn the_sample_estate_checks_clean() {
-    assert_eq!(sample_estate().check(), []);
+    let estate = sample_estate();
+    assert_eq!(estate.check(), []);
+    // The checks have something to compare: what each reads, and the producers' keys.
+    let stock = estate.service("stock").unwrap();
+    let expected = stock.expects().iter().find(|e| e.topic == "orders.public.order-v1").unwrap();
+    assert_eq!(
+        (expected.record.as_str(), expected.key.as_deref()),
+        ("backbone.orders.v1.Order", Some("string"))
+    );
+    let orders = estate.service("orders").unwrap();
+    assert!(orders.events().iter().all(|e| e.key.as_deref() == Some("string")), "{:?}", orders.events());
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
     // event (with `topic = …`, `T` need not be one).
     let expects = match (&options.topic, arguments.iter().find_map(|ty| event_type(ty))) {
         (None, Some(event)) => {
-            quote_spanned!(event.span()=> .expects::<#event>(<#event as #private::BoundEvent>::TOPIC))
+            quote_spanned!(event.span()=> .expects_event::<#event>())
         }
         _ => quote!(),
     };

@@ -250,14 +250,34 @@ impl Service {
 
     /// Declares that this service reads Avro events `T` on `topic` (which it must consume): estate
     /// tools check the topic's producer publishes that record.
-    pub fn expects<T: crate::schema::AvroEvent>(mut self, topic: &TopicSpec) -> Self {
+    pub fn expects<T: crate::schema::AvroEvent>(self, topic: &TopicSpec) -> Self {
+        self.expects_keyed::<T>(topic, "")
+    }
+
+    /// [`expects`](Self::expects), keyed by `key` (a type name as [`BoundEvent::KEY_TYPE`]
+    /// writes it; empty: unknown).
+    ///
+    /// [`BoundEvent::KEY_TYPE`]: crate::event::BoundEvent::KEY_TYPE
+    pub fn expects_keyed<T: crate::schema::AvroEvent>(mut self, topic: &TopicSpec, key: &str) -> Self {
         let expected = ExpectedEvent {
             topic: topic.name().to_owned(),
             record: crate::schema::full_name(T::schema()),
-            key: None,
+            key: (!key.is_empty()).then(|| key.to_owned()),
         };
         if !self.expects.contains(&expected) {
             self.expects.push(expected);
+        }
+        self
+    }
+
+    /// Records that the events `T` this service publishes on `topic` are keyed by `key` (a type
+    /// name as [`BoundEvent::KEY_TYPE`] writes it; empty: unknown).
+    ///
+    /// [`BoundEvent::KEY_TYPE`]: crate::event::BoundEvent::KEY_TYPE
+    pub fn event_key<T: crate::schema::AvroEvent>(mut self, topic: &TopicSpec, key: &str) -> Self {
+        let record = crate::schema::full_name(T::schema());
+        for event in self.events.iter_mut().filter(|e| e.topic == topic.name() && e.record == record) {
+            event.key = (!key.is_empty()).then(|| key.to_owned());
         }
         self
     }

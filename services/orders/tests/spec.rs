@@ -33,7 +33,9 @@ fn the_binary_prints_its_spec_without_configuration() {
         spec.consumers()
     );
     assert!(
-        spec.expects().iter().any(|e| e.record == "backbone.stock.v1.OrderValidation"),
+        spec.expects()
+            .iter()
+            .any(|e| e.record == "backbone.stock.v1.OrderValidation" && e.key.as_deref() == Some("string")),
         "{:?}",
         spec.expects()
     );

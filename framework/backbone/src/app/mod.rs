@@ -240,7 +240,10 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// Declares that this service publishes the bound event `T` on its own topic
     /// ([`Publisher::emit`](crate::Publisher::emit)).
     pub fn publishes<T: BoundEvent>(self) -> Self {
-        self.event::<T>(T::TOPIC)
+        self.event::<T>(T::TOPIC).with_topic(T::TOPIC, |mut app, topic| {
+            app.service = app.service.event_key::<T>(&topic, T::KEY_TYPE);
+            app
+        })
     }
 
     /// Subscribes `handler` to `topic` in group `<service>.<handler>`, at least once; its
@@ -337,6 +340,15 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     pub fn quotas(mut self, quotas: Quotas) -> Self {
         self.service = self.service.quotas(quotas);
         self
+    }
+
+    /// [`expects`](Self::expects) for a bound event on its own topic, with its key type:
+    /// `#[backbone::handler]` declares its `Event<T>` so.
+    pub fn expects_event<T: BoundEvent>(self) -> Self {
+        self.with_topic(T::TOPIC, |mut app, topic| {
+            app.service = app.service.expects_keyed::<T>(&topic, T::KEY_TYPE);
+            app
+        })
     }
 
     /// Adds `layers` around every handler (inside the built-in ones).
