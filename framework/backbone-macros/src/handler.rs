@@ -118,7 +118,12 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
     // event (with `topic = …`, `T` need not be one).
     let expects = match (&options.topic, arguments.iter().find_map(|ty| event_type(ty))) {
         (None, Some(event)) => {
-            quote_spanned!(event.span()=> .expects_event::<#event>())
+            // Projections only, no new bound: a type that is not bound to a topic is reported
+            // once, as it is for `TOPIC`.
+            quote_spanned!(event.span()=> .expects_keyed::<#event>(
+                <#event as #private::BoundEvent>::TOPIC,
+                <#event as #private::BoundEvent>::KEY_TYPE,
+            ))
         }
         _ => quote!(),
     };

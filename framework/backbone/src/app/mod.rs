@@ -342,11 +342,11 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         self
     }
 
-    /// [`expects`](Self::expects) for a bound event on its own topic, with its key type:
-    /// `#[backbone::handler]` declares its `Event<T>` so.
-    pub fn expects_event<T: BoundEvent>(self) -> Self {
-        self.with_topic(T::TOPIC, |mut app, topic| {
-            app.service = app.service.expects_keyed::<T>(&topic, T::KEY_TYPE);
+    /// [`expects`](Self::expects), keyed by `key` (a type name as [`BoundEvent::KEY_TYPE`] writes
+    /// it): `#[backbone::handler]` declares its `Event<T>` so.
+    pub fn expects_keyed<T: AvroEvent>(self, topic: impl IntoTopicSpec, key: &str) -> Self {
+        self.with_topic(topic, |mut app, topic| {
+            app.service = app.service.expects_keyed::<T>(&topic, key);
             app
         })
     }
