@@ -34,16 +34,18 @@ pub fn document(estate: &Estate, title: &str) -> Value {
             for event in owner.events().iter().filter(|e| e.topic == name) {
                 let schema: Value = serde_json::from_str(&event.schema)
                     .unwrap_or_else(|_| Value::String(event.schema.clone()));
-                messages.insert(
-                    message_id(&event.record),
-                    json!({
-                        "name": event.record,
-                        "title": event.record,
-                        "summary": format!("`{}`, registered under subject `{}`.", event.record, event.subject),
-                        "contentType": "application/octet-stream",
-                        "payload": { "schemaFormat": AVRO_SCHEMA_FORMAT, "schema": schema },
-                    }),
-                );
+                let mut message = json!({
+                    "name": event.record,
+                    "title": event.record,
+                    "summary": format!("`{}`, registered under subject `{}`.", event.record, event.subject),
+                    "contentType": "application/octet-stream",
+                    "payload": { "schemaFormat": AVRO_SCHEMA_FORMAT, "schema": schema },
+                });
+                if let Some(key) = event.key.as_deref().and_then(key_schema) {
+                    message["bindings"] =
+                        json!({ "kafka": { "key": key, "bindingVersion": KAFKA_BINDING_VERSION } });
+                }
+                messages.insert(message_id(&event.record), message);
             }
         }
         let channel_ref = format!("#/channels/{}", pointer(name));
@@ -135,6 +137,18 @@ pub fn to_string(document: &Value) -> String {
     text
 }
 
+/// The Kafka key's schema for a key type as [`backbone::event::BoundEvent::KEY_TYPE`] names it:
+/// the key's bytes are not Avro but UTF-8 text (integers as their decimal text) or raw bytes.
+fn key_schema(key: &str) -> Option<Value> {
+    let text = |what: &str| json!({ "type": "string", "description": what });
+    Some(match key {
+        "string" => text("UTF-8 text"),
+        "bytes" => text("raw bytes"),
+        "i32" | "i64" | "u32" | "u64" => text(&format!("the decimal text of an {key}")),
+        _ => return None,
+    })
+}
+
 /// A message id from a record's full name: letters, digits, `.`, `-`, `_`.
 fn message_id(record: &str) -> String {
     record
@@ -162,7 +176,7 @@ mod tests {
         let mut json: Value = serde_json::from_str(&orders.to_json()).unwrap();
         json["events"] = json!([{
             "topic": created.name(), "subject": "orders.public.order-created-v1-value",
-            "record": "shop.OrderCreated",
+            "record": "shop.OrderCreated", "key": "i64",
             "schema": r#"{"type":"record","name":"OrderCreated","namespace":"shop","fields":[{"name":"id","type":"string"}]}"#,
         }]);
         let orders = ServiceSpec::from_json(&json.to_string()).unwrap();
@@ -185,6 +199,8 @@ mod tests {
         let payload = &channel["messages"]["shop.OrderCreated"]["payload"];
         assert_eq!(payload["schemaFormat"], AVRO_SCHEMA_FORMAT);
         assert_eq!(payload["schema"]["name"], "OrderCreated", "the schema is JSON, not a string");
+        let key = &channel["messages"]["shop.OrderCreated"]["bindings"]["kafka"]["key"];
+        assert_eq!(key["description"], "the decimal text of an i64");
         let private = &doc["channels"]["orders.private.state"];
         assert_eq!(private["x-backbone-visibility"], "private");
         assert_eq!(private["tags"], json!([{ "name": "private" }]));
