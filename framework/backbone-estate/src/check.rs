@@ -7,7 +7,9 @@
 //! owner, and only the owner may write it) and no service reads another's private topic. The
 //! checks here are the ones between services: who produces what the others read, whether they
 //! agree on the records and keys, whether the framework's own topics (dead letters, retries,
-//! requests and replies, tables' state) and groups sit where the ACLs expect them.
+//! requests and replies) and consumer groups sit where the ACLs expect them. State topics (what a
+//! table or an event-sourced aggregate keeps) need no rule of their own: they are private topics
+//! of their service, so the two rules above already keep every other service off them.
 
 use std::fmt;
 
