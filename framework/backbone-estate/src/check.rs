@@ -8,8 +8,9 @@
 //! checks here are the ones between services: who produces what the others read, whether they
 //! agree on the records and keys, whether the framework's own topics (dead letters, retries,
 //! requests and replies) and consumer groups sit where the ACLs expect them. State topics (what a
-//! table or an event-sourced aggregate keeps) need no rule of their own: they are private topics
-//! of their service, so the two rules above already keep every other service off them.
+//! table or an event-sourced aggregate keeps) need no rule of their own: they are topics of their
+//! service, so only it writes them (the first rule above), and when private only it reads them
+//! (the second).
 
 use std::fmt;
 
