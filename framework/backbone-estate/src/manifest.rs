@@ -2,8 +2,10 @@
 //! binaries run with `--spec`, or from the binaries of a Cargo workspace.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use backbone::ServiceSpec;
 use backbone::topic::TopicSpec;
@@ -149,15 +151,57 @@ pub fn read_spec_file(path: &Path) -> Result<Vec<(String, ServiceSpec)>, EstateE
     Ok(parse_specs(&text, &origin)?.into_iter().map(|s| (origin.clone(), s)).collect())
 }
 
-/// The spec a service binary prints when run with `--spec` ([`backbone::app::SPEC_FLAG`]).
+/// How long a binary may take to print its spec ([`spec_of_binary`]).
+pub const SPEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The spec a service binary prints when run with `--spec` ([`backbone::app::SPEC_FLAG`]), within
+/// [`SPEC_TIMEOUT`].
 pub fn spec_of_binary(binary: &Path) -> Result<(String, ServiceSpec), EstateError> {
+    spec_of_binary_within(binary, SPEC_TIMEOUT)
+}
+
+/// [`spec_of_binary`] within `timeout`: a binary that does not know `--spec` (one not built with
+/// `App`) may start its work instead of printing; it is stopped and refused.
+pub fn spec_of_binary_within(binary: &Path, timeout: Duration) -> Result<(String, ServiceSpec), EstateError> {
     let failed = |reason: String| EstateError::Binary { binary: binary.to_owned(), reason };
-    let output =
-        Command::new(binary).arg(backbone::app::SPEC_FLAG).output().map_err(|e| failed(e.to_string()))?;
-    if !output.status.success() {
-        return Err(failed(format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim())));
+    let mut child = Command::new(binary)
+        .arg(backbone::app::SPEC_FLAG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    // Read both pipes while waiting, so a large spec cannot fill one and stall the binary.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| failed(e.to_string()))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "no spec within {timeout:?}: is it a service built with backbone's App (which answers `--spec`)?"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    if !status.success() {
+        return Err(failed(format!("{status}: {}", String::from_utf8_lossy(&stderr).trim())));
     }
-    let json = String::from_utf8(output.stdout).map_err(|e| failed(e.to_string()))?;
+    let json = String::from_utf8(stdout).map_err(|e| failed(e.to_string()))?;
     let origin = binary.display().to_string();
     let spec = ServiceSpec::from_json(&json).map_err(|e| failed(format!("not a service spec: {e}")))?;
     Ok((origin, spec))
@@ -271,6 +315,20 @@ mod tests {
         let err = parse_specs(&theirs.to_string(), "stock.json").unwrap_err().to_string();
         assert!(err.starts_with("spec from stock.json:"), "{err}");
         assert!(err.contains("may not write to `orders.public.things-v1`"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_binary_that_does_not_answer_is_stopped_and_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("busy");
+        std::fs::write(&bin, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        let err = spec_of_binary_within(&bin, Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(err.contains("no spec within 300ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "stopped, not waited for");
     }
 
     #[test]
