@@ -5,6 +5,8 @@
 //!   the plan has refusals).
 //! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and republish
 //!   chosen ones to their origin topic.
+//! - `backbone estate check|asyncapi|graph (--spec FILE… | --bin PATH… | --workspace)`: the estate as a
+//!   whole: its checks (exit 1 on an error), its AsyncAPI 3.0 document, its topology (Mermaid, SVG).
 //! - `backbone new service NAME`: scaffold a service crate (contracts, a handler, a route, a test).
 //! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
 //!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 mod dev;
 mod dlq;
+mod estate;
 mod new_service;
 mod schemas;
 mod topics;
@@ -46,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// The estate as a whole, from its services' specs: checks, AsyncAPI, topology.
+    Estate {
+        #[command(subcommand)]
+        command: estate::EstateCommand,
+    },
     /// Scaffold a new service crate in the workspace.
     New {
         #[command(subcommand)]
@@ -65,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
+        Command::Estate { command } => estate::run(command).map_err(Into::into),
         Command::New { command } => new_service::run(command).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Schemas { command } => Ok(schemas::run(command).await),
     };

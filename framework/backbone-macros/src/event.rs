@@ -56,12 +56,14 @@ fn expand_checked(input: &DeriveInput, origin: &Origin) -> syn::Result<TokenStre
     let key_ty = &key_field.ty;
     // The key's bytes, spanned on the field's type: a type that cannot be a key is reported there.
     let key_bytes = quote_spanned!(key_ty.span()=> <#key_ty as #private::EventKey>::key_bytes(&self.#key));
+    let key_type = key_type_name(key_ty);
     Ok(quote! {
         #avro
 
         #[automatically_derived]
         impl #impl_generics #private::BoundEvent for #ident #ty_generics #where_clause {
             const TOPIC: #private::TopicDecl = #topic;
+            const KEY_TYPE: &'static str = #key_type;
 
             fn topic() -> ::core::result::Result<&'static #private::TopicSpec, #private::TopicError> {
                 static SPEC: #private::OnceLock<
@@ -75,6 +77,26 @@ fn expand_checked(input: &DeriveInput, origin: &Origin) -> syn::Result<TokenStre
             }
         }
     })
+}
+
+/// The key's type as estate checks compare it, from how it is written (no trait bound, so a type
+/// that cannot be a key is reported once, by `EventKey`): `String` and `&str` are `string`, `Vec<u8>`
+/// and `[u8; N]` `bytes`, the integer keys their name; anything else (an alias …) is unknown, "".
+fn key_type_name(ty: &syn::Type) -> &'static str {
+    match ty {
+        syn::Type::Reference(r) => key_type_name(&r.elem),
+        syn::Type::Array(_) => "bytes",
+        syn::Type::Path(p) => match p.path.segments.last().map(|s| s.ident.to_string()).as_deref() {
+            Some("String" | "str") => "string",
+            Some("Vec") => "bytes",
+            Some("i32") => "i32",
+            Some("i64") => "i64",
+            Some("u32") => "u32",
+            Some("u64") => "u64",
+            _ => "",
+        },
+        _ => "",
+    }
 }
 
 fn parse_attr(input: &DeriveInput) -> syn::Result<Attr> {

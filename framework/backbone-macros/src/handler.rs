@@ -114,6 +114,19 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
         ReturnType::Type(_, ty) => ty.span(),
     };
 
+    // The Avro event it reads, declared in the spec for estate checks: an `Event<T>` of a bound
+    // event (with `topic = …`, `T` need not be one).
+    let expects = match (&options.topic, arguments.iter().find_map(|ty| event_type(ty))) {
+        (None, Some(event)) => {
+            // Projections only, no new bound: a type that is not bound to a topic is reported
+            // once, as it is for `TOPIC`.
+            quote_spanned!(event.span()=> .expects_keyed::<#event>(
+                <#event as #private::BoundEvent>::TOPIC,
+                <#event as #private::BoundEvent>::KEY_TYPE,
+            ))
+        }
+        _ => quote!(),
+    };
     let topic = match (&options.topic, arguments.iter().find_map(|ty| event_type(ty))) {
         (Some(path), _) => quote!(#path),
         (None, Some(event)) => {
@@ -185,7 +198,7 @@ fn expand_checked(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStre
             }
 
             fn declare(app: #private::App<#state_param>) -> #private::App<#state_param> {
-                app #(.publishes::<#emits>())*
+                app #(.publishes::<#emits>())* #expects
             }
         }
 

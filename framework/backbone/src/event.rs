@@ -209,6 +209,10 @@ pub trait BoundEvent: AvroEvent {
 
     /// Its key's bytes (the key field's [`EventKey`]).
     fn key(&self) -> Cow<'_, [u8]>;
+
+    /// Its key's type as estate checks compare producers' and consumers' (`string`, `bytes`,
+    /// `i32`, `i64`, `u32`, `u64`), or empty when the derive cannot tell (another type).
+    const KEY_TYPE: &'static str = "";
 }
 
 /// Builds `decl`'s spec once into `cell`: how derived [`BoundEvent::topic`]s cache theirs.

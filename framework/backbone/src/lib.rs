@@ -231,7 +231,7 @@ pub use handler::{
 pub use provision::{Plan, ProvisionError, Provisioner};
 pub use publish::{Delivery, Outgoing, Publish, PublishError, Publisher, Transaction};
 pub use runtime::{Context, Running};
-pub use service::{Service, ServiceSpec};
+pub use service::{ConsumerBinding, EventBinding, ExpectedEvent, Quotas, Service, ServiceSpec};
 pub use topic::{TopicError, TopicSpec};
 
 pub use backbone_macros::{AvroEvent, Event, handler, service};

@@ -41,6 +41,39 @@ pub struct ServiceSpec {
     events: Vec<EventBinding>,
     #[serde(default, skip_serializing_if = "Quotas::is_unlimited")]
     quotas: Quotas,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    consumers: Vec<ConsumerBinding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    expects: Vec<ExpectedEvent>,
+}
+
+/// A consumer of the service: the topic it reads and the consumer group it reads it in. Its
+/// transactional ids (exactly once) start with the group: `<group>.<instance>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerBinding {
+    /// The topic read (one the service consumes or owns).
+    pub topic: String,
+    /// The consumer group, or the prefix of per-instance groups (`<group>.<uuid>`: replicated
+    /// tables, request replies).
+    pub group: String,
+    /// Whether it reads exactly once: it then writes in transactions whose ids start with `group`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exactly_once: bool,
+}
+
+/// An Avro event type a service expects to read on a topic (its handler's `Event<T>`): the
+/// topic's producer must publish that record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedEvent {
+    /// The topic.
+    pub topic: String,
+    /// The record's full name.
+    pub record: String,
+    /// The key's type, when declared (`string`, `bytes` …): the producer's must agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The throughput a service's principal may use, enforced by the brokers as Kafka client quotas
@@ -82,6 +115,9 @@ pub struct EventBinding {
     pub record: String,
     /// The schema's JSON text.
     pub schema: String,
+    /// The key's type, when declared (`string`, `bytes` …): consumers expecting another disagree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl ServiceSpec {
@@ -120,6 +156,16 @@ impl ServiceSpec {
         &self.quotas
     }
 
+    /// The consumers of this service: topic, group, exactly once or not.
+    pub fn consumers(&self) -> &[ConsumerBinding] {
+        &self.consumers
+    }
+
+    /// The Avro event types this service expects to read, by topic.
+    pub fn expects(&self) -> &[ExpectedEvent] {
+        &self.expects
+    }
+
     /// The spec as pretty JSON (for `backbone topics plan --spec`).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a spec is plain data")
@@ -143,6 +189,10 @@ struct RawServiceSpec {
     events: Vec<EventBinding>,
     #[serde(default)]
     quotas: Quotas,
+    #[serde(default)]
+    consumers: Vec<ConsumerBinding>,
+    #[serde(default)]
+    expects: Vec<ExpectedEvent>,
 }
 
 impl TryFrom<RawServiceSpec> for ServiceSpec {
@@ -152,6 +202,8 @@ impl TryFrom<RawServiceSpec> for ServiceSpec {
         let mut service = raw.owns.iter().fold(Service::new(raw.name), Service::owns);
         service.events = raw.events;
         service.quotas = raw.quotas;
+        service.consumers = raw.consumers;
+        service.expects = raw.expects;
         raw.consumes.iter().fold(service, Service::consumes).spec()
     }
 }
@@ -166,6 +218,8 @@ pub struct Service {
     consumes: Vec<TopicSpec>,
     events: Vec<EventBinding>,
     quotas: Quotas,
+    consumers: Vec<ConsumerBinding>,
+    expects: Vec<ExpectedEvent>,
 }
 
 impl Service {
@@ -178,7 +232,54 @@ impl Service {
             consumes: Vec::new(),
             events: Vec::new(),
             quotas: Quotas::default(),
+            consumers: Vec::new(),
+            expects: Vec::new(),
         }
+    }
+
+    /// Declares a consumer: `topic` (consumed or owned) read in consumer group `group`, exactly
+    /// once or not. Estate tools check the group is under the service's prefix (`<service>.`),
+    /// which its ACLs cover.
+    pub fn consumer(mut self, topic: &TopicSpec, group: impl Into<String>, exactly_once: bool) -> Self {
+        let binding = ConsumerBinding { topic: topic.name().to_owned(), group: group.into(), exactly_once };
+        if !self.consumers.contains(&binding) {
+            self.consumers.push(binding);
+        }
+        self
+    }
+
+    /// Declares that this service reads Avro events `T` on `topic` (which it must consume): estate
+    /// tools check the topic's producer publishes that record.
+    pub fn expects<T: crate::schema::AvroEvent>(self, topic: &TopicSpec) -> Self {
+        self.expects_keyed::<T>(topic, "")
+    }
+
+    /// [`expects`](Self::expects), keyed by `key` (a type name as [`BoundEvent::KEY_TYPE`]
+    /// writes it; empty: unknown).
+    ///
+    /// [`BoundEvent::KEY_TYPE`]: crate::event::BoundEvent::KEY_TYPE
+    pub fn expects_keyed<T: crate::schema::AvroEvent>(mut self, topic: &TopicSpec, key: &str) -> Self {
+        let expected = ExpectedEvent {
+            topic: topic.name().to_owned(),
+            record: crate::schema::full_name(T::schema()),
+            key: (!key.is_empty()).then(|| key.to_owned()),
+        };
+        if !self.expects.contains(&expected) {
+            self.expects.push(expected);
+        }
+        self
+    }
+
+    /// Records that the events `T` this service publishes on `topic` are keyed by `key` (a type
+    /// name as [`BoundEvent::KEY_TYPE`] writes it; empty: unknown).
+    ///
+    /// [`BoundEvent::KEY_TYPE`]: crate::event::BoundEvent::KEY_TYPE
+    pub fn event_key<T: crate::schema::AvroEvent>(mut self, topic: &TopicSpec, key: &str) -> Self {
+        let record = crate::schema::full_name(T::schema());
+        for event in self.events.iter_mut().filter(|e| e.topic == topic.name() && e.record == record) {
+            event.key = (!key.is_empty()).then(|| key.to_owned());
+        }
+        self
     }
 
     /// Declares the throughput quotas of this service's principal (applied by `backbone estate
@@ -226,6 +327,7 @@ impl Service {
             subject: strategy.subject(topic.name(), &record),
             record,
             schema: T::SCHEMA.to_owned(),
+            key: None,
         });
         self.produces(topic)
     }
@@ -273,7 +375,44 @@ impl Service {
                 });
             }
         }
-        Ok(ServiceSpec { name: self.name, owns, consumes, events: self.events, quotas: self.quotas })
+        let known = |topic: &str| owns.iter().chain(&consumes).any(|t| t.name() == topic);
+        for consumer in &self.consumers {
+            if !known(&consumer.topic) {
+                return Err(TopicError::InvalidTopic {
+                    topic: consumer.topic.clone(),
+                    reason: format!(
+                        "service `{}` has a consumer (group `{}`) of a topic it neither owns nor consumes",
+                        self.name, consumer.group
+                    ),
+                });
+            }
+            if consumer.group.is_empty() {
+                return Err(TopicError::InvalidTopic {
+                    topic: consumer.topic.clone(),
+                    reason: format!("service `{}` has a consumer with an empty group", self.name),
+                });
+            }
+        }
+        for expected in &self.expects {
+            if !known(&expected.topic) {
+                return Err(TopicError::InvalidTopic {
+                    topic: expected.topic.clone(),
+                    reason: format!(
+                        "service `{}` expects `{}` on a topic it neither owns nor consumes",
+                        self.name, expected.record
+                    ),
+                });
+            }
+        }
+        Ok(ServiceSpec {
+            name: self.name,
+            owns,
+            consumes,
+            events: self.events,
+            quotas: self.quotas,
+            consumers: self.consumers,
+            expects: self.expects,
+        })
     }
 }
 
@@ -288,6 +427,34 @@ mod tests {
         let levels = TopicSpec::public("stock", "levels", 2).compacted().build().unwrap();
         let orders = Service::new("orders").owns(&created).owns(&events).consumes(&levels).spec().unwrap();
         assert_eq!(ServiceSpec::from_json(&orders.to_json()).unwrap(), orders);
+    }
+
+    #[test]
+    fn consumers_and_expected_events_are_validated_and_optional() {
+        let created = TopicSpec::public("orders", "order-created", 1).build().unwrap();
+        let other = TopicSpec::public("pricing", "prices", 1).build().unwrap();
+        let err = Service::new("stock").consumer(&other, "stock.x", false).spec().unwrap_err().to_string();
+        assert!(
+            err.contains("has a consumer (group `stock.x`) of a topic it neither owns nor consumes"),
+            "{err}"
+        );
+        let err = Service::new("stock").consumes(&created).consumer(&created, "", false).spec().unwrap_err();
+        assert!(err.to_string().contains("empty group"), "{err}");
+
+        let stock = Service::new("stock").consumes(&created).consumer(&created, "stock.reserve", true);
+        let spec = stock.spec().unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+        assert_eq!(
+            json["consumers"],
+            serde_json::json!([{"topic": created.name(), "group": "stock.reserve", "exactly_once": true}])
+        );
+        // A spec from before these fields reads as one without them.
+        json.as_object_mut().unwrap().remove("consumers");
+        let old = ServiceSpec::from_json(&json.to_string()).unwrap();
+        assert!(old.consumers().is_empty() && old.expects().is_empty());
+        json["expects"] = serde_json::json!([{"topic": other.name(), "record": "x.Price"}]);
+        let err = ServiceSpec::from_json(&json.to_string()).unwrap_err().to_string();
+        assert!(err.contains("expects `x.Price` on a topic it neither owns nor consumes"), "{err}");
     }
 
     #[test]

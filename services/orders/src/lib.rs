@@ -170,11 +170,19 @@ backbone::service! {
     }
 }
 
+/// What `orders`'s principal may use per broker, enforced by Kafka (`backbone estate apply`): 10 MiB/s
+/// produced, 20 MiB/s fetched.
+pub const QUOTAS: backbone::Quotas = backbone::Quotas {
+    producer_byte_rate: Some(10 * 1024 * 1024),
+    consumer_byte_rate: Some(20 * 1024 * 1024),
+    request_percentage: None,
+};
+
 /// The service's declaration: topics, events, the validation handler, the orders table, routes.
 /// The table is replicated: every instance holds every order, so any instance answers any `GET`
 /// and settles any validation.
 pub fn app() -> App<Orders> {
-    orders().table_with::<Order>(ORDERS, |table| table.replicated()).http_limits(http_limits())
+    orders().table_with::<Order>(ORDERS, |table| table.replicated()).http_limits(http_limits()).quotas(QUOTAS)
 }
 
 /// The most requests waiting for an order to change, in all ([`Waiters`]).

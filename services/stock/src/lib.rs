@@ -294,6 +294,14 @@ backbone::service! {
     }
 }
 
+/// What `stock`'s principal may use per broker, enforced by Kafka (`backbone estate apply`): 10 MiB/s
+/// produced, 20 MiB/s fetched.
+pub const QUOTAS: backbone::Quotas = backbone::Quotas {
+    producer_byte_rate: Some(10 * 1024 * 1024),
+    consumer_byte_rate: Some(20 * 1024 * 1024),
+    request_percentage: None,
+};
+
 /// The service's declaration, its [`apply`] handler keeping `cache`.
 pub fn app_with(cache: &Arc<ProductCache>) -> App<Stock> {
     let hooks = CacheHooks(cache.clone());
@@ -301,6 +309,7 @@ pub fn app_with(cache: &Arc<ProductCache>) -> App<Stock> {
         // Every instance answers every product's GET, and reads any product `apply` takes over.
         .table_with::<Json<ProductState>>(PRODUCTS, |table| table.replicated())
         .handler_with::<apply>(move |consumer| consumer.hooks(hooks))
+        .quotas(QUOTAS)
 }
 
 /// The service's declaration: topics, events, handlers, the products table, routes.

@@ -60,7 +60,7 @@ mod tables;
 mod tests;
 
 pub use handlers::{HandlerDecl, HandlerInfo, HandlerOptions};
-pub use start::init_logging;
+pub use start::{SPEC_FLAG, init_logging};
 pub use started::Started;
 pub use tables::Tables;
 
@@ -73,7 +73,7 @@ use crate::handler::{BoxedHandler, Handler};
 use crate::http::HttpLimits;
 use crate::layer::Layers;
 use crate::schema::AvroEvent;
-use crate::service::{Service, ServiceSpec};
+use crate::service::{Quotas, Service, ServiceSpec};
 use crate::table::{TableBuilder, TableError, TableValue};
 use crate::topic::{TopicError, TopicSpec};
 
@@ -240,7 +240,10 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// Declares that this service publishes the bound event `T` on its own topic
     /// ([`Publisher::emit`](crate::Publisher::emit)).
     pub fn publishes<T: BoundEvent>(self) -> Self {
-        self.event::<T>(T::TOPIC)
+        self.event::<T>(T::TOPIC).with_topic(T::TOPIC, |mut app, topic| {
+            app.service = app.service.event_key::<T>(&topic, T::KEY_TYPE);
+            app
+        })
     }
 
     /// Subscribes `handler` to `topic` in group `<service>.<handler>`, at least once; its
@@ -323,6 +326,31 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         })
     }
 
+    /// Declares that this service reads Avro events `T` on `topic` (`#[backbone::handler]` declares
+    /// its `Event<T>`): estate checks hold the topic's producer to publishing that record.
+    pub fn expects<T: AvroEvent>(self, topic: impl IntoTopicSpec) -> Self {
+        self.with_topic(topic, |mut app, topic| {
+            app.service = app.service.expects::<T>(&topic);
+            app
+        })
+    }
+
+    /// Declares the throughput quotas of this service's principal, in its spec
+    /// ([`Service::quotas`]; `backbone estate apply` sets them on the cluster).
+    pub fn quotas(mut self, quotas: Quotas) -> Self {
+        self.service = self.service.quotas(quotas);
+        self
+    }
+
+    /// [`expects`](Self::expects), keyed by `key` (a type name as [`BoundEvent::KEY_TYPE`] writes
+    /// it): `#[backbone::handler]` declares its `Event<T>` so.
+    pub fn expects_keyed<T: AvroEvent>(self, topic: impl IntoTopicSpec, key: &str) -> Self {
+        self.with_topic(topic, |mut app, topic| {
+            app.service = app.service.expects_keyed::<T>(&topic, key);
+            app
+        })
+    }
+
     /// Adds `layers` around every handler (inside the built-in ones).
     pub fn layers(mut self, layers: &Layers<S>) -> Self {
         self.layers = std::mem::take(&mut self.layers).extend(layers);
@@ -355,7 +383,10 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     /// The validated declaration: [`Service::spec`] with every consumed topic's dead-letter topic
     /// ([`dead_letter_topic`]) among the owned ones, and each handler's source's retry topic
     /// ([`retry_topic`], where `backbone dlq replay` writes), but for sources that are the service's
-    /// own private topics, whose replays go back to the source ([`replays_to_source`]).
+    /// own private topics, whose replays go back to the source ([`replays_to_source`]); and every
+    /// consumer's group: a handler's `<service>.<handler>` (or its declared group), its retry
+    /// consumer's `<group>.retry`, a table's `<service>.table.<topic>`. A group a `configure`
+    /// closure sets with [`Consumer::in_group`] is not seen here.
     pub fn spec(&self) -> Result<ServiceSpec, TopicError> {
         if let Some(e) = self.errors.first() {
             return Err(e.clone());
@@ -367,9 +398,20 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             service = service.owns(&dead_letter_topic(&self.name, topic)?);
         }
         for subscription in &self.subscriptions {
+            let group = match subscription.options.group {
+                Some(group) => group.to_owned(),
+                None => format!("{}.{}", self.name, subscription.handler.name()),
+            };
+            let exactly_once = subscription.options.exactly_once;
+            service = service.consumer(&subscription.topic, &group, exactly_once);
             if !replays_to_source(&self.name, &subscription.topic) {
-                service = service.owns(&retry_topic(&self.name, &subscription.topic)?);
+                let retries = retry_topic(&self.name, &subscription.topic)?;
+                service = service.owns(&retries).consumer(&retries, format!("{group}.retry"), exactly_once);
             }
+        }
+        for table in &self.tables {
+            let topic = table.topic();
+            service = service.consumer(topic, format!("{}.table.{}", self.name, topic.name()), false);
         }
         service.spec()
     }

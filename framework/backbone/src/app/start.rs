@@ -155,7 +155,17 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
     }
 
     /// [`main`](Self::main) with a state built from the tables.
+    ///
+    /// Run with `--spec` as its first argument, the binary prints the service's [`ServiceSpec`]
+    /// (JSON, [`ServiceSpec::to_json`]) on stdout and exits, connecting to nothing and reading no
+    /// configuration: what `backbone estate` collects.
+    ///
+    /// [`ServiceSpec`]: crate::ServiceSpec
+    /// [`ServiceSpec::to_json`]: crate::ServiceSpec::to_json
     pub async fn main_with(self, make_state: impl FnOnce(&Tables) -> Result<S, AppError>) -> ExitCode {
+        if std::env::args_os().nth(1).is_some_and(|arg| arg == SPEC_FLAG) {
+            return self.print_spec();
+        }
         init_logging();
         let config = match Config::from_env(&self.name) {
             Ok(config) => config,
@@ -169,6 +179,20 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(service = name, error = %e, "stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Prints the spec as JSON on stdout (`--spec`); a declaration error goes to stderr.
+    fn print_spec(&self) -> ExitCode {
+        match self.spec() {
+            Ok(spec) => {
+                println!("{}", spec.to_json());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: service declaration: {e}", self.name);
                 ExitCode::FAILURE
             }
         }
@@ -215,6 +239,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         started.serve(listener, shutdown).await
     }
 }
+
+/// The first argument that makes a service binary print its spec and exit ([`App::main_with`]).
+pub const SPEC_FLAG: &str = "--spec";
 
 /// `/healthz` and `/readyz` over `health`.
 pub(super) fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthState) -> Router<S> {

@@ -36,6 +36,41 @@ fn the_spec_declares_dead_letter_topics_and_what_tables_read() {
         ]
     );
     assert_eq!(spec.consumed_topics().len(), 3);
+    // Every consumer's group, under the service's prefix: handlers, their retries, tables.
+    let groups: Vec<(&str, &str)> =
+        spec.consumers().iter().map(|c| (c.topic.as_str(), c.group.as_str())).collect();
+    assert_eq!(
+        groups,
+        [
+            ("orders.public.order-created-v1", "stock.reserve"),
+            ("stock.private.retry.orders.public.order-created-v1", "stock.reserve.retry"),
+            ("orders.public.order-created-v1", "stock.audit"),
+            ("stock.private.retry.orders.public.order-created-v1", "stock.audit.retry"),
+            ("stock.private.levels", "stock.table.stock.private.levels"),
+            ("pricing.public.prices-v1", "stock.table.pricing.public.prices-v1"),
+        ]
+    );
+}
+
+#[test]
+fn the_spec_carries_quotas_declared_groups_and_exactly_once() {
+    let orders = TopicSpec::public("orders", "order-created", 1).build().unwrap();
+    let quotas = Quotas { producer_byte_rate: Some(1 << 20), ..Quotas::default() };
+    let spec = App::<()>::new("stock")
+        .consume_with(
+            &orders,
+            BoxedHandler::named("reserve", reserve),
+            HandlerOptions::new().group("reservations").exactly_once(),
+            |c| c,
+        )
+        .quotas(quotas)
+        .spec()
+        .unwrap();
+    assert_eq!(spec.quotas(), &quotas);
+    let first = &spec.consumers()[0];
+    assert_eq!((first.group.as_str(), first.exactly_once), ("reservations", true));
+    assert_eq!(spec.consumers()[1].group, "reservations.retry");
+    assert_eq!(ServiceSpec::from_json(&spec.to_json()).unwrap(), spec, "round trip");
 }
 
 #[test]
