@@ -3,10 +3,12 @@
 //! - `backbone dev up [--brokers 1|3] [--sasl]`: real Kafka and a schema registry for local work.
 //! - `backbone topics plan|apply --spec FILE …`: provision the topics service specs own (exit 2 when
 //!   the plan has refusals).
-//! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and republish
-//!   chosen ones to their origin topic.
-//! - `backbone estate check|asyncapi|graph (--spec FILE… | --bin PATH… | --workspace)`: the estate as a
-//!   whole: its checks (exit 1 on an error), its AsyncAPI 3.0 document, its topology (Mermaid, SVG).
+//! - `backbone dlq list|replay --service NAME …`: inspect a service's dead letters and send chosen
+//!   ones back to the handler that failed them.
+//! - `backbone estate check|plan|apply|asyncapi|graph (--spec FILE… | --bin PATH… | --workspace)`:
+//!   the estate as a whole: its checks (exit 1 on an error); its topics, ACLs and quotas planned and
+//!   applied as one idempotent diff (`--prune`, `--json`); its AsyncAPI 3.0 document; its topology
+//!   (Mermaid, SVG).
 //! - `backbone new service NAME`: scaffold a service crate (contracts, a handler, a route, a test).
 //! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
 //!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
@@ -73,7 +75,7 @@ async fn main() -> ExitCode {
         Command::Dev { command } => dev::run(command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
-        Command::Estate { command } => estate::run(command).map_err(Into::into),
+        Command::Estate { command } => estate::run(command).await.map_err(Into::into),
         Command::New { command } => new_service::run(command).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Schemas { command } => Ok(schemas::run(command).await),
     };

@@ -1,10 +1,12 @@
-//! `backbone estate check|asyncapi|graph`: the estate as a whole, from its services' specs.
+//! `backbone estate check|plan|apply|asyncapi|graph`: the estate as a whole, from its services' specs.
 //!
 //! The specs come from files (`--spec`), from service binaries run with `--spec` (`--bin`), or from
 //! the workspace's service binaries (`--workspace`); see [`source::Sources`].
 //!
-//! Exit codes: 0 done, 1 an error (for `check`: a finding of severity error).
+//! Exit codes: 0 done, 1 an error (for `check`: a finding of severity error; for `plan` and
+//! `apply`, see [`apply`]).
 
+mod apply;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +22,12 @@ pub(crate) enum EstateCommand {
     /// Check the estate: one writer per topic, producers for what is read, records and keys that
     /// agree, dead-letter/request/reply topics and groups where they belong (exit 1 on an error).
     Check(#[command(flatten)] Sources),
+    /// Show what `apply` would change on the cluster: the estate's topics, its principals' ACLs and
+    /// quotas, as a diff (`--json` for JSON).
+    Plan(apply::PlanArgs),
+    /// Make the cluster enforce the estate: create and fix its topics, grant its principals' ACLs,
+    /// set their quotas (`--prune`: and remove the estate's stale ones). Idempotent.
+    Apply(apply::PlanArgs),
     /// Write the estate's AsyncAPI 3.0 document (JSON).
     Asyncapi {
         #[command(flatten)]
@@ -62,10 +70,18 @@ pub(crate) enum EstateCommandError {
     /// Writing the output failed.
     #[error("writing {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    /// The estate has errors: nothing is planned or applied.
+    #[error("{0}")]
+    Refused(String),
+    /// Planning or applying against the cluster failed.
+    #[error("{0}")]
+    Cluster(String),
 }
 
-pub(crate) fn run(command: EstateCommand) -> Result<ExitCode, EstateCommandError> {
+pub(crate) async fn run(command: EstateCommand) -> Result<ExitCode, EstateCommandError> {
     match command {
+        EstateCommand::Plan(args) => apply::run(args, false).await,
+        EstateCommand::Apply(args) => apply::run(args, true).await,
         EstateCommand::Check(sources) => {
             let estate = load(&sources)?;
             let findings = estate.check();

@@ -160,7 +160,7 @@ pub(super) fn same_value(key: &str, a: &str, b: &str) -> bool {
 /// ! refused orders.private.audit: 3 partitions are declared but the topic has 6; Kafka cannot remove …
 /// plan: 1 to create, 1 to alter, 1 to add partitions, 1 up to date, 1 refused
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     pub(super) actions: Vec<TopicAction>,
 }
@@ -227,17 +227,19 @@ impl fmt::Display for Plan {
 }
 
 /// One planned (or applied) action on one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct TopicAction {
     /// The topic's full name.
     pub topic: String,
     /// What to do with it.
+    #[serde(flatten)]
     pub action: Action,
 }
 
-/// What to do with one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to do with one topic (as JSON: `{"action": "create", …}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Action {
     /// The topic does not exist: create it.
@@ -273,7 +275,7 @@ pub enum Action {
 }
 
 /// A managed configuration key whose value differs from the declaration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ConfigChange {
     /// The topic config key (`retention.ms`).
