@@ -22,6 +22,8 @@
 //! ```text
 //! $ target/debug/orders --spec > orders.json
 //! $ backbone estate check --spec orders.json --spec stock.json   # or --bin PATH…, or --workspace
+//! $ backbone estate plan --workspace            # topics, ACLs and quotas: the diff (--json)
+//! $ backbone estate apply --workspace --prune   # idempotent; prunes only the estate's own
 //! $ backbone estate asyncapi --workspace --out docs/estate/asyncapi.json
 //! $ backbone estate graph --workspace --format svg --out docs/estate/topology.svg
 //! ```
