@@ -9,6 +9,7 @@ use backbone::consume::dead_letter_topic;
 use backbone::topic::TopicSpec;
 use backbone::{Quotas, Service};
 use backbone_testkit::{ClientAuth, KafkaCluster, unique};
+use rdkafka::consumer::Consumer as _;
 use serde_json::Value;
 
 /// `backbone estate <args>` as `user` on `kafka`.
@@ -41,7 +42,8 @@ fn write(dir: &Path, file: &str, contents: &str) -> PathBuf {
 
 #[test]
 fn apply_twice_changes_nothing_prune_removes_only_the_stale_and_a_bad_estate_is_refused_first() {
-    let kafka = KafkaCluster::builder().sasl(["orders", "stock"]).start().expect("a SASL broker");
+    let kafka =
+        KafkaCluster::builder().scram(["orders", "stock"]).start().expect("a SASL (PLAIN, SCRAM) broker");
     let dir = tempfile::tempdir().unwrap();
     let created = TopicSpec::public("orders", unique("created"), 1).partitions(2).build().unwrap();
     let orders = Service::new("orders")
@@ -116,6 +118,31 @@ fn apply_twice_changes_nothing_prune_removes_only_the_stale_and_a_bad_estate_is_
     let why = text(&refused.stderr);
     assert!(why.contains(created.name()) && why.contains("orders"), "{why}");
     assert!(!why.contains("applied"), "{why}");
+
+    // SCRAM users from a credentials file: created where missing, then nothing to change; the user
+    // logs in with SCRAM-SHA-512.
+    let carol = unique("carol");
+    let credentials = write(dir.path(), "scram.txt", &format!("# users\n{carol}=s3cret-{carol}\n"));
+    let with_users = [&fewer[..], &["--scram-credentials", credentials.to_str().unwrap()]].concat();
+    let plan = ok(&backbone(&kafka, "admin", &[&["plan"][..], &with_users].concat()));
+    assert!(plan.contains(&format!("+ SCRAM-SHA-512 credential for User:{carol}")), "{plan}");
+    ok(&backbone(&kafka, "admin", &[&["apply"][..], &with_users].concat()));
+    let after = backbone(&kafka, "admin", &[&["apply"][..], &with_users].concat());
+    assert!(
+        text(&after.stderr).contains("nothing to change"),
+        "{}{}",
+        text(&after.stdout),
+        text(&after.stderr)
+    );
+    let login: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap_servers())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", &carol)
+        .set("sasl.password", format!("s3cret-{carol}"))
+        .create()
+        .unwrap();
+    login.fetch_metadata(None, std::time::Duration::from_secs(30)).expect("carol logs in with SCRAM");
 
     // A principal that may not manage ACLs: a clear refusal, not a hang.
     let denied = backbone(&kafka, "stock", &[&["plan"][..], &specs].concat());
