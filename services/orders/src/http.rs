@@ -245,16 +245,16 @@ async fn place(orders: Orders, headers: HeaderMap, body: Bytes) -> Result<Respon
         .get_or_try_init(|| async {
             // Placed before (by another instance, or before a restart): the table knows. With an
             // `Idempotency-Key` header (what a retrying client sends), once the table has applied
-            // everything acknowledged on the order's partition so far: a retry on another
+            // everything acknowledged on the order's partition so far, a first attempt written
+            // behind a transaction still open there (a validation's) included: a retry on another
             // instance within the table's lag then finds the first attempt instead of writing a
-            // second CREATED. That end lookup costs a round trip or more (up to ~1 s while a
-            // transaction is open), so a body `id` alone is checked against the table as it is;
-            // Stock reserves once for an order written twice. (Two first attempts for one key on
-            // two instances at the same moment can both write; and a first attempt written behind
-            // a transaction still open on the partition, such as a validation's, stays invisible
-            // to this read_committed table until that transaction ends, up to 10 s.)
+            // second CREATED. Those lookups cost round trips (and up to a transaction's life,
+            // ~100 ms, while one is open), so a body `id` alone is checked against the table as it
+            // is; Stock reserves once for an order written twice. (Two first attempts for one key
+            // on two instances at the same moment can both write.)
             if keyed {
-                orders.table.sync(orders.table.partition_for(&id), PLACED_WAIT).await.map_err(|e| {
+                let partition = orders.table.partition_for(&id);
+                orders.table.sync_acknowledged(partition, PLACED_WAIT).await.map_err(|e| {
                     HttpError::unavailable(format!("cannot check for an earlier attempt of `{id}`: {e}"))
                 })?;
             }

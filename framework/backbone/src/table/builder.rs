@@ -126,6 +126,14 @@ impl<V: TableValue> TableBuilder<V> {
             reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
                 .create()
                 .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
+        let probe_written: BaseConsumer = reader::settings(
+            config.client_config(service),
+            format!("{group}.probe"),
+            Isolation::Uncommitted,
+            true,
+        )
+        .create()
+        .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         let health = self.context.health().clone();
         // Not in the mock cluster, which answers no admin requests (its groups go with the process):
         // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
@@ -143,6 +151,7 @@ impl<V: TableValue> TableBuilder<V> {
             persistent: store.is_some(),
             store: Mutex::new(store),
             probe: Mutex::new(probe),
+            probe_written: Mutex::new(probe_written),
             syncs: tokio::sync::Mutex::new(HashMap::new()),
             views: RwLock::new(HashMap::new()),
             // One per partition of the topic, made here: waits never add any.

@@ -28,6 +28,13 @@ impl<V> Shared<V> {
         ends
     }
 
+    /// `partition`'s end for every writer now: the offset its next record will get, records of
+    /// transactions still open included (a `read_committed` reader's end stops before the first).
+    pub(super) fn written_end(&self, partition: i32) -> Result<i64, KafkaError> {
+        let probe = self.probe_written.lock().unwrap_or_else(PoisonError::into_inner);
+        probe.fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
+    }
+
     /// `partition`'s high watermark now.
     pub(super) fn high_watermark(&self, partition: i32) -> Result<i64, KafkaError> {
         let probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);

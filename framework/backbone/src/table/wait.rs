@@ -140,6 +140,58 @@ impl<V> Table<V> {
         }
     }
 
+    /// Like [`sync`](Self::sync), but for everything acknowledged to any writer of `partition`
+    /// before the call, records behind a transaction still open included: waits (asking again
+    /// with backoff, from 10 ms to 200 ms) until every record written so far is decided (committed
+    /// or aborted), then until the view has applied those committed. A retry of a write made by
+    /// another instance finds it even if a transaction (an exactly-once handler's) was open on the
+    /// partition when it was written. Takes up to a transaction's life longer than `sync` while one
+    /// is open; fails as `sync` does, and with [`WaitError::Timeout`] if writes stay undecided for
+    /// `timeout`.
+    pub async fn sync_acknowledged(&self, partition: i32, timeout: Duration) -> Result<(), WaitError>
+    where
+        V: Send + Sync + 'static,
+    {
+        self.shared.progress(partition)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let end_error =
+            |reason: String| WaitError::End { table: self.shared.name.clone(), partition, reason };
+        let lookup = |written: bool| {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                if written { shared.written_end(partition) } else { shared.high_watermark(partition) }
+            })
+        };
+        let written = lookup(true)
+            .await
+            .map_err(|e| end_error(e.to_string()))?
+            .map_err(|e| end_error(e.to_string()))?;
+        let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+        loop {
+            // The committed end (the last stable offset) reaches what was written: all decided.
+            let stable = lookup(false)
+                .await
+                .map_err(|e| end_error(e.to_string()))?
+                .map_err(|e| end_error(e.to_string()))?;
+            if stable >= written {
+                break;
+            }
+            let pause = backoff.next_delay();
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(WaitError::Timeout {
+                    table: self.shared.name.clone(),
+                    partition,
+                    offset: written - 1,
+                    applied: self.shared.progress(partition)?.borrow().applied,
+                    timeout,
+                });
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.sync(partition, left).await
+    }
+
     /// Waits until `key`'s value (`None`: absent) satisfies `condition`, and returns it: checked
     /// now and again after each change the view applies to the key's partition, without polling
     /// (a long-poll read). A partition still restoring is waited for. Fails at once when
