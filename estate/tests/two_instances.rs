@@ -41,7 +41,24 @@ async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) 
         request = request.header("content-type", "application/json");
     }
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    call_with(router, request.body(body).unwrap()).await
+}
+
+/// `POST /v1/orders` of one unit of `p` for order `key`: named by the `Idempotency-Key` header (what
+/// a retrying client sends) if `keyed`, else by the body's `id`.
+async fn post(router: &Router, key: &str, keyed: bool) -> (StatusCode, Value) {
+    let mut body = json!({"customerId": "c", "product": "p", "quantity": 1, "price": 100});
+    let mut request = Request::post("/v1/orders").header("content-type", "application/json");
+    if keyed {
+        request = request.header("idempotency-key", key);
+    } else {
+        body["id"] = key.into();
+    }
+    call_with(router, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+async fn call_with(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
@@ -234,26 +251,11 @@ async fn a_post_retried_on_the_other_instance_writes_no_second_created() {
     }
     let (r1, r2) = (orders_1.router(), orders_2.router());
     let run = unique("retry");
-    let post = |router: &Router, key: &str| {
-        let body = json!({"customerId": "c", "product": "p", "quantity": 1, "price": 100}).to_string();
-        let request = Request::post("/v1/orders")
-            .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .body(Body::from(body))
-            .unwrap();
-        let router = router.clone();
-        async move {
-            let response = router.oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
-    };
     for i in 0..30 {
         let id = format!("{run}-{i}");
-        let (status, order) = post(&r1, &id).await;
+        let (status, order) = post(&r1, &id, true).await;
         assert_eq!(status, StatusCode::CREATED, "{order}");
-        let (status, order) = post(&r2, &id).await;
+        let (status, order) = post(&r2, &id, true).await;
         assert_eq!(status, StatusCode::OK, "retry {i} on the other instance found the order placed: {order}");
         assert_eq!(order["id"], id);
     }
@@ -282,23 +284,6 @@ async fn a_post_retried_on_the_other_instance_behind_an_open_transaction_writes_
     let run = unique("behind");
     // The first attempt names its order in the body (no end lookup: written at once, behind the
     // open transaction); the retry sends the `Idempotency-Key` a retrying client sends.
-    let post = |router: &Router, key: &str, keyed: bool| {
-        let mut body = json!({"customerId": "c", "product": "p", "quantity": 1, "price": 100});
-        let mut request = Request::post("/v1/orders").header("content-type", "application/json");
-        if keyed {
-            request = request.header("idempotency-key", key);
-        } else {
-            body["id"] = key.into();
-        }
-        let request = request.body(Body::from(body.to_string())).unwrap();
-        let router = router.clone();
-        async move {
-            let response = router.oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
-    };
     let transactional: FutureProducer = shared_kafka()
         .client_config()
         .set("transactional.id", unique("open-txn"))

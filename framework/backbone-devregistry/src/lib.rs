@@ -226,6 +226,16 @@ impl Store {
             .ok_or_else(|| ApiError::subject_not_found(subject))
     }
 
+    /// The id a path names, if a schema has it (40403 otherwise).
+    fn known_id(&self, id: &str) -> Result<u32, ApiError> {
+        let not_found = || ApiError::new(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found"));
+        let id = id.parse::<u32>().map_err(|_| not_found())?;
+        if id == 0 || usize::try_from(id).unwrap_or(usize::MAX) > self.schemas.len() {
+            return Err(not_found());
+        }
+        Ok(id)
+    }
+
     fn stored(&self, id: u32) -> &Stored {
         &self.schemas[usize::try_from(id).unwrap_or(usize::MAX) - 1]
     }
@@ -446,11 +456,7 @@ async fn schema_by_id(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = registry.lock();
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found"));
-    let id = id.parse::<u32>().map_err(|_| not_found())?;
-    if id == 0 || usize::try_from(id).unwrap_or(usize::MAX) > store.schemas.len() {
-        return Err(not_found());
-    }
+    let id = store.known_id(&id)?;
     Ok(ok(&json!({ "schema": store.stored(id).text })))
 }
 
@@ -461,11 +467,7 @@ async fn versions_of_id(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = registry.lock();
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found"));
-    let id = id.parse::<u32>().map_err(|_| not_found())?;
-    if id == 0 || usize::try_from(id).unwrap_or(usize::MAX) > store.schemas.len() {
-        return Err(not_found());
-    }
+    let id = store.known_id(&id)?;
     let found: Vec<Value> = store
         .subjects
         .iter()
