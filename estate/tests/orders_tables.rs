@@ -5,41 +5,19 @@
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
+use backbone::Outgoing;
 use backbone::consume::dead_letter_headers::ERROR_MESSAGE;
 use backbone::consume::dead_letter_topic;
 use backbone::testing::Probe;
-use backbone::{Config, Outgoing, Profile};
-use backbone_testkit::{shared_kafka, shared_registry, unique};
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use backbone_testkit::unique;
+use serde_json::json;
 
 /// Every wait is for an event; this only bounds a broken one.
+mod common;
+use common::{call, config};
+
 const WITHIN: Duration = Duration::from_secs(90);
-
-fn config() -> Config {
-    let mut config = Config::default();
-    config.bootstrap_servers = shared_kafka().bootstrap_servers().to_owned();
-    config.schema_registry_url = shared_registry().url().to_owned();
-    config.profile = Profile::Development;
-    config
-}
-
-/// One HTTP call through `router`: status and the JSON body (or Null).
-async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, json)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn item_1_and_r18_tokens_for_missing_partitions_are_400s_and_a_misplaced_order_fails_fast() {

@@ -14,9 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use backbone::Config;
 use backbone_estate::acl::{AclBinding, Operation, PatternType, ResourceType};
 use backbone_estate::admin::Cluster;
@@ -26,10 +24,12 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use serde_json::json;
 
 /// Every wait is for an event; this only bounds a broken one.
+mod common;
+use common::call;
+
 const WITHIN: Duration = Duration::from_secs(90);
 /// How fast a refusal must come: no retrying a permanent error.
 const FAST: Duration = Duration::from_secs(10);
@@ -40,18 +40,6 @@ fn config(kafka: &KafkaCluster, user: &str) -> Config {
     env.insert("BACKBONE_PROFILE".into(), "development".into());
     env.insert("SCHEMA_REGISTRY_URL".into(), shared_registry().url().to_owned());
     Config::from_lookup(user, |k| env.get(k).cloned()).expect("a valid configuration")
-}
-
-async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
 }
 
 /// The estate's specs, as `backbone estate` reads them from the services' binaries.

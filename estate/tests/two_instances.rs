@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use backbone::Json;
 use backbone::testing::Probe;
-use backbone::{Config, Json, Profile};
-use backbone_testkit::{shared_kafka, shared_registry, unique};
+use backbone_testkit::{shared_kafka, unique};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
+
+mod common;
+use common::{call, config};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
@@ -26,23 +28,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const ORDERS: usize = 1_000;
 const PRODUCTS: usize = 8;
 const UNITS: i64 = 70;
-
-fn config() -> Config {
-    let mut config = Config::default();
-    config.bootstrap_servers = shared_kafka().bootstrap_servers().to_owned();
-    config.schema_registry_url = shared_registry().url().to_owned();
-    config.profile = Profile::Development;
-    config
-}
-
-async fn call(router: &Router, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    call_with(router, request.body(body).unwrap()).await
-}
 
 /// `POST /v1/orders` of one unit of `p` for order `key`: named by the `Idempotency-Key` header (what
 /// a retrying client sends) if `keyed`, else by the body's `id`.
@@ -54,14 +39,7 @@ async fn post(router: &Router, key: &str, keyed: bool) -> (StatusCode, Value) {
     } else {
         body["id"] = key.into();
     }
-    call_with(router, request.body(Body::from(body.to_string())).unwrap()).await
-}
-
-async fn call_with(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+    common::send(router, request.body(Body::from(body.to_string())).unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
