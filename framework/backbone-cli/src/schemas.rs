@@ -33,8 +33,8 @@ use std::process::{Command, ExitCode};
 
 use apache_avro::Schema;
 use backbone::TopicSpec;
-use backbone::schema::SubjectStrategy;
 use backbone::schema::compat::{Rule, RuleKind, incompatibilities, type_name};
+use backbone::schema::{SchemaError, SubjectStrategy};
 use backbone::topic::validate_service_name;
 use clap::{Args, Subcommand};
 
@@ -42,10 +42,6 @@ use clap::{Args, Subcommand};
 const CANNOT_RUN: u8 = 2;
 /// The top-level attribute a schema declares its compatibility rule with.
 const RULE_ATTRIBUTE: &str = "backbone.compatibility";
-/// The Confluent REST content type.
-const REGISTRY_CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-/// The registry's error code for an unknown subject (and for a subject without versions).
-const SUBJECT_NOT_FOUND: [i64; 2] = [40401, 40402];
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SchemasCommand {
@@ -392,134 +388,53 @@ fn git_in(dir: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The `--registry` check: the registry tests each schema against its subject's latest version.
+/// The `--registry` check: the registry tests each schema against its subject's latest version,
+/// through the framework's own client (`backbone::schema::Registry`: basic authentication and a CA
+/// from `SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO` and `SCHEMA_REGISTRY_CA_LOCATION`, as services take
+/// them; the reasons worked out from the latest version when the registry gives none; URLs with
+/// user info printed redacted).
 struct Registry {
-    base: String,
-    client: reqwest::Client,
+    client: backbone::schema::Registry,
 }
 
 impl Registry {
     fn new(url: &str) -> Result<Self, CheckError> {
-        let base = url.trim_end_matches('/').to_owned();
+        let base = url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CheckError::Registry(format!(
                 "--registry {}: expected an http:// or https:// URL",
                 backbone::config::redact_url(url)
             )));
         }
-        // Basic authentication and a CA from SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO and
-        // SCHEMA_REGISTRY_CA_LOCATION, as services take them.
         let security = backbone::config::RegistrySecurity::from_env()
             .map_err(|e| CheckError::Registry(e.to_string()))?;
-        let client = security
-            .apply(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)))
-            .map_err(|e| CheckError::Registry(e.to_string()))?
-            .build()
+        let client = backbone::schema::Registry::with_security(base, &security)
             .map_err(|e| CheckError::Registry(e.to_string()))?;
-        Ok(Self { base, client })
+        Ok(Self { client })
     }
 
     async fn check(&self, contract: &Contract) -> Result<Outcome, CheckError> {
         let subject = &contract.subject;
         // Asked first: Apicurio answers `is_compatible: true` for a subject it does not know.
-        let (status, latest) = self.request(&format!("/subjects/{subject}/versions/latest"), None).await?;
-        if status == reqwest::StatusCode::NOT_FOUND
-            && latest["error_code"].as_i64().is_some_and(|code| SUBJECT_NOT_FOUND.contains(&code))
-        {
+        if !self.client.has_subject(subject).await.map_err(unreachable)? {
             return Ok(Outcome::New(format!("subject {subject} not in the registry")));
         }
-        if !status.is_success() {
-            return Err(CheckError::Registry(format!("reading {subject}: {status} {}", message(&latest))));
-        }
-        let path = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
-        let body = serde_json::json!({ "schema": contract.text, "schemaType": "AVRO" });
-        let (status, answer) = self.request(&path, Some(body)).await?;
-        if !status.is_success() {
-            return Ok(Outcome::Fail(format!(
-                "the registry refused the check ({status}): {}",
-                message(&answer)
-            )));
-        }
-        match answer["is_compatible"].as_bool() {
-            Some(true) => {
-                Ok(Outcome::Ok(format!("registry: compatible with the latest version of {subject}")))
+        match self.client.check(subject, &contract.text).await {
+            Ok(()) => Ok(Outcome::Ok(format!("registry: compatible with the latest version of {subject}"))),
+            Err(SchemaError::Incompatible { reason, .. }) => {
+                Ok(Outcome::Fail(format!("incompatible with the latest version of {subject}: {reason}")))
             }
-            Some(false) => {
-                let mut reasons = self.explain(contract, &latest).await;
-                let messages = answer["messages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned));
-                reasons.extend(messages.map(|m| format!("registry: {m}")));
-                if reasons.is_empty() {
-                    reasons.push("(the registry gave no details)".into());
-                }
-                Ok(Outcome::Fail(format!(
-                    "incompatible with the latest version of {subject}: {}",
-                    reasons.join("; ")
-                )))
+            Err(SchemaError::InvalidSchema { reason }) => {
+                Ok(Outcome::Fail(format!("the registry refused the check: {reason}")))
             }
-            None => Err(CheckError::Registry(format!("POST {path}: unexpected answer {status}: {answer}"))),
+            Err(e) => Err(unreachable(e)),
         }
-    }
-
-    /// Why the registry found `contract` incompatible, worked out here (Apicurio answers a bare
-    /// `is_compatible: false`): `latest` (the subject's latest version) against the new schema, under
-    /// the subject's rule in the registry, or the file's own when the registry does not say. Empty when
-    /// that explains nothing.
-    async fn explain(&self, contract: &Contract, latest: &serde_json::Value) -> Vec<String> {
-        let Some(old) = latest["schema"].as_str().and_then(|s| Schema::parse_str(s).ok()) else {
-            return Vec::new();
-        };
-        let mut level = None;
-        for path in [format!("/config/{}?defaultToGlobal=true", contract.subject), "/config".to_owned()] {
-            if let Ok((status, config)) = self.request(&path, None).await
-                && status.is_success()
-                && let Some(rule) = config["compatibilityLevel"].as_str().and_then(Rule::parse)
-            {
-                level = Some(rule);
-                break;
-            }
-        }
-        let rule = level.unwrap_or(contract.rule);
-        incompatibilities(rule, &old, &contract.schema)
-            .into_iter()
-            .map(|reason| format!("{rule}: {reason}"))
-            .collect()
-    }
-
-    /// GETs (or with a body, POSTs) `path` under the base URL: the status and the JSON answer (`null`
-    /// when it is not JSON). `Err` when the registry cannot be reached.
-    async fn request(
-        &self,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(reqwest::StatusCode, serde_json::Value), CheckError> {
-        let url = format!("{}{path}", self.base);
-        let request = match body {
-            Some(body) => self
-                .client
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, REGISTRY_CONTENT_TYPE)
-                .body(body.to_string()),
-            None => self.client.get(&url),
-        };
-        // The URL (and the client's error, which quotes it) may carry a password: printed redacted.
-        let error = |e: reqwest::Error| {
-            CheckError::Registry(backbone::config::redact_url(&format!("{url}: {e}")).into_owned())
-        };
-        let response =
-            request.header(reqwest::header::ACCEPT, REGISTRY_CONTENT_TYPE).send().await.map_err(error)?;
-        let status = response.status();
-        let text = response.text().await.map_err(error)?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
     }
 }
 
-/// The `message` of a registry's error answer, or the answer itself.
-fn message(answer: &serde_json::Value) -> String {
-    answer["message"].as_str().map_or_else(|| answer.to_string(), str::to_owned)
+/// A registry that could not be asked (its error names the URL redacted).
+fn unreachable(e: SchemaError) -> CheckError {
+    CheckError::Registry(e.to_string())
 }
 
 #[cfg(test)]
@@ -540,8 +455,17 @@ mod tests {
         assert!(refused.contains("ftp://ci:***@registry.example"), "{refused}");
         // Nothing listens on port 1: the client's error quotes the URL, which is redacted.
         let registry = Registry::new("http://ci:registry-s3cret@127.0.0.1:1/apis/ccompat/v7").unwrap();
-        let unreachable = registry.request("/subjects", None).await.unwrap_err().to_string();
-        assert!(unreachable.contains("http://ci:***@127.0.0.1:1/apis/ccompat/v7/subjects"), "{unreachable}");
+        let contract = Contract {
+            subject: "orders.public.order-v1-value".into(),
+            text: r#"{"type":"string"}"#.into(),
+            schema: Schema::parse_str(r#"{"type":"string"}"#).unwrap(),
+            rule: Rule { kind: RuleKind::Backward, transitive: false },
+        };
+        let unreachable = match registry.check(&contract).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("nothing listens on port 1"),
+        };
+        assert!(unreachable.contains("http://ci:***@127.0.0.1:1/apis/ccompat/v7"), "{unreachable}");
         for text in [refused, unreachable] {
             assert!(!text.contains("s3cret"), "a password in `{text}`");
         }

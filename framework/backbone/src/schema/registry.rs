@@ -190,6 +190,17 @@ impl Registry {
         }
     }
 
+    /// Whether `subject` has a version in the registry (`GET /subjects/{subject}/versions/latest`).
+    pub async fn has_subject(&self, subject: &str) -> Result<bool, SchemaError> {
+        let url = format!("{}/subjects/{}/versions/latest", self.inner.base, encode(subject));
+        let reply = self.get(&url).await?;
+        match reply.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => Err(self.unexpected(status, reply).await),
+        }
+    }
+
     /// Checks `schema` against the latest version of `subject` under the subject's rule; a subject
     /// that does not exist yet accepts anything.
     pub async fn check(&self, subject: &str, schema: &str) -> Result<(), SchemaError> {
