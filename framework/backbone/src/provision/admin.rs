@@ -55,6 +55,13 @@ pub(crate) trait TopicAdmin: fmt::Debug + Send + Sync {
         requests: &'a [(&'a str, BTreeMap<String, String>)],
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(), ProvisionError>>;
+
+    /// Deletes consumer group `group` (which no member may hold any more).
+    fn delete_group<'a>(
+        &'a self,
+        group: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>>;
 }
 
 /// A topic to create.
@@ -206,12 +213,16 @@ impl TopicAdmin for Named {
             self.inner.alter_configs(requests, timeout).await.map_err(|e| e.naming(&self.principal))
         })
     }
-}
 
-/// Whether the cluster `config` points at answers admin requests such as `DeleteGroups` (the
-/// in-process mock cluster does not).
-pub(crate) fn supports_group_deletion(config: &Config) -> bool {
-    in_process(config).is_none()
+    fn delete_group<'a>(
+        &'a self,
+        group: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            self.inner.delete_group(group, timeout).await.map_err(|e| e.naming(&self.principal))
+        })
+    }
 }
 
 /// The Kafka admin API.
@@ -410,6 +421,23 @@ impl TopicAdmin for KafkaAdmin {
                 })?;
             }
             Ok(())
+        })
+    }
+
+    fn delete_group<'a>(
+        &'a self,
+        group: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProvisionError>> {
+        Box::pin(async move {
+            let options = AdminOptions::new().request_timeout(Some(timeout));
+            let operation = || format!("deleting consumer group {group}");
+            let mut results =
+                self.admin.delete_groups(&[group], &options).await.map_err(|e| from_kafka(operation(), e))?;
+            match results.pop() {
+                Some(Err((_, code))) => Err(from_code(operation(), code)),
+                _ => Ok(()),
+            }
         })
     }
 }

@@ -62,8 +62,8 @@ mod plan;
 mod tests;
 
 pub(crate) use admin::{
-    ClusterState, Entry, InProcessCluster, KafkaAdmin, NewTopicSpec, TopicAdmin, register_in_process,
-    supports_group_deletion, unregister_in_process,
+    ClusterState, Entry, InProcessCluster, KafkaAdmin, NewTopicSpec, TopicAdmin, admin_for,
+    register_in_process, unregister_in_process,
 };
 pub use error::ProvisionError;
 pub use plan::{Action, ApplyReport, ConfigChange, Plan, Refusal, TopicAction};

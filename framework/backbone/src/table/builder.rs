@@ -135,11 +135,8 @@ impl<V: TableValue> TableBuilder<V> {
         .create()
         .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         let health = self.context.health().clone();
-        // Not in the mock cluster, which answers no admin requests (its groups go with the process):
-        // librdkafka 2.12.1 aborts on dropping an admin client whose request it refused locally as
-        // unsupported (`rd_kafka_q_destroy0: assert: rkq->rkq_refcnt > 0`).
-        let forget = (self.replicated && crate::provision::supports_group_deletion(config))
-            .then(|| config.client_config(service));
+        // A replicated table's group is of one run only: deleted when the table stops.
+        let forget = self.replicated.then(|| (config.clone(), service.to_owned()));
         let shared = Arc::new(Shared {
             group: group.clone(),
             forget,

@@ -90,8 +90,8 @@ impl<V: TableValue> Table<V> {
         shared.refresh();
         let outcome = consumer.run(shutdown).await;
         shared.running.store(false, Ordering::Release);
-        if let Some(client) = &shared.forget {
-            delete_group(client, &shared.group).await;
+        if let Some(admin) = &shared.forget {
+            delete_group(admin, &shared.group).await;
         }
         let dropped: Vec<i32> = shared.write_views().drain().map(|(p, _)| p).collect();
         for partition in dropped {

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
 use crate::health::HealthState;
@@ -84,7 +83,7 @@ pub(super) struct Shared<V> {
     pub(super) name: String,
     pub(super) group: String,
     /// For a replicated table: the client settings to delete its group with once it stops.
-    pub(super) forget: Option<rdkafka::ClientConfig>,
+    pub(super) forget: Option<(crate::Config, String)>,
     pub(super) topic: String,
     pub(super) partitions: i32,
     pub(super) component: String,
@@ -121,17 +120,14 @@ pub(super) struct Shared<V> {
     pub(super) stats: Counters,
 }
 
-/// Deletes a replicated table's group after the table left it: the group is of one run only, and
-/// would otherwise stay behind with its committed offsets. A failure (a missing `DELETE` ACL on the
-/// group, say) only costs that, so it is logged, not returned.
-pub(super) async fn delete_group(client: &rdkafka::ClientConfig, group: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
+/// Deletes a replicated table's group after the table left it, through the cluster's admin
+/// (`crate::provision`, which knows the in-process mock cluster has no groups to delete): the group
+/// is of one run only, and would otherwise stay behind with its committed offsets. A failure (a
+/// missing `DELETE` ACL on the group, say) only costs that, so it is logged, not returned.
+pub(super) async fn delete_group((config, service): &(crate::Config, String), group: &str) {
     let deleted = async {
-        let admin: AdminClient<DefaultClientContext> = client.create()?;
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-        let mut results = admin.delete_groups(&[group], &options).await?;
-        results.pop().map_or(Ok(()), |r| r.map(drop).map_err(|(_, code)| KafkaError::AdminOp(code)))
+        let admin = crate::provision::admin_for(config, service)?;
+        admin.delete_group(group, Duration::from_secs(10)).await
     };
     match deleted.await {
         Ok(()) => tracing::debug!(group, "replicated table's consumer group deleted"),
