@@ -81,7 +81,9 @@
 //! [`App`] declares it and runs, next to each handler's consumer, one on the retry topic
 //! ([`consume::Consumer::retries`], group `<group>.retry`) that handles only the replays naming its
 //! handler and dead-letters a replay that fails again to the same dead-letter topic. So a replay
-//! reaches the handler that failed and no other. Runnable: `examples/dead_letters.rs`.
+//! reaches the handler that failed and no other. Replays of a handler of the service's own private
+//! topic go back to that topic instead ([`consume::replays_to_source`]), to be handled in order with
+//! the key's live events, never beside them. Runnable: `examples/dead_letters.rs`.
 //!
 //! ## Schemas and evolution
 //!
