@@ -1,9 +1,10 @@
-# The estate's services, Orders and Stock, from one multi-stage build.
+# The estate's services, Orders and Stock, and its one-shot set-up, from one multi-stage build.
 #
-#   docker build --target orders -t backbone/orders .
-#   docker build --target stock  -t backbone/stock  .
+#   docker build --target orders      -t backbone/orders .
+#   docker build --target stock       -t backbone/stock  .
+#   docker build --target estate-init -t backbone/estate-init .   # `backbone estate apply`
 #
-# Both targets share the `build` stage (one cargo invocation compiles both binaries), and that stage
+# The targets share the `build` stage (one cargo invocation compiles every binary), and that stage
 # starts from a dependency layer: the workspace's manifests and Cargo.lock with stub sources, compiled
 # once, so editing a service's code rebuilds only the workspace crates, not librdkafka and the ~300
 # dependencies. Runtime: Debian slim, ca-certificates and libssl only, a non-root user, no shell
@@ -43,14 +44,14 @@ RUN mkdir -p /skeleton && cp Cargo.toml Cargo.lock /skeleton/ \
 FROM toolchain AS build
 WORKDIR /src
 COPY --from=skeleton /skeleton ./
-RUN cargo build --release --locked -p orders -p stock
+RUN cargo build --release --locked -p orders -p stock -p backbone-cli
 COPY . .
 # The real sources may be older than the stubs' build (COPY keeps their mtimes): touch them so cargo
 # rebuilds every workspace crate instead of keeping a stub.
 RUN find framework services schemas -type f -exec touch {} + \
- && cargo build --release --locked -p orders -p stock \
+ && cargo build --release --locked -p orders -p stock -p backbone-cli \
  && mkdir -p /out \
- && cp target/release/orders target/release/stock /out/
+ && cp target/release/orders target/release/stock target/release/backbone /out/
 
 # --- Runtime. -------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
@@ -81,3 +82,10 @@ ENTRYPOINT ["/usr/local/bin/orders"]
 FROM runtime AS stock
 COPY --from=build /out/stock /usr/local/bin/stock
 ENTRYPOINT ["/usr/local/bin/stock"]
+
+# What Kafka enforces for the estate, from the services' own declarations: their topics, the ACLs of
+# each service's principal and its quotas, applied by `backbone estate apply` (idempotent) with the
+# specs the service binaries print (`--spec`). Run once, as a super user, before the services start.
+FROM runtime AS estate-init
+COPY --from=build /out/backbone /out/orders /out/stock /usr/local/bin/
+ENTRYPOINT ["/usr/local/bin/backbone", "estate", "apply", "--bin", "/usr/local/bin/orders", "--bin", "/usr/local/bin/stock"]
