@@ -72,7 +72,7 @@ mod tests;
 
 pub use boxed::{BoxedHandler, Handler};
 pub use error::{ExtractError, HandlerError, IntoOutcome, Part};
-pub(crate) use event::Env;
+pub(crate) use event::{Env, Scope};
 pub use event::{HandlerContext, IncomingEvent, MessageHeaders};
 pub use extract::{CorrelationId, Decode, DecodeError, Event, FromEvent, Json, Key, Metadata, State};
 
