@@ -2,19 +2,18 @@
 //! under the consumer's layers, with a reply step above the retries.
 
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::future::BoxFuture;
 use serde::Serialize;
-use tower::{Layer, Service};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt as _};
 use uuid::Uuid;
 
 use crate::consume::{ConsumeError, Consumer};
 use crate::handler::{
     BoxedHandler, ExtractError, FromEvent, Handler, HandlerContext, HandlerError, IncomingEvent, Json, Scope,
 };
-use crate::layer::{Layers, Retry};
+use crate::layer::{EventService, Layers, Retry};
 use crate::publish::{Outgoing, Publisher};
 use crate::runtime::Context;
 use crate::service::ServiceSpec;
@@ -206,10 +205,9 @@ where
     check_reply_topic(context.spec(), replies)?;
     let name = responder_name::<H>();
     let run = move |CallContext(cx): CallContext<S>| answer(handler.clone(), cx);
-    let step = Layers::new().layer(ReplyLayer::new(replies.clone()));
     Ok(Consumer::new(context, requests, BoxedHandler::named(name, run), state)?
         .retry(RESPONDER_RETRY)
-        .around_retries(step))
+        .around_retries(reply_step(replies)))
 }
 
 /// A request handler's name: its function's last path segment (`my_app::stock_level` →
@@ -238,72 +236,30 @@ where
     Ok(())
 }
 
-/// The reply step, above a responder's retries: reads the request's headers, skips an expired
-/// request, hands the request's deadline down to the retries, and turns the outcome of all the
-/// attempts into the reply (see the module documentation for every path).
-#[derive(Debug, Clone)]
-pub(super) struct ReplyLayer {
+/// The reply step, for the layers above a responder's retries ([`answer_request`] for each request).
+fn reply_step<S: Clone + Send + Sync + 'static>(replies: &TopicSpec) -> Layers<S> {
+    let replies = Arc::new(replies.clone());
+    Layers::new().layer(tower::layer::layer_fn(move |attempts: EventService<S>| {
+        let replies = replies.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |cx| {
+            answer_request(attempts.clone(), replies.clone(), cx)
+        }))
+    }))
+}
+
+/// The reply step for one request: reads its headers, skips it past its deadline (its caller has
+/// given up), hands the deadline down to the `attempts` (the retries and what they wrap), and turns
+/// their outcome into the reply (see the module documentation for every path). A request without
+/// request headers, or whose reply-to names another topic, is an error: a poison record.
+pub(super) async fn answer_request<I, S>(
+    attempts: I,
     replies: Arc<TopicSpec>,
-}
-
-impl ReplyLayer {
-    /// Answers on `replies`.
-    pub(super) fn new(replies: TopicSpec) -> Self {
-        Self { replies: Arc::new(replies) }
-    }
-}
-
-impl<I> Layer<I> for ReplyLayer {
-    type Service = Replying<I>;
-
-    fn layer(&self, inner: I) -> Replying<I> {
-        Replying { inner, replies: self.replies.clone() }
-    }
-}
-
-/// See [`ReplyLayer`].
-#[derive(Debug, Clone)]
-pub(super) struct Replying<I> {
-    inner: I,
-    replies: Arc<TopicSpec>,
-}
-
-impl<I, S> Service<HandlerContext<S>> for Replying<I>
+    cx: HandlerContext<S>,
+) -> Result<(), HandlerError>
 where
     I: Service<HandlerContext<S>, Response = (), Error = HandlerError>,
-    I::Future: Send + 'static,
 {
-    type Response = ();
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<(), HandlerError>>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
-        let request = match accept(&self.replies, cx.event()) {
-            Ok(Some(request)) => request,
-            Ok(None) => return Box::pin(std::future::ready(Ok(()))),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let Some(publisher) = cx.publisher().cloned() else {
-            return Box::pin(std::future::ready(Err(ExtractError::NoPublisher.into())));
-        };
-        let scope = Scope::new(request.deadline);
-        let attempts = self.inner.call(cx.with_scope(scope.clone()));
-        let replies = self.replies.clone();
-        Box::pin(async move {
-            let outcome = attempts.await.map(|()| scope.take());
-            reply(&publisher, &replies, &request, outcome).await
-        })
-    }
-}
-
-/// The request in `event`, if it is to be handled: `None` past its deadline (its caller has given
-/// up); an error (a poison record) without request headers or with a reply-to naming another topic.
-fn accept(replies: &TopicSpec, event: &IncomingEvent) -> Result<Option<RequestInfo>, HandlerError> {
-    let request = RequestInfo::from_event(event)?;
+    let request = RequestInfo::from_event(cx.event())?;
     if request.reply_to != replies.name() {
         return Err(HandlerError::permanent(format!(
             "the request asks for its reply on `{}`, but this responder answers on `{}` only",
@@ -314,9 +270,12 @@ fn accept(replies: &TopicSpec, event: &IncomingEvent) -> Result<Option<RequestIn
     }
     if request.is_expired() {
         tracing::debug!(request = %request.id, "request expired before it was handled; not answered");
-        return Ok(None);
+        return Ok(());
     }
-    Ok(Some(request))
+    let publisher = cx.publisher().cloned().ok_or(ExtractError::NoPublisher)?;
+    let scope = Scope::new(request.deadline);
+    let outcome = attempts.oneshot(cx.with_scope(scope.clone())).await.map(|()| scope.take());
+    reply(&publisher, &replies, &request, outcome).await
 }
 
 /// Publishes the reply to `request` that `outcome` (the reply payload, or the error of the last
