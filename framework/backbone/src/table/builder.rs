@@ -126,14 +126,13 @@ impl<V: TableValue> TableBuilder<V> {
             reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
                 .create()
                 .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
-        let probe_written: BaseConsumer = reader::settings(
+        // Made on first use (`Table::sync_acknowledged`), not for every table at start-up.
+        let probe_written = reader::settings(
             config.client_config(service),
             format!("{group}.probe"),
             Isolation::Uncommitted,
             true,
-        )
-        .create()
-        .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
+        );
         let health = self.context.health().clone();
         // A replicated table's group is of one run only: deleted when the table stops.
         let forget = self.replicated.then(|| (config.clone(), service.to_owned()));
@@ -148,7 +147,7 @@ impl<V: TableValue> TableBuilder<V> {
             persistent: store.is_some(),
             store: Mutex::new(store),
             probe: Mutex::new(probe),
-            probe_written: Mutex::new(probe_written),
+            probe_written: (probe_written, Mutex::new(None)),
             syncs: tokio::sync::Mutex::new(HashMap::new()),
             views: RwLock::new(HashMap::new()),
             // One per partition of the topic, made here: waits never add any.

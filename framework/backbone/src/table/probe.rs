@@ -31,7 +31,12 @@ impl<V> Shared<V> {
     /// `partition`'s end for every writer now: the offset its next record will get, records of
     /// transactions still open included (a `read_committed` reader's end stops before the first).
     pub(super) fn written_end(&self, partition: i32) -> Result<i64, KafkaError> {
-        let probe = self.probe_written.lock().unwrap_or_else(PoisonError::into_inner);
+        let (settings, probe) = &self.probe_written;
+        let mut probe = probe.lock().unwrap_or_else(PoisonError::into_inner);
+        if probe.is_none() {
+            *probe = Some(settings.create()?);
+        }
+        let probe = probe.as_ref().expect("made above");
         probe.fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
     }
 

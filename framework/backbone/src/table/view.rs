@@ -95,8 +95,8 @@ pub(super) struct Shared<V> {
     /// Looks at partition ends: watermarks and the last visible record.
     pub(super) probe: Mutex<BaseConsumer>,
     /// Asks where partitions end for every writer (`read_uncommitted`): records in a transaction
-    /// still open included.
-    pub(super) probe_written: Mutex<BaseConsumer>,
+    /// still open included. Its settings, and the client, made on first use.
+    pub(super) probe_written: (rdkafka::ClientConfig, Mutex<Option<BaseConsumer>>),
     /// The last end [`Table::sync`] looked up per partition, and when that lookup began: callers
     /// that arrived before it began share it instead of queueing a lookup each.
     pub(super) syncs: tokio::sync::Mutex<HashMap<i32, (Instant, Option<i64>)>>,

@@ -156,23 +156,25 @@ impl<V> Table<V> {
         let deadline = tokio::time::Instant::now() + timeout;
         let end_error =
             |reason: String| WaitError::End { table: self.shared.name.clone(), partition, reason };
+        // One lookup off the async workers; a panicked task or a broker error is the same failure.
         let lookup = |written: bool| {
             let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || {
+            let looked = tokio::task::spawn_blocking(move || {
                 if written { shared.written_end(partition) } else { shared.high_watermark(partition) }
-            })
+            });
+            async move {
+                match looked.await {
+                    Ok(Ok(end)) => Ok(end),
+                    Ok(Err(e)) => Err(end_error(e.to_string())),
+                    Err(e) => Err(end_error(e.to_string())),
+                }
+            }
         };
-        let written = lookup(true)
-            .await
-            .map_err(|e| end_error(e.to_string()))?
-            .map_err(|e| end_error(e.to_string()))?;
+        let written = lookup(true).await?;
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
         loop {
             // The committed end (the last stable offset) reaches what was written: all decided.
-            let stable = lookup(false)
-                .await
-                .map_err(|e| end_error(e.to_string()))?
-                .map_err(|e| end_error(e.to_string()))?;
+            let stable = lookup(false).await?;
             if stable >= written {
                 break;
             }
