@@ -29,6 +29,18 @@ const ORDERS: usize = 1_000;
 const PRODUCTS: usize = 8;
 const UNITS: i64 = 70;
 
+/// Two ready instances of Orders (both services' topics provisioned).
+async fn two_orders() -> (backbone::app::Started<orders::Orders>, backbone::app::Started<orders::Orders>) {
+    let config = config();
+    orders::app().provision(&config).await.unwrap();
+    stock::app().provision(&config).await.unwrap();
+    let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
+    for ready in [orders_1.ready(), orders_2.ready()] {
+        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
+    }
+    (orders_1, orders_2)
+}
+
 /// `POST /v1/orders` of one unit of `p` for order `key`: named by the `Idempotency-Key` header (what
 /// a retrying client sends) if `keyed`, else by the body's `id`.
 async fn post(router: &Router, key: &str, keyed: bool) -> (StatusCode, Value) {
@@ -220,13 +232,7 @@ async fn two_instances_of_each_one_stopped_midway_settle_every_order_exactly_onc
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_post_retried_on_the_other_instance_writes_no_second_created() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let config = config();
-    orders::app().provision(&config).await.unwrap();
-    stock::app().provision(&config).await.unwrap();
-    let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
-    for ready in [orders_1.ready(), orders_2.ready()] {
-        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
-    }
+    let (orders_1, orders_2) = two_orders().await;
     let (r1, r2) = (orders_1.router(), orders_2.router());
     let run = unique("retry");
     for i in 0..30 {
@@ -250,13 +256,7 @@ async fn a_post_retried_on_the_other_instance_behind_an_open_transaction_writes_
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
     let _alone = ONE_AT_A_TIME.lock().await;
-    let config = config();
-    orders::app().provision(&config).await.unwrap();
-    stock::app().provision(&config).await.unwrap();
-    let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
-    for ready in [orders_1.ready(), orders_2.ready()] {
-        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
-    }
+    let (orders_1, orders_2) = two_orders().await;
     let (r1, r2) = (orders_1.router(), orders_2.router());
     let topic = orders::ORDERS.spec().unwrap();
     let run = unique("behind");
