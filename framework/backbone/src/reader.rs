@@ -7,10 +7,33 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+/// How long the broker may hold a reader's fetch that finds nothing new (librdkafka's
+/// `fetch.wait.max.ms`, 500 ms by default). A reader with end-of-partition events learns it has
+/// reached the end only from such an empty fetch, so the default would add half a second to every
+/// look at a partition's end (a table's `sync`, a journal's replay).
+const EMPTY_FETCH_WAIT: &str = "10";
+
+/// A reader: a consumer with [`ReaderContext`].
+pub(crate) type Reader = BaseConsumer<ReaderContext>;
+
+/// A reader's context: librdkafka's default, except that reaching a partition's end is no error
+/// to log (readers ask for it; the default context logs each as `Global error: PartitionEOF`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// Which records a reader sees of a transactional producer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +47,8 @@ pub(crate) enum Isolation {
 
 /// `client` (a service's client settings) made a reader's: in group `group`, which librdkafka
 /// needs to assign partitions but which is never joined nor committed to; with an end-of-partition
-/// event per partition read through if `eof`.
+/// event per partition read through if `eof` (and then a short wait on empty fetches, which is how
+/// the end is found). Create it with [`ReaderContext`]: `.create_with_context(ReaderContext)`.
 pub(crate) fn settings(
     mut client: ClientConfig,
     group: impl Into<String>,
@@ -41,6 +65,9 @@ pub(crate) fn settings(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", if eof { "true" } else { "false" })
         .set("isolation.level", isolation);
+    if eof {
+        client.set("fetch.wait.max.ms", EMPTY_FETCH_WAIT);
+    }
     client
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
@@ -24,16 +24,16 @@ const READ_TIMEOUT: Duration = Duration::from_secs(TRANSACTION_TIMEOUT.as_secs()
 /// them once every transaction below the end has ended. The one poll loop of this module.
 pub(super) struct Reader {
     /// Reads, and tells the last stable offset.
-    committed: BaseConsumer,
+    committed: reader::Reader,
     /// Tells the high watermark.
-    uncommitted: BaseConsumer,
+    uncommitted: reader::Reader,
 }
 
 impl Reader {
     pub(super) fn new(config: &Config, service: &str, topic: &str) -> Result<Self, SourcingError> {
         let client = |isolation| {
             reader::settings(config.client_config(service), format!("{service}.reader"), isolation, true)
-                .create::<BaseConsumer>()
+                .create_with_context(reader::ReaderContext)
                 .map_err(|e| SourcingError::Client { topic: topic.to_owned(), reason: e.to_string() })
         };
         Ok(Self { committed: client(Isolation::Committed)?, uncommitted: client(Isolation::Uncommitted)? })

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 
 use crate::consume::Consumer;
@@ -122,10 +121,9 @@ impl<V: TableValue> TableBuilder<V> {
             None => None,
         };
         let client = config.client_config(service);
-        let probe: BaseConsumer =
-            reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
-                .create()
-                .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
+        let probe = reader::settings(client, format!("{group}.probe"), Isolation::Committed, true)
+            .create_with_context(reader::ReaderContext)
+            .map_err(|e| TableError::Client { table: name.clone(), reason: e.to_string() })?;
         // Made on first use (`Table::sync_acknowledged`), not for every table at start-up.
         let probe_written = reader::settings(
             config.client_config(service),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaErrorCode;
@@ -34,7 +34,7 @@ impl<V> Shared<V> {
         let (settings, probe) = &self.probe_written;
         let mut probe = probe.lock().unwrap_or_else(PoisonError::into_inner);
         if probe.is_none() {
-            *probe = Some(settings.create()?);
+            *probe = Some(settings.create_with_context(crate::reader::ReaderContext)?);
         }
         let probe = probe.as_ref().expect("made above");
         probe.fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
@@ -58,7 +58,11 @@ pub(super) struct End {
 /// Reads where `partitions` end, all at once: each from just before its high watermark, further
 /// back (16 times as far each round) for those where only transaction markers or aborted records
 /// were found.
-fn probe_ends(probe: &BaseConsumer, topic: &str, partitions: &[i32]) -> Result<Vec<End>, KafkaError> {
+fn probe_ends(
+    probe: &crate::reader::Reader,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<End>, KafkaError> {
     let mut ends = Vec::with_capacity(partitions.len());
     // (index, low watermark) of each partition still looked for.
     let mut open = Vec::new();

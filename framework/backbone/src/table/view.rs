@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 
 use crate::health::HealthState;
@@ -93,10 +92,10 @@ pub(super) struct Shared<V> {
     /// Taken (and closed) when the table stops.
     pub(super) store: Mutex<Option<Arc<Store>>>,
     /// Looks at partition ends: watermarks and the last visible record.
-    pub(super) probe: Mutex<BaseConsumer>,
+    pub(super) probe: Mutex<crate::reader::Reader>,
     /// Asks where partitions end for every writer (`read_uncommitted`): records in a transaction
     /// still open included. Its settings, and the client, made on first use.
-    pub(super) probe_written: (rdkafka::ClientConfig, Mutex<Option<BaseConsumer>>),
+    pub(super) probe_written: (rdkafka::ClientConfig, Mutex<Option<crate::reader::Reader>>),
     /// The last end [`Table::sync`] looked up per partition, and when that lookup began: callers
     /// that arrived before it began share it instead of queueing a lookup each.
     pub(super) syncs: tokio::sync::Mutex<HashMap<i32, (Instant, Option<i64>)>>,
