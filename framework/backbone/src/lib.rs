@@ -173,7 +173,8 @@
 //!   (origin in headers) and graceful shutdown.
 //! - [`request`]: request/response over topics for callers that cannot call the responder directly:
 //!   request id, reply-to and deadline in headers, per-request timeouts, bounded pending requests
-//!   with metrics, one answer per request across rebalances; and when to prefer HTTP.
+//!   with metrics, one answer per request across rebalances; the responder's handler is an ordinary
+//!   handler returning the reply, under the consumer's layers; and when to prefer HTTP.
 //! - [`table`]: keyed state from compacted topics: a view that follows the topic (tombstones
 //!   delete), restored before the service is ready, split by partition between instances,
 //!   read-your-writes with the publish's partition and offset, optionally kept in a local store.

@@ -1,11 +1,17 @@
 //! Issue items 5 and 9 against the real broker: a reply whose header name is not UTF-8 neither kills
 //! the requester's reply reader nor loses its headers; a request with a huge timeout neither panics
-//! nor sends a deadline beyond `request::MAX_DEADLINE`.
+//! nor sends a deadline beyond `request::MAX_DEADLINE`. And the responder's failures: a refusal or a
+//! panic is an error reply, a retriable error is retried until answered or, past the request's
+//! deadline, the request is left unanswered and its partition moves on.
 
 use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backbone::request::{self, MAX_DEADLINE, Requester, headers};
+use backbone::consume::{ConsumerHooks, dead_letter_topic};
+use backbone::handler::{Event, HandlerError, State};
+use backbone::request::{self, MAX_DEADLINE, RequestError, Requester, headers};
 use backbone::{Service, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -131,4 +137,93 @@ async fn item_5_and_9_a_reply_with_a_header_name_not_utf8_and_a_huge_timeout_are
     );
     assert_eq!(requester.stats().reader_restarts, 0);
     requester.close().await;
+}
+
+/// A request handler that answers, refuses, panics or fails retriably as the request says; its
+/// state counts the tries of `flaky`.
+async fn moody(
+    Event(what): Event<String>,
+    State(tries): State<Arc<AtomicU32>>,
+) -> Result<String, HandlerError> {
+    match what.as_str() {
+        "refuse" => Err(HandlerError::permanent("no such sku")),
+        "panic" => panic!("boom"),
+        "flaky" if tries.fetch_add(1, Ordering::SeqCst) < 2 => Err(HandlerError::retriable("database down")),
+        "flaky" => Ok("recovered".to_owned()),
+        "down" => Err(HandlerError::retriable("database down")),
+        sku => Ok(format!("{sku}: 12")),
+    }
+}
+
+/// Says when the responder has its partition.
+struct Assigned(tokio::sync::watch::Sender<bool>);
+
+impl ConsumerHooks for Assigned {
+    fn assigned(&self, _: &str, partitions: &[i32]) {
+        if !partitions.is_empty() {
+            self.0.send_replace(true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responders_failures_are_error_replies_retries_or_no_answer_past_the_deadline() {
+    let config = common::config(shared_kafka().bootstrap_servers());
+    let (responder, requester) = (unique("stock"), unique("orders"));
+    let requests: TopicSpec = request::request_topic(&requester, "moods").partitions(1).build().unwrap();
+    let replies = request::reply_topic(&responder, "moods").build().unwrap();
+    let spec = Service::new(&requester).owns(&requests).consumes(&replies).spec().unwrap();
+    let requesting = spec.start(&config).await.expect("provisions the request topic");
+    let dlq = dead_letter_topic(&responder, &requests).unwrap();
+    let spec = Service::new(&responder).owns(&replies).owns(&dlq).consumes(&requests).spec().unwrap();
+    let responding = spec.start(&config).await.expect("provisions the reply topic");
+    let tries = Arc::new(AtomicU32::new(0));
+    let (assigned, mut is_assigned) = tokio::sync::watch::channel(false);
+    let consumer = request::responder(&responding.context(), &requests, &replies, moody, tries.clone())
+        .expect("responder")
+        .hooks(Assigned(assigned));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(consumer.run(async move { stopped.await.unwrap_or_default() }));
+    tokio::time::timeout(Duration::from_secs(60), is_assigned.wait_for(|a| *a))
+        .await
+        .expect("assigned within 60 s")
+        .unwrap();
+    let requester = Requester::builder(&requesting.context(), &requests, &replies)
+        .unwrap()
+        .start()
+        .await
+        .expect("requester");
+    let ask = |what: &'static str, timeout: u64| {
+        let requester = requester.clone();
+        async move { requester.request(what.as_bytes(), Duration::from_secs(timeout)).await }
+    };
+
+    let reply = ask("sku-1", 30).await.expect("an answer");
+    assert_eq!(reply.payload(), b"sku-1: 12");
+    // A refusal and a panic are error replies, with their kinds; neither is retried.
+    match ask("refuse", 30).await {
+        Err(RequestError::Remote { kind, message }) => {
+            assert_eq!((&*kind, &*message), ("handler", "no such sku"))
+        }
+        other => panic!("an error reply, not {other:?}"),
+    }
+    match ask("panic", 30).await {
+        Err(RequestError::Remote { kind, message }) => {
+            assert_eq!(kind, "panic");
+            assert!(message.contains("boom"), "{message}");
+        }
+        other => panic!("an error reply, not {other:?}"),
+    }
+    // A retriable failure is retried until it passes, within the deadline.
+    assert_eq!(ask("flaky", 30).await.expect("answered after retries").payload(), b"recovered");
+    assert_eq!(tries.load(Ordering::SeqCst), 3);
+    // One that never passes is given up before its deadline, unanswered; the next is answered.
+    assert!(matches!(ask("down", 2).await, Err(RequestError::Timeout { .. })));
+    let reply = ask("sku-2", 30).await.expect("the partition moved on");
+    assert_eq!(reply.payload(), b"sku-2: 12");
+    assert_eq!(requester.stats().late_replies, 0, "no reply to the given-up request");
+
+    requester.close().await;
+    stop.send(()).ok();
+    tokio::time::timeout(Duration::from_secs(30), task).await.expect("stops").unwrap().expect("clean stop");
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backbone::consume::{Consumer, ConsumerHooks, dead_letter_topic};
 use backbone::handler::{Event, HandlerError, State};
-use backbone::request::{self, BoxedReplyHandler, RequestError, Requester};
+use backbone::request::{self, RequestError, Requester};
 use backbone::{Config, Context, Service, ServiceSpec, TopicSpec};
 use backbone_testkit::{shared_kafka, unique};
 use tokio::sync::{Notify, oneshot};
@@ -90,7 +90,7 @@ impl ConsumerHooks for Answering {
     }
 }
 
-/// The reply handler: echoes the question with the answering instance's name.
+/// The request handler: echoes the question with the answering instance's name.
 async fn stock_level(
     Event(question): Event<String>,
     State(s): State<Answering>,
@@ -104,17 +104,11 @@ async fn stock_level(
 }
 
 fn responder(context: &Context, estate: &Estate, state: &Answering) -> Consumer<Answering> {
-    request::responder(
-        context,
-        &estate.requests,
-        &estate.replies,
-        BoxedReplyHandler::new(stock_level),
-        state.clone(),
-    )
-    .expect("responder")
-    .client_setting("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-    .client_setting("heartbeat.interval.ms", "1000")
-    .hooks(state.clone())
+    request::responder(context, &estate.requests, &estate.replies, stock_level, state.clone())
+        .expect("responder")
+        .client_setting("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+        .client_setting("heartbeat.interval.ms", "1000")
+        .hooks(state.clone())
 }
 
 /// The child side: responder instance `a` in its own process, killed by the parent.

@@ -69,7 +69,7 @@ use axum::Router;
 use self::tables::{ConfigureTable, TableDeclaration, TableOf};
 use crate::consume::{ConsumeError, Consumer, dead_letter_topic, replays_to_source, retry_topic};
 use crate::event::{BoundEvent, TopicDecl};
-use crate::handler::{BoxedHandler, Handler};
+use crate::handler::{BoxedHandler, Handler, IntoOutcome};
 use crate::http::HttpLimits;
 use crate::layer::Layers;
 use crate::schema::AvroEvent;
@@ -248,7 +248,11 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
 
     /// Subscribes `handler` to `topic` in group `<service>.<handler>`, at least once; its
     /// dead-letter topic is declared for you.
-    pub fn consume<H: Handler<T, S>, T: 'static>(self, topic: impl IntoTopicSpec, handler: H) -> Self {
+    pub fn consume<H: Handler<T, S, Output: IntoOutcome>, T: 'static>(
+        self,
+        topic: impl IntoTopicSpec,
+        handler: H,
+    ) -> Self {
         self.consume_with(topic, BoxedHandler::new(handler), HandlerOptions::new(), |c| c)
     }
 

@@ -69,6 +69,9 @@ pub struct Consumer<S> {
     pub(super) dead_letters: TopicSpec,
     pub(super) handler: BoxedHandler<S>,
     pub(super) layers: Layers<S>,
+    /// Layers between the budget and the retries, which see each event's final outcome (a
+    /// responder's reply step).
+    pub(super) around_retries: Layers<S>,
     pub(super) state: S,
     pub(super) retry: Retry,
     pub(super) timeout: Option<Duration>,
@@ -140,6 +143,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             dead_letters,
             handler,
             layers,
+            around_retries: Layers::new(),
             state,
             retry: Retry::default(),
             timeout: None,
@@ -155,6 +159,13 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transactional_id: None,
             context: context.clone(),
         })
+    }
+
+    /// Adds `layers` above the retries (inside the budget): they see each event's final outcome,
+    /// every attempt made (the responder's reply step, [`crate::request::responder`]).
+    pub(crate) fn around_retries(mut self, layers: Layers<S>) -> Self {
+        self.around_retries = std::mem::take(&mut self.around_retries).extend(&layers);
+        self
     }
 
     /// Consumes in consumer group `group` instead of `<service>.<handler>`.
@@ -315,16 +326,24 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         } else {
             Either::Right(self.layers.apply(BoxCloneSyncService::new(bottom)))
         };
+        let retried = tower::ServiceBuilder::new()
+            .layer(RetryLayer::new(self.retry))
+            .layer(SchemaLayer::new(self.context.registry().clone()))
+            .option_layer(self.timeout.map(TimeoutLayer::new))
+            .layer(CatchPanicLayer)
+            .service(bottom);
+        // Layers around the retries (a responder's) need a boxed service beneath them too.
+        let retried = if self.around_retries.is_empty() {
+            Either::Left(retried)
+        } else {
+            Either::Right(self.around_retries.apply(BoxCloneSyncService::new(retried)))
+        };
         tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
             .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
             .layer(BudgetLayer::new(self.effective_event_budget()))
-            .layer(RetryLayer::new(self.retry))
-            .layer(SchemaLayer::new(self.context.registry().clone()))
-            .option_layer(self.timeout.map(TimeoutLayer::new))
-            .layer(CatchPanicLayer)
-            .service(bottom)
+            .service(retried)
     }
 }
 

@@ -21,8 +21,9 @@
 //!   messages; when a handler is slow its queue fills and librdkafka stops fetching that partition, so
 //!   memory stays bounded whatever the inflow.
 //! - **Middleware**: every event goes through tower layers ([`crate::layer`]): tracing span continuing
-//!   the producer's trace, correlation id, dead letters, the event's time budget (when set), retry
-//!   with backoff, the writer's schema, timeout, panic recovery, then yours.
+//!   the producer's trace, correlation id, dead letters, the event's time budget (when set), a
+//!   responder's reply step (for [`crate::request::responder`]), retry with backoff, the writer's
+//!   schema, timeout, panic recovery, then yours.
 //! - **Dead letters**: an event whose handler fails permanently, or past its retry budget, is
 //!   published to the service's dead-letter topic for its source ([`dead_letter_topic`]) with
 //!   headers naming its origin, and the partition moves on. If the dead-letter write fails, the offset

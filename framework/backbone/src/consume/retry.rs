@@ -102,6 +102,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             dead_letters: self.dead_letters.clone(),
             handler: self.handler.clone(),
             layers: Layers::new().layer(only).extend(&self.layers),
+            around_retries: self.around_retries.clone(),
             state: self.state.clone(),
             retry: self.retry,
             timeout: self.timeout,

@@ -11,13 +11,44 @@ use super::error::{HandlerError, IntoOutcome};
 use super::event::HandlerContext;
 use super::extract::{FromEvent, short_type_name};
 
-/// An event handler: implemented for `async fn`s (and closures returning futures) taking up to 8
-/// [`FromEvent`] arguments and returning an [`IntoOutcome`]. `T` is the tuple of argument types; it
-/// only tells the implementations apart.
+/// A handler: implemented for `async fn`s (and closures returning futures) taking up to 8
+/// [`FromEvent`] arguments. `T` is the tuple of argument types; it only tells the implementations
+/// apart.
+///
+/// What it returns says what it is: an event handler returns an [`IntoOutcome`] (and is called
+/// with [`call`](Self::call)), a request handler the value to reply with (an
+/// [`IntoReply`](crate::request::IntoReply), see [`crate::request::responder`]). Both are
+/// extracted, called and run through the consumer's layers the same way.
 pub trait Handler<T, S>: Clone + Send + Sync + Sized + 'static {
-    /// Handles the event in `cx`: extracts the arguments, then runs the handler. An extraction
-    /// failure is a permanent [`HandlerError`] with the [`ExtractError`](super::ExtractError) inside.
-    fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<(), HandlerError>>;
+    /// What the function returns.
+    type Output: 'static;
+
+    /// Extracts the arguments from `cx`, then runs the function: its output, or the extraction
+    /// failure as a permanent [`HandlerError`] with the [`ExtractError`](super::ExtractError) inside.
+    fn run(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<Self::Output, HandlerError>>;
+
+    /// Handles the event in `cx`: [`run`](Self::run), with the output as an outcome.
+    fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<(), HandlerError>>
+    where
+        Self::Output: IntoOutcome;
+}
+
+/// The body of [`Handler::run`] and [`Handler::call`]: extract the arguments left to right, drop
+/// the context, call the function, `$finish` its output.
+macro_rules! extract_and_call {
+    ($handler:expr, $cx:ident, $finish:expr, $($ty:ident),*) => {{
+        let handler = $handler.clone();
+        Box::pin(async move {
+            $(
+                let $ty = match $ty::from_event(&$cx) {
+                    Ok(v) => v,
+                    Err(e) => return Err(HandlerError::from(e)),
+                };
+            )*
+            drop($cx);
+            ($finish)(handler($($ty,)*).await)
+        })
+    }};
 }
 
 macro_rules! impl_handler {
@@ -26,23 +57,23 @@ macro_rules! impl_handler {
         where
             F: Fn($($ty,)*) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = R> + Send + 'static,
-            R: IntoOutcome,
+            R: 'static,
             S: Send + Sync + 'static,
             $($ty: FromEvent<S> + Send + 'static,)*
         {
+            type Output = R;
+
             #[allow(non_snake_case)]
-            fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<(), HandlerError>> {
-                let handler = self.clone();
-                Box::pin(async move {
-                    $(
-                        let $ty = match $ty::from_event(&cx) {
-                            Ok(v) => v,
-                            Err(e) => return Err(HandlerError::from(e)),
-                        };
-                    )*
-                    drop(cx);
-                    handler($($ty,)*).await.into_outcome()
-                })
+            fn run(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<R, HandlerError>> {
+                extract_and_call!(self, cx, Ok, $($ty),*)
+            }
+
+            #[allow(non_snake_case)]
+            fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<(), HandlerError>>
+            where
+                R: IntoOutcome,
+            {
+                extract_and_call!(self, cx, IntoOutcome::into_outcome, $($ty),*)
             }
         }
     };
@@ -67,7 +98,7 @@ struct Erased<H, T> {
     _arguments: PhantomData<fn() -> T>,
 }
 
-impl<H: Handler<T, S>, T: 'static, S> ErasedHandler<S> for Erased<H, T> {
+impl<H: Handler<T, S, Output: IntoOutcome>, T: 'static, S> ErasedHandler<S> for Erased<H, T> {
     fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<(), HandlerError>> {
         self.handler.call(cx)
     }
@@ -83,14 +114,17 @@ pub struct BoxedHandler<S = ()> {
 impl<S: 'static> BoxedHandler<S> {
     /// Boxes `handler`, named after its function (`reserve`). A closure's name is its full path
     /// ending in `{{closure}}`: give closures a name with [`BoxedHandler::named`].
-    pub fn new<H: Handler<T, S>, T: 'static>(handler: H) -> Self {
+    pub fn new<H: Handler<T, S, Output: IntoOutcome>, T: 'static>(handler: H) -> Self {
         let full = std::any::type_name::<H>();
         let name = if full.contains('{') { full.to_owned() } else { short_type_name(full) };
         Self::named(name, handler)
     }
 
     /// Boxes `handler` under `name`.
-    pub fn named<H: Handler<T, S>, T: 'static>(name: impl Into<String>, handler: H) -> Self {
+    pub fn named<H: Handler<T, S, Output: IntoOutcome>, T: 'static>(
+        name: impl Into<String>,
+        handler: H,
+    ) -> Self {
         Self { name: name.into().into(), inner: Arc::new(Erased { handler, _arguments: PhantomData }) }
     }
 }

@@ -363,6 +363,35 @@ pub struct HandlerContext<S = ()> {
     event: Arc<IncomingEvent>,
     /// State, publisher and registry: one per partition's task, shared by its events.
     env: Arc<Env<S>>,
+    /// What a layer above hands down to every attempt at this event (none on the usual path).
+    scope: Option<Arc<Scope>>,
+}
+
+/// What a layer hands down to every attempt at one event, and reads back from them: a deadline that
+/// the retry layer keeps to, and the output of the attempt that succeeded (a reply's payload). The
+/// responder's reply step sets one on each request (see [`crate::request`]).
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// When the event's handling must end; retries stop before it.
+    pub(crate) deadline: Option<std::time::SystemTime>,
+    output: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl Scope {
+    /// A scope whose attempts end by `deadline`.
+    pub(crate) fn new(deadline: Option<std::time::SystemTime>) -> Arc<Self> {
+        Arc::new(Self { deadline, output: Default::default() })
+    }
+
+    /// Keeps `output`, the successful attempt's.
+    pub(crate) fn put(&self, output: Vec<u8>) {
+        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
+    }
+
+    /// The output kept, if an attempt succeeded with one.
+    pub(crate) fn take(&self) -> Option<Vec<u8>> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// What every event of a partition sees besides itself.
@@ -383,7 +412,7 @@ impl<S> Env<S> {
 
 impl<S> Clone for HandlerContext<S> {
     fn clone(&self) -> Self {
-        Self { event: self.event.clone(), env: self.env.clone() }
+        Self { event: self.event.clone(), env: self.env.clone(), scope: self.scope.clone() }
     }
 }
 
@@ -401,13 +430,17 @@ impl<S: fmt::Debug> fmt::Debug for HandlerContext<S> {
 impl<S> HandlerContext<S> {
     /// A context for `event` with `state` and no publisher.
     pub fn new(event: impl Into<Arc<IncomingEvent>>, state: S) -> Self {
-        Self { event: event.into(), env: Arc::new(Env { state, publisher: None, registry: None }) }
+        Self {
+            event: event.into(),
+            env: Arc::new(Env { state, publisher: None, registry: None }),
+            scope: None,
+        }
     }
 
     /// A context for `event` in a partition's shared `env` (the runtime's per-event path: no state,
     /// publisher or registry cloned per event).
     pub(crate) fn in_env(event: Arc<IncomingEvent>, env: &Arc<Env<S>>) -> Self {
-        Self { event, env: env.clone() }
+        Self { event, env: env.clone(), scope: None }
     }
 
     /// With the service's publisher (what the [`Publisher`] extractor hands out).
@@ -442,6 +475,22 @@ impl<S> HandlerContext<S> {
             });
         }
         Arc::get_mut(&mut self.env).expect("unshared just above")
+    }
+
+    /// With `scope`, which every attempt at the event then sees.
+    pub(crate) fn with_scope(mut self, scope: Arc<Scope>) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// The scope a layer above set, if any.
+    pub(crate) fn scope(&self) -> Option<&Arc<Scope>> {
+        self.scope.as_ref()
+    }
+
+    /// When the event's handling must end, if a layer above set a deadline (a request's).
+    pub(crate) fn deadline(&self) -> Option<std::time::SystemTime> {
+        self.scope.as_ref().and_then(|s| s.deadline)
     }
 
     /// The schema registry, if one is configured.

@@ -2,7 +2,8 @@
 //!
 //! As in axum, a handler is any `async fn` (or closure returning a future) whose arguments all
 //! implement [`FromEvent`] (extractors, at most 8) and whose output implements [`IntoOutcome`]
-//! (`Result<(), HandlerError>`, `Result<(), E>` for an `E` that converts, or `()`):
+//! (`Result<(), HandlerError>`, `Result<(), E>` for an `E` that converts, or `()`; a request
+//! handler returns its reply instead, see [`crate::request::responder`]):
 //!
 //! | argument | gives |
 //! |---|---|
@@ -72,7 +73,7 @@ mod tests;
 
 pub use boxed::{BoxedHandler, Handler};
 pub use error::{ExtractError, HandlerError, IntoOutcome, Part};
-pub(crate) use event::Env;
+pub(crate) use event::{Env, Scope};
 pub use event::{HandlerContext, IncomingEvent, MessageHeaders};
 pub use extract::{CorrelationId, Decode, DecodeError, Event, FromEvent, Json, Key, Metadata, State};
 

@@ -17,15 +17,19 @@
 //!    consumer to abort the transaction);
 //! 4. [`BudgetLayer`] (when set, and always under exactly once): all attempts of an event together
 //!    get a time budget; past it the event fails permanently (kind `budget`);
-//! 5. [`RetryLayer`]: retriable errors are retried with exponential backoff, up to a budget;
-//! 6. [`SchemaLayer`]: the writer's schema of a schema-framed payload is fetched (once per id) and
+//! 5. layers around the retries, which see an event's final outcome (a responder's reply step,
+//!    [`crate::request::responder`], which hands the request's deadline down to the retries);
+//! 6. [`RetryLayer`]: retriable errors are retried with exponential backoff, up to a number of
+//!    attempts, or, for an event with a deadline (a request's), until the next backoff would end
+//!    past it;
+//! 7. [`SchemaLayer`]: the writer's schema of a schema-framed payload is fetched (once per id) and
 //!    checked against the topic's before the handler runs; while the registry is unreachable the
 //!    event waits, health degraded;
-//! 7. [`TimeoutLayer`] (when set): a handler that takes too long fails retriably (kind `timeout`);
-//! 8. [`CatchPanicLayer`]: a panicking handler is a permanent error of kind `panic`, not a dead
+//! 8. [`TimeoutLayer`] (when set): a handler that takes too long fails retriably (kind `timeout`);
+//! 9. [`CatchPanicLayer`]: a panicking handler is a permanent error of kind `panic`, not a dead
 //!    process;
-//! 9. your layers ([`Consumer::layer`](crate::consume::Consumer::layer), or [`Layers`] shared by
-//!    every consumer of a service), then the handler.
+//! 10. your layers ([`Consumer::layer`](crate::consume::Consumer::layer), or [`Layers`] shared by
+//!     every consumer of a service), then the handler.
 //!
 //! Each layer is public: a stack can be written by hand with `tower::ServiceBuilder`.
 

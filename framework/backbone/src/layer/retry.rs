@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tower::{Layer, Service, ServiceExt as _};
 
@@ -13,6 +13,10 @@ use super::BoxFuture;
 use crate::handler::{HandlerContext, HandlerError};
 
 /// Retry policy for retriable handler errors.
+///
+/// An event with a deadline (a request's, set by the responder's reply step) is retried until the
+/// next backoff would end past its deadline, however many attempts that makes; `max_attempts`
+/// bounds the others.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
     /// Attempts in all, the first included.
@@ -24,6 +28,15 @@ pub struct Retry {
 }
 
 impl Retry {
+    /// Whether an event that failed retriably after `attempts` attempts is tried again after
+    /// `backoff`: before its `deadline` if it has one, else within `max_attempts`.
+    fn again(&self, attempts: u32, backoff: Duration, deadline: Option<SystemTime>) -> bool {
+        match deadline {
+            Some(deadline) => deadline.duration_since(SystemTime::now()).is_ok_and(|left| left > backoff),
+            None => attempts < self.max_attempts,
+        }
+    }
+
     /// The backoff after `current`: doubled, capped at `max_backoff`.
     pub(crate) fn next_backoff(&self, current: Duration) -> Duration {
         (current * 2).min(self.max_backoff)
@@ -95,7 +108,7 @@ where
 
     fn call(&mut self, cx: HandlerContext<S>) -> Self::Future {
         // The first attempt uses the service that was made ready; later ones a ready clone.
-        if self.retry.max_attempts <= 1 {
+        if self.retry.max_attempts <= 1 && cx.deadline().is_none() {
             return RetryFuture { first: self.inner.call(cx), again: None, rest: None };
         }
         let first = self.inner.call(cx.clone());
@@ -160,10 +173,11 @@ where
     let mut outcome = Err(first);
     let mut attempts = 1;
     let mut backoff = retry.initial_backoff;
+    let deadline = cx.deadline();
     loop {
         match outcome {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_retriable() && attempts < retry.max_attempts => {
+            Err(e) if e.is_retriable() && retry.again(attempts, backoff, deadline) => {
                 tracing::warn!(attempts, error = %e, "retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = retry.next_backoff(backoff);

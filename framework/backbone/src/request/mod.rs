@@ -49,10 +49,15 @@
 //! 1. [`Requester::request`] makes a request id (a UUID), registers it among the pending requests and
 //!    publishes the payload, keyed by the id, with headers ([`headers`]): request id, reply-to (the
 //!    reply topic), requester instance and deadline (now + the timeout, Unix milliseconds).
-//! 2. A responder instance handles it with a plain `async fn` whose arguments are extractors, as
-//!    for events ([`crate::handler`](mod@crate::handler)), plus [`RequestInfo`], and which returns the reply payload
-//!    ([`IntoReply`]). A request whose deadline has passed is skipped: its caller has given up.
-//! 3. The reply is published on the reply topic with the request id and requester instance.
+//! 2. A responder instance handles it with an ordinary handler ([`crate::handler::Handler`]): a
+//!    plain `async fn` whose arguments are extractors, as for events, plus [`RequestInfo`], and
+//!    which returns the reply payload ([`IntoReply`]). It runs under the consumer's usual layers
+//!    (tracing, correlation, retries, panic recovery, timeout: [`crate::layer`]); above the
+//!    retries, the responder's reply step reads the request headers, skips a request whose
+//!    deadline has passed (its caller has given up), hands the deadline down to the retries and
+//!    turns the outcome into the reply.
+//! 3. The reply is published on the reply topic with the request id and requester instance,
+//!    unless the deadline passed meanwhile.
 //! 4. The requester's reply reader, which was assigned every partition of the reply topic at the end
 //!    offsets found at start-up (replies are per instance: there is nothing to resume and no group),
 //!    routes it to the waiting caller by request id.
@@ -89,9 +94,11 @@
 //!   payload), which the requester returns as [`RequestError::Remote`]. It is not dead-lettered: the
 //!   caller is waiting and should learn the outcome now, and the request is transient, only its caller
 //!   can decide to send it again.
-//! - A **retriable** error is retried in place, with backoff, until the request's deadline; then the
-//!   request is dropped unanswered (its caller has timed out). Without a deadline header, the
-//!   consumer's usual retry policy and dead letters apply.
+//! - A **retriable** error is retried by the consumer's retry layer, with backoff
+//!   ([`RESPONDER_RETRY`] unless [`Consumer::retry`](crate::consume::Consumer::retry) says
+//!   otherwise), until the next backoff would end past the request's deadline; then the request is
+//!   dropped unanswered (its caller has timed out). Without a deadline header, the retry policy's
+//!   attempts and the consumer's dead letters apply.
 //! - A request that cannot be answered at all (no request id, reply-to or requester header; a
 //!   reply-to naming another topic) is a poison record: dead-lettered like any event.
 //!
@@ -119,7 +126,7 @@
 //! use std::time::Duration;
 //!
 //! use backbone::consume::dead_letter_topic;
-//! use backbone::request::{self, BoxedReplyHandler, Requester};
+//! use backbone::request::{self, Requester};
 //! use backbone::{Config, Event, HandlerError, Service};
 //!
 //! async fn stock_level(Event(sku): Event<String>) -> Result<String, HandlerError> {
@@ -138,8 +145,7 @@
 //!     .spec()?;
 //! let config = Config::from_env("stock")?;
 //! let running = stock.start(&config).await?;
-//! let handler = BoxedReplyHandler::new(stock_level);
-//! let consumer = request::responder(&running.context(), &requests, &replies, handler, ())?;
+//! let consumer = request::responder(&running.context(), &requests, &replies, stock_level, ())?;
 //! tokio::spawn(consumer.run(backbone::shutdown_signal()));
 //!
 //! // The requester: Orders owns the request topic and reads Stock's replies.
@@ -170,7 +176,7 @@ use crate::topic::{TopicBuilder, TopicSpec};
 pub use pending::RequestStats;
 pub use reply::{Reply, RequestError};
 pub use requester::{Requester, RequesterBuilder};
-pub use responder::{BoxedReplyHandler, IntoReply, ReplyHandler, RequestInfo, responder};
+pub use responder::{IntoReply, RESPONDER_RETRY, RequestInfo, responder};
 
 /// Header names of requests and replies (declared in [`crate::headers::request`]).
 pub use crate::headers::request as headers;

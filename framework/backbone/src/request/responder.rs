@@ -1,20 +1,20 @@
-//! The responder side: a consumer answering each request on the requester's reply topic.
+//! The responder side: a consumer answering each request on its reply topic: an ordinary handler
+//! under the consumer's layers, with a reply step above the retries.
 
-use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::FutureExt as _;
-use futures::future::BoxFuture;
 use serde::Serialize;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt as _};
 use uuid::Uuid;
 
 use crate::consume::{ConsumeError, Consumer};
 use crate::handler::{
-    BoxedHandler, ExtractError, FromEvent, HandlerContext, HandlerError, IncomingEvent, Json,
+    BoxedHandler, ExtractError, FromEvent, Handler, HandlerContext, HandlerError, IncomingEvent, Json, Scope,
 };
-use crate::publish::Outgoing;
+use crate::layer::{EventService, Layers, Retry};
+use crate::publish::{Outgoing, Publisher};
 use crate::runtime::Context;
 use crate::service::ServiceSpec;
 use crate::topic::{TopicError, TopicSpec, Visibility};
@@ -136,101 +136,6 @@ impl<R: IntoReply, E: Into<HandlerError>> IntoReply for Result<R, E> {
     }
 }
 
-/// A reply handler: an `async fn` (or closure returning a future) taking up to 8 extractors
-/// ([`FromEvent`]) and returning an [`IntoReply`]. `T` is the tuple of argument types.
-pub trait ReplyHandler<T, S>: Clone + Send + Sync + Sized + 'static {
-    /// Extracts the arguments from `cx`, runs the handler and returns the reply payload.
-    fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>>;
-}
-
-macro_rules! impl_reply_handler {
-    ($($ty:ident),*) => {
-        impl<F, Fut, R, S, $($ty,)*> ReplyHandler<($($ty,)*), S> for F
-        where
-            F: Fn($($ty,)*) -> Fut + Clone + Send + Sync + 'static,
-            Fut: Future<Output = R> + Send + 'static,
-            R: IntoReply,
-            S: Send + Sync + 'static,
-            $($ty: FromEvent<S> + Send + 'static,)*
-        {
-            #[allow(non_snake_case)]
-            fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>> {
-                let handler = self.clone();
-                Box::pin(async move {
-                    $(
-                        let $ty = match $ty::from_event(&cx) {
-                            Ok(v) => v,
-                            Err(e) => return Err(HandlerError::from(e)),
-                        };
-                    )*
-                    drop(cx);
-                    handler($($ty,)*).await.into_reply()
-                })
-            }
-        }
-    };
-}
-
-impl_reply_handler!();
-impl_reply_handler!(T1);
-impl_reply_handler!(T1, T2);
-impl_reply_handler!(T1, T2, T3);
-impl_reply_handler!(T1, T2, T3, T4);
-impl_reply_handler!(T1, T2, T3, T4, T5);
-impl_reply_handler!(T1, T2, T3, T4, T5, T6);
-impl_reply_handler!(T1, T2, T3, T4, T5, T6, T7);
-impl_reply_handler!(T1, T2, T3, T4, T5, T6, T7, T8);
-
-pub(super) type ReplyFn<S> =
-    dyn Fn(HandlerContext<S>) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>> + Send + Sync;
-
-/// A reply handler of any type behind one type, with a name (its consumer group is
-/// `<service>.<name>`). Cheap to clone.
-pub struct BoxedReplyHandler<S = ()> {
-    name: Arc<str>,
-    call: Arc<ReplyFn<S>>,
-}
-
-impl<S: 'static> BoxedReplyHandler<S> {
-    /// Boxes `handler`, named after its function. Name closures with [`named`](Self::named).
-    pub fn new<H: ReplyHandler<T, S>, T: 'static>(handler: H) -> Self {
-        // `my_app::stock_level` → `stock_level`; closures keep their full `…::{{closure}}` path.
-        let full = std::any::type_name::<H>();
-        let path = full.split('<').next().unwrap_or(full);
-        let name = if path.ends_with('}') { full } else { path.rsplit("::").next().unwrap_or(path) };
-        Self::named(name, handler)
-    }
-
-    /// Boxes `handler` under `name`.
-    pub fn named<H: ReplyHandler<T, S>, T: 'static>(name: impl Into<String>, handler: H) -> Self {
-        Self { name: name.into().into(), call: Arc::new(move |cx| handler.call(cx)) }
-    }
-}
-
-impl<S> BoxedReplyHandler<S> {
-    /// The handler's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Handles the request in `cx`: the reply payload or the handler's error.
-    pub fn call(&self, cx: HandlerContext<S>) -> BoxFuture<'static, Result<Vec<u8>, HandlerError>> {
-        (self.call)(cx)
-    }
-}
-
-impl<S> Clone for BoxedReplyHandler<S> {
-    fn clone(&self) -> Self {
-        Self { name: self.name.clone(), call: self.call.clone() }
-    }
-}
-
-impl<S> fmt::Debug for BoxedReplyHandler<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoxedReplyHandler").field("name", &self.name).finish_non_exhaustive()
-    }
-}
-
 /// The whole handler context, for the responder's wrapper (which calls the reply handler with it).
 pub(super) struct CallContext<S>(pub(super) HandlerContext<S>);
 
@@ -263,39 +168,97 @@ pub(super) fn check_reply_topic(spec: &ServiceSpec, replies: &TopicSpec) -> Resu
     Ok(())
 }
 
+/// How a responder retries a retriable handler error, unless told otherwise
+/// ([`Consumer::retry`]): backoff from 50 ms doubling to 1 s, until the next backoff would end past
+/// the request's deadline; five attempts in all for a request without a deadline.
+pub const RESPONDER_RETRY: Retry = Retry {
+    max_attempts: 5,
+    initial_backoff: Duration::from_millis(50),
+    max_backoff: Duration::from_secs(1),
+};
+
 /// A consumer that answers the requests on `requests` with `handler`, publishing each reply (or
 /// error reply) through the context's publisher on `replies`, which the context's service must own
 /// and which must be public.
 ///
-/// The consumer is a [`Consumer`] like any other, in group `<service>.<handler name>`, with its
-/// dead-letter topic (which the service must own, see [`crate::consume::dead_letter_topic`]): tune
-/// it with its builder methods and start it with [`Consumer::run`]. What happens on handler errors,
-/// expired requests and malformed ones: see the [module documentation](crate::request).
-pub fn responder<S: Clone + Send + Sync + 'static>(
+/// `handler` is a handler like any other ([`Handler`]): an `async fn` whose arguments are
+/// extractors ([`RequestInfo`] among them), which returns the reply payload ([`IntoReply`]). It is
+/// named after its function, and the consumer is a [`Consumer`] like any other, in group
+/// `<service>.<handler name>`, with its dead-letter topic (which the service must own, see
+/// [`crate::consume::dead_letter_topic`]) and its layers: tracing, correlation, retries
+/// ([`RESPONDER_RETRY`]), panic recovery, timeout (see [`crate::layer`]). Above the retries the
+/// reply step turns the outcome into the reply. Tune it with its builder methods and start it with
+/// [`Consumer::run`]. What happens on handler errors, expired requests and malformed ones: see the
+/// [module documentation](crate::request).
+pub fn responder<H, T, S>(
     context: &Context,
     requests: &TopicSpec,
     replies: &TopicSpec,
-    handler: BoxedReplyHandler<S>,
+    handler: H,
     state: S,
-) -> Result<Consumer<S>, ConsumeError> {
+) -> Result<Consumer<S>, ConsumeError>
+where
+    H: Handler<T, S, Output: IntoReply>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
     check_reply_topic(context.spec(), replies)?;
-    let replies = Arc::new(replies.clone());
-    let name = handler.name().to_owned();
-    let answer = move |CallContext(cx): CallContext<S>| respond(handler.clone(), replies.clone(), cx);
-    Consumer::new(context, requests, BoxedHandler::named(name, answer), state)
+    let name = responder_name::<H>();
+    let run = move |CallContext(cx): CallContext<S>| answer(handler.clone(), cx);
+    Ok(Consumer::new(context, requests, BoxedHandler::named(name, run), state)?
+        .retry(RESPONDER_RETRY)
+        .around_retries(reply_step(replies)))
 }
 
-/// First retry delay of a retriable handler error (doubling, up to [`MAX_BACKOFF`], with jitter).
-pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest retry delay of a retriable handler error.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A request handler's name: its function's last path segment (`my_app::stock_level` →
+/// `stock_level`, also for a function declared inside another's body); a closure keeps its full
+/// `…::{{closure}}` path. Kept as responders have always been named, so that their consumer groups
+/// stay what they were (event handlers declared inside a function body keep their full path).
+fn responder_name<H>() -> String {
+    let full = std::any::type_name::<H>();
+    let path = full.split('<').next().unwrap_or(full);
+    match path.ends_with('}') {
+        true => full.to_owned(),
+        false => path.rsplit("::").next().unwrap_or(path).to_owned(),
+    }
+}
 
-/// Answers one request: see the module documentation for every path.
-pub(super) async fn respond<S: Clone + Send + Sync + 'static>(
-    handler: BoxedReplyHandler<S>,
+/// One attempt at a request: runs `handler` and keeps its reply payload for the reply step.
+async fn answer<H, T, S>(handler: H, cx: HandlerContext<S>) -> Result<(), HandlerError>
+where
+    H: Handler<T, S, Output: IntoReply>,
+{
+    let scope = cx.scope().cloned();
+    let body = handler.run(cx).await?.into_reply()?;
+    if let Some(scope) = scope {
+        scope.put(body);
+    }
+    Ok(())
+}
+
+/// The reply step, for the layers above a responder's retries ([`answer_request`] for each request).
+fn reply_step<S: Clone + Send + Sync + 'static>(replies: &TopicSpec) -> Layers<S> {
+    let replies = Arc::new(replies.clone());
+    Layers::new().layer(tower::layer::layer_fn(move |attempts: EventService<S>| {
+        let replies = replies.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |cx| {
+            answer_request(attempts.clone(), replies.clone(), cx)
+        }))
+    }))
+}
+
+/// The reply step for one request: reads its headers, skips it past its deadline (its caller has
+/// given up), hands the deadline down to the `attempts` (the retries and what they wrap), and turns
+/// their outcome into the reply (see the module documentation for every path). A request without
+/// request headers, or whose reply-to names another topic, is an error: a poison record.
+pub(super) async fn answer_request<I, S>(
+    attempts: I,
     replies: Arc<TopicSpec>,
     cx: HandlerContext<S>,
-) -> Result<(), HandlerError> {
+) -> Result<(), HandlerError>
+where
+    I: Service<HandlerContext<S>, Response = (), Error = HandlerError>,
+{
     let request = RequestInfo::from_event(cx.event())?;
     if request.reply_to != replies.name() {
         return Err(HandlerError::permanent(format!(
@@ -310,50 +273,49 @@ pub(super) async fn respond<S: Clone + Send + Sync + 'static>(
         return Ok(());
     }
     let publisher = cx.publisher().cloned().ok_or(ExtractError::NoPublisher)?;
-    let mut backoff = crate::backoff::Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
-    let outcome = loop {
-        let attempt = std::panic::AssertUnwindSafe(handler.call(cx.clone())).catch_unwind().await;
-        match attempt {
-            Ok(Ok(body)) => break Ok(body),
-            Ok(Err(e)) if e.is_retriable() => {
-                // Without a deadline, the consumer's retry policy and dead letters apply.
-                let Some(remaining) = request.remaining() else { return Err(e) };
-                let delay = backoff.next_delay();
-                if remaining <= delay {
-                    tracing::warn!(request = %request.id, error = %e, "request not answered by its deadline");
-                    return Ok(());
-                }
-                tracing::debug!(request = %request.id, error = %e, "retrying the request");
-                tokio::time::sleep(delay).await;
-            }
-            Ok(Err(e)) => break Err(e),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_owned());
-                break Err(
-                    HandlerError::permanent(format!("the handler panicked: {message}")).with_kind("panic")
-                );
-            }
-        }
-    };
+    let scope = Scope::new(request.deadline);
+    let outcome = attempts.oneshot(cx.with_scope(scope.clone())).await.map(|()| scope.take());
+    reply(&publisher, &replies, &request, outcome).await
+}
+
+/// Publishes the reply to `request` that `outcome` (the reply payload, or the error of the last
+/// attempt) calls for, if any.
+async fn reply(
+    publisher: &Publisher,
+    replies: &TopicSpec,
+    request: &RequestInfo,
+    outcome: Result<Option<Vec<u8>>, HandlerError>,
+) -> Result<(), HandlerError> {
     let id = request.id.hyphenated().to_string();
     let (event_type, body, kind) = match outcome {
-        Ok(body) => (REPLY_TYPE, body, None),
+        Ok(Some(body)) => (REPLY_TYPE, body, None),
+        Ok(None) => {
+            tracing::debug!(request = %id, "a layer ended the request without a reply; not answered");
+            return Ok(());
+        }
+        // Retried until the next backoff would end past the deadline: the caller has given up.
+        Err(e) if e.is_retriable() && request.deadline.is_some() => {
+            tracing::warn!(request = %id, error = %e, "request not answered by its deadline");
+            return Ok(());
+        }
+        // Without a deadline, the consumer's dead letters apply (its retries did).
+        Err(e) if e.is_retriable() => return Err(e),
         Err(e) => {
             tracing::info!(request = %id, error = %e, kind = e.kind(), "answering with an error reply");
             (ERROR_REPLY_TYPE, e.to_string().into_bytes(), Some(e.kind()))
         }
     };
+    if request.is_expired() {
+        tracing::warn!(request = %id, "request's deadline passed while it was handled; not answered");
+        return Ok(());
+    }
     let mut reply_headers: Vec<(&str, &[u8])> =
         vec![(headers::REQUEST_ID, id.as_bytes()), (headers::REQUESTER, request.requester.as_bytes())];
     if let Some(kind) = kind {
         reply_headers.push((headers::REPLY_ERROR, kind.as_bytes()));
     }
     publisher
-        .publish(&replies, Outgoing::new(event_type, id.as_bytes(), &body).headers(&reply_headers))
+        .publish(replies, Outgoing::new(event_type, id.as_bytes(), &body).headers(&reply_headers))
         .await?;
     Ok(())
 }

@@ -4,14 +4,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::StreamConsumer;
 use tokio::sync::watch;
+use tower::{Layer as _, ServiceExt as _};
 use uuid::Uuid;
 
 use super::pending::{Routed, Routes};
 use super::requester::{Reader, Shared, supervise_replies};
-use super::responder::{check_reply_topic, respond};
+use super::responder::{answer_request, check_reply_topic};
 use super::*;
 use crate::config::Config;
-use crate::handler::{HandlerContext, HandlerError, IncomingEvent, Json};
+use crate::handler::{HandlerContext, HandlerError, IncomingEvent, Json, Scope};
+use crate::layer::{Retry, RetryLayer};
 use crate::publish::Publisher;
 
 fn request_event(reply_to: &str, deadline: Option<SystemTime>) -> IncomingEvent {
@@ -184,24 +186,61 @@ fn responder_context(event: IncomingEvent) -> HandlerContext<()> {
 #[tokio::test]
 async fn expired_requests_are_skipped_and_unanswerable_ones_refused() {
     async fn answer(crate::Event(sku): crate::Event<String>) -> String {
-        panic!("must not be called for {sku}")
+        format!("{sku}: 12")
     }
-    let replies = Arc::new(reply_topic("stock", "stock-level").build().unwrap());
-    let handler = BoxedReplyHandler::new(answer);
-    assert_eq!(handler.name(), "answer");
+    let requests = request_topic("orders", "stock-level").build().unwrap();
+    let replies = reply_topic("stock", "stock-level").build().unwrap();
+    // A responder is named after its handler's function (its last path segment, as always).
+    let dlq = crate::consume::dead_letter_topic("stock", &requests).unwrap();
+    let stock = crate::Service::new("stock").owns(&replies).owns(&dlq).consumes(&requests).spec().unwrap();
+    let config = Config { bootstrap_servers: "127.0.0.1:1".into(), ..Default::default() };
+    let context = crate::Context::open(&config, &stock).unwrap();
+    let consumer = responder(&context, &requests, &replies, answer, ()).unwrap();
+    assert_eq!(consumer.group(), "stock.answer");
+
+    // The reply step over a handler that must not be called.
+    let replies = Arc::new(replies);
+    let step = |cx| {
+        let never = tower::service_fn(|cx: HandlerContext<()>| async move {
+            panic!("must not be called for {:?}", cx.event().payload())
+        });
+        answer_request(never, replies.clone(), responder_context(cx))
+    };
 
     // Past its deadline: not handled, not answered (nothing is published), offset stored.
-    let expired = request_event(replies.name(), Some(UNIX_EPOCH));
-    respond(handler.clone(), replies.clone(), responder_context(expired)).await.unwrap();
+    step(request_event(replies.name(), Some(UNIX_EPOCH))).await.unwrap();
 
     // Reply-to naming another topic, or no request headers: a poison record.
-    let elsewhere = request_event("orders.public.order-created-v1", None);
-    let err = respond(handler.clone(), replies.clone(), responder_context(elsewhere)).await.unwrap_err();
+    let err = step(request_event("orders.public.order-created-v1", None)).await.unwrap_err();
     assert_eq!(err.kind(), "bad-reply-to");
     assert!(!err.is_retriable());
-    let bare = IncomingEvent::new("t", 0, 0).with_payload("sku-1");
-    let err = respond(handler, replies, responder_context(bare)).await.unwrap_err();
+    let err = step(IncomingEvent::new("t", 0, 0).with_payload("sku-1")).await.unwrap_err();
     assert_eq!(err.kind(), "missing-header");
+}
+
+#[tokio::test]
+async fn a_request_is_retried_until_its_deadline_whatever_the_attempts() {
+    let tries = Arc::new(AtomicU64::new(0));
+    let counted = tries.clone();
+    let failing = tower::service_fn(move |_: HandlerContext<()>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>(HandlerError::retriable("database down")) }
+    });
+    let retry = Retry { max_attempts: 1, ..RESPONDER_RETRY };
+    let service = RetryLayer::new(retry).layer(failing);
+    let started = std::time::Instant::now();
+    let deadline = SystemTime::now() + Duration::from_millis(450);
+    let cx = HandlerContext::new(IncomingEvent::new("t", 0, 0), ()).with_scope(Scope::new(Some(deadline)));
+    let err = service.clone().oneshot(cx).await.unwrap_err();
+    // 50 + 100 + 200 ms of backoff fit before the deadline; the next 400 ms would not.
+    assert!(err.is_retriable());
+    assert_eq!((err.attempts(), tries.load(Ordering::SeqCst)), (4, 4));
+    assert!(started.elapsed() < Duration::from_millis(450), "{:?}", started.elapsed());
+
+    // Without a deadline, the policy's attempts.
+    tries.store(0, Ordering::SeqCst);
+    let err = service.oneshot(HandlerContext::new(IncomingEvent::new("t", 0, 0), ())).await.unwrap_err();
+    assert_eq!((err.attempts(), tries.load(Ordering::SeqCst)), (1, 1));
 }
 
 #[test]
