@@ -208,6 +208,7 @@ pub mod http;
 pub mod layer;
 pub mod migrate;
 mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path (it says why).
+pub mod observe;
 pub mod provision;
 pub mod publish;
 mod reader; // Readers that assign their partitions, without a consumer group.

@@ -88,6 +88,8 @@ pub struct Consumer<S> {
     pub(super) transactional_id: Option<String>,
     /// The service's context: its publisher writes the dead letters and is the handlers'.
     pub(super) context: Context,
+    /// Most records of lag with which the consumer is ready (None: lag does not count).
+    pub(super) max_ready_lag: Option<u64>,
 }
 
 impl<S> std::fmt::Debug for Consumer<S> {
@@ -154,6 +156,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transaction_interval: Duration::from_millis(100),
             transactional_id: None,
             context: context.clone(),
+            max_ready_lag: None,
         })
     }
 
@@ -197,6 +200,18 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             (Some(_), budget) => Some(budget.unwrap_or(MAX_EVENT_BUDGET).min(MAX_EVENT_BUDGET)),
             (None, budget) => budget,
         }
+    }
+
+    /// Makes the consumer not ready (`/readyz` 503, component `lag:<group>`) while its lag, the
+    /// records behind on all its partitions together, exceeds `records` (default: off, lag does not
+    /// count). Lag is measured from librdkafka's statistics, every `statistics.interval.ms`
+    /// ([`crate::observe::STATISTICS_INTERVAL`] unless set with
+    /// [`client_setting`](Self::client_setting)), so readiness follows it within that interval.
+    /// Pick a budget a healthy instance never exceeds (minutes of traffic, not seconds): a replica
+    /// out of rotation still consumes, it only stops getting HTTP traffic.
+    pub fn max_ready_lag(mut self, records: u64) -> Self {
+        self.max_ready_lag = Some(records);
+        self
     }
 
     /// Runs at most `handlers` handlers at once across this consumer's partitions (default 64; one
@@ -318,7 +333,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
-            .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
+            .layer(
+                DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry)
+                    .counting(self.topic.name(), &self.group),
+            )
             .layer(BudgetLayer::new(self.effective_event_budget()))
             .layer(RetryLayer::new(self.retry))
             .layer(SchemaLayer::new(self.context.registry().clone()))

@@ -31,6 +31,8 @@ pub(super) struct Worker<S: Clone + Send + Sync + 'static, C: ConsumerContext + 
     pub(super) permits: Semaphore,
     pub(super) consumer: Weak<StreamConsumer<C>>,
     pub(super) eos: Option<Arc<Eos>>,
+    /// The handler's counters and histogram; each partition's task clones them once.
+    pub(super) metrics: crate::observe::HandlerMetrics,
 }
 
 impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C> {
@@ -53,6 +55,8 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
         let mut service = self.service.clone();
         let env = self.env();
         let mut topic: Option<Arc<str>> = None;
+        // Handles of this partition's own (atomic increments per event, no lookup).
+        let metrics = self.metrics.clone();
         // Made once, polled on every wait: no waiter registration per event. While neither has
         // changed (an atomic load on these clones), events go first and `stopping` is polled only
         // when the queue is empty.
@@ -99,6 +103,10 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 continue;
             }
             let topic = topic.get_or_insert_with(|| Arc::from(held.topic()));
+            metrics.consumed.increment(1);
+            if let Some(at) = held.timestamp() {
+                cursor.taken_at.store(at, std::sync::atomic::Ordering::Release);
+            }
             if streak >= SLOT_STREAK {
                 // Let the partitions waiting for a slot have one (the semaphore is fair).
                 (slot, streak) = (None, 0);
@@ -125,8 +133,12 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                     continue;
                 }
                 eos.started(partition, offset);
-                let failed = match self.handle(&mut service, &env, event.clone()).await {
+                let started = std::time::Instant::now();
+                let outcome = self.handle(&mut service, &env, event.clone()).await;
+                metrics.duration.record(started.elapsed().as_secs_f64());
+                let failed = match outcome {
                     Ok(()) => {
+                        metrics.handled.increment(1);
                         cursor.advance(offset);
                         eos.handled(partition, offset);
                         continue;
@@ -154,7 +166,11 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 }
                 continue;
             }
-            if self.handle(&mut service, &env, event.clone()).await.is_ok() {
+            let started = std::time::Instant::now();
+            let outcome = self.handle(&mut service, &env, event.clone()).await;
+            metrics.duration.record(started.elapsed().as_secs_f64());
+            if outcome.is_ok() {
+                metrics.handled.increment(1);
                 cursor.advance(offset);
                 if let Some(held) = event.kept()
                     && let Err(e) = held.store_offset()

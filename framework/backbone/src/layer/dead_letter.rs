@@ -74,6 +74,9 @@ struct DeadLetterTarget {
     too_large: Arc<std::sync::Mutex<std::collections::VecDeque<Position>>>,
     /// Exactly once: events that ran out of their time budget, and how often (the last few).
     over_budget: Arc<std::sync::Mutex<std::collections::VecDeque<(Position, u32)>>>,
+    /// `backbone_events_failed_total` and `backbone_events_dead_lettered_total` of the consumer
+    /// ([`DeadLetterLayer::counting`]).
+    counters: Option<(metrics::Counter, metrics::Counter)>,
 }
 
 impl DeadLetterLayer {
@@ -109,8 +112,23 @@ impl DeadLetterLayer {
                 component,
                 too_large: Arc::default(),
                 over_budget: Arc::default(),
+                counters: None,
             }),
         }
+    }
+
+    /// Counts failures and dead letters in the publisher's metrics, labelled with the consumed
+    /// `topic`, the consumer `group` and the handler.
+    pub(crate) fn counting(mut self, topic: &str, group: &str) -> Self {
+        use crate::observe::{GROUP, HANDLER, TOPIC};
+        let target = Arc::make_mut(&mut self.target);
+        let metrics = target.publisher.health().metrics();
+        let labels = [(TOPIC, topic), (GROUP, group), (HANDLER, &*target.handler)];
+        target.counters = Some((
+            metrics.counter("backbone_events_failed_total", &labels),
+            metrics.counter("backbone_events_dead_lettered_total", &labels),
+        ));
+        self
     }
 }
 
@@ -191,6 +209,9 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F
             {
                 // Another try, in a fresh transaction once the consumer has aborted this one.
                 return Poll::Ready(Err(error));
+            }
+            if let Some((failed, _)) = &this.target.counters {
+                failed.increment(1);
             }
             let (target, event) = (this.target.clone(), this.event.clone());
             *this.writing = Some(Box::pin(async move { target.write(&event, &error).await }));
@@ -324,6 +345,9 @@ impl DeadLetterTarget {
             };
             let e = match outcome {
                 Ok(_) => {
+                    if let Some((_, dead_lettered)) = &self.counters {
+                        dead_lettered.increment(1);
+                    }
                     tracing::warn!(
                         topic = event.topic(),
                         partition = event.partition(),

@@ -1,0 +1,295 @@
+//! Metrics: what a service built with [`App`](crate::app::App) serves on `/metrics`, in Prometheus
+//! text exposition (format 0.0.4).
+//!
+//! **Why the `metrics` facade with `metrics-exporter-prometheus`** (rather than
+//! `prometheus-client`): its handles ([`metrics::Counter`], [`metrics::Gauge`],
+//! [`metrics::Histogram`]) are created once (per partition, handler or topic) and then cost one
+//! atomic operation per event, with no registry lookup and no lock; a histogram sample goes into a
+//! lock-free bucket that is folded into the buckets when `/metrics` is rendered (and by a periodic
+//! upkeep). It renders the classic Prometheus text format that `promtool check metrics` checks
+//! (`prometheus-client` writes OpenMetrics text). The recorder is not installed globally: each
+//! service ([`HealthState`](crate::health::HealthState)) has a registry of its own, so several
+//! services in one process (tests) keep their numbers apart. The exporter's HTTP listener is not
+//! used: `/metrics` is a route of the service's own router, beside `/healthz` and `/readyz`.
+//!
+//! # Families
+//!
+//! Labels follow OpenTelemetry's messaging attribute names: `messaging_destination_name` (the
+//! topic), `messaging_consumer_group_name`, `messaging_destination_partition_id`, and `handler`.
+//!
+//! | Family | Type | Labels |
+//! |---|---|---|
+//! | `backbone_events_consumed_total` | counter | topic, group, handler |
+//! | `backbone_events_handled_total` | counter | topic, group, handler |
+//! | `backbone_events_failed_total` | counter | topic, group, handler |
+//! | `backbone_events_dead_lettered_total` | counter | topic, group, handler |
+//! | `backbone_handler_duration_seconds` | histogram | topic, group, handler |
+//! | `backbone_consumer_lag_records` | gauge | topic, group, partition |
+//! | `backbone_consumer_lag_seconds` | gauge | topic, group, partition |
+//! | `backbone_consumer_rebalances_total` | counter | topic, group |
+//! | `backbone_consumer_assigned_partitions` | gauge | topic, group |
+//! | `backbone_consumer_commit_failures_total` | counter | topic, group |
+//! | `backbone_events_published_total` | counter | topic |
+//! | `backbone_publish_failures_total` | counter | topic |
+//! | `backbone_publish_duration_seconds` | histogram | topic |
+//! | `backbone_producer_queue_messages` | gauge | — |
+//! | `backbone_producer_throttle_seconds` | gauge | — |
+//! | `backbone_http_requests_total` | counter | `http_route`, `http_request_method`, `http_response_status_code` |
+//! | `backbone_http_request_duration_seconds` | histogram | `http_route`, `http_request_method`, `http_response_status_code` |
+//!
+//! Lag comes from librdkafka's statistics (`statistics.interval.ms`, default
+//! [`STATISTICS_INTERVAL`] for consumers and the publisher; set it with
+//! [`Consumer::client_setting`](crate::consume::Consumer::client_setting)): in records, the
+//! partition's high watermark minus the next offset to handle; in seconds, the age (from its
+//! timestamp) of the event in hand or last taken while records remain, 0 when none do.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// How often librdkafka reports statistics (lag, queue depth) unless `statistics.interval.ms` is set.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `client` with `statistics.interval.ms` set to [`STATISTICS_INTERVAL`] unless it is set already:
+/// lag, the lag budget and the producer's gauges come from librdkafka's statistics.
+pub(crate) fn with_statistics(mut client: rdkafka::ClientConfig) -> rdkafka::ClientConfig {
+    if client.get("statistics.interval.ms").is_none() {
+        client.set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
+    }
+    client
+}
+
+/// Histogram buckets of durations, in seconds: 100 µs to 30 s.
+const DURATION_BUCKETS: &[f64] =
+    &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Label names (OpenTelemetry messaging attributes, dots as underscores).
+pub(crate) const TOPIC: &str = "messaging_destination_name";
+pub(crate) const GROUP: &str = "messaging_consumer_group_name";
+pub(crate) const PARTITION: &str = "messaging_destination_partition_id";
+pub(crate) const HANDLER: &str = "handler";
+
+/// Every family: name, type, unit, help.
+const FAMILIES: &[(&str, Kind, Unit, &str)] = &[
+    ("backbone_events_consumed_total", Kind::Counter, Unit::Count, "Events taken from Kafka for a handler."),
+    ("backbone_events_handled_total", Kind::Counter, Unit::Count, "Events done (handled or dead-lettered)."),
+    (
+        "backbone_events_failed_total",
+        Kind::Counter,
+        Unit::Count,
+        "Events whose handler failed (after retries).",
+    ),
+    (
+        "backbone_events_dead_lettered_total",
+        Kind::Counter,
+        Unit::Count,
+        "Events written to the dead-letter topic.",
+    ),
+    (
+        "backbone_handler_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to handle an event, layers included.",
+    ),
+    (
+        "backbone_consumer_lag_records",
+        Kind::Gauge,
+        Unit::Count,
+        "High watermark minus the next offset to handle.",
+    ),
+    ("backbone_consumer_lag_seconds", Kind::Gauge, Unit::Seconds, "Age of the oldest unhandled event."),
+    (
+        "backbone_consumer_rebalances_total",
+        Kind::Counter,
+        Unit::Count,
+        "Partition assignments and revocations.",
+    ),
+    (
+        "backbone_consumer_assigned_partitions",
+        Kind::Gauge,
+        Unit::Count,
+        "Partitions assigned to this consumer.",
+    ),
+    ("backbone_consumer_commit_failures_total", Kind::Counter, Unit::Count, "Offset commits that failed."),
+    ("backbone_events_published_total", Kind::Counter, Unit::Count, "Events acknowledged by the brokers."),
+    ("backbone_publish_failures_total", Kind::Counter, Unit::Count, "Publishes that failed."),
+    (
+        "backbone_publish_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time from publish to acknowledgement.",
+    ),
+    ("backbone_producer_queue_messages", Kind::Gauge, Unit::Count, "Messages in the producer's queue."),
+    ("backbone_producer_throttle_seconds", Kind::Gauge, Unit::Seconds, "Brokers' average throttle time."),
+    ("backbone_http_requests_total", Kind::Counter, Unit::Count, "HTTP requests answered."),
+    (
+        "backbone_http_request_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to answer an HTTP request.",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A service's metrics registry: hands out metric handles and renders `/metrics`. Clones share it.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static METADATA: Metadata<'static> = Metadata::new("backbone", Level::INFO, Some("backbone"));
+
+impl Metrics {
+    /// An empty registry with backbone's families described.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+            .expect("duration buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        for &(name, kind, unit, help) in FAMILIES {
+            let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, Some(unit), help),
+                Kind::Gauge => recorder.describe_gauge(name, Some(unit), help),
+                Kind::Histogram => recorder.describe_histogram(name, Some(unit), help),
+            }
+        }
+        Self { inner: Arc::new(Inner { recorder, handle }) }
+    }
+
+    /// The metrics in Prometheus text exposition format (what `/metrics` serves).
+    pub fn render(&self) -> String {
+        self.inner.handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets (render does it too): keeps memory
+    /// bounded when nothing scrapes.
+    pub fn upkeep(&self) {
+        self.inner.handle.run_upkeep();
+    }
+
+    /// The counter `name` with `labels` (the same handle for the same name and labels). Create it
+    /// once and keep it: the lookup takes a lock, incrementing it does not.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.inner.recorder.register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// The gauge `name` with `labels` (see [`counter`](Self::counter)).
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.inner.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    /// The histogram `name` with `labels` (see [`counter`](Self::counter)); names ending in
+    /// `_seconds` get duration buckets.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.inner.recorder.register_histogram(&key(name, labels), &METADATA)
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels.iter().map(|&(k, v)| Label::new(k, v.to_owned())).collect();
+    Key::from_parts(name, labels)
+}
+
+/// A handler's counters and histogram, created once per consumer and cloned into each partition's
+/// task.
+#[derive(Clone)]
+pub(crate) struct HandlerMetrics {
+    pub(crate) consumed: Counter,
+    pub(crate) handled: Counter,
+    pub(crate) duration: Histogram,
+}
+
+impl HandlerMetrics {
+    pub(crate) fn new(metrics: &Metrics, topic: &str, group: &str, handler: &str) -> Self {
+        let labels = [(TOPIC, topic), (GROUP, group), (HANDLER, handler)];
+        Self {
+            consumed: metrics.counter("backbone_events_consumed_total", &labels),
+            handled: metrics.counter("backbone_events_handled_total", &labels),
+            duration: metrics.histogram("backbone_handler_duration_seconds", &labels),
+        }
+    }
+}
+
+/// A consumer group's gauges and counters (one consumer).
+pub(crate) struct GroupMetrics {
+    pub(crate) rebalances: Counter,
+    pub(crate) assigned: Gauge,
+    pub(crate) commit_failures: Counter,
+}
+
+impl GroupMetrics {
+    pub(crate) fn new(metrics: &Metrics, topic: &str, group: &str) -> Self {
+        let labels = [(TOPIC, topic), (GROUP, group)];
+        Self {
+            rebalances: metrics.counter("backbone_consumer_rebalances_total", &labels),
+            assigned: metrics.gauge("backbone_consumer_assigned_partitions", &labels),
+            commit_failures: metrics.counter("backbone_consumer_commit_failures_total", &labels),
+        }
+    }
+}
+
+/// A partition's lag gauges.
+pub(crate) struct LagGauges {
+    pub(crate) records: Gauge,
+    pub(crate) seconds: Gauge,
+}
+
+impl LagGauges {
+    pub(crate) fn new(metrics: &Metrics, topic: &str, group: &str, partition: i32) -> Self {
+        let partition = partition.to_string();
+        let labels = [(TOPIC, topic), (GROUP, group), (PARTITION, partition.as_str())];
+        Self {
+            records: metrics.gauge("backbone_consumer_lag_records", &labels),
+            seconds: metrics.gauge("backbone_consumer_lag_seconds", &labels),
+        }
+    }
+}
+
+/// A topic's publish counters and latency.
+#[derive(Clone)]
+pub(crate) struct PublishMetrics {
+    pub(crate) published: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) duration: Histogram,
+}
+
+impl PublishMetrics {
+    pub(crate) fn new(metrics: &Metrics, topic: &str) -> Self {
+        let labels = [(TOPIC, topic)];
+        Self {
+            published: metrics.counter("backbone_events_published_total", &labels),
+            failed: metrics.counter("backbone_publish_failures_total", &labels),
+            duration: metrics.histogram("backbone_publish_duration_seconds", &labels),
+        }
+    }
+}
