@@ -22,6 +22,7 @@
 //! | `backbone_events_consumed_total` | counter | topic, group, handler |
 //! | `backbone_events_handled_total` | counter | topic, group, handler |
 //! | `backbone_events_failed_total` | counter | topic, group, handler |
+//! | `backbone_events_retried_total` | counter | topic, group, handler |
 //! | `backbone_events_dead_lettered_total` | counter | topic, group, handler |
 //! | `backbone_handler_duration_seconds` | histogram | topic, group, handler |
 //! | `backbone_consumer_lag_records` | gauge | topic, group, partition |
@@ -29,6 +30,11 @@
 //! | `backbone_consumer_rebalances_total` | counter | topic, group |
 //! | `backbone_consumer_assigned_partitions` | gauge | topic, group |
 //! | `backbone_consumer_commit_failures_total` | counter | topic, group |
+//! | `backbone_consumer_paused_partitions` | gauge | topic, group |
+//! | `backbone_transactions_committed_total` | counter | topic, group |
+//! | `backbone_transactions_aborted_total` | counter | topic, group |
+//! | `backbone_table_restore_remaining_records` | gauge | topic, partition |
+//! | `backbone_table_entries` | gauge | topic, partition |
 //! | `backbone_events_published_total` | counter | topic |
 //! | `backbone_publish_failures_total` | counter | topic |
 //! | `backbone_publish_duration_seconds` | histogram | topic |
@@ -116,6 +122,26 @@ const FAMILIES: &[(&str, Kind, Unit, &str)] = &[
         "Partitions assigned to this consumer.",
     ),
     ("backbone_consumer_commit_failures_total", Kind::Counter, Unit::Count, "Offset commits that failed."),
+    (
+        "backbone_consumer_paused_partitions",
+        Kind::Gauge,
+        Unit::Count,
+        "Partitions held by a dead letter that cannot be written.",
+    ),
+    (
+        "backbone_transactions_committed_total",
+        Kind::Counter,
+        Unit::Count,
+        "Exactly-once transactions committed.",
+    ),
+    ("backbone_transactions_aborted_total", Kind::Counter, Unit::Count, "Exactly-once transactions aborted."),
+    (
+        "backbone_table_restore_remaining_records",
+        Kind::Gauge,
+        Unit::Count,
+        "Records a table partition has left to restore.",
+    ),
+    ("backbone_table_entries", Kind::Gauge, Unit::Count, "Entries in a table partition."),
     ("backbone_events_published_total", Kind::Counter, Unit::Count, "Events acknowledged by the brokers."),
     ("backbone_publish_failures_total", Kind::Counter, Unit::Count, "Publishes that failed."),
     (
@@ -290,6 +316,24 @@ impl PublishMetrics {
             published: metrics.counter("backbone_events_published_total", &labels),
             failed: metrics.counter("backbone_publish_failures_total", &labels),
             duration: metrics.histogram("backbone_publish_duration_seconds", &labels),
+        }
+    }
+}
+
+/// A table partition's gauges.
+#[derive(Debug)]
+pub(crate) struct TableGauges {
+    pub(crate) remaining: Gauge,
+    pub(crate) entries: Gauge,
+}
+
+impl TableGauges {
+    pub(crate) fn new(metrics: &Metrics, topic: &str, partition: i32) -> Self {
+        let partition = partition.to_string();
+        let labels = [(TOPIC, topic), (PARTITION, partition.as_str())];
+        Self {
+            remaining: metrics.gauge("backbone_table_restore_remaining_records", &labels),
+            entries: metrics.gauge("backbone_table_entries", &labels),
         }
     }
 }

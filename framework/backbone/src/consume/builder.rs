@@ -338,7 +338,14 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                     .counting(self.topic.name(), &self.group),
             )
             .layer(BudgetLayer::new(self.effective_event_budget()))
-            .layer(RetryLayer::new(self.retry))
+            .layer(RetryLayer::new(self.retry).counting(self.context.health().metrics().counter(
+                "backbone_events_retried_total",
+                &[
+                    (crate::observe::TOPIC, self.topic.name()),
+                    (crate::observe::GROUP, &self.group),
+                    (crate::observe::HANDLER, handler),
+                ],
+            )))
             .layer(SchemaLayer::new(self.context.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
             .layer(CatchPanicLayer)

@@ -103,7 +103,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
                 let (timeout, every) = (self.context.config().delivery_timeout, self.transaction_interval);
                 let hooks = self.hooks.clone();
-                Some(Arc::new(Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)))
+                Some(Arc::new(
+                    Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)
+                        .counting(&self.group),
+                ))
             }
         };
         let context = GroupContext {
