@@ -90,6 +90,7 @@ const FAMILIES: &[(&str, Kind, Unit, &str)] = &[
         Unit::Count,
         "Events whose handler failed (after retries).",
     ),
+    ("backbone_events_retried_total", Kind::Counter, Unit::Count, "Handler attempts after the first."),
     (
         "backbone_events_dead_lettered_total",
         Kind::Counter,
@@ -335,5 +336,39 @@ impl TableGauges {
             remaining: metrics.gauge("backbone_table_restore_remaining_records", &labels),
             entries: metrics.gauge("backbone_table_entries", &labels),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_follow_prometheus_conventions_and_render_with_help_and_type() {
+        for &(name, kind, _, help) in FAMILIES {
+            assert!(name.starts_with("backbone_"), "{name}");
+            assert_eq!(
+                name.ends_with("_total"),
+                matches!(kind, Kind::Counter),
+                "{name}: counters end in _total"
+            );
+            assert!(!help.is_empty(), "{name}");
+        }
+        let metrics = Metrics::new();
+        let labels = [(TOPIC, "t"), (GROUP, "g"), (HANDLER, "h")];
+        let handler = HandlerMetrics::new(&metrics, "t", "g", "h");
+        handler.consumed.increment(2);
+        handler.duration.record(0.002);
+        // The same name and labels: the same counter.
+        metrics.counter("backbone_events_consumed_total", &labels).increment(1);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE backbone_events_consumed_total counter"), "{text}");
+        assert!(text.contains("# HELP backbone_events_consumed_total "), "{text}");
+        assert!(
+            text.contains(r#"backbone_events_consumed_total{messaging_destination_name="t",messaging_consumer_group_name="g",handler="h"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE backbone_handler_duration_seconds histogram"), "{text}");
+        assert!(text.contains(r#"le="0.005"} 1"#), "{text}");
     }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,10 +22,21 @@ use tokio::sync::{Semaphore, mpsc};
 struct Gate {
     permits: Arc<Semaphore>,
     handled: mpsc::UnboundedSender<String>,
+    /// Whether the `flaky` event has failed once.
+    failed_once: Arc<AtomicBool>,
 }
 
+/// Waits for a permit, then reports the event; `fail` fails permanently (a dead letter), `flaky`
+/// fails retriably once (a retry); neither waits for a permit.
 async fn work(Event(body): Event<String>, State(gate): State<Gate>) -> Result<(), HandlerError> {
-    gate.permits.acquire().await.expect("the gate stays open").forget();
+    match body.as_str() {
+        "fail" => return Err(HandlerError::permanent("refused")),
+        "flaky" if !gate.failed_once.swap(true, Ordering::SeqCst) => {
+            return Err(HandlerError::retriable("not yet"));
+        }
+        "flaky" => {}
+        _ => gate.permits.acquire().await.expect("the gate stays open").forget(),
+    }
     let _ = gate.handled.send(body);
     Ok(())
 }
@@ -94,8 +106,9 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
     let service = unique("metrics");
     let topic = TopicSpec::private(&service, "work").partitions(1).build().unwrap();
     let (handled, mut seen) = mpsc::unbounded_channel();
-    let gate = Gate { permits: Arc::new(Semaphore::new(0)), handled };
-    let app = App::<Gate>::new(&service).owns(&topic).consume_with(
+    let gate = Gate { permits: Arc::new(Semaphore::new(0)), handled, failed_once: Arc::default() };
+    let levels = TopicSpec::private(&service, "levels").compacted().partitions(1).build().unwrap();
+    let app = App::<Gate>::new(&service).owns(&topic).owns(&levels).table::<String>(&levels).consume_with(
         &topic,
         BoxedHandler::new(work),
         HandlerOptions::new(),
@@ -110,6 +123,7 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
         format!("messaging_consumer_group_name=\"{group}\""),
     );
     let by_handler = [topic_label.as_str(), group_label.as_str(), "handler=\"work\""];
+    let levels_label = format!("messaging_destination_name=\"{}\"", levels.name());
 
     // Events flow: 3 published, 3 handled.
     gate.permits.add_permits(3);
@@ -153,6 +167,25 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
     assert_eq!(sample(&text, "backbone_consumer_lag_seconds", &[&group_label]), Some(0.0));
     promtool_check(&text);
 
+    // A failure (dead-lettered) and a retry; a table entry.
+    for body in ["fail", "flaky"] {
+        started.publisher().publish(&topic, Outgoing::new("Work", b"k", body.as_bytes())).await.unwrap();
+    }
+    started.publisher().publish(&levels, Outgoing::new("Level", b"sku-1", b"7")).await.unwrap();
+    let flaky =
+        tokio::time::timeout(Duration::from_secs(30), seen.recv()).await.expect("handled within 30 s");
+    assert_eq!(flaky.as_deref(), Some("flaky"));
+    let text = metrics_until(&router, "the dead letter, the retry and the table entry counted", |t| {
+        sample(t, "backbone_events_dead_lettered_total", &by_handler) == Some(1.0)
+            && sample(t, "backbone_events_handled_total", &by_handler) == Some(5.0)
+            && sample(t, "backbone_table_entries", &[&levels_label]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sample(&text, "backbone_events_failed_total", &by_handler), Some(1.0));
+    assert_eq!(sample(&text, "backbone_events_retried_total", &by_handler), Some(1.0));
+    assert_eq!(sample(&text, "backbone_table_restore_remaining_records", &[&levels_label]), Some(0.0));
+    assert_eq!(sample(&text, "backbone_consumer_paused_partitions", &[&group_label]), Some(0.0));
+
     // The handler held: 20 more events wait, lag rises past the budget of 5, not ready.
     for i in 0..20 {
         let body = format!("held-{i}");
@@ -176,8 +209,8 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
     })
     .await;
     assert_eq!(sample(&text, "backbone_consumer_lag_seconds", &[&group_label]), Some(0.0));
-    assert_eq!(sample(&text, "backbone_events_handled_total", &by_handler), Some(23.0));
-    assert_eq!(sample(&text, "backbone_events_published_total", &[&topic_label]), Some(23.0));
+    assert_eq!(sample(&text, "backbone_events_handled_total", &by_handler), Some(25.0));
+    assert_eq!(sample(&text, "backbone_events_published_total", &[&topic_label]), Some(25.0));
     tokio::time::timeout(Duration::from_secs(30), started.health().wait_until(|h| h.is_ready()))
         .await
         .expect("ready again within 30 s of the lag falling");
