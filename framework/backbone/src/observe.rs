@@ -2,15 +2,17 @@
 //! text exposition (format 0.0.4).
 //!
 //! **Why the `metrics` facade with `metrics-exporter-prometheus`** (rather than
-//! `prometheus-client`): its handles ([`metrics::Counter`], [`metrics::Gauge`],
-//! [`metrics::Histogram`]) are created once (per partition, handler or topic) and then cost one
-//! atomic operation per event, with no registry lookup and no lock; a histogram sample goes into a
-//! lock-free bucket that is folded into the buckets when `/metrics` is rendered (and by a periodic
-//! upkeep). It renders the classic Prometheus text format that `promtool check metrics` checks
-//! (`prometheus-client` writes OpenMetrics text). The recorder is not installed globally: each
-//! service ([`HealthState`](crate::health::HealthState)) has a registry of its own, so several
-//! services in one process (tests) keep their numbers apart. The exporter's HTTP listener is not
-//! used: `/metrics` is a route of the service's own router, beside `/healthz` and `/readyz`.
+//! `prometheus-client`): its counter and gauge handles ([`metrics::Counter`], [`metrics::Gauge`])
+//! are created once (per partition, handler or topic) and then cost one atomic operation, with no
+//! registry lookup and no lock; it renders the classic Prometheus text format that
+//! `promtool check metrics` checks (`prometheus-client` writes OpenMetrics text); and it is the
+//! facade the Rust ecosystem records into. The recorder is not installed globally: each service
+//! ([`HealthState`](crate::health::HealthState)) has a registry of its own, so several services in
+//! one process (tests) keep their numbers apart. The exporter's HTTP listener and push gateway are
+//! left out (no second HTTP stack): `/metrics` is a route of the service's own router, beside
+//! `/healthz` and `/readyz`. Histograms are this module's own [`DurationHistogram`] (fixed buckets
+//! of atomics, rendered after the exporter's output): the exporter's keep every sample until
+//! rendered, which at consume rates is megabytes between scrapes.
 //!
 //! # Families
 //!
@@ -54,17 +56,20 @@
 //! event, lag is counted from the group's committed offset.
 //!
 //! Per event, the consume path does two counter increments, one atomic store (the event's
-//! timestamp, for lag in seconds), two clock reads and one histogram sample, on handles its
-//! partition's task cloned once; failures, retries and dead letters count only on their own paths.
+//! timestamp, for lag in seconds), two clock reads and one histogram sample (two atomic additions),
+//! on handles its partition's task cloned once: no lock, no allocation; failures, retries and dead letters count only on their own paths.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
-};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// How often librdkafka reports statistics (lag, queue depth) unless `statistics.interval.ms` is set.
 pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
@@ -79,8 +84,8 @@ pub(crate) fn with_statistics(mut client: rdkafka::ClientConfig) -> rdkafka::Cli
 }
 
 /// Histogram buckets of durations, in seconds: 100 µs to 30 s.
-const DURATION_BUCKETS: &[f64] =
-    &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const DURATION_BUCKETS: [f64; 15] =
+    [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Label names (OpenTelemetry messaging attributes, dots as underscores).
 pub(crate) const TOPIC: &str = "messaging_destination_name";
@@ -186,6 +191,8 @@ pub struct Metrics {
 struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Histograms by name, then by labels (rendered by [`Metrics::render`] after the exporter's).
+    histograms: Mutex<BTreeMap<&'static str, BTreeMap<Vec<(&'static str, String)>, DurationHistogram>>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -205,31 +212,33 @@ static METADATA: Metadata<'static> = Metadata::new("backbone", Level::INFO, Some
 impl Metrics {
     /// An empty registry with backbone's families described.
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
-            .expect("duration buckets are not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         for &(name, kind, unit, help) in FAMILIES {
             let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
             match kind {
                 Kind::Counter => recorder.describe_counter(name, Some(unit), help),
                 Kind::Gauge => recorder.describe_gauge(name, Some(unit), help),
-                Kind::Histogram => recorder.describe_histogram(name, Some(unit), help),
+                // Rendered here, with their help from `FAMILIES`.
+                Kind::Histogram => {}
             }
         }
-        Self { inner: Arc::new(Inner { recorder, handle }) }
+        Self { inner: Arc::new(Inner { recorder, handle, histograms: Mutex::default() }) }
     }
 
     /// The metrics in Prometheus text exposition format (what `/metrics` serves).
     pub fn render(&self) -> String {
-        self.inner.handle.render()
-    }
-
-    /// Folds recorded histogram samples into their buckets (render does it too): keeps memory
-    /// bounded when nothing scrapes.
-    pub fn upkeep(&self) {
-        self.inner.handle.run_upkeep();
+        let mut text = self.inner.handle.render();
+        let histograms = self.inner.histograms.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, series) in histograms.iter() {
+            let help = FAMILIES.iter().find(|f| f.0 == *name).map_or("", |f| f.3);
+            let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+            for (labels, histogram) in series {
+                histogram.render(&mut text, name, labels);
+            }
+            text.push('\n');
+        }
+        text
     }
 
     /// The counter `name` with `labels` (the same handle for the same name and labels). Create it
@@ -243,10 +252,72 @@ impl Metrics {
         self.inner.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
-    /// The histogram `name` with `labels` (see [`counter`](Self::counter)); names ending in
-    /// `_seconds` get duration buckets.
-    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        self.inner.recorder.register_histogram(&key(name, labels), &METADATA)
+    /// The duration histogram `name` with `labels` (see [`counter`](Self::counter)).
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> DurationHistogram {
+        let labels: Vec<(&'static str, String)> = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        let mut histograms = self.inner.histograms.lock().unwrap_or_else(PoisonError::into_inner);
+        histograms.entry(name).or_default().entry(labels).or_default().clone()
+    }
+}
+
+/// A histogram of durations in fixed buckets ([`DURATION_BUCKETS`], 100 µs to 30 s): a sample is
+/// two atomic additions (its bucket, the sum), with no lock and no allocation. (The exporter's own
+/// histograms keep every sample until they are rendered or an upkeep runs: at hundreds of
+/// thousands of events a second, megabytes between scrapes.) Clones share the counts.
+#[derive(Clone, Default)]
+pub struct DurationHistogram(Arc<Cells>);
+
+#[derive(Default)]
+struct Cells {
+    /// Per bucket (not cumulative), the last one past the largest bound (`+Inf`).
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl fmt::Debug for DurationHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurationHistogram").finish_non_exhaustive()
+    }
+}
+
+impl DurationHistogram {
+    /// Counts one duration.
+    pub fn record(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS.partition_point(|&bound| bound < seconds);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends the series' `_bucket` (cumulative), `_sum` and `_count` lines.
+    fn render(&self, text: &mut String, name: &str, labels: &[(&'static str, String)]) {
+        let mut prefix = String::new();
+        for (k, v) in labels {
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = write!(prefix, "{k}=\"{v}\",");
+        }
+        let mut cumulative = 0;
+        for (i, cell) in self.0.buckets.iter().enumerate() {
+            cumulative += cell.load(Ordering::Relaxed);
+            match DURATION_BUCKETS.get(i) {
+                Some(bound) => {
+                    let _ = writeln!(text, "{name}_bucket{{{prefix}le=\"{bound}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(text, "{name}_bucket{{{prefix}le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let labels = prefix.trim_end_matches(',');
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(text, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(text, "{name}_count{{{labels}}} {cumulative}");
     }
 }
 
@@ -261,7 +332,7 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 pub(crate) struct HandlerMetrics {
     pub(crate) consumed: Counter,
     pub(crate) handled: Counter,
-    pub(crate) duration: Histogram,
+    pub(crate) duration: DurationHistogram,
 }
 
 impl HandlerMetrics {
@@ -315,7 +386,7 @@ impl LagGauges {
 pub(crate) struct PublishMetrics {
     pub(crate) published: Counter,
     pub(crate) failed: Counter,
-    pub(crate) duration: Histogram,
+    pub(crate) duration: DurationHistogram,
 }
 
 impl PublishMetrics {
@@ -366,7 +437,8 @@ mod tests {
         let labels = [(TOPIC, "t"), (GROUP, "g"), (HANDLER, "h")];
         let handler = HandlerMetrics::new(&metrics, "t", "g", "h");
         handler.consumed.increment(2);
-        handler.duration.record(0.002);
+        handler.duration.record(Duration::from_millis(2));
+        handler.duration.record(Duration::from_secs(60));
         // The same name and labels: the same counter.
         metrics.counter("backbone_events_consumed_total", &labels).increment(1);
         let text = metrics.render();
@@ -377,6 +449,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE backbone_handler_duration_seconds histogram"), "{text}");
-        assert!(text.contains(r#"le="0.005"} 1"#), "{text}");
+        let series = r#"messaging_destination_name="t",messaging_consumer_group_name="g",handler="h""#;
+        for (le, count) in [("0.001", 0), ("0.005", 1), ("30", 1), ("+Inf", 2)] {
+            let line = format!("backbone_handler_duration_seconds_bucket{{{series},le=\"{le}\"}} {count}\n");
+            assert!(text.contains(&line), "{line}in\n{text}");
+        }
+        assert!(
+            text.contains(&format!("backbone_handler_duration_seconds_sum{{{series}}} 60.002\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("backbone_handler_duration_seconds_count{{{series}}} 2\n")), "{text}");
+        assert_eq!(handler.duration.count(), 2);
     }
 }

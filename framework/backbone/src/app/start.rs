@@ -126,7 +126,6 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         let router = crate::http::problems(routes, &self.http)
             .layer(axum::middleware::from_fn_with_state(health.metrics().clone(), count_request))
             .with_state(state.clone());
-        spawn_upkeep(health.metrics().clone(), stop.subscribe());
         Ok(Parts { router, tasks, stop, tables, state })
     }
 
@@ -264,24 +263,8 @@ async fn count_request(
         ("http_response_status_code", status.as_str()),
     ];
     metrics.counter("backbone_http_requests_total", &labels).increment(1);
-    metrics
-        .histogram("backbone_http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
+    metrics.histogram("backbone_http_request_duration_seconds", &labels).record(start.elapsed());
     response
-}
-
-/// Folds histogram samples into their buckets every few seconds, until the service stops: memory
-/// stays bounded when nothing scrapes `/metrics`.
-fn spawn_upkeep(metrics: crate::observe::Metrics, mut stop: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|stopping| *stopping) => return,
-                _ = every.tick() => metrics.upkeep(),
-            }
-        }
-    });
 }
 
 /// `/healthz`, `/readyz` and `/metrics` over `health`.

@@ -135,7 +135,7 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 eos.started(partition, offset);
                 let started = std::time::Instant::now();
                 let outcome = self.handle(&mut service, &env, event.clone()).await;
-                metrics.duration.record(started.elapsed().as_secs_f64());
+                metrics.duration.record(started.elapsed());
                 let failed = match outcome {
                     Ok(()) => {
                         metrics.handled.increment(1);
@@ -168,7 +168,7 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
             }
             let started = std::time::Instant::now();
             let outcome = self.handle(&mut service, &env, event.clone()).await;
-            metrics.duration.record(started.elapsed().as_secs_f64());
+            metrics.duration.record(started.elapsed());
             if outcome.is_ok() {
                 metrics.handled.increment(1);
                 cursor.advance(offset);

@@ -80,7 +80,7 @@ impl Future for Publish<'_> {
                             inner.health.recover(HEALTH_COMPONENT);
                             if let Some(m) = metrics {
                                 m.published.increment(1);
-                                m.duration.record(this.started.elapsed().as_secs_f64());
+                                m.duration.record(this.started.elapsed());
                             }
                             Ok(Delivery { partition: d.partition, offset: d.offset })
                         }
