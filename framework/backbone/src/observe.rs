@@ -192,8 +192,11 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// Histograms by name, then by labels (rendered by [`Metrics::render`] after the exporter's).
-    histograms: Mutex<BTreeMap<&'static str, BTreeMap<Vec<(&'static str, String)>, DurationHistogram>>>,
+    histograms: Mutex<BTreeMap<&'static str, BTreeMap<Labels, DurationHistogram>>>,
 }
+
+/// A series' labels: names and values.
+type Labels = Vec<(&'static str, String)>;
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -254,7 +257,7 @@ impl Metrics {
 
     /// The duration histogram `name` with `labels` (see [`counter`](Self::counter)).
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> DurationHistogram {
-        let labels: Vec<(&'static str, String)> = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        let labels: Labels = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
         let mut histograms = self.inner.histograms.lock().unwrap_or_else(PoisonError::into_inner);
         histograms.entry(name).or_default().entry(labels).or_default().clone()
     }
