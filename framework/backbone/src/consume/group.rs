@@ -94,7 +94,7 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
 
 impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        self.lag.update(&self.topic, &statistics, &self.lock_partitions(), &self.health);
+        self.lag.update(&self.topic, &statistics, &self.lock_partitions());
         self.hooks.statistics(&statistics);
     }
 

@@ -20,12 +20,25 @@ pub(super) struct Lag {
     budget: Option<u64>,
     over: AtomicBool,
     component: String,
+    health: HealthState,
+}
+
+impl Drop for Lag {
+    /// A consumer that stops (or joins again with a new client) while over its budget leaves no
+    /// stale `lag:` component behind.
+    fn drop(&mut self) {
+        if self.over.load(Ordering::Acquire) {
+            self.health.ready(&self.component);
+        }
+    }
 }
 
 impl Lag {
-    pub(super) fn new(metrics: Metrics, topic: &str, group: &str, budget: Option<u64>) -> Self {
+    pub(super) fn new(health: &HealthState, topic: &str, group: &str, budget: Option<u64>) -> Self {
+        let metrics = health.metrics().clone();
         Self {
             group_metrics: GroupMetrics::new(&metrics, topic, group),
+            health: health.clone(),
             metrics,
             group: group.to_owned(),
             gauges: Mutex::new(HashMap::new()),
@@ -42,7 +55,6 @@ impl Lag {
         topic: &str,
         statistics: &rdkafka::Statistics,
         assigned: &HashMap<i32, Partition>,
-        health: &HealthState,
     ) {
         let Some(stats) = statistics.topics.get(topic) else { return };
         let now_ms = std::time::SystemTime::now()
@@ -82,10 +94,10 @@ impl Lag {
         let over = total > budget;
         if self.over.swap(over, Ordering::AcqRel) != over {
             if over {
-                health
+                self.health
                     .starting(&self.component, format!("lag of {total} records over the budget of {budget}"));
             } else {
-                health.ready(&self.component);
+                self.health.ready(&self.component);
             }
         }
     }

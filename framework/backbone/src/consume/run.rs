@@ -122,12 +122,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             health: health.clone(),
             component: component.to_owned(),
             wakers: QueueWakers::default(),
-            lag: super::lag::Lag::new(
-                health.metrics().clone(),
-                self.topic.name(),
-                &self.group,
-                self.max_ready_lag,
-            ),
+            lag: super::lag::Lag::new(health, self.topic.name(), &self.group, self.max_ready_lag),
         };
         let client = |e: KafkaError| ConsumeError::Client {
             topic: self.topic.name().to_owned(),
