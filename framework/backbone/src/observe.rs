@@ -84,7 +84,7 @@ pub(crate) fn with_statistics(mut client: rdkafka::ClientConfig) -> rdkafka::Cli
 }
 
 /// Histogram buckets of durations, in seconds: 100 µs to 30 s.
-const DURATION_BUCKETS: [f64; 15] =
+pub const DURATION_BUCKETS: [f64; 15] =
     [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Label names (OpenTelemetry messaging attributes, dots as underscores).
