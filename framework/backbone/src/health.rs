@@ -21,6 +21,8 @@ pub struct HealthState {
     any: Arc<AtomicBool>,
     /// Woken on every change, for [`HealthState::wait_until`].
     changed: Arc<tokio::sync::Notify>,
+    /// The service's metrics, reported beside its health (what `/metrics` serves).
+    metrics: crate::observe::Metrics,
 }
 
 /// A snapshot of health.
@@ -45,6 +47,12 @@ impl Health {
 }
 
 impl HealthState {
+    /// The service's metrics registry (what `/metrics` serves): every part that reports health
+    /// reports its metrics here too.
+    pub fn metrics(&self) -> &crate::observe::Metrics {
+        &self.metrics
+    }
+
     /// Marks `component` degraded with `reason` (replacing an earlier reason).
     pub fn degrade(&self, component: &str, reason: impl Into<String>) {
         let reason = reason.into();

@@ -16,7 +16,7 @@
 //! extractors; `service!` declares the service and checks at compile time that it writes only
 //! topics it owns and reads no other service's private topic. [`app::App::run`] provisions the
 //! topics, registers the schemas, starts the consumers and tables, serves HTTP (`/healthz`,
-//! `/readyz`, your routes) and shuts down gracefully on SIGTERM.
+//! `/readyz`, `/metrics`, your routes) and shuts down gracefully on SIGTERM.
 //!
 //! ```ignore
 //! #[derive(Clone, serde::Serialize, serde::Deserialize, backbone::Event)]
@@ -144,6 +144,37 @@
 //! retriable. `backbone-testkit` proves each mode on a real broker (`KafkaClusterBuilder::scram`,
 //! `tls`, `mtls`; `tests/secured.rs`).
 //!
+//! ## Metrics
+//!
+//! Every service built with [`app::App`] serves `/metrics` in Prometheus text format beside
+//! `/healthz` and `/readyz` ([`observe`]: the `metrics` facade's handles, rendered by
+//! `metrics-exporter-prometheus` into the service's own route; one registry per service). Names
+//! carry a `backbone_` prefix; labels are OpenTelemetry messaging attributes
+//! (`messaging_destination_name` for the topic, `messaging_consumer_group_name`,
+//! `messaging_destination_partition_id`) and `handler`:
+//!
+//! - per topic and handler: `backbone_events_consumed_total`, `_handled_total`, `_failed_total`,
+//!   `_retried_total`, `_dead_lettered_total` (all `backbone_events_…`), and the
+//!   `backbone_handler_duration_seconds` histogram;
+//! - per partition: `backbone_consumer_lag_records` (high watermark − next offset to handle) and
+//!   `backbone_consumer_lag_seconds` (age of the oldest unhandled event), from librdkafka's
+//!   statistics every [`observe::STATISTICS_INTERVAL`] (`statistics.interval.ms` overrides it);
+//!   per consumer: `backbone_consumer_rebalances_total`, `_assigned_partitions`,
+//!   `_commit_failures_total`, `_paused_partitions` (held by a dead letter that cannot be written);
+//!   exactly once: `backbone_transactions_committed_total`, `_aborted_total`;
+//! - tables per partition: `backbone_table_restore_remaining_records`, `backbone_table_entries`;
+//! - publishing per topic: `backbone_events_published_total`, `backbone_publish_failures_total`,
+//!   the `backbone_publish_duration_seconds` histogram (call to acknowledgement); the producer's
+//!   `backbone_producer_queue_messages` and `backbone_producer_throttle_seconds`;
+//! - HTTP: `backbone_http_requests_total` and the `backbone_http_request_duration_seconds`
+//!   histogram by `http_route` (axum's matched path), `http_request_method`,
+//!   `http_response_status_code`.
+//!
+//! Readiness can follow lag: [`consume::Consumer::max_ready_lag`] takes a consumer out of rotation
+//! (`/readyz` 503, component `lag:<group>`) while its lag exceeds a budget in records (off by
+//! default). `tests/metrics.rs` proves all this on a real broker and checks the exposition with
+//! Prometheus's `promtool check metrics`.
+//!
 //! ## Testing your service
 //!
 //! `backbone-testkit` starts a real Kafka (KRaft) and schema registry per test binary, fetched from
@@ -211,6 +242,7 @@ pub mod http;
 pub mod layer;
 pub mod migrate;
 mod native; // The crate's only `unsafe`: librdkafka on the consumer's hot path (it says why).
+pub mod observe;
 pub mod provision;
 pub mod publish;
 mod reader; // Readers that assign their partitions, without a consumer group.

@@ -11,7 +11,8 @@
 //! 3. build the tables, then the state (which may hold them), then one [`Consumer`] per handler;
 //! 4. serve HTTP on [`Config::http_addr`](crate::Config::http_addr): your routes, `/healthz` (200 unless something is
 //!    degraded) and `/readyz` (200 once every consumer has its partitions and every table has
-//!    restored; 503 with `Retry-After` before, and again while shutting down);
+//!    restored; 503 with `Retry-After` before, and again while shutting down), `/metrics`
+//!    (Prometheus text, [`crate::observe`]; every request counted by route and status);
 //!    your routes within [`crate::http::HttpLimits`] (request timeout, requests in progress, body
 //!    size, header-read timeout, connections; [`App::http_limits`]), every error in the JSON
 //!    problem shape;

@@ -123,7 +123,9 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         // The service's routes within the limits; health answers beside them (a busy service is
         // not a dead one); every error in the problem shape.
         let routes = crate::http::limit(self.routes, &self.http).merge(health_routes(&health));
-        let router = crate::http::problems(routes, &self.http).with_state(state.clone());
+        let router = crate::http::problems(routes, &self.http)
+            .layer(axum::middleware::from_fn_with_state(health.metrics().clone(), count_request))
+            .with_state(state.clone());
         Ok(Parts { router, tasks, stop, tables, state })
     }
 
@@ -243,12 +245,45 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
 /// The first argument that makes a service binary print its spec and exit ([`App::main_with`]).
 pub const SPEC_FLAG: &str = "--spec";
 
-/// `/healthz` and `/readyz` over `health`.
+/// Counts an HTTP request and its duration by route (axum's [`MatchedPath`](axum::extract::MatchedPath),
+/// `unmatched` for none), method and status.
+async fn count_request(
+    axum::extract::State(metrics): axum::extract::State<crate::observe::Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let labels = [
+        ("http_route", route.as_deref().unwrap_or("unmatched")),
+        ("http_request_method", method.as_str()),
+        ("http_response_status_code", status.as_str()),
+    ];
+    metrics.counter("backbone_http_requests_total", &labels).increment(1);
+    metrics.histogram("backbone_http_request_duration_seconds", &labels).record(start.elapsed());
+    response
+}
+
+/// `/healthz`, `/readyz` and `/metrics` over `health`.
 pub(super) fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthState) -> Router<S> {
     use axum::routing::get;
     let live = health.clone();
     let ready = health.clone();
+    let metrics = health.metrics().clone();
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move {
+                    let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+                    ([(header::CONTENT_TYPE, kind)], text).into_response()
+                }
+            }),
+        )
         .route(
             "/healthz",
             get(move || {

@@ -63,7 +63,7 @@ impl<S> Started<S> {
         &self.tables
     }
 
-    /// The HTTP routes with `/healthz` and `/readyz`, over the state: serve it, or call it in tests
+    /// The HTTP routes with `/healthz`, `/readyz` and `/metrics`, over the state: serve it, or call it in tests
     /// (`tower::ServiceExt::oneshot`).
     pub fn router(&self) -> Router {
         self.router.clone()

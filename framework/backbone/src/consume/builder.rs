@@ -91,6 +91,8 @@ pub struct Consumer<S> {
     pub(super) transactional_id: Option<String>,
     /// The service's context: its publisher writes the dead letters and is the handlers'.
     pub(super) context: Context,
+    /// Most records of lag with which the consumer is ready (None: lag does not count).
+    pub(super) max_ready_lag: Option<u64>,
 }
 
 impl<S> std::fmt::Debug for Consumer<S> {
@@ -158,6 +160,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transaction_interval: Duration::from_millis(100),
             transactional_id: None,
             context: context.clone(),
+            max_ready_lag: None,
         })
     }
 
@@ -208,6 +211,18 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             (Some(_), budget) => Some(budget.unwrap_or(MAX_EVENT_BUDGET).min(MAX_EVENT_BUDGET)),
             (None, budget) => budget,
         }
+    }
+
+    /// Makes the consumer not ready (`/readyz` 503, component `lag:<group>`) while its lag, the
+    /// records behind on all its partitions together, exceeds `records` (default: off, lag does not
+    /// count). Lag is measured from librdkafka's statistics, every `statistics.interval.ms`
+    /// ([`crate::observe::STATISTICS_INTERVAL`] unless set with
+    /// [`client_setting`](Self::client_setting)), so readiness follows it within that interval.
+    /// Pick a budget a healthy instance never exceeds (minutes of traffic, not seconds): a replica
+    /// out of rotation still consumes, it only stops getting HTTP traffic.
+    pub fn max_ready_lag(mut self, records: u64) -> Self {
+        self.max_ready_lag = Some(records);
+        self
     }
 
     /// Runs at most `handlers` handlers at once across this consumer's partitions (default 64; one
@@ -326,8 +341,16 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         } else {
             Either::Right(self.layers.apply(BoxCloneSyncService::new(bottom)))
         };
+        let retries = self.context.health().metrics().counter(
+            "backbone_events_retried_total",
+            &[
+                (crate::observe::TOPIC, self.topic.name()),
+                (crate::observe::GROUP, &self.group),
+                (crate::observe::HANDLER, handler),
+            ],
+        );
         let retried = tower::ServiceBuilder::new()
-            .layer(RetryLayer::new(self.retry))
+            .layer(RetryLayer::new(self.retry).counting(retries))
             .layer(SchemaLayer::new(self.context.registry().clone()))
             .option_layer(self.timeout.map(TimeoutLayer::new))
             .layer(CatchPanicLayer)
@@ -341,7 +364,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         tower::ServiceBuilder::new()
             .layer(TracingLayer::new(handler))
             .layer(CorrelationLayer)
-            .layer(DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry))
+            .layer(
+                DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry)
+                    .counting(self.topic.name(), &self.group),
+            )
             .layer(BudgetLayer::new(self.effective_event_budget()))
             .service(retried)
     }

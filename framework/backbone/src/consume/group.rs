@@ -37,6 +37,8 @@ pub(super) struct GroupContext<S: Clone + Send + Sync + 'static> {
     pub(super) health: HealthState,
     pub(super) component: String,
     pub(super) wakers: QueueWakers,
+    /// Lag gauges, the group's counters and the readiness lag budget.
+    pub(super) lag: super::lag::Lag,
 }
 
 impl<S: Clone + Send + Sync + 'static> WithQueueWakers for GroupContext<S> {
@@ -92,6 +94,7 @@ impl<S: Clone + Send + Sync + 'static> GroupContext<S> {
 
 impl<S: Clone + Send + Sync + 'static> ClientContext for GroupContext<S> {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.update(&self.topic, &statistics, &self.lock_partitions());
         self.hooks.statistics(&statistics);
     }
 
@@ -119,6 +122,11 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
             .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
             .collect();
         tracing::debug!(topic = self.topic, ?committed, ?result, "offset commit");
+        if let Err(e) = &result
+            && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+        {
+            self.lag.group_metrics.commit_failures.increment(1);
+        }
         if result.is_ok() && !committed.is_empty() {
             self.hooks.committed(&self.topic, &committed);
         }
@@ -144,6 +152,7 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
             return;
         }
         let Rebalance::Revoke(list) = rebalance else { return };
+        self.lag.group_metrics.rebalances.increment(1);
         let revoked: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
         // Let the revoked partitions finish their events in hand (within the shutdown budget), so
         // their offsets are stored and committed before the next owner starts: no duplicates.
@@ -189,6 +198,8 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
         let Rebalance::Assign(list) = rebalance else { return };
         let assigned: Vec<i32> = list.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
         tracing::info!(topic = self.topic, ?assigned, "partitions assigned");
+        self.lag.group_metrics.rebalances.increment(1);
+        self.lag.group_metrics.assigned.set(self.lock_partitions().len() as f64);
         self.hooks.assigned(&self.topic, &assigned);
         self.health.recover(&self.component);
         self.health.ready(&self.component);

@@ -32,8 +32,8 @@ pub trait ConsumerHooks: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// librdkafka's statistics (every `statistics.interval.ms`, off unless set with
-    /// [`Consumer::client_setting`](super::Consumer::client_setting)): fetch queue sizes, lag,
+    /// librdkafka's statistics (every `statistics.interval.ms`: [`crate::observe::STATISTICS_INTERVAL`]
+    /// unless set with [`Consumer::client_setting`](super::Consumer::client_setting)): fetch queue sizes, lag,
     /// broker round trips.
     fn statistics(&self, statistics: &rdkafka::Statistics) {
         let _ = statistics;

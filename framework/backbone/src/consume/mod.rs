@@ -29,7 +29,11 @@
 //!   headers naming its origin, and the partition moves on. If the dead-letter write fails, the offset
 //!   is not stored, health reports degraded, and the write is retried: nothing is dropped silently.
 //! - **Health**: the consumer is *starting* until it has its partitions, then ready; it is degraded
-//!   while all brokers are unreachable.
+//!   while all brokers are unreachable. With a lag budget ([`Consumer::max_ready_lag`]) it is not
+//!   ready (component `lag:<group>`) while its lag, all partitions together, exceeds it.
+//! - **Metrics** ([`crate::observe`]): events consumed and handled, handler duration, failures and
+//!   dead letters, lag per partition in records and seconds, rebalances, assigned partitions, commit
+//!   failures.
 //! - **Graceful shutdown** ([`Consumer::run`]'s future, e.g. [`crate::shutdown_signal`]): stop
 //!   fetching, let the events in hand finish within the shutdown budget, commit, leave the group (the
 //!   others take over at once, not after a session timeout).
@@ -39,6 +43,7 @@ mod builder;
 pub(crate) mod eos; // Exactly once: the consumer's transaction state, and the `Transaction` hooks see.
 mod group;
 mod hooks;
+mod lag;
 mod partition;
 mod retry; // Replays of dead letters: the retry topic and its consumer.
 mod run;

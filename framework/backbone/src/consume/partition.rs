@@ -66,11 +66,14 @@ pub(super) struct Cursor {
     pub(super) next: AtomicI64,
     /// Rewinds after aborted transactions (exactly once only).
     rewinds: AtomicU64,
+    /// The timestamp (ms since the epoch) of the event in hand or last taken; 0 before one: the age
+    /// of the oldest unhandled event while records remain (`backbone_consumer_lag_seconds`).
+    pub(super) taken_at: AtomicI64,
 }
 
 impl Cursor {
     pub(super) fn new() -> Self {
-        Self { next: AtomicI64::new(-1), rewinds: AtomicU64::new(0) }
+        Self { next: AtomicI64::new(-1), rewinds: AtomicU64::new(0), taken_at: AtomicI64::new(0) }
     }
 
     /// Whether the event at `offset` is not behind the cursor (not handled yet).

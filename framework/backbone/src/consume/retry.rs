@@ -117,6 +117,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             transaction_interval: self.transaction_interval,
             transactional_id: self.transactional_id.as_ref().map(|id| format!("{id}.retry")),
             context: self.context.clone(),
+            max_ready_lag: self.max_ready_lag,
         })
     }
 }

@@ -103,7 +103,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 tracing::info!(topic = self.topic.name(), transactional_id = id, "exactly once");
                 let (timeout, every) = (self.context.config().delivery_timeout, self.transaction_interval);
                 let hooks = self.hooks.clone();
-                Some(Arc::new(Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)))
+                Some(Arc::new(
+                    Eos::new(publisher, self.topic.name(), (size, every), timeout, hooks)
+                        .counting(&self.group),
+                ))
             }
         };
         let context = GroupContext {
@@ -119,14 +122,14 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             health: health.clone(),
             component: component.to_owned(),
             wakers: QueueWakers::default(),
+            lag: super::lag::Lag::new(health, self.topic.name(), &self.group, self.max_ready_lag),
         };
         let client = |e: KafkaError| ConsumeError::Client {
             topic: self.topic.name().to_owned(),
             reason: e.to_string(),
         };
         let consumer: Arc<StreamConsumer<GroupContext<S>>> = Arc::new(
-            self.client
-                .clone()
+            crate::observe::with_statistics(self.client.clone())
                 .set("group.id", &self.group)
                 .set("partition.assignment.strategy", "cooperative-sticky")
                 .set("enable.auto.commit", if eos.is_some() { "false" } else { "true" })
@@ -153,6 +156,12 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             permits: Semaphore::new(self.concurrency),
             consumer: Arc::downgrade(&consumer),
             eos: eos.clone(),
+            metrics: crate::observe::HandlerMetrics::new(
+                health.metrics(),
+                self.topic.name(),
+                &self.group,
+                self.handler.name(),
+            ),
         });
         consumer.context().worker.set(worker.clone()).ok();
         consumer.subscribe(&[self.topic.name()]).map_err(client)?;

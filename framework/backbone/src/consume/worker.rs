@@ -31,6 +31,8 @@ pub(super) struct Worker<S: Clone + Send + Sync + 'static, C: ConsumerContext + 
     pub(super) permits: Semaphore,
     pub(super) consumer: Weak<StreamConsumer<C>>,
     pub(super) eos: Option<Arc<Eos>>,
+    /// The handler's counters and histogram; each partition's task clones them once.
+    pub(super) metrics: crate::observe::HandlerMetrics,
 }
 
 impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C> {
@@ -53,6 +55,9 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
         let mut service = self.service.clone();
         let env = self.env();
         let mut topic: Option<Arc<str>> = None;
+        // The handler's metric handles, made once per consumer: an atomic addition per event, no
+        // lookup, no lock.
+        let metrics = &self.metrics;
         // Made once, polled on every wait: no waiter registration per event. While neither has
         // changed (an atomic load on these clones), events go first and `stopping` is polled only
         // when the queue is empty.
@@ -99,6 +104,10 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 continue;
             }
             let topic = topic.get_or_insert_with(|| Arc::from(held.topic()));
+            metrics.consumed.increment(1);
+            if let Some(at) = held.timestamp() {
+                cursor.taken_at.store(at, std::sync::atomic::Ordering::Release);
+            }
             if streak >= SLOT_STREAK {
                 // Let the partitions waiting for a slot have one (the semaphore is fair).
                 (slot, streak) = (None, 0);
@@ -125,8 +134,12 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                     continue;
                 }
                 eos.started(partition, offset);
-                let failed = match self.handle(&mut service, &env, event.clone()).await {
+                let started = std::time::Instant::now();
+                let outcome = self.handle(&mut service, &env, event.clone()).await;
+                metrics.duration.record(started.elapsed());
+                let failed = match outcome {
                     Ok(()) => {
+                        metrics.handled.increment(1);
                         cursor.advance(offset);
                         eos.handled(partition, offset);
                         continue;
@@ -154,7 +167,11 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 }
                 continue;
             }
-            if self.handle(&mut service, &env, event.clone()).await.is_ok() {
+            let started = std::time::Instant::now();
+            let outcome = self.handle(&mut service, &env, event.clone()).await;
+            metrics.duration.record(started.elapsed());
+            if outcome.is_ok() {
+                metrics.handled.increment(1);
                 cursor.advance(offset);
                 if let Some(held) = event.kept()
                     && let Err(e) = held.store_offset()
@@ -210,12 +227,14 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
             "event on the group's queue (its partition queue was not split); handled inline"
         );
         let event = Arc::new(IncomingEvent::from_message(message));
+        self.metrics.consumed.increment(1);
         let Ok(_slot) = self.permits.acquire().await else { return };
         if let Some(eos) = &self.eos {
             // As on a partition's task: in the open transaction, with its offset.
             let _in_transaction = eos.gate.read().await;
             eos.started(message.partition(), message.offset());
             if self.handle(&mut self.service.clone(), &self.env(), event).await.is_ok() {
+                self.metrics.handled.increment(1);
                 eos.handled(message.partition(), message.offset());
             } else {
                 eos.doom(message.partition());
@@ -223,7 +242,11 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
             return;
         }
         // librdkafka stores offset + 1: the next event to handle.
-        if self.handle(&mut self.service.clone(), &self.env(), event).await.is_ok()
+        let handled = self.handle(&mut self.service.clone(), &self.env(), event).await.is_ok();
+        if handled {
+            self.metrics.handled.increment(1);
+        }
+        if handled
             && let Some(consumer) = self.consumer.upgrade()
             && let Err(e) = consumer.store_offset(message.topic(), message.partition(), message.offset())
         {

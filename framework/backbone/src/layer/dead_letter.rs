@@ -74,6 +74,34 @@ struct DeadLetterTarget {
     too_large: Arc<std::sync::Mutex<std::collections::VecDeque<Position>>>,
     /// Exactly once: events that ran out of their time budget, and how often (the last few).
     over_budget: Arc<std::sync::Mutex<std::collections::VecDeque<(Position, u32)>>>,
+    /// The consumer's failure, dead-letter and paused-partition metrics ([`DeadLetterLayer::counting`]).
+    counters: Option<Counters>,
+}
+
+/// `backbone_events_failed_total`, `backbone_events_dead_lettered_total` and
+/// `backbone_consumer_paused_partitions` (partitions waiting for a dead letter to be written).
+#[derive(Debug, Clone)]
+struct Counters {
+    failed: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    paused: metrics::Gauge,
+}
+
+/// A partition held by a dead letter that cannot be written: counted in the paused gauge until
+/// dropped (written, or the task stopped).
+struct Paused(metrics::Gauge);
+
+impl Paused {
+    fn new(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl DeadLetterLayer {
@@ -109,8 +137,24 @@ impl DeadLetterLayer {
                 component,
                 too_large: Arc::default(),
                 over_budget: Arc::default(),
+                counters: None,
             }),
         }
+    }
+
+    /// Counts failures and dead letters in the publisher's metrics, labelled with the consumed
+    /// `topic`, the consumer `group` and the handler.
+    pub(crate) fn counting(mut self, topic: &str, group: &str) -> Self {
+        use crate::observe::{GROUP, HANDLER, TOPIC};
+        let target = Arc::make_mut(&mut self.target);
+        let metrics = target.publisher.health().metrics();
+        let labels = [(TOPIC, topic), (GROUP, group), (HANDLER, &*target.handler)];
+        target.counters = Some(Counters {
+            failed: metrics.counter("backbone_events_failed_total", &labels),
+            dead_lettered: metrics.counter("backbone_events_dead_lettered_total", &labels),
+            paused: metrics.gauge("backbone_consumer_paused_partitions", &labels[..2]),
+        });
+        self
     }
 }
 
@@ -191,6 +235,9 @@ impl<F: Future<Output = Result<(), HandlerError>>> Future for DeadLetterFuture<F
             {
                 // Another try, in a fresh transaction once the consumer has aborted this one.
                 return Poll::Ready(Err(error));
+            }
+            if let Some(counters) = &this.target.counters {
+                counters.failed.increment(1);
             }
             let (target, event) = (this.target.clone(), this.event.clone());
             *this.writing = Some(Box::pin(async move { target.write(&event, &error).await }));
@@ -306,6 +353,7 @@ impl DeadLetterTarget {
         let position = format!("{}:{}:{}", event.topic(), event.partition(), event.offset());
         let mut truncate = self.was_too_large(event);
         let mut backoff = self.retry.initial_backoff;
+        let mut paused = None;
         loop {
             let letter =
                 Letter::new(event, error, &self.handler, truncate, self.publisher.max_message_bytes());
@@ -324,6 +372,9 @@ impl DeadLetterTarget {
             };
             let e = match outcome {
                 Ok(_) => {
+                    if let Some(counters) = &self.counters {
+                        counters.dead_lettered.increment(1);
+                    }
                     tracing::warn!(
                         topic = event.topic(),
                         partition = event.partition(),
@@ -366,6 +417,9 @@ impl DeadLetterTarget {
                     &self.component,
                     format!("cannot write dead letter for {position} ({e}); partition paused"),
                 );
+                if let (None, Some(c)) = (&paused, &self.counters) {
+                    paused = Some(Paused::new(&c.paused));
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = self.retry.next_backoff(backoff);
             } else {
@@ -379,6 +433,9 @@ impl DeadLetterTarget {
                         DeadLetterLayer::PERMANENT_RETRY
                     ),
                 );
+                if let (None, Some(c)) = (&paused, &self.counters) {
+                    paused = Some(Paused::new(&c.paused));
+                }
                 tokio::time::sleep(DeadLetterLayer::PERMANENT_RETRY).await;
             }
         }

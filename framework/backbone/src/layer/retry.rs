@@ -55,15 +55,23 @@ impl Default for Retry {
 
 /// Retries retriable errors with exponential backoff ([`Retry`]); the error that comes out records
 /// the attempts made ([`HandlerError::attempts`]).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RetryLayer {
     retry: Retry,
+    retried: Option<metrics::Counter>,
 }
 
 impl RetryLayer {
     /// Retries as `retry` says.
     pub fn new(retry: Retry) -> Self {
-        Self { retry }
+        Self { retry, retried: None }
+    }
+
+    /// Counts each retry (an attempt after the first) in `retried`
+    /// (`backbone_events_retried_total`).
+    pub fn counting(mut self, retried: metrics::Counter) -> Self {
+        self.retried = Some(retried);
+        self
     }
 }
 
@@ -71,7 +79,7 @@ impl<I: Clone> Layer<I> for RetryLayer {
     type Service = RetryService<I>;
 
     fn layer(&self, inner: I) -> RetryService<I> {
-        RetryService { spare: Arc::new(inner.clone()), inner, retry: self.retry }
+        RetryService { spare: Arc::new((inner.clone(), self.retried.clone())), inner, retry: self.retry }
     }
 }
 
@@ -81,8 +89,8 @@ pub struct RetryService<I> {
     inner: I,
     /// What retries clone from, behind a reference count of this copy's own: every event's first
     /// attempt takes a reference to it instead of cloning the services beneath (whose shared
-    /// reference counts every partition would bump).
-    spare: Arc<I>,
+    /// reference counts every partition would bump); with the retry counter, used only on retries.
+    spare: Arc<(I, Option<metrics::Counter>)>,
     retry: Retry,
 }
 
@@ -122,7 +130,7 @@ pin_project_lite::pin_project! {
     pub struct RetryFuture<F, I, S> {
         #[pin]
         first: F,
-        again: Option<(Arc<I>, HandlerContext<S>, Retry)>,
+        again: Option<(Arc<(I, Option<metrics::Counter>)>, HandlerContext<S>, Retry)>,
         rest: Option<BoxFuture<Result<(), HandlerError>>>,
     }
 }
@@ -150,7 +158,8 @@ where
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(e) if e.is_retriable() && this.again.is_some() => {
                     let (inner, cx, retry) = this.again.take().expect("checked");
-                    *this.rest = Some(Box::pin(retry_after((*inner).clone(), cx, retry, e)));
+                    let (inner, retried) = (*inner).clone();
+                    *this.rest = Some(Box::pin(retry_after(inner, retried, cx, retry, e)));
                 }
                 Err(e) => return Poll::Ready(Err(e.with_attempts(1))),
             }
@@ -162,6 +171,7 @@ where
 /// The attempts after a first one that failed retriably with `first`.
 async fn retry_after<I, S>(
     inner: I,
+    retried: Option<metrics::Counter>,
     cx: HandlerContext<S>,
     retry: Retry,
     first: HandlerError,
@@ -182,6 +192,9 @@ where
                 tokio::time::sleep(backoff).await;
                 backoff = retry.next_backoff(backoff);
                 attempts += 1;
+                if let Some(retried) = &retried {
+                    retried.increment(1);
+                }
                 outcome = inner.clone().oneshot(cx.clone()).await;
             }
             Err(e) => return Err(e.with_attempts(attempts)),

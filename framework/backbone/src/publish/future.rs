@@ -25,6 +25,8 @@ pub struct Publish<'a> {
     pub(super) inner: &'a Inner,
     pub(super) topic: &'a TopicSpec,
     pub(super) state: PublishState<'a>,
+    /// When the publish was called: `backbone_publish_duration_seconds` runs to the acknowledgement.
+    pub(super) started: std::time::Instant,
 }
 
 type Waiting<'a> =
@@ -72,12 +74,22 @@ impl Future for Publish<'_> {
                 PublishState::Enqueued { delivery, .. } => {
                     let result = std::task::ready!(Pin::new(delivery).poll(cx));
                     let inner = this.inner;
+                    let metrics = inner.metrics.get(this.topic.name());
                     return Poll::Ready(match result {
                         Ok(Ok(d)) => {
                             inner.health.recover(HEALTH_COMPONENT);
+                            if let Some(m) = metrics {
+                                m.published.increment(1);
+                                m.duration.record(this.started.elapsed());
+                            }
                             Ok(Delivery { partition: d.partition, offset: d.offset })
                         }
-                        Ok(Err((e, _))) => Err(inner.failed(this.topic, e)),
+                        Ok(Err((e, _))) => {
+                            if let Some(m) = metrics {
+                                m.failed.increment(1);
+                            }
+                            Err(inner.failed(this.topic, e))
+                        }
                         Err(_canceled) => Err(PublishError::Closed),
                     });
                 }

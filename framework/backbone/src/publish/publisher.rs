@@ -148,7 +148,7 @@ impl Publisher {
                 "BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY is set: acknowledged events may be lost or duplicated"
             );
         }
-        let mut client = producer_config(config, spec.name());
+        let mut client = crate::observe::with_statistics(producer_config(config, spec.name()));
         if let Some(id) = transactional_id {
             // A dead instance's open transaction holds back what read_committed readers see (the
             // last stable offset) until the broker aborts it: keep that short. Deliveries must fit
@@ -161,7 +161,13 @@ impl Publisher {
                 .set("message.timeout.ms", delivery.to_string());
         }
         let producer: FutureProducer<PublishContext> = client
-            .create_with_context(PublishContext { health: health.clone() })
+            .create_with_context(PublishContext {
+                health: health.clone(),
+                gauges: (
+                    health.metrics().gauge("backbone_producer_queue_messages", &[]),
+                    health.metrics().gauge("backbone_producer_throttle_seconds", &[]),
+                ),
+            })
             .map_err(|e| PublishError::Client(e.to_string()))?;
         let capacity = publish_capacity(config);
         Ok(Self {
@@ -174,6 +180,13 @@ impl Publisher {
                 turns: Turns::default(),
                 capacity,
                 delivery_timeout: config.delivery_timeout,
+                metrics: spec
+                    .owned_topics()
+                    .iter()
+                    .map(|t| {
+                        (t.name().to_owned(), crate::observe::PublishMetrics::new(health.metrics(), t.name()))
+                    })
+                    .collect(),
                 health,
                 closed: AtomicBool::new(false),
                 transactional: transactional_id.is_some(),
@@ -276,7 +289,7 @@ impl Publisher {
                 }
             }
         };
-        Publish { inner, topic, state }
+        Publish { inner, topic, state, started: std::time::Instant::now() }
     }
 
     /// The slow path: wait for our turn and for room, then enqueue.

@@ -23,9 +23,18 @@ use super::order::Turns;
 /// The producer's context: reports client-level errors (all brokers down …) as degraded health.
 pub(crate) struct PublishContext {
     pub(super) health: HealthState,
+    /// `backbone_producer_queue_messages` and `backbone_producer_throttle_seconds`.
+    pub(super) gauges: (metrics::Gauge, metrics::Gauge),
 }
 
 impl ClientContext for PublishContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.gauges.0.set(statistics.msg_cnt as f64);
+        // The brokers' average throttle time (ms) over the last interval, the largest of them.
+        let throttle = statistics.brokers.values().filter_map(|b| b.throttle.as_ref()).map(|w| w.avg).max();
+        self.gauges.1.set(throttle.unwrap_or(0) as f64 / 1000.0);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "producer error");
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
@@ -54,6 +63,8 @@ pub(super) struct Inner {
     pub(super) registry: crate::schema::Registry,
     /// Subjects of the event types the service declared, by (topic, record full name).
     pub(super) subjects: HashMap<(String, String), String>,
+    /// Counters and latency of each owned topic.
+    pub(super) metrics: HashMap<String, crate::observe::PublishMetrics>,
 }
 
 impl Inner {

@@ -41,7 +41,7 @@ impl<V: TableValue> Shared<V> {
                         (None, true)
                     }
                 };
-                views.insert(
+                let replaced = views.insert(
                     partition,
                     View {
                         generation,
@@ -53,8 +53,18 @@ impl<V: TableValue> Shared<V> {
                         last: None,
                         caught_up: false,
                         loaded: watch::channel(!self.persistent).0,
+                        gauges: crate::observe::TableGauges::new(
+                            self.health.metrics(),
+                            &self.topic,
+                            partition,
+                        ),
                     },
                 );
+                // The replaced view zeroes its gauges when dropped: before the new one sets them.
+                drop(replaced);
+                if let Some(view) = views.get(&partition) {
+                    view.measure();
+                }
                 starts.push((partition, stored.map_or(Offset::Beginning, |o| Offset::Offset(o + 1))));
             }
         }
@@ -164,6 +174,7 @@ impl<V: TableValue> Shared<V> {
                 }
                 view.last = Some(end.last);
                 view.caught_up = view.reached();
+                view.measure();
                 view.loaded.send_replace(true);
                 if !view.misplaced.is_empty() {
                     self.misplaced_seen.send_modify(|n| *n += 1);
@@ -299,6 +310,7 @@ impl<V: TableValue> Shared<V> {
                 self.stats.restored.fetch_add(1, Ordering::Relaxed);
                 view.caught_up = restored;
             }
+            view.measure();
             (view.progress(), restored)
         };
         if let (Some(expected), Some(key)) = (expected, &key) {

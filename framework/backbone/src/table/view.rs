@@ -61,9 +61,29 @@ pub(super) struct View<V> {
     pub(super) caught_up: bool,
     /// Set once the store's entries are in (at once without a store); records wait for it.
     pub(super) loaded: watch::Sender<bool>,
+    /// `backbone_table_restore_remaining_records` and `backbone_table_entries` of the partition.
+    pub(super) gauges: crate::observe::TableGauges,
+}
+
+impl<V> Drop for View<V> {
+    fn drop(&mut self) {
+        self.gauges.remaining.set(0.0);
+        self.gauges.entries.set(0.0);
+    }
 }
 
 impl<V> View<V> {
+    /// Sets the gauges: entries, and records left to restore (up to the last record visible when
+    /// the partition was assigned; 0 once caught up or before that end is known).
+    pub(super) fn measure(&self) {
+        let remaining = match (self.caught_up, self.last) {
+            (false, Some(Some(last))) => (last - self.applied.unwrap_or(-1)).max(0),
+            _ => 0,
+        };
+        self.gauges.remaining.set(remaining as f64);
+        self.gauges.entries.set(self.entries.len() as f64);
+    }
+
     pub(super) fn reached(&self) -> bool {
         match self.last {
             None => false,

@@ -51,9 +51,24 @@ pub(super) struct Eos {
     pub(super) fatal: tokio::sync::Notify,
     hooks: Arc<dyn ConsumerHooks>,
     interval: Duration,
+    /// `backbone_transactions_committed_total` and `backbone_transactions_aborted_total`.
+    transactions: Option<(metrics::Counter, metrics::Counter)>,
 }
 
 impl Eos {
+    /// Counts committed and aborted transactions in the publisher's metrics, labelled with the
+    /// topic and the consumer `group`.
+    pub(super) fn counting(mut self, group: &str) -> Self {
+        use crate::observe::{GROUP, TOPIC};
+        let metrics = self.publisher.health().metrics();
+        let labels = [(TOPIC, self.topic.as_str()), (GROUP, group)];
+        self.transactions = Some((
+            metrics.counter("backbone_transactions_committed_total", &labels),
+            metrics.counter("backbone_transactions_aborted_total", &labels),
+        ));
+        self
+    }
+
     pub(super) fn new(
         publisher: Publisher,
         topic: &str,
@@ -78,6 +93,7 @@ impl Eos {
             broken: Default::default(),
             full: tokio::sync::Notify::new(),
             fatal: tokio::sync::Notify::new(),
+            transactions: None,
         }
     }
 
@@ -233,11 +249,17 @@ impl Eos {
             Ok(()) => {
                 self.committed.lock().unwrap_or_else(PoisonError::into_inner).extend(offsets);
                 self.pending.store(0, Ordering::Release);
+                if let Some((committed, _)) = &self.transactions {
+                    committed.increment(1);
+                }
                 self.hooks.transaction_ended(true);
                 producer.begin_transaction()
             }
             Err(e) if !is_fatal(&e) => {
                 if let Err(failed) = producer.abort_transaction(self.timeout).and_then(|()| {
+                    if let Some((_, aborted)) = &self.transactions {
+                        aborted.increment(1);
+                    }
                     self.hooks.transaction_ended(false);
                     producer.begin_transaction()
                 }) {
