@@ -1,7 +1,22 @@
 //! Every Kafka header name backbone writes or reads, declared once.
 //!
-//! - On every published event: [`EVENT_TYPE`], [`PRODUCER`], [`CORRELATION_ID`] and the W3C
-//!   [`TRACEPARENT`] (see [`crate::trace`] for how a correlation id is worked out).
+//! - On published events, minimal by default (each header costs throughput on small events):
+//!   - [`TRACEPARENT`] always;
+//!   - [`EVENT_TYPE`] only when it adds information: not when the payload is framed with a schema
+//!     id (the schema's record name is the type:
+//!     [`Registry::event_type`](crate::schema::Registry::event_type)), nor when the topic is a public
+//!     one named for that type (`orders.public.order-created-v1` carries `OrderCreated`:
+//!     [`crate::topic::declared_event_type`]);
+//!   - [`CORRELATION_ID`] only when it differs from the trace id of `traceparent` (readers take the
+//!     trace id without it; see [`crate::trace`]);
+//!   - [`PRODUCER`] not at all: a topic's only writer is its owner, named in the topic's name
+//!     ([`IncomingEvent::producer`](crate::handler::IncomingEvent::producer)).
+//!
+//!   Dead letters, and events published with
+//!   [`Outgoing::full_metadata`](crate::Outgoing::full_metadata), carry all four. Readers take both
+//!   forms: events written by older backbone versions, with all four on every event, read the same
+//!   ([`IncomingEvent::event_type`](crate::handler::IncomingEvent::event_type),
+//!   [`IncomingEvent::producer`](crate::handler::IncomingEvent::producer), the correlation rule).
 //! - On requests and replies: [`request`].
 //! - On dead letters: [`dead_letter`] (all starting with [`dead_letter::PREFIX`]).
 //! - On replayed dead letters: [`replay`].
@@ -10,11 +25,15 @@
 //! [`crate::consume::dead_letter_headers`], [`crate::consume::replay_headers`],
 //! [`crate::trace::TRACEPARENT`]) re-export these.
 
-/// The event's type name (`OrderCreated`), on every published event.
+/// The event's type name (`OrderCreated`), on published events whose payload and topic do not say
+/// it already (see the [module](self) docs).
 pub const EVENT_TYPE: &str = "backbone-event-type";
-/// The service that produced the event, on every published event.
+/// The service that produced the event: on dead letters and events published with
+/// [`Outgoing::full_metadata`](crate::Outgoing::full_metadata) (older backbone versions wrote it on
+/// every event).
 pub const PRODUCER: &str = "backbone-producer";
-/// The correlation id of the request or event that caused this one, on every published event.
+/// The correlation id of the request or event that caused this one, on published events whose
+/// correlation id is not their trace id (older backbone versions wrote it on every event).
 pub const CORRELATION_ID: &str = "backbone-correlation-id";
 /// W3C trace context (`00-<trace id>-<span id>-<flags>`), on every published event.
 pub const TRACEPARENT: &str = "traceparent";

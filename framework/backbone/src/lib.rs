@@ -197,7 +197,8 @@
 //! - [`provision`]: plan and apply topics: create what is missing, report drift, apply safe config
 //!   changes, refuse unsafe ones with what to do (also `backbone topics plan|apply`).
 //! - [`publish`]: durable idempotent publishing (`acks=all`, idempotence on, keyed order in call
-//!   order, backpressure), with headers for event type, producer, correlation id and W3C `traceparent`.
+//!   order, backpressure), with minimal metadata headers: W3C `traceparent`, and the event type and
+//!   correlation id only when they add information (see [`headers`]).
 //! - [`handler`](mod@handler): handlers as plain `async fn`s whose arguments are extractors (`Event<T>`, `Key<K>`,
 //!   `Metadata`, `State<S>`, `Publisher` …), axum-style; `HandlerError` says retriable or permanent.
 //! - [`consume`]: a handler subscribed in a consumer group, at least once, with retries, dead letters

@@ -17,7 +17,8 @@
 //! let probe = Probe::new(&config, &topic).await?;       // sees what is published from now on
 //! running.publisher().publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"{}")).await?;
 //! let event = probe.expect_key("order-1", Duration::from_secs(10)).await?;
-//! assert_eq!(event.header(backbone::headers::EVENT_TYPE), Some(&b"OrderCreated"[..]));
+//! // The topic is named for `OrderCreated`: the type header is left out, the name says it.
+//! assert_eq!(event.event_type().as_deref(), Some("OrderCreated"));
 //! # Ok(()) }
 //! ```
 //!

@@ -510,6 +510,37 @@ pub fn parse_topic_name(name: &str) -> Option<(&str, Visibility)> {
     }
 }
 
+/// The event type a public topic is named for: `OrderCreated` for `orders.public.order-created-v1`
+/// (the PascalCase of its `<event>`). `None` for a private topic or a name of another shape.
+///
+/// An event of that type, with a payload not framed with a schema id, is published without the
+/// `backbone-event-type` header: this name says it already (see
+/// [`IncomingEvent::event_type`](crate::handler::IncomingEvent::event_type)).
+pub fn declared_event_type(name: &str) -> Option<String> {
+    public_event(name).map(|event| pascal_case(event).collect())
+}
+
+/// The `<event>` of a public topic name `<owner>.public.<event>-v<N>`.
+fn public_event(name: &str) -> Option<&str> {
+    let (_, rest) = name.split_once(".public.")?;
+    let (event, version) = rest.rsplit_once("-v")?;
+    (!event.is_empty() && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())).then_some(event)
+}
+
+/// `order-created` as `OrderCreated`, char by char.
+fn pascal_case(kebab: &str) -> impl Iterator<Item = char> + '_ {
+    kebab.split('-').flat_map(|word| {
+        let mut chars = word.chars();
+        chars.next().map(|c| c.to_ascii_uppercase()).into_iter().chain(chars)
+    })
+}
+
+/// Whether `event_type` is the one public topic `name` is named for ([`declared_event_type`]),
+/// without allocating: the publisher asks it of every event.
+pub(crate) fn is_declared_event_type(name: &str, event_type: &str) -> bool {
+    public_event(name).is_some_and(|event| pascal_case(event).eq(event_type.chars()))
+}
+
 /// A topic declaration or use that the framework refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -568,6 +599,21 @@ impl TopicError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_topic_names_its_event_type() {
+        assert_eq!(declared_event_type("orders.public.order-created-v1").as_deref(), Some("OrderCreated"));
+        assert_eq!(declared_event_type("orders.public.events-v12").as_deref(), Some("Events"));
+        assert_eq!(declared_event_type("orders.private.order-created"), None);
+        assert_eq!(declared_event_type("orders.public.order-created"), None);
+        assert_eq!(declared_event_type("orders.public.-v1"), None);
+        assert_eq!(declared_event_type("plain"), None);
+        assert!(is_declared_event_type("orders.public.order-created-v1", "OrderCreated"));
+        assert!(!is_declared_event_type("orders.public.order-created-v1", "OrderCreate"));
+        assert!(!is_declared_event_type("orders.public.order-created-v1", "OrderCreatedX"));
+        assert!(!is_declared_event_type("orders.public.order-created-v1", "orderCreated"));
+        assert!(!is_declared_event_type("orders.private.order-created", "OrderCreated"));
+    }
 
     #[test]
     fn names_follow_the_convention() {

@@ -14,8 +14,10 @@
 //! [`CorrelationId`](crate::handler::CorrelationId) extractor):
 //!
 //! 1. its `backbone-correlation-id` header ([`crate::headers::CORRELATION_ID`]);
-//! 2. else the trace id of its `traceparent` (what the publisher writes as the correlation id of an
-//!    event published with none in scope, so a chain started by a traced producer keeps one name);
+//! 2. else the trace id of its `traceparent`: an event whose correlation id is its trace id (the
+//!    usual case: one published with none in scope starts a chain named by its trace id) carries no
+//!    correlation header, only `traceparent`; the header is written only when the two differ. Events
+//!    of older backbone versions carry both, equal, and read the same;
 //! 3. else its origin, `topic:partition:offset`, for the task (stable across retries). The
 //!    extractor never makes one up: there it is missing (`Option<CorrelationId>` is `None`).
 //!

@@ -56,7 +56,14 @@ async fn a_probe_finds_an_event_by_key_published_after_it_started() {
     let first = everything.expect_key("order-1", Duration::from_secs(30)).await.expect("first order-1");
     let Json(old): Json<Order> = everything.decode(&first).await.expect("decodes");
     assert_eq!(old.product, "old");
-    assert_eq!(first.header("backbone-event-type"), Some(&b"OrderCreated"[..]));
+    // The topic is named for its type: no type header, the name says it; nor producer, nor a
+    // correlation header (the correlation id is the trace id).
+    assert_eq!(first.event_type().as_deref(), Some("OrderCreated"));
+    assert_eq!(first.header("backbone-event-type"), None);
+    assert_eq!(first.header("backbone-producer"), None);
+    assert_eq!(first.header("backbone-correlation-id"), None);
+    assert_eq!(first.producer(), Some(service.as_str()));
+    assert!(first.header("traceparent").is_some());
 
     // Nothing more with that key: a clear timeout, naming what was awaited.
     let err = probe.expect_key("order-9", Duration::from_millis(300)).await.expect_err("no order-9");

@@ -520,6 +520,33 @@ impl<S> HandlerContext<S> {
 }
 
 impl IncomingEvent {
+    /// The event's type, without the schema registry: its `backbone-event-type` header (written
+    /// by older backbone versions on every event, and now when the type adds information) or,
+    /// without one and with a payload not framed with a schema id, the type its public topic is
+    /// named for ([`crate::topic::declared_event_type`]). `None` for an event whose payload is
+    /// framed with a schema id and no header: its type is the schema's record name, which
+    /// [`Registry::event_type`](crate::schema::Registry::event_type) reads (cached per schema id, as
+    /// decoding does). `None` too when the header is not UTF-8 or nothing names the type.
+    pub fn event_type(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(value) = self.header(headers::EVENT_TYPE) {
+            return std::str::from_utf8(value).ok().map(std::borrow::Cow::Borrowed);
+        }
+        if self.payload().is_some_and(|p| crate::schema::wire::split(p).is_ok()) {
+            return None;
+        }
+        crate::topic::declared_event_type(self.topic()).map(std::borrow::Cow::Owned)
+    }
+
+    /// The service that produced the event: its `backbone-producer` header when it has one (older
+    /// backbone versions wrote it on every event; dead letters still carry it), else the owner
+    /// named in its topic's name (a topic's owner alone writes it). `None` when neither is known.
+    pub fn producer(&self) -> Option<&str> {
+        match self.header(headers::PRODUCER) {
+            Some(value) => std::str::from_utf8(value).ok(),
+            None => crate::topic::parse_topic_name(self.topic()).map(|(owner, _)| owner),
+        }
+    }
+
     /// The correlation id the event carries, by the rule in [`crate::trace`]: its
     /// `backbone-correlation-id` header or, without one, the trace id of a valid `traceparent`.
     /// `Ok(None)` when it carries neither; `Err` when its correlation header is not UTF-8.

@@ -287,3 +287,42 @@ fn type_names_lose_their_module_paths() {
     assert_eq!(short_type_name("backbone::handler::Json<(u8, a::B)>"), "Json<(u8, B)>");
     assert_eq!(short_type_name("String"), "String");
 }
+
+/// Consumers read both forms: events of older versions (all four metadata headers) and minimal
+/// ones (`traceparent` alone, the rest derived), and agree on what they mean.
+#[test]
+fn metadata_reads_the_same_from_the_full_and_the_minimal_form() {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let topic = "orders.public.order-created-v1";
+    let legacy = IncomingEvent::new(topic, 0, 1)
+        .with_payload("{}")
+        .with_header(headers::EVENT_TYPE, "OrderCreated")
+        .with_header(headers::PRODUCER, "orders")
+        .with_header(headers::CORRELATION_ID, trace_id)
+        .with_header(headers::TRACEPARENT, traceparent);
+    let minimal =
+        IncomingEvent::new(topic, 0, 2).with_payload("{}").with_header(headers::TRACEPARENT, traceparent);
+    for event in [legacy, minimal] {
+        assert_eq!(event.event_type().as_deref(), Some("OrderCreated"), "{event:?}");
+        assert_eq!(event.producer(), Some("orders"), "{event:?}");
+        let id = CorrelationId::from_event(&HandlerContext::new(event.clone(), ())).map(|c| c.0);
+        assert_eq!(id.unwrap(), trace_id, "{event:?}");
+    }
+
+    // A header wins over what the topic's name says (an older writer, another type on the topic).
+    let other =
+        IncomingEvent::new(topic, 0, 3).with_payload("{}").with_header(headers::EVENT_TYPE, "OrderCancelled");
+    assert_eq!(other.event_type().as_deref(), Some("OrderCancelled"));
+    let replayed = IncomingEvent::new(topic, 0, 4).with_header(headers::PRODUCER, "backbone-cli");
+    assert_eq!(replayed.producer(), Some("backbone-cli"));
+    // A framed payload without the header: the type is the schema's (the registry says it).
+    let framed = IncomingEvent::new(topic, 0, 5).with_payload([0u8, 0, 0, 0, 7, 2]);
+    assert_eq!(framed.event_type(), None);
+    // A private topic names no type; a schemaless event there keeps its header.
+    let private = IncomingEvent::new("stock.private.levels", 0, 6).with_payload("{}");
+    assert_eq!(private.event_type(), None);
+    assert_eq!(private.producer(), Some("stock"));
+    // A name of another shape names no owner.
+    assert_eq!(IncomingEvent::new("legacy-topic", 0, 7).producer(), None);
+}

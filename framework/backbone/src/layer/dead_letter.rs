@@ -358,7 +358,9 @@ impl DeadLetterTarget {
             let letter =
                 Letter::new(event, error, &self.handler, truncate, self.publisher.max_message_bytes());
             let headers: Vec<(&str, &[u8])> = letter.headers.iter().map(|(n, v)| (&**n, &**v)).collect();
-            let outgoing = Outgoing::new("DeadLetter", letter.key, letter.payload).headers(&headers);
+            // Dead letters are rare: they keep all of backbone's metadata headers.
+            let outgoing =
+                Outgoing::new("DeadLetter", letter.key, letter.payload).headers(&headers).full_metadata();
             let publish = self.publisher.publish(&self.topic, outgoing);
             // A correlation id taken from the event's header is copied among its headers already; a
             // long one would not fit a truncated letter's bounds.

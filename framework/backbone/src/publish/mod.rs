@@ -10,8 +10,10 @@
 //! - [`Publisher::publish`] resolves only once the broker has acknowledged the write, with the
 //!   partition and offset (a consistency token for read-your-writes);
 //! - backpressure: at most `publish_queue` publishes are in flight; further publishers wait;
-//! - every event carries headers: event type, producing service, correlation id and W3C
-//!   `traceparent` (see [`crate::trace`]).
+//! - every event carries minimal metadata headers (see [`crate::headers`]): W3C `traceparent`
+//!   always; the event type unless the payload's schema id or the topic's name says it; the
+//!   correlation id only when it is not the trace id (see [`crate::trace`]); the producing service
+//!   only on dead letters and with [`Outgoing::full_metadata`].
 //!
 //! Weaker settings are refused at start-up unless the loudly named opt-in is set (R4).
 
@@ -33,7 +35,8 @@ pub use publisher::{Publisher, TRANSACTION_TIMEOUT, producer_config};
 // The open transaction of an exactly-once consumer lives with the consumer's side of exactly once.
 pub use crate::consume::eos::Transaction;
 
-/// Header names backbone puts on every event (declared in [`crate::headers`]).
+/// Header names of backbone's metadata on published events (declared in [`crate::headers`]; which
+/// are written when is told there).
 pub mod headers {
     pub use crate::headers::{CORRELATION_ID, EVENT_TYPE, PRODUCER, TRACEPARENT};
 }

@@ -14,7 +14,18 @@ pub(crate) struct Context {
 
 impl Context {
     pub(super) fn correlation(&self) -> &[u8] {
-        self.correlation.as_deref().map_or(&self.traceparent[3..35], str::as_bytes)
+        self.correlation.as_deref().map_or(self.trace_id(), str::as_bytes)
+    }
+
+    /// The trace id (32 hex digits) of `traceparent`.
+    fn trace_id(&self) -> &[u8] {
+        &self.traceparent[3..35]
+    }
+
+    /// Whether the correlation id is not the trace id, so it must be written beside `traceparent`
+    /// (readers take the trace id when the correlation header is absent).
+    pub(super) fn correlation_differs(&self) -> bool {
+        self.correlation.as_deref().is_some_and(|c| c.as_bytes() != self.trace_id())
     }
 }
 

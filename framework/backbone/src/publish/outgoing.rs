@@ -20,6 +20,12 @@ impl fmt::Display for Delivery {
 }
 
 /// An event to publish: its type, key, payload and any extra headers.
+///
+/// Backbone's metadata headers are minimal by default (see [`crate::headers`]): `traceparent`
+/// always; the event type only when the payload does not name a schema
+/// ([`schema_framed`](Self::schema_framed)); the correlation id only when it differs from the trace
+/// id; the producer never (a topic's writer is its owner, named in the topic's name).
+/// [`full_metadata`](Self::full_metadata) writes all four, as backbone did before.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub(super) event_type: &'a str,
@@ -27,28 +33,81 @@ pub struct Outgoing<'a> {
     pub(super) payload: Option<&'a [u8]>,
     pub(super) extra_headers: &'a [(&'a str, &'a [u8])],
     pub(super) partition: Option<i32>,
+    pub(super) metadata: Metadata,
+}
+
+/// Which of backbone's metadata headers an event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Metadata {
+    /// `traceparent`, the event type, and the correlation id when it is not the trace id.
+    Minimal,
+    /// Like `Minimal` without the event type: the payload's schema id names it.
+    SchemaFramed,
+    /// All four: event type, producer, correlation id and `traceparent`.
+    Full,
 }
 
 impl<'a> Outgoing<'a> {
     /// An event of type `event_type` with `key` (the entity id: same key, same partition, in order)
     /// and `payload`.
     pub fn new(event_type: &'a str, key: &'a [u8], payload: &'a [u8]) -> Self {
-        Self { event_type, key: Some(key), payload: Some(payload), extra_headers: &[], partition: None }
+        Self {
+            event_type,
+            key: Some(key),
+            payload: Some(payload),
+            extra_headers: &[],
+            partition: None,
+            metadata: Metadata::Minimal,
+        }
     }
 
     /// A tombstone: deletes `key` from a compacted topic.
     pub fn tombstone(event_type: &'a str, key: &'a [u8]) -> Self {
-        Self { event_type, key: Some(key), payload: None, extra_headers: &[], partition: None }
+        Self {
+            event_type,
+            key: Some(key),
+            payload: None,
+            extra_headers: &[],
+            partition: None,
+            metadata: Metadata::Minimal,
+        }
     }
 
     /// An event without a key (spread over partitions; no order between events).
     pub fn unkeyed(event_type: &'a str, payload: &'a [u8]) -> Self {
-        Self { event_type, key: None, payload: Some(payload), extra_headers: &[], partition: None }
+        Self {
+            event_type,
+            key: None,
+            payload: Some(payload),
+            extra_headers: &[],
+            partition: None,
+            metadata: Metadata::Minimal,
+        }
     }
 
     /// Extra headers, after backbone's own.
     pub fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
         self.extra_headers = headers;
+        self
+    }
+
+    /// Declares the payload framed in the schema registry's wire format (a magic byte and the
+    /// writer's schema id, as [`Publisher::publish_event`](crate::Publisher::publish_event) writes
+    /// it): the schema's record name is the event's type, so the `backbone-event-type` header is
+    /// left out. Consumers learn the type from the schema id
+    /// ([`Registry::event_type`](crate::schema::Registry::event_type)).
+    pub fn schema_framed(mut self) -> Self {
+        if self.metadata == Metadata::Minimal {
+            self.metadata = Metadata::SchemaFramed;
+        }
+        self
+    }
+
+    /// Writes all four metadata headers (event type, producer, correlation id, `traceparent`), as
+    /// backbone did by default before its headers went minimal: for consumers that need them
+    /// (dead letters are written this way).
+    pub fn full_metadata(mut self) -> Self {
+        self.metadata = Metadata::Full;
         self
     }
 

@@ -21,7 +21,7 @@ use crate::trace;
 use super::error::PublishError;
 use super::future::{Publish, PublishState};
 use super::order::{Context, Ticket, Turns};
-use super::outgoing::{Delivery, Outgoing};
+use super::outgoing::{Delivery, Metadata, Outgoing};
 use super::shared::{Inner, PublishContext};
 
 /// Publishes a service's events, durably. Cheap to clone: clones share one producer.
@@ -243,7 +243,7 @@ impl Publisher {
         let encoder = self.inner.registry.encoder::<T>(&subject).await?;
         let payload = encoder.encode(event)?;
         let event_type = record.rsplit('.').next().unwrap_or(&record);
-        self.publish(topic, Outgoing::new(event_type, key, &payload)).await
+        self.publish(topic, Outgoing::new(event_type, key, &payload).schema_framed()).await
     }
 
     /// Publishes `event` to `topic` and resolves once the broker has acknowledged it (`acks=all`),
@@ -355,11 +355,7 @@ impl Publisher {
         context: &Context,
     ) -> Result<Option<DeliveryFuture>, PublishError> {
         let inner = &*self.inner;
-        let mut headers = OwnedHeaders::new_with_capacity(4 + event.extra_headers.len())
-            .insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type) })
-            .insert(Header { key: headers::PRODUCER, value: Some(inner.service.as_str()) })
-            .insert(Header { key: headers::CORRELATION_ID, value: Some(context.correlation()) })
-            .insert(Header { key: headers::TRACEPARENT, value: Some(&context.traceparent[..]) });
+        let mut headers = metadata_headers(topic.name(), event, context, &inner.service);
         for (k, v) in event.extra_headers {
             headers = headers.insert(Header { key: k, value: Some(*v) });
         }
@@ -401,4 +397,36 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Backbone's metadata headers for `event` on `topic` (see [`Outgoing`]), with room for its extra
+/// headers.
+pub(super) fn metadata_headers(
+    topic: &str,
+    event: &Outgoing<'_>,
+    context: &Context,
+    service: &str,
+) -> OwnedHeaders {
+    let full = event.metadata == Metadata::Full;
+    let mut headers = OwnedHeaders::new_with_capacity(4 + event.extra_headers.len());
+    // The type is known without the header when the payload names its schema, or when the topic is
+    // named for it and the payload does not look framed (a reader then trusts the topic's name).
+    let type_known = match event.metadata {
+        Metadata::Full => false,
+        Metadata::SchemaFramed => true,
+        Metadata::Minimal => {
+            event.payload.is_none_or(|p| crate::schema::wire::split(p).is_err())
+                && crate::topic::is_declared_event_type(topic, event.event_type)
+        }
+    };
+    if !type_known {
+        headers = headers.insert(Header { key: headers::EVENT_TYPE, value: Some(event.event_type) });
+    }
+    if full {
+        headers = headers.insert(Header { key: headers::PRODUCER, value: Some(service) });
+    }
+    if full || context.correlation_differs() {
+        headers = headers.insert(Header { key: headers::CORRELATION_ID, value: Some(context.correlation()) });
+    }
+    headers.insert(Header { key: headers::TRACEPARENT, value: Some(&context.traceparent[..]) })
 }

@@ -87,9 +87,11 @@ impl Reply {
         serde_json::from_slice(self.payload()).map_err(DecodeError::new)
     }
 
-    /// The responding service (its `backbone-producer` header).
+    /// The responding service: the reply's `backbone-producer` header when it has one (replies of
+    /// older backbone versions), else the owner of the reply topic it was read from (see
+    /// [`IncomingEvent::producer`]).
     pub fn responder(&self) -> Option<&str> {
-        self.event.header(crate::headers::PRODUCER).and_then(|v| std::str::from_utf8(v).ok())
+        self.event.producer()
     }
 
     /// The whole event: topic, partition, offset, timestamp, every header.

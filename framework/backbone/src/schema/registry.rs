@@ -425,6 +425,18 @@ impl Registry {
         Ok(())
     }
 
+    /// The event type of a framed `payload`: the short name of its writer schema's record
+    /// (`OrderCreated` for `com.example.OrderCreated`), from the schema cache that decoding fills
+    /// (fetched once per schema id). `Ok(None)` when `payload` is not framed (a schemaless event:
+    /// read its type with [`IncomingEvent::event_type`](crate::handler::IncomingEvent::event_type)).
+    pub async fn event_type(&self, payload: &[u8]) -> Result<Option<String>, SchemaError> {
+        let Ok((id, _)) = wire::split(payload) else {
+            return Ok(None);
+        };
+        let schema = self.schema(id).await?;
+        Ok(Some(short_name(schema)))
+    }
+
     /// Decodes a framed `payload` as a `T`, resolving the writer's schema (fetched earlier by
     /// [`prepare`](Self::prepare) or [`schema`](Self::schema)) against `T`'s.
     pub fn decode<T: AvroEvent>(&self, payload: &[u8]) -> Result<T, SchemaError> {
@@ -510,9 +522,30 @@ fn encode(subject: &str) -> String {
         .collect()
 }
 
+/// The short name of `schema`'s record (its full name without the namespace).
+fn short_name(schema: &Schema) -> String {
+    let full = super::full_name(schema);
+    match full.rsplit_once('.') {
+        Some((_, name)) => name.to_owned(),
+        None => full,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_framed_payloads_type_is_its_schemas_record_name() {
+        let registry = Registry::new("http://127.0.0.1:9").unwrap();
+        let schema = r#"{"type":"record","name":"OrderCreated","namespace":"com.example","fields":[]}"#;
+        registry.remember(SchemaId(7), schema).unwrap();
+        let mut payload = Vec::new();
+        wire::write_header(&mut payload, SchemaId(7));
+        assert_eq!(registry.event_type(&payload).await.unwrap().as_deref(), Some("OrderCreated"));
+        // Not framed: nothing to ask the registry.
+        assert_eq!(registry.event_type(b"{}").await.unwrap(), None);
+    }
 
     #[tokio::test]
     async fn item_8_unknown_ids_are_remembered_for_a_while() {
