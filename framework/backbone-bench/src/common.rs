@@ -19,17 +19,24 @@ pub(crate) fn keys() -> Vec<String> {
     (0..KEYS).map(|k| format!("order-{k:06}")).collect()
 }
 
-/// Headers of the same sizes as backbone's (event type, producer, correlation id, traceparent), with
-/// fixed values: the raw side computes nothing per event.
+/// Headers of the same sizes as backbone's default metadata on an `OrderCreated` published on the
+/// topic named for it (`traceparent` alone: the type is the topic's, the correlation id the trace
+/// id, the producer the topic's owner; see `backbone::headers`), with fixed values: the raw side
+/// computes nothing per event. `BENCH_LEGACY_HEADERS=1` gives the four headers backbone wrote on
+/// every event before (event type, producer, correlation id, traceparent).
 pub(crate) fn raw_headers(service: &str) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(4)
-        .insert(Header { key: headers::EVENT_TYPE, value: Some("OrderCreated") })
-        .insert(Header { key: headers::PRODUCER, value: Some(service) })
-        .insert(Header { key: headers::CORRELATION_ID, value: Some("4bf92f3577b34da6a3ce929d0e0e4736") })
-        .insert(Header {
-            key: headers::TRACEPARENT,
-            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        })
+    let traceparent = Header {
+        key: headers::TRACEPARENT,
+        value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    };
+    if std::env::var("BENCH_LEGACY_HEADERS").is_ok_and(|v| v == "1") {
+        return OwnedHeaders::new_with_capacity(4)
+            .insert(Header { key: headers::EVENT_TYPE, value: Some("OrderCreated") })
+            .insert(Header { key: headers::PRODUCER, value: Some(service) })
+            .insert(Header { key: headers::CORRELATION_ID, value: Some("4bf92f3577b34da6a3ce929d0e0e4736") })
+            .insert(traceparent);
+    }
+    OwnedHeaders::new_with_capacity(1).insert(traceparent)
 }
 
 /// The broker named by `KAFKA_BOOTSTRAP_SERVERS`, or one the test kit starts (stopped on drop).
@@ -63,7 +70,7 @@ pub(crate) fn dev_config(cluster: &KafkaCluster, linger_ms: Option<u64>) -> Conf
 /// (which provisions both topics). Returns the spec, the topic and the service's publisher.
 pub(crate) async fn consuming_service(config: &Config, prefix: &str) -> (ServiceSpec, TopicSpec, Context) {
     let service = unique(prefix);
-    let topic = TopicSpec::public(&service, "orders", 1).partitions(6).build().expect("topic");
+    let topic = TopicSpec::public(&service, "order-created", 1).partitions(6).build().expect("topic");
     let dlq = dead_letter_topic(&service, &topic).expect("dead-letter topic");
     let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().expect("spec");
     let running = spec.start(config).await.expect("start provisions the topics");
