@@ -321,3 +321,116 @@ async fn a_consumed_event_reads_key_payload_timestamp_and_headers_in_place_and_o
     assert_eq!(**copy, **event, "a clone copies everything");
     assert_eq!((tombstone.payload(), tombstone.headers().len(), tombstone.offset()), (None, 0, 1));
 }
+
+/// What a handler makes of an event's metadata.
+#[derive(Debug, Clone, PartialEq)]
+struct Read {
+    offset: i64,
+    event_type: Option<String>,
+    producer: Option<String>,
+    /// The `CorrelationId` extractor's.
+    correlation: Option<String>,
+    /// The task's (what the handler's own publishes carry).
+    task_correlation: Option<String>,
+}
+
+#[derive(Clone, Default)]
+struct Reads {
+    reads: Arc<Mutex<Vec<Read>>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+async fn read_metadata(
+    Shared(event): Shared,
+    correlation: Option<backbone::handler::CorrelationId>,
+    State(reads): State<Reads>,
+) {
+    let mut all = reads.reads.lock().unwrap();
+    all.push(Read {
+        offset: event.offset(),
+        event_type: event.event_type().map(|t| t.into_owned()),
+        producer: event.producer().map(str::to_owned),
+        correlation: correlation.map(|c| c.0),
+        task_correlation: backbone::trace::correlation_id(),
+    });
+    if all.len() == 4 {
+        reads.done.notify_one();
+    }
+}
+
+/// Events written by older backbone versions (all four metadata headers on every event) and
+/// minimal ones (traceparent, plus the type and correlation id only where they add information)
+/// are read the same: type, producer and correlation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_the_old_four_headers_and_minimal_ones_read_the_same() {
+    use backbone::headers;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let (context, topic) = setup("both-forms", 1).await;
+    let service = context.spec().name().to_owned();
+    let producer: FutureProducer =
+        backbone::publish::producer_config(context.config(), &service).create().unwrap();
+    let legacy = |correlation: &'static str, traceparent: &'static str| {
+        OwnedHeaders::new()
+            .insert(Header { key: headers::EVENT_TYPE, value: Some("OrderCreated") })
+            .insert(Header { key: headers::PRODUCER, value: Some(service.as_str()) })
+            .insert(Header { key: headers::CORRELATION_ID, value: Some(correlation) })
+            .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent) })
+    };
+    let (tp1, tp2) = (
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    // Offsets 0 and 1: as older versions wrote them, a correlation id of its own, then the trace id.
+    for headers in [legacy("req-9", tp1), legacy("0af7651916cd43dd8448eb211c80319c", tp2)] {
+        let record = FutureRecord::to(topic.name()).key("order-1").payload("{}").headers(headers);
+        producer.send(record, Duration::from_secs(30)).await.expect("delivered");
+    }
+    // Offsets 2 and 3: as backbone writes them now.
+    let publisher = context.publisher();
+    backbone::trace::with_correlation_id("req-9", async {
+        publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"{}")).await
+    })
+    .await
+    .expect("published");
+    publisher.publish(&topic, Outgoing::new("OrderCreated", b"order-1", b"{}")).await.expect("published");
+
+    let reads = Reads::default();
+    let consumer =
+        Consumer::new(&context, &topic, BoxedHandler::named("read-metadata", read_metadata), reads.clone())
+            .unwrap()
+            .in_group(unique("both-forms-group"));
+    run_until(consumer, &reads.done, "4 events").await;
+
+    // What the minimal ones carry on the wire.
+    let probe = backbone::testing::Probe::from_beginning(context.config(), &topic).await.expect("probe");
+    let mut wire = Vec::new();
+    for _ in 0..4 {
+        wire.push(probe.next(Duration::from_secs(30)).await.expect("event"));
+    }
+    let names =
+        |e: &backbone::handler::IncomingEvent| e.headers().map(|(n, _)| n.to_owned()).collect::<Vec<_>>();
+    assert_eq!(names(&wire[2]), [headers::EVENT_TYPE, headers::CORRELATION_ID, headers::TRACEPARENT]);
+    assert_eq!(names(&wire[3]), [headers::EVENT_TYPE, headers::TRACEPARENT]);
+    let own_trace_id =
+        std::str::from_utf8(wire[3].header(headers::TRACEPARENT).unwrap()).unwrap()[3..35].to_owned();
+
+    let mut reads = reads.reads.lock().unwrap().clone();
+    reads.sort_by_key(|r| r.offset);
+    let read = |offset: i64, correlation: &str| Read {
+        offset,
+        event_type: Some("OrderCreated".into()),
+        producer: Some(service.clone()),
+        correlation: Some(correlation.into()),
+        task_correlation: Some(correlation.into()),
+    };
+    assert_eq!(
+        reads,
+        [
+            read(0, "req-9"),
+            read(1, "0af7651916cd43dd8448eb211c80319c"),
+            read(2, "req-9"),
+            read(3, &own_trace_id),
+        ]
+    );
+}

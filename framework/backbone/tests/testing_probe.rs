@@ -89,8 +89,17 @@ async fn a_probe_decodes_avro_events_by_their_writer_schema() {
     let probe = Probe::new(&config, &topic).await.expect("probe");
     let sent = Ping { n: 7, label: "seven".into(), ok: true, ratio: 0.5, score: 1.5 };
     running.publisher().publish_event(&topic, b"ping-7", &sent).await.expect("published");
-    let got: Ping = probe.expect_event("ping-7", Duration::from_secs(30)).await.expect("decoded");
+    let event = probe.expect_key("ping-7", Duration::from_secs(30)).await.expect("published");
+    let got: Ping = probe.decode(&event).await.expect("decoded");
     assert_eq!(got, sent);
+    // Framed with a schema id: no type header; the type is the writer schema's record name.
+    assert_eq!(event.header("backbone-event-type"), None);
+    assert_eq!(event.event_type(), None);
+    let payload = event.payload().expect("payload");
+    assert_eq!(
+        running.publisher().registry().event_type(payload).await.expect("registry").as_deref(),
+        Some("Ping")
+    );
 
     // An unknown topic is a clear error at once.
     let missing = TopicSpec::public(&service, "nothing-here", 1).build().expect("topic");
