@@ -40,7 +40,8 @@ const RECORD_BYTES: usize = PAD + 600;
 /// (`order-<n>`, at most 11 bytes) and payload (`{"n":<n>,"pad":"…"}`, PAD + at most 17).
 const COUNTED_BYTES: usize = PAD + 28;
 /// What a queued record costs beyond what its queue counts: its headers in the fetched batch (the
-/// framework's event type, producer, correlation id and traceparent: ~240 bytes here) and
+/// framework's metadata: at most event type, producer, correlation id and traceparent, ~240 bytes
+/// here, less since they went minimal) and
 /// librdkafka's per-message struct (`rd_kafka_op_t` with its message, ~400 bytes). Measured: ~750 B
 /// per queued message with 1 KB records (peak 107.6 MiB with 48.7 MiB counted in the queues), ~620 B
 /// with 100-byte records (peak 88.0 MiB with 11.1 MiB counted, ~97,000 messages queued).
