@@ -10,7 +10,9 @@
 //! - `replay` republishes chosen dead letters, named by their offset in the dead-letter topic, to the
 //!   service's **retry topic** for that source, `<service>.private.retry.<source>`
 //!   (`backbone::consume::retry_topic`), in offset order: original key and payload, the original
-//!   event's headers (not the `backbone-dlq-*` ones), `backbone-replayed-from: <dlq-topic>:<offset>`
+//!   event's headers (not the `backbone-dlq-*` ones), the producer and event type the origin topic's
+//!   name implied when the original left them out (backbone's minimal metadata; the retry topic's
+//!   name does not say them), `backbone-replayed-from: <dlq-topic>:<offset>`
 //!   and `backbone-replay-handler: <handler that failed>`. Not to the origin topic: that belongs to
 //!   another service (the CLI would be its second writer) and every consumer group of it would see the
 //!   event again. The service's retry consumer of that handler (group `<group>.retry`, run by

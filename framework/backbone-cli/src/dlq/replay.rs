@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use backbone::Config;
-use backbone::headers::{dead_letter as dlq_headers, replay};
+use backbone::headers::{EVENT_TYPE, PRODUCER, dead_letter as dlq_headers, replay};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -174,8 +174,11 @@ pub(super) fn refuse_truncated(letters: &[Letter]) -> Result<(), DlqError> {
 impl Letter {
     /// The headers a replay carries: the original event's, as the consumer kept them
     /// (`backbone-dlq-original-<name>`), or, for a letter without them, every header but the
-    /// dead-letter ones (and an earlier replay's marks); then where this replay comes from and the
-    /// handler it is for.
+    /// dead-letter ones (and an earlier replay's marks); then what the origin topic's name said of
+    /// the event and the retry topic's name no longer says (backbone leaves out the producer, the
+    /// topic's owner, and the type of an event on the public topic named for it): the producer and,
+    /// for a payload not framed with a schema id, the topic's declared type, unless the original
+    /// headers name them; then where this replay comes from and the handler it is for.
     pub(super) fn replay_headers(&self) -> OwnedHeaders {
         let replay_mark = |k: &str| k == REPLAYED_FROM || k == REPLAY_HANDLER;
         let original = dlq_headers::ORIGINAL_PREFIX;
@@ -193,9 +196,22 @@ impl Letter {
                 .map(|(k, v)| (k.as_str(), v.as_deref()))
                 .collect()
         };
-        let mut headers = OwnedHeaders::new_with_capacity(kept.len() + 2);
+        let mut headers = OwnedHeaders::new_with_capacity(kept.len() + 4);
+        let names = |name: &str| kept.iter().any(|(k, _)| *k == name);
+        let (names_type, names_producer) = (names(EVENT_TYPE), names(PRODUCER));
         for (key, value) in kept {
             headers = headers.insert(Header { key, value });
+        }
+        let origin = self.header(dlq_headers::ORIGIN_TOPIC).and_then(|t| std::str::from_utf8(t).ok());
+        let framed = self.payload.as_deref().is_some_and(|p| backbone::schema::wire::split(p).is_ok());
+        if !names_type
+            && !framed
+            && let Some(event_type) = origin.and_then(backbone::topic::declared_event_type)
+        {
+            headers = headers.insert(Header { key: EVENT_TYPE, value: Some(&event_type) });
+        }
+        if !names_producer && let Some((owner, _)) = origin.and_then(backbone::topic::parse_topic_name) {
+            headers = headers.insert(Header { key: PRODUCER, value: Some(owner) });
         }
         headers
             .insert(Header { key: REPLAYED_FROM, value: Some(&format!("{}:{}", self.topic, self.offset)) })

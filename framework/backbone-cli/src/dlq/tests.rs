@@ -146,6 +146,62 @@ fn replay_restores_the_original_headers_the_consumer_kept() {
     );
 }
 
+/// The origin topic's name said the producer (its owner) and the type (the public topic is named
+/// for it): backbone left both headers out. The retry topic says neither, so the replay writes them.
+#[test]
+fn replay_names_what_the_origin_topics_name_said() {
+    use backbone::headers::{EVENT_TYPE, PRODUCER};
+    use dlq_headers as h;
+    let original = |name: &str| format!("{}{name}", h::ORIGINAL_PREFIX);
+    let letter = |payload: &[u8], originals: Vec<(String, Option<Vec<u8>>)>| Letter {
+        topic: "stock.private.dlq.orders.public.order-created-v1".into(),
+        partition: 0,
+        offset: 3,
+        key: None,
+        payload: Some(payload.to_vec()),
+        headers: [
+            vec![
+                (h::ORIGIN_TOPIC.into(), Some(b"orders.public.order-created-v1".to_vec())),
+                (h::HANDLER.into(), Some(b"reserve".to_vec())),
+                (EVENT_TYPE.into(), Some(b"DeadLetter".to_vec())),
+                (PRODUCER.into(), Some(b"stock".to_vec())),
+            ],
+            originals,
+        ]
+        .concat(),
+    };
+    let got = |letter: Letter| {
+        letter
+            .replay_headers()
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect::<Vec<_>>()
+    };
+    let minimal = vec![(original("traceparent"), Some(b"00-abc".to_vec()))];
+    let header = |k: &str, v: &[u8]| (k.to_owned(), Some(v.to_vec()));
+    assert_eq!(
+        got(letter(b"{}", minimal.clone())),
+        [
+            header("traceparent", b"00-abc"),
+            header(EVENT_TYPE, b"OrderCreated"),
+            header(PRODUCER, b"orders"),
+            header(REPLAYED_FROM, b"stock.private.dlq.orders.public.order-created-v1:3"),
+            header(REPLAY_HANDLER, b"reserve"),
+        ]
+    );
+    // Framed with a schema id: the type is the schema's, not written.
+    let framed = got(letter(&[0, 0, 0, 0, 7, 2], minimal));
+    assert!(!framed.iter().any(|(k, _)| k == EVENT_TYPE), "{framed:?}");
+    // An original of an older version names both already: nothing is added.
+    let legacy = vec![
+        (original(EVENT_TYPE), Some(b"OrderCreated".to_vec())),
+        (original(PRODUCER), Some(b"orders".to_vec())),
+        (original("traceparent"), Some(b"00-abc".to_vec())),
+    ];
+    let names: Vec<String> = got(letter(b"{}", legacy)).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(names, [EVENT_TYPE, PRODUCER, "traceparent", REPLAYED_FROM, REPLAY_HANDLER]);
+}
+
 #[test]
 fn truncation_counts_characters() {
     assert_eq!(truncate("héllo", 10), "héllo");
