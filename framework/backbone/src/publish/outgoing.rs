@@ -22,9 +22,10 @@ impl fmt::Display for Delivery {
 /// An event to publish: its type, key, payload and any extra headers.
 ///
 /// Backbone's metadata headers are minimal by default (see [`crate::headers`]): `traceparent`
-/// always; the event type only when the payload does not name a schema
-/// ([`schema_framed`](Self::schema_framed)); the correlation id only when it differs from the trace
-/// id; the producer never (a topic's writer is its owner, named in the topic's name).
+/// always; the event type only when neither the payload's schema id
+/// ([`schema_framed`](Self::schema_framed)) nor the name of the public topic it goes to
+/// ([`crate::topic::declared_event_type`]) says it; the correlation id only when it differs from the
+/// trace id; the producer never (a topic's writer is its owner, named in the topic's name).
 /// [`full_metadata`](Self::full_metadata) writes all four, as backbone did before.
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
