@@ -15,8 +15,8 @@
 //! needs neither topic nor key); `#[handler]` declares an `async fn` handler whose arguments are
 //! extractors; `service!` declares the service and checks at compile time that it writes only
 //! topics it owns and reads no other service's private topic. [`app::App::run`] provisions the
-//! topics, registers the schemas, starts the consumers and tables, serves HTTP (`/healthz`,
-//! `/readyz`, `/metrics`, your routes) and shuts down gracefully on SIGTERM.
+//! topics, registers the schemas, starts the consumers and tables, serves HTTP (`/livez`,
+//! `/healthz`, `/readyz`, `/metrics`, your routes) and shuts down gracefully on SIGTERM.
 //!
 //! ```ignore
 //! #[derive(Clone, serde::Serialize, serde::Deserialize, backbone::Event)]

@@ -1,7 +1,8 @@
 //! A service declared with the macros (`#[derive(Event)]`, `#[backbone::handler]`,
 //! `backbone::service!`) runs against a real broker and registry: an event published to the topic
 //! it consumes reaches its handler, the handler's output lands on the topic it owns (keyed by the
-//! event's key field), and HTTP serves readiness, health and its routes until a graceful shutdown.
+//! event's key field), and HTTP serves readiness, health and its routes until a graceful shutdown
+//! (out of rotation first, serving on for the shutdown delay).
 //! And the builder underneath, driven without a socket: a table restored before the service is
 //! ready, fed by a handler, read by a route.
 
@@ -89,7 +90,9 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, Option<String>, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
-    let config = config();
+    let mut config = config();
+    // Asked to stop, the service stays up (out of rotation) this long before it drains.
+    config.shutdown_delay = Duration::from_secs(2);
     let spec = macro_stock().spec().expect("the declaration is valid");
     assert!(
         spec.owned("macro-stock.private.dlq.macro-shop.public.order-placed-v1").is_some(),
@@ -152,8 +155,18 @@ async fn a_service_declared_with_the_macros_handles_publishes_and_serves() {
     assert_eq!(status, 200);
     assert!(handled.parse::<usize>().unwrap() >= orders.len(), "{handled}");
 
-    // Graceful shutdown: the server stops, the consumer commits and leaves, the publisher flushes.
+    // Graceful shutdown: out of rotation first while still serving (for the shutdown delay: the
+    // platform stops routing here meanwhile), then the server stops, the consumer commits and
+    // leaves, the publisher flushes.
     stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), health.wait_until(|h| !h.is_ready()))
+        .await
+        .expect("out of rotation at once");
+    let (status, _, body) = get(&client, &format!("{base}/readyz")).await;
+    assert_eq!(status, 503, "readiness fails before the listener closes: {body}");
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(get(&client, &format!("{base}/livez")).await.0, 200, "alive while draining");
+    assert!(!server.is_finished(), "still serving within the shutdown delay");
     tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .expect("stops within 60 s")

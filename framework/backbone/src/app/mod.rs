@@ -9,8 +9,8 @@
 //! 2. start the service ([`ServiceSpec::start`]: refuse weak producer settings, register schemas,
 //!    provision the owned topics, open the publisher);
 //! 3. build the tables, then the state (which may hold them), then one [`Consumer`] per handler;
-//! 4. serve HTTP on [`Config::http_addr`](crate::Config::http_addr): your routes, `/healthz` (200 unless something is
-//!    degraded) and `/readyz` (200 once every consumer has its partitions and every table has
+//! 4. serve HTTP on [`Config::http_addr`](crate::Config::http_addr): your routes, `/livez` (200 while the process serves:
+//!    liveness, whatever Kafka does), `/healthz` (200 unless something is degraded) and `/readyz` (200 once every consumer has its partitions and every table has
 //!    restored; 503 with `Retry-After` before, and again while shutting down), `/metrics`
 //!    (Prometheus text, [`crate::observe`]; every request counted by route and status);
 //!    your routes within [`crate::http::HttpLimits`] (request timeout, requests in progress, body

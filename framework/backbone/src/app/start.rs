@@ -267,7 +267,11 @@ async fn count_request(
     response
 }
 
-/// `/healthz`, `/readyz` and `/metrics` over `health`.
+/// `/livez`, `/healthz`, `/readyz` and `/metrics` over `health`.
+///
+/// `/livez` answers 200 while the process serves, whatever Kafka does: what a liveness probe asks
+/// (restarting a pod cures no broker outage). `/healthz` says whether anything is degraded,
+/// `/readyz` whether the service should get traffic.
 pub(super) fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthState) -> Router<S> {
     use axum::routing::get;
     let live = health.clone();
@@ -284,6 +288,7 @@ pub(super) fn health_routes<S: Clone + Send + Sync + 'static>(health: &HealthSta
                 }
             }),
         )
+        .route("/livez", get(|| async { "ok" }))
         .route(
             "/healthz",
             get(move || {

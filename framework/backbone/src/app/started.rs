@@ -92,19 +92,29 @@ impl<S> Started<S> {
             Some(ended) = self.tasks.join_next() => failure = Some(task_failure(ended)),
             ended = &mut server => served = Some(ended),
         }
-        let server_ended = served.is_some();
+        let mut server_ended = served.is_some();
         if let Some(ended) = served {
-            failure = Some(match ended {
-                Ok(Ok(())) => AppError::Stopped("HTTP server".into()),
-                Ok(Err(e)) => AppError::Http(e),
-                Err(e) => AppError::Stopped(format!("HTTP server ({e})")),
-            });
+            failure = Some(server_failure(ended));
         }
         if let Some(e) = &failure {
             tracing::error!(service = %self.spec().name(), error = %e, "stopping");
         }
-        // Out of rotation first, then stop serving, consuming and following tables.
+        // Out of rotation first; asked to stop, keep answering for the shutdown delay while the
+        // platform stops routing here (requests in flight and arriving still get answers); then stop
+        // serving, consuming and following tables.
         self.health().starting(SHUTDOWN_COMPONENT, "shutting down");
+        let delay = self.running.context().config().shutdown_delay;
+        if failure.is_none() && !delay.is_zero() {
+            tracing::info!(service = %self.spec().name(), ?delay, "out of rotation; serving on for the shutdown delay");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                Some(ended) = self.tasks.join_next() => failure = Some(task_failure(ended)),
+                ended = &mut server => {
+                    failure = Some(server_failure(ended));
+                    server_ended = true;
+                }
+            }
+        }
         let _ = self.stop.send(true);
         if !server_ended && let Ok(Err(e)) = server.await {
             failure.get_or_insert(AppError::Http(e));
@@ -174,6 +184,15 @@ fn flatten(ended: TaskEnd) -> Result<(), AppError> {
     match ended {
         Ok((_, outcome)) => outcome,
         Err(e) => Err(AppError::Stopped(format!("a task ({e})"))),
+    }
+}
+
+/// The HTTP server ended before it was asked to: why.
+fn server_failure(ended: Result<std::io::Result<()>, tokio::task::JoinError>) -> AppError {
+    match ended {
+        Ok(Ok(())) => AppError::Stopped("HTTP server".into()),
+        Ok(Err(e)) => AppError::Http(e),
+        Err(e) => AppError::Stopped(format!("HTTP server ({e})")),
     }
 }
 

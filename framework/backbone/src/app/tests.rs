@@ -108,7 +108,12 @@ async fn health_routes_follow_the_health_state() {
     assert_eq!(status(&router, "/readyz").await.0, StatusCode::OK);
 
     health.degrade("publisher", "all brokers are down");
+    health.starting("consumer:stock.reserve", "waiting for partitions");
     assert_eq!(status(&router, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&router, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // Liveness does not follow Kafka: restarting the process cures no broker outage.
+    assert_eq!(status(&router, "/livez").await.0, StatusCode::OK);
+    health.ready("consumer:stock.reserve");
     health.recover("publisher");
     assert_eq!(status(&router, "/healthz").await.0, StatusCode::OK);
 }

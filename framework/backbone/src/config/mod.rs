@@ -20,6 +20,7 @@
 //! | `BACKBONE_LINGER_MS` | `5` | producer batching delay |
 //! | `BACKBONE_PUBLISH_QUEUE` | `100000` | publishes in flight before publishers wait (backpressure) |
 //! | `BACKBONE_SHUTDOWN_TIMEOUT_MS` | `30000` | budget for draining and flushing on shutdown |
+//! | `BACKBONE_SHUTDOWN_DELAY_MS` | `0` | on a shutdown signal, how long a served service stays up (answering, `/readyz` 503) before it drains: the time a load balancer or Kubernetes takes to stop routing to it |
 //! | `KAFKA_PRODUCER_<KEY>` | | any librdkafka producer property, `_` for `.` (`KAFKA_PRODUCER_COMPRESSION_TYPE=zstd`) |
 //! | `BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY` | `false` | allow `acks≠all` or idempotence off (loudly unsafe) |
 //! | `BACKBONE_HTTP_ADDR` | `0.0.0.0:8080` | where a service declared with `App` serves HTTP (`/healthz`, `/readyz`, its routes) |
@@ -84,6 +85,11 @@ pub struct Config {
     pub publish_queue: usize,
     /// Budget for draining and flushing on shutdown.
     pub shutdown_timeout: Duration,
+    /// On a shutdown signal, how long [`Started::serve`](crate::app::Started::serve) keeps serving,
+    /// out of rotation (`/readyz` answers 503), before it stops listening and drains: the time the
+    /// platform takes to stop routing requests to it (Kubernetes' endpoints). Not part of
+    /// [`shutdown_timeout`](Self::shutdown_timeout).
+    pub shutdown_delay: Duration,
     /// Extra librdkafka producer properties; weakening ones are refused unless
     /// [`allow_weak_durability`](Self::allow_weak_durability).
     pub producer_overrides: BTreeMap<String, String>,
@@ -110,6 +116,7 @@ impl fmt::Debug for Config {
             .field("linger", &self.linger)
             .field("publish_queue", &self.publish_queue)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("shutdown_delay", &self.shutdown_delay)
             .field("producer_overrides", &self.producer_overrides)
             .field("allow_weak_durability", &self.allow_weak_durability)
             .field("http_addr", &self.http_addr)
@@ -130,6 +137,7 @@ impl Default for Config {
             linger: Duration::from_millis(5),
             publish_queue: 100_000,
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             producer_overrides: BTreeMap::new(),
             allow_weak_durability: false,
             http_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 8080)),
@@ -250,6 +258,9 @@ impl Config {
         if let Some(v) = get("BACKBONE_SHUTDOWN_TIMEOUT_MS") {
             c.shutdown_timeout =
                 Duration::from_millis(number(&v, "BACKBONE_SHUTDOWN_TIMEOUT_MS", 0, 3_600_000)?);
+        }
+        if let Some(v) = get("BACKBONE_SHUTDOWN_DELAY_MS") {
+            c.shutdown_delay = Duration::from_millis(number(&v, "BACKBONE_SHUTDOWN_DELAY_MS", 0, 600_000)?);
         }
         if let Some(v) = get("BACKBONE_UNSAFE_ALLOW_WEAK_DURABILITY") {
             c.allow_weak_durability = match v.as_str() {
