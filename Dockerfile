@@ -11,10 +11,10 @@
 # tools beyond Debian's base. Probes are HTTP (`/healthz`, `/readyz`): compose and Kubernetes do them.
 ARG RUST_VERSION=1.95.0
 ARG DEBIAN_RELEASE=bookworm
-# Where the runtime images take the binaries from: `build` (the stages below, compiled in the image)
-# or `prebuilt` (binaries compiled elsewhere, in a context holding bin/orders, bin/stock and
-# bin/backbone; what CI does, `.ci/compose`: `docker build --build-arg BINARIES=prebuilt`). BuildKit
-# builds only the stages a target needs, so `prebuilt` never pulls the Rust image.
+# Where the runtime images take the binaries (/out/orders, /out/stock, /out/backbone) from: the
+# `build` stage below (compiled in the image), or an image holding binaries compiled elsewhere, as CI
+# does (`.ci/compose`: `--build-arg BINARIES=backbone/binaries:ci`, an image of the host's binaries).
+# BuildKit builds only the stages a target needs, so the Rust image is then neither pulled nor run.
 ARG BINARIES=build
 
 # --- Toolchain: Rust (pinned like rust-toolchain.toml) and librdkafka's C build dependencies. ------
@@ -58,10 +58,7 @@ RUN find framework services schemas -type f -exec touch {} + \
  && mkdir -p /out \
  && cp target/release/orders target/release/stock target/release/backbone /out/
 
-# --- Binaries compiled elsewhere (BINARIES=prebuilt), then the binaries the runtime images take. ---
-FROM scratch AS prebuilt
-COPY bin/orders bin/stock bin/backbone /out/
-
+# --- The binaries the runtime images take: the build stage's, or BINARIES' image's. -----------------
 # hadolint ignore=DL3006
 FROM ${BINARIES} AS binaries
 
