@@ -11,6 +11,11 @@
 # tools beyond Debian's base. Probes are HTTP (`/healthz`, `/readyz`): compose and Kubernetes do them.
 ARG RUST_VERSION=1.95.0
 ARG DEBIAN_RELEASE=bookworm
+# Where the runtime images take the binaries (/out/orders, /out/stock, /out/backbone) from: the
+# `build` stage below (compiled in the image), or an image holding binaries compiled elsewhere, as CI
+# does (`.ci/compose`: `--build-arg BINARIES=backbone/binaries:ci`, an image of the host's binaries).
+# BuildKit builds only the stages a target needs, so the Rust image is then neither pulled nor run.
+ARG BINARIES=build
 
 # --- Toolchain: Rust (pinned like rust-toolchain.toml) and librdkafka's C build dependencies. ------
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS toolchain
@@ -53,6 +58,10 @@ RUN find framework services schemas -type f -exec touch {} + \
  && mkdir -p /out \
  && cp target/release/orders target/release/stock target/release/backbone /out/
 
+# --- The binaries the runtime images take: the build stage's, or BINARIES' image's. -----------------
+# hadolint ignore=DL3006
+FROM ${BINARIES} AS binaries
+
 # --- Runtime. -------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # hadolint ignore=DL3008
@@ -76,16 +85,16 @@ EXPOSE 8080
 STOPSIGNAL SIGTERM
 
 FROM runtime AS orders
-COPY --from=build /out/orders /usr/local/bin/orders
+COPY --from=binaries /out/orders /usr/local/bin/orders
 ENTRYPOINT ["/usr/local/bin/orders"]
 
 FROM runtime AS stock
-COPY --from=build /out/stock /usr/local/bin/stock
+COPY --from=binaries /out/stock /usr/local/bin/stock
 ENTRYPOINT ["/usr/local/bin/stock"]
 
 # What Kafka enforces for the estate, from the services' own declarations: their topics, the ACLs of
 # each service's principal and its quotas, applied by `backbone estate apply` (idempotent) with the
 # specs the service binaries print (`--spec`). Run once, as a super user, before the services start.
 FROM runtime AS estate-init
-COPY --from=build /out/backbone /out/orders /out/stock /usr/local/bin/
+COPY --from=binaries /out/backbone /out/orders /out/stock /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/backbone", "estate", "apply", "--bin", "/usr/local/bin/orders", "--bin", "/usr/local/bin/stock"]

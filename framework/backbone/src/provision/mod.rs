@@ -318,11 +318,14 @@ impl Provisioner {
     pub async fn await_topics(&self, topics: &[TopicSpec]) -> Result<(), ProvisionError> {
         let mut warned = false;
         loop {
-            let plan = self.plan(topics).await?;
+            // Existence is in the metadata. Not a plan: planning describes the topics' configs, and
+            // a consumer may not (the estate grants READ and DESCRIBE on another service's public
+            // topic, not DESCRIBE_CONFIGS), so under ACLs a plan here failed start-up.
+            let cluster = self.metadata().await?;
             let missing: Vec<&str> = topics
                 .iter()
                 .map(TopicSpec::name)
-                .filter(|name| plan.actions_for(name).any(|a| matches!(a, Action::Create { .. })))
+                .filter(|name| !cluster.topics.contains_key(*name))
                 .collect();
             if missing.is_empty() {
                 return Ok(());
