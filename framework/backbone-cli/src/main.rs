@@ -9,6 +9,9 @@
 //!   the estate as a whole: its checks (exit 1 on an error); its topics, ACLs and quotas planned and
 //!   applied as one idempotent diff (`--prune`, `--json`); its AsyncAPI 3.0 document; its topology
 //!   (Mermaid, SVG).
+//! - `backbone export k8s (--spec FILE… | --bin PATH… | --workspace) [-o DIR]`: the estate as
+//!   Strimzi resources (a KRaft `Kafka`, its node pool, `KafkaTopic`s, `KafkaUser`s with their ACLs
+//!   and quotas), written to `deploy/k8s/strimzi` by default.
 //! - `backbone new service NAME`: scaffold a service crate (contracts, a handler, a route, a test).
 //! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
 //!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
@@ -22,6 +25,7 @@ use clap::{Parser, Subcommand};
 mod dev;
 mod dlq;
 mod estate;
+mod export;
 mod new_service;
 mod schemas;
 mod topics;
@@ -56,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: estate::EstateCommand,
     },
+    /// Exports of the estate for deployment: Strimzi resources for Kubernetes.
+    Export {
+        #[command(subcommand)]
+        command: export::ExportCommand,
+    },
     /// Scaffold a new service crate in the workspace.
     New {
         #[command(subcommand)]
@@ -76,6 +85,7 @@ async fn main() -> ExitCode {
         Command::Topics { command } => topics::run(command).await.map_err(Into::into),
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
         Command::Estate { command } => estate::run(command).await.map_err(Into::into),
+        Command::Export { command } => export::run(command).map_err(Into::into),
         Command::New { command } => new_service::run(command).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Schemas { command } => Ok(schemas::run(command).await),
     };

@@ -13,6 +13,8 @@
 //! - [`admin`]: applying ACLs, SCRAM users and client quotas to a real cluster, as a plan and apply.
 //! - [`asyncapi`] and [`graph`]: the estate as an AsyncAPI 3.0 document and as a topology graph
 //!   (Mermaid, SVG).
+//! - [`strimzi`]: the estate as Strimzi resources for Kubernetes (`Kafka`, node pool, `KafkaTopic`s,
+//!   `KafkaUser`s with their ACLs and quotas).
 //!
 //! # Ownership, enforced
 //!
@@ -26,6 +28,7 @@
 //! $ backbone estate apply --workspace --prune   # idempotent; prunes only the estate's own
 //! $ backbone estate asyncapi --workspace --out docs/estate/asyncapi.json
 //! $ backbone estate graph --workspace --format svg --out docs/estate/topology.svg
+//! $ backbone export k8s --workspace -o deploy/k8s/strimzi   # Strimzi resources
 //! ```
 //!
 //! From code:
@@ -57,6 +60,7 @@ pub mod check;
 pub mod desired;
 pub mod graph;
 pub mod manifest;
+pub mod strimzi;
 
 pub use check::{Finding, Rule, Severity};
 pub use manifest::{Estate, EstateError};
