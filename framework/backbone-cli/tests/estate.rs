@@ -140,3 +140,35 @@ fn a_source_is_required() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--spec <FILE>|--bin <PATH>|--workspace"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn export_k8s_writes_the_strimzi_resources_of_the_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let orders = write(dir.path(), "orders.json", &orders_json());
+    let stock = write(dir.path(), "stock.json", &stock_json("stock.reserve"));
+    let out_dir = dir.path().join("strimzi");
+    let out = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .args(["export", "k8s", "--spec", arg(&orders), "--spec", arg(&stock), "--namespace", "ns"])
+        .args(["--cluster", "events", "-o", arg(&out_dir)])
+        .output()
+        .expect("run backbone");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("2 service(s), 2 topic(s) written to"), "{}", text(&out.stderr));
+    // The same files as the library renders for the same estate and options.
+    let estate = backbone_estate::Estate::of([
+        backbone::ServiceSpec::from_json(&orders_json()).unwrap(),
+        backbone::ServiceSpec::from_json(&stock_json("stock.reserve")).unwrap(),
+    ])
+    .unwrap();
+    let options = backbone_estate::strimzi::Options {
+        cluster: "events".into(),
+        namespace: Some("ns".into()),
+        ..Default::default()
+    };
+    for (file, expected) in backbone_estate::strimzi::files(&estate, &options) {
+        assert_eq!(std::fs::read_to_string(out_dir.join(file)).unwrap(), expected, "{file}");
+    }
+    let users = std::fs::read_to_string(out_dir.join("users.yaml")).unwrap();
+    assert!(users.contains("  name: stock\n  namespace: ns\n"), "{users}");
+    assert!(users.contains("strimzi.io/cluster: events"), "{users}");
+}
