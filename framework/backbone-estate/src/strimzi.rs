@@ -3,7 +3,8 @@
 //!
 //! - `kafka.yaml`: one `Kafka` in KRaft mode (annotations `strimzi.io/kraft: enabled` and
 //!   `strimzi.io/node-pools: enabled`) with a TLS listener authenticating with SCRAM-SHA-512,
-//!   `authorization: simple`, and the Topic and User Operators; and one `KafkaNodePool` of
+//!   `authorization: simple`, and the Topic and User Operators (or mutual TLS:
+//!   [`Authentication::Tls`]); and one `KafkaNodePool` of
 //!   [`Options::nodes`] combined controller and broker nodes on persistent claims.
 //! - `topics.yaml`: one `KafkaTopic` per topic a service of the estate owns (what `estate apply`
 //!   provisions): partitions, replicas and the configuration the framework manages, as in the
@@ -40,6 +41,28 @@ pub const LISTENER_PORT: u16 = 9093;
 /// The command that writes the files, named in their header.
 pub const COMMAND: &str = "backbone export k8s";
 
+/// How the services authenticate to the cluster: the listener's authentication and the users'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Authentication {
+    /// SASL SCRAM-SHA-512 over TLS: the User Operator writes each user's password to a Secret
+    /// named after it; the principal is `User:<service>`, as `estate apply` grants.
+    #[default]
+    ScramSha512,
+    /// Mutual TLS: the User Operator issues each user a client certificate (principal
+    /// `User:CN=<service>`; Strimzi applies the user's ACLs to it).
+    Tls,
+}
+
+impl Authentication {
+    /// Strimzi's name of it (`scram-sha-512`, `tls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "scram-sha-512",
+            Self::Tls => "tls",
+        }
+    }
+}
+
 /// How the resources are rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -51,6 +74,8 @@ pub struct Options {
     pub nodes: u32,
     /// The size of each node's persistent volume claim.
     pub storage_size: String,
+    /// How the services authenticate.
+    pub authentication: Authentication,
 }
 
 impl Default for Options {
@@ -60,6 +85,7 @@ impl Default for Options {
             namespace: None,
             nodes: 3,
             storage_size: "100Gi".to_owned(),
+            authentication: Authentication::default(),
         }
     }
 }
@@ -95,7 +121,7 @@ pub fn kafka(options: &Options) -> Vec<Value> {
                     "port": LISTENER_PORT,
                     "type": "internal",
                     "tls": true,
-                    "authentication": { "type": "scram-sha-512" },
+                    "authentication": { "type": options.authentication.as_str() },
                 }],
                 "authorization": { "type": "simple" },
                 "config": {
@@ -270,7 +296,7 @@ pub fn acl_rules<'a>(acls: impl IntoIterator<Item = &'a AclBinding>) -> Vec<Valu
         .collect()
 }
 
-/// One `KafkaUser` per service: SCRAM-SHA-512, the service's ACLs and its quotas.
+/// One `KafkaUser` per service: SCRAM-SHA-512 (or TLS), the service's ACLs and its quotas.
 pub fn users(estate: &Estate, options: &Options) -> Vec<Value> {
     let acls = estate.acls();
     let quotas = estate.quotas();
@@ -279,7 +305,7 @@ pub fn users(estate: &Estate, options: &Options) -> Vec<Value> {
         .map(|service| {
             let principal = format!("User:{}", service.name());
             let mut spec = json!({
-                "authentication": { "type": "scram-sha-512" },
+                "authentication": { "type": options.authentication.as_str() },
                 "authorization": {
                     "type": "simple",
                     "acls": acl_rules(acls.iter().filter(|a| a.principal == principal)),
@@ -478,6 +504,17 @@ mod tests {
             }
         }
         assert_eq!(granted, estate.acls().len());
+    }
+
+    #[test]
+    fn tls_authenticates_the_listener_and_the_users() {
+        let options = Options { authentication: Authentication::Tls, ..Options::default() };
+        let users = users(&estate(), &options);
+        assert!(users.iter().all(|u| u["spec"]["authentication"]["type"] == "tls"));
+        assert_eq!(kafka(&options)[0]["spec"]["kafka"]["listeners"][0]["authentication"]["type"], "tls");
+        // The ACLs do not depend on how the user authenticates.
+        let scram = super::users(&estate(), &Options::default());
+        assert_eq!(users[0]["spec"]["authorization"], scram[0]["spec"]["authorization"]);
     }
 
     #[test]
