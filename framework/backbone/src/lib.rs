@@ -258,7 +258,7 @@ pub mod topic;
 pub mod trace;
 
 pub use app::App;
-pub use config::{Config, ConfigError, Profile};
+pub use config::{Config, ConfigError, Profile, Provisioning};
 pub use error::{Error, Result};
 pub use handler::{
     BoxedHandler, CorrelationId, Event, ExtractError, Handler, HandlerError, IncomingEvent, Json, Key,

@@ -342,3 +342,37 @@ async fn conflicting_declarations_are_an_error() {
     let plan = provisioner(Profile::Development).plan(&[a.clone(), a.clone()]).await.expect("plan");
     assert_eq!(plan.actions().len(), 1, "{plan}");
 }
+
+/// Verify-only provisioning (`BACKBONE_PROVISIONING=verify`, for topics another owner manages, such
+/// as Strimzi's Topic Operator): topics as declared pass; a missing topic and a drifted config fail
+/// start-up with every difference named, and nothing is created or set back.
+#[tokio::test]
+async fn verify_only_provisioning_checks_and_never_alters() {
+    let service = owner();
+    let present = TopicSpec::private(&service, "present").partitions(2).build().unwrap();
+    let missing = TopicSpec::private(&service, "missing").build().unwrap();
+    provisioner(Profile::Development).provision(slice::from_ref(&present)).await.expect("provision");
+
+    let mut verify_config = config(Profile::Development);
+    verify_config.provisioning = backbone::Provisioning::Verify;
+    let verify = Provisioner::new(&verify_config, "provisioning-test").expect("admin client");
+    let report = verify.provision(slice::from_ref(&present)).await.expect("as declared: passes");
+    assert!(report.is_noop(), "{report}");
+
+    set_out_of_band(present.name(), &[("retention.ms", "1000")]).await;
+    let err = verify.provision(&[present.clone(), missing.clone()]).await.expect_err("differences fail");
+    assert!(!err.is_retriable(), "{err}");
+    let ProvisionError::NotAsDeclared { differences } = &err else { panic!("not NotAsDeclared: {err}") };
+    let topics: Vec<&str> = differences.iter().map(|d| d.topic.as_str()).collect();
+    assert_eq!(topics, [present.name(), missing.name()], "{err}");
+    let message = err.to_string();
+    assert!(message.contains("retention.ms: 1000 -> 604800000"), "{message}");
+    assert!(message.contains(missing.name()), "{message}");
+
+    assert_eq!(shape(missing.name()), None, "verify-only created nothing");
+    assert_eq!(
+        config_value(present.name(), "retention.ms").await.as_deref(),
+        Some("1000"),
+        "nor set anything back"
+    );
+}

@@ -19,6 +19,7 @@
 //! | `BACKBONE_DELIVERY_TIMEOUT_MS` | `120000` | how long a publish may take before it fails (retriably) |
 //! | `BACKBONE_LINGER_MS` | `5` | producer batching delay |
 //! | `BACKBONE_PUBLISH_QUEUE` | `100000` | publishes in flight before publishers wait (backpressure) |
+//! | `BACKBONE_PROVISIONING` | `apply` | `apply`: create and correct the service's own topics at start-up; `verify`: only check them (another owner, such as Strimzi's Topic Operator, manages them): a missing topic or a difference fails start-up |
 //! | `BACKBONE_SHUTDOWN_TIMEOUT_MS` | `30000` | budget for draining and flushing on shutdown |
 //! | `BACKBONE_SHUTDOWN_DELAY_MS` | `0` | on a shutdown signal, how long a served service stays up (answering, `/readyz` 503) before it drains: the time a load balancer or Kubernetes takes to stop routing to it |
 //! | `KAFKA_PRODUCER_<KEY>` | | any librdkafka producer property, `_` for `.` (`KAFKA_PRODUCER_COMPRESSION_TYPE=zstd`) |
@@ -59,6 +60,21 @@ pub enum Profile {
     Development,
 }
 
+/// What a service does about its own topics at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provisioning {
+    /// Creates missing topics and sets drifted configurations back (what
+    /// [`Provisioner::provision`](crate::provision::Provisioner::provision) does).
+    #[default]
+    Apply,
+    /// Checks, never alters: another owner manages the topics (Strimzi's Topic Operator from
+    /// `KafkaTopic` resources, say). A missing topic or any difference from the declaration fails
+    /// start-up with [`ProvisionError::NotAsDeclared`](crate::provision::ProvisionError::NotAsDeclared),
+    /// naming every difference.
+    Verify,
+}
+
 /// A service's configuration. Build it with [`Config::from_env`], or [`Config::default`] and the
 /// fields for tests. Its `Debug` and `Serialize` output carry no secret: the SASL password is
 /// `***` (or left out), and so is the password in the registry URL's user info ([`redact_url`]).
@@ -73,6 +89,8 @@ pub struct Config {
     pub schema_registry_url: String,
     /// Durability profile for provisioning.
     pub profile: Profile,
+    /// Whether start-up creates and corrects the service's topics, or only checks them.
+    pub provisioning: Provisioning,
     /// How the registry client authenticates (basic auth) and which CA it trusts.
     pub registry_security: RegistrySecurity,
     /// Authentication and TLS towards the brokers.
@@ -131,6 +149,7 @@ impl Default for Config {
             bootstrap_servers: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081/apis/ccompat/v7".into(),
             profile: Profile::Production,
+            provisioning: Provisioning::Apply,
             registry_security: RegistrySecurity::default(),
             security: Security::default(),
             delivery_timeout: Duration::from_secs(120),
@@ -240,6 +259,13 @@ impl Config {
                 "production" => Profile::Production,
                 "development" => Profile::Development,
                 _ => return Err(invalid("BACKBONE_PROFILE", &v, "`production` or `development`")),
+            };
+        }
+        if let Some(v) = get("BACKBONE_PROVISIONING") {
+            c.provisioning = match v.as_str() {
+                "apply" => Provisioning::Apply,
+                "verify" => Provisioning::Verify,
+                _ => return Err(invalid("BACKBONE_PROVISIONING", &v, "`apply` or `verify`")),
             };
         }
         c.registry_security = RegistrySecurity::from_lookup(&get)?;

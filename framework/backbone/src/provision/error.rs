@@ -66,12 +66,31 @@ pub enum ProvisionError {
         /// The topic.
         topic: String,
     },
+    /// Verify-only provisioning ([`crate::Provisioning::Verify`]) found topics missing or not as
+    /// declared: nothing was changed; the topics' owner (the Topic Operator, an operator) must.
+    #[error("{}", not_as_declared_message(differences))]
+    NotAsDeclared {
+        /// What applying would do, topic by topic (creates, config changes, refusals).
+        differences: Vec<super::plan::TopicAction>,
+    },
     /// The plan has refusals: nothing was applied.
     #[error("{}", refused_message(refusals))]
     Refused {
         /// Every refusal in the plan.
         refusals: Vec<Refusal>,
     },
+}
+
+fn not_as_declared_message(differences: &[super::plan::TopicAction]) -> String {
+    let mut s = format!(
+        "verify-only provisioning: {} topic action(s) needed, none taken (the topics' owner must make them)",
+        differences.len()
+    );
+    for d in differences {
+        s.push('\n');
+        s.push_str(&d.to_string());
+    }
+    s
 }
 
 fn refused_message(refusals: &[Refusal]) -> String {
@@ -95,6 +114,7 @@ impl ProvisionError {
             | Self::Unauthenticated { .. }
             | Self::Invalid { .. }
             | Self::Conflicting { .. }
+            | Self::NotAsDeclared { .. }
             | Self::Refused { .. } => false,
         }
     }

@@ -84,6 +84,7 @@ pub struct Provisioner {
     profile: Profile,
     allow_partition_increase: bool,
     timeout: Duration,
+    verify_only: bool,
 }
 
 impl Provisioner {
@@ -94,7 +95,17 @@ impl Provisioner {
             profile: config.profile,
             allow_partition_increase: false,
             timeout: DEFAULT_TIMEOUT,
+            verify_only: config.provisioning == crate::Provisioning::Verify,
         })
+    }
+
+    /// Makes [`provision`](Self::provision) check, never alter (the configuration's
+    /// [`Provisioning::Verify`](crate::Provisioning::Verify) sets it): any difference from the
+    /// declaration, a missing topic included, is [`ProvisionError::NotAsDeclared`].
+    #[must_use]
+    pub fn verify_only(mut self, verify: bool) -> Self {
+        self.verify_only = verify;
+        self
     }
 
     /// Plans [`Action::AddPartitions`] instead of refusing when more partitions are declared than a
@@ -293,7 +304,19 @@ impl Provisioner {
     ///
     /// A retriable failure (a topic created by someone else after the plan was made, a broker that
     /// did not know a new topic yet) plans again, up to 5 times in all.
+    ///
+    /// Verify-only ([`verify_only`](Self::verify_only)): plans once and applies nothing; the report
+    /// lists every topic as unchanged, or the error names every difference.
     pub async fn provision(&self, topics: &[TopicSpec]) -> Result<ApplyReport, ProvisionError> {
+        if self.verify_only {
+            let plan = self.plan(topics).await?;
+            if !plan.is_noop() {
+                let differences = plan.actions.into_iter().filter(|a| a.action != Action::UpToDate).collect();
+                return Err(ProvisionError::NotAsDeclared { differences });
+            }
+            let unchanged = plan.actions.into_iter().map(|a| a.topic).collect();
+            return Ok(ApplyReport { actions: Vec::new(), unchanged });
+        }
         let mut attempt = 1u32;
         // 200 ms, doubling to 800 ms (the 4th and last wait), with jitter.
         let mut backoff =
