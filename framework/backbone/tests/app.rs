@@ -51,8 +51,9 @@ async fn check(
     State(stock): State<Stock>,
     out: Publisher,
 ) -> Result<(), HandlerError> {
-    out.emit(&OrderChecked { order_id: order.id, passed: order.quantity <= 10 }).await?;
+    // Counted first: once the verdict can be read, the count includes it.
     stock.handled.fetch_add(1, Ordering::SeqCst);
+    out.emit(&OrderChecked { order_id: order.id, passed: order.quantity <= 10 }).await?;
     Ok(())
 }
 
