@@ -26,11 +26,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(feature = "otlp")]
+pub mod otlp;
+
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Dispatch, Subscriber};
 use tracing_subscriber::Registry;
-use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The W3C header name (declared in [`crate::headers`]).
@@ -155,15 +158,29 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut remote = TraceparentField(None);
         attrs.record(&mut remote);
-        let context = match remote.0 {
-            Some(remote) => remote.child(),
-            None => span
-                .parent()
-                .and_then(|p| p.extensions().get::<TraceContext>().map(TraceContext::child))
-                .unwrap_or_else(TraceContext::new_root),
+        let (context, parent) = match remote.0 {
+            Some(remote) => (remote.child(), Some(Parent { span_id: remote.span_id, remote: true })),
+            None => match span.parent().and_then(|p| p.extensions().get::<TraceContext>().copied()) {
+                Some(local) => (local.child(), Some(Parent { span_id: local.span_id, remote: false })),
+                None => (TraceContext::new_root(), None),
+            },
         };
-        span.extensions_mut().insert(context);
+        let mut extensions = span.extensions_mut();
+        extensions.insert(context);
+        if let Some(parent) = parent {
+            extensions.insert(parent);
+        }
     }
+}
+
+/// The span a span continues (what an exporter names as its parent): none for a root span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+pub(crate) struct Parent {
+    /// The parent's span id.
+    pub(crate) span_id: u64,
+    /// Whether the parent is another process's (a `traceparent` header's).
+    pub(crate) remote: bool,
 }
 
 /// The trace context of the current span, if a [`TraceContextLayer`] is installed on a
@@ -181,6 +198,113 @@ pub fn current_context() -> Option<TraceContext> {
 /// The `traceparent` for an event published now: the current span's context, or a new trace.
 pub fn current_traceparent() -> String {
     current_context().unwrap_or_else(TraceContext::new_root).header_value()
+}
+
+/// The target of the framework's publish spans (`debug`, and enabled only while spans are exported:
+/// a span per published event costs the hot path when nobody reads it).
+pub(crate) const PUBLISH_TARGET: &str = "backbone::publish";
+
+/// The producer span of one event published to `topic`: `debug` under [`PUBLISH_TARGET`], so it
+/// exists only while spans are exported. The event's `traceparent` names it as the parent.
+pub(crate) fn publish_span(topic: &str) -> tracing::Span {
+    tracing::debug_span!(
+        target: PUBLISH_TARGET,
+        "publish",
+        otel.name = format_args!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+    )
+}
+
+/// What [`init`] installed; [`shutdown`](Self::shutdown) it before the process exits, so the last
+/// spans are exported.
+#[derive(Debug, Default)]
+#[must_use = "shut the telemetry down before the process exits (`Telemetry::shutdown`)"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    otlp: Option<otlp::OtlpHandle>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported (feature `otlp`, and the environment asked for it).
+    pub fn exporting(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        return self.otlp.is_some();
+        #[cfg(not(feature = "otlp"))]
+        false
+    }
+
+    /// Exports the spans not exported yet and stops the export (a failure is logged).
+    pub fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = self.otlp
+            && let Err(e) = otlp.shutdown()
+        {
+            tracing::warn!(error = %e, "spans not exported");
+        }
+    }
+}
+
+/// Installs the process's `tracing` subscriber, if none is set yet:
+///
+/// - JSON lines on stdout, filtered by `RUST_LOG` (default `info`): what a container platform
+///   collects;
+/// - [`TraceContextLayer`], so that events published while handling an event or an HTTP request
+///   continue its trace (the framework's spans carry the incoming `traceparent`);
+/// - with the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, [`otlp::OtlpLayer`]: spans
+///   exported under the name `service` (unless `OTEL_SERVICE_NAME` says otherwise), and a span per
+///   published event. An exporter that cannot be built is logged, and the service runs without.
+///
+/// Spans get trace contexts at `info` and above whatever `RUST_LOG` says (a quiet log must not cut
+/// traces apart).
+pub fn init(service: &str) -> Telemetry {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().json().with_filter(filter);
+    #[cfg(feature = "otlp")]
+    let (exporter, problem) = match otlp::OtlpLayer::from_env(service) {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let _ = service;
+    #[cfg(feature = "otlp")]
+    let exporting = exporter.is_some();
+    #[cfg(not(feature = "otlp"))]
+    let exporting = false;
+    let spans = move |meta: &tracing::Metadata<'_>| {
+        meta.is_span()
+            && (*meta.level() <= tracing::Level::INFO || (exporting && meta.target() == PUBLISH_TARGET))
+    };
+    let registry = tracing_subscriber::registry()
+        .with(logs)
+        .with(TraceContextLayer.with_filter(tracing_subscriber::filter::filter_fn(spans)));
+    #[cfg(feature = "otlp")]
+    {
+        let handle = exporter.as_ref().map(otlp::OtlpLayer::handle);
+        let errors = |meta: &tracing::Metadata<'_>| meta.is_event() && *meta.level() == tracing::Level::ERROR;
+        let export = exporter.map(|layer| {
+            layer.with_filter(tracing_subscriber::filter::filter_fn(move |meta| spans(meta) || errors(meta)))
+        });
+        let installed = registry.with(export).try_init().is_ok();
+        if let Some(e) = problem {
+            tracing::error!(error = %e, "spans are not exported");
+        }
+        Telemetry { otlp: handle.filter(|_| installed) }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = registry.try_init();
+        Telemetry {}
+    }
 }
 
 /// Where a task's correlation id comes from (opaque; see [`correlation_id`]). An event's is worked
@@ -244,7 +368,6 @@ pub fn correlation_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing_subscriber::layer::SubscriberExt as _;
 
     #[test]
     fn traceparent_round_trips() {

@@ -168,22 +168,26 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
         if std::env::args_os().nth(1).is_some_and(|arg| arg == SPEC_FLAG) {
             return self.print_spec();
         }
-        init_logging();
+        let telemetry = init_logging(&self.name);
         let config = match Config::from_env(&self.name) {
             Ok(config) => config,
             Err(e) => {
                 tracing::error!(error = %e, "configuration");
+                telemetry.shutdown();
                 return ExitCode::FAILURE;
             }
         };
         let name = self.name.clone();
-        match self.run_with(&config, make_state, crate::shutdown_signal()).await {
+        let outcome = match self.run_with(&config, make_state, crate::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(service = name, error = %e, "stopped");
                 ExitCode::FAILURE
             }
-        }
+        };
+        // The export's last batch goes from a thread of its own: not on the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        outcome
     }
 
     /// Prints the spec as JSON on stdout (`--spec`); a declaration error goes to stderr.
@@ -246,17 +250,37 @@ impl<S: Clone + Send + Sync + 'static> App<S> {
 pub const SPEC_FLAG: &str = "--spec";
 
 /// Counts an HTTP request and its duration by route (axum's [`MatchedPath`](axum::extract::MatchedPath),
-/// `unmatched` for none), method and status.
+/// `unmatched` for none), method and status; and runs it in a server span (OpenTelemetry's HTTP
+/// attribute names) that continues the caller's trace from its `traceparent` header, so what the
+/// request publishes belongs to the caller's trace.
 async fn count_request(
     axum::extract::State(metrics): axum::extract::State<crate::observe::Metrics>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use tracing::Instrument as _;
     let start = std::time::Instant::now();
     let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let route_name = route.as_deref().unwrap_or("unmatched");
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format_args!("{method} {route_name}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        http.route = route_name,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        traceparent =
+            request.headers().get(crate::headers::TRACEPARENT).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     let labels = [
         ("http_route", route.as_deref().unwrap_or("unmatched")),
         ("http_request_method", method.as_str()),
@@ -327,10 +351,10 @@ struct Parts<S> {
     state: S,
 }
 
-/// Logs as JSON lines through `tracing` to stdout, filtered by `RUST_LOG` (default `info`): what a
-/// container platform collects. Does nothing if a subscriber is already set.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).try_init();
+/// Logs as JSON lines through `tracing` to stdout, filtered by `RUST_LOG` (default `info`), with
+/// W3C trace contexts on spans and, with the `otlp` feature, spans exported when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set: [`crate::trace::init`] for a service named `service`. Does
+/// nothing if a subscriber is already set.
+pub fn init_logging(service: &str) -> crate::trace::Telemetry {
+    crate::trace::init(service)
 }

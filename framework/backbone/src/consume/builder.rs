@@ -362,7 +362,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             Either::Right(self.around_retries.apply(BoxCloneSyncService::new(retried)))
         };
         tower::ServiceBuilder::new()
-            .layer(TracingLayer::new(handler))
+            .layer(TracingLayer::new(handler).group(&self.group))
             .layer(CorrelationLayer)
             .layer(
                 DeadLetterLayer::new(self.dead_letters.clone(), publisher.clone(), handler, self.retry)

@@ -47,18 +47,28 @@ where
     }
 }
 
-/// A `tracing` span per event, named `event`, with the handler's name and the event's topic,
-/// partition and offset; its `traceparent` field (the event's header) lets
-/// [`crate::trace::TraceContextLayer`] continue the producer's trace.
+/// A `tracing` span per event, named `event`: a consumer span in OpenTelemetry's messaging terms
+/// (`otel.name` `process <topic>`, `otel.kind` `consumer`, `messaging.system` `kafka`,
+/// `messaging.operation.type` `process`, `messaging.destination.name`,
+/// `messaging.destination.partition.id`, `messaging.kafka.offset`,
+/// `messaging.consumer.group.name`) and the handler's name (`handler`). Its `traceparent` field (the
+/// event's header) lets [`crate::trace::TraceContextLayer`] continue the producer's trace.
 #[derive(Debug, Clone)]
 pub struct TracingLayer {
     handler: Arc<str>,
+    group: Arc<str>,
 }
 
 impl TracingLayer {
     /// Spans name the handler `handler`.
     pub fn new(handler: &str) -> Self {
-        Self { handler: handler.into() }
+        Self { handler: handler.into(), group: "".into() }
+    }
+
+    /// Spans name the consumer group `group`.
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = group.into();
+        self
     }
 }
 
@@ -66,7 +76,7 @@ impl<I> Layer<I> for TracingLayer {
     type Service = Tracing<I>;
 
     fn layer(&self, inner: I) -> Tracing<I> {
-        Tracing { inner, handler: self.handler.clone() }
+        Tracing { inner, handler: self.handler.clone(), group: self.group.clone() }
     }
 }
 
@@ -75,6 +85,7 @@ impl<I> Layer<I> for TracingLayer {
 pub struct Tracing<I> {
     inner: I,
     handler: Arc<str>,
+    group: Arc<str>,
 }
 
 impl<I, S> Service<HandlerContext<S>> for Tracing<I>
@@ -98,10 +109,15 @@ where
         // the event's headers are parsed only when a subscriber may want the trace context.
         let span = tracing::info_span!(
             "event",
+            otel.name = format_args!("process {}", event.topic()),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = event.topic(),
+            messaging.destination.partition.id = event.partition(),
+            messaging.kafka.offset = event.offset(),
+            messaging.consumer.group.name = &*self.group,
             handler = &*self.handler,
-            topic = event.topic(),
-            partition = event.partition(),
-            offset = event.offset(),
             traceparent = if tracing::dispatcher::has_been_set() {
                 event
                     .header(crate::headers::TRACEPARENT)

@@ -27,6 +27,8 @@ pub struct Publish<'a> {
     pub(super) state: PublishState<'a>,
     /// When the publish was called: `backbone_publish_duration_seconds` runs to the acknowledgement.
     pub(super) started: std::time::Instant,
+    /// The producer span, open until the acknowledgement (disabled unless spans are exported).
+    pub(super) span: tracing::Span,
 }
 
 type Waiting<'a> =
@@ -77,6 +79,8 @@ impl Future for Publish<'_> {
                     let metrics = inner.metrics.get(this.topic.name());
                     return Poll::Ready(match result {
                         Ok(Ok(d)) => {
+                            this.span.record("messaging.destination.partition.id", d.partition);
+                            this.span.record("messaging.kafka.offset", d.offset);
                             inner.health.recover(HEALTH_COMPONENT);
                             if let Some(m) = metrics {
                                 m.published.increment(1);
@@ -88,6 +92,7 @@ impl Future for Publish<'_> {
                             if let Some(m) = metrics {
                                 m.failed.increment(1);
                             }
+                            this.span.record("otel.status_code", "error");
                             Err(inner.failed(this.topic, e))
                         }
                         Err(_canceled) => Err(PublishError::Closed),

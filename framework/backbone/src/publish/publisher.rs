@@ -257,12 +257,14 @@ impl Publisher {
     /// `FuturesUnordered`). A future dropped before its turn gives its place up.
     pub fn publish<'a>(&'a self, topic: &'a TopicSpec, event: Outgoing<'a>) -> Publish<'a> {
         let inner = &*self.inner;
+        let span = trace::publish_span(topic.name());
         let state = match self.admit(topic) {
             Err(e) => PublishState::Failed(Some(Box::new(e))),
             Ok(()) => {
                 // Without a correlation id in scope, the event starts a causal chain of its own: its
                 // trace id names it.
-                let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+                let trace =
+                    span.in_scope(trace::current_context).unwrap_or_else(trace::TraceContext::new_root);
                 let context =
                     Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
                 let mut ticket = inner.turns.take();
@@ -289,7 +291,7 @@ impl Publisher {
                 }
             }
         };
-        Publish { inner, topic, state, started: std::time::Instant::now() }
+        Publish { inner, topic, state, started: std::time::Instant::now(), span }
     }
 
     /// The slow path: wait for our turn and for room, then enqueue.

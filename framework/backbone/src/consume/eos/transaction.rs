@@ -32,7 +32,9 @@ impl<'a> Transaction<'a> {
     pub fn publish(&self, topic: &TopicSpec, event: Outgoing<'_>) -> Result<(), PublishError> {
         let publisher = self.publisher;
         publisher.admit(topic)?;
-        let trace = trace::current_context().unwrap_or_else(trace::TraceContext::new_root);
+        // The span ends with the enqueue: the commit, not this call, waits for the acknowledgement.
+        let span = trace::publish_span(topic.name());
+        let trace = span.in_scope(trace::current_context).unwrap_or_else(trace::TraceContext::new_root);
         let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
         let deadline = std::time::Instant::now() + publisher.delivery_timeout();
         loop {
