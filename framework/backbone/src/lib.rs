@@ -175,6 +175,17 @@
 //! default). `tests/metrics.rs` proves all this on a real broker and checks the exposition with
 //! Prometheus's `promtool check metrics`.
 //!
+//! ## Traces
+//!
+//! [`app::App::main`] installs [`trace::init`]: JSON logs, and W3C trace context on spans
+//! ([`trace::TraceContextLayer`]). An HTTP request's span continues the caller's `traceparent`; an
+//! event published carries the current span's; a handler's span ([`layer::TracingLayer`])
+//! continues the event's. Spans follow OpenTelemetry's conventions (`otel.name`, `otel.kind`,
+//! `messaging.*` and `http.*` attributes). With the `otlp` feature and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, `trace::otlp::OtlpLayer` exports them over OTLP/HTTP with
+//! the same ids, and a producer span per published event. `estate/tests/traces.rs` follows one
+//! order through both sample services.
+//!
 //! ## Testing your service
 //!
 //! `backbone-testkit` starts a real Kafka (KRaft) and schema registry per test binary, fetched from

@@ -256,7 +256,7 @@ impl Telemetry {
 ///   collects;
 /// - [`TraceContextLayer`], so that events published while handling an event or an HTTP request
 ///   continue its trace (the framework's spans carry the incoming `traceparent`);
-/// - with the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, [`otlp::OtlpLayer`]: spans
+/// - with the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, `otlp::OtlpLayer`: spans
 ///   exported under the name `service` (unless `OTEL_SERVICE_NAME` says otherwise), and a span per
 ///   published event. An exporter that cannot be built is logged, and the service runs without.
 ///
