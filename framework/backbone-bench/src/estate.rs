@@ -1,7 +1,8 @@
 //! `estate`: the sample estate (Orders and Stock, one instance each, in this process) on a real
-//! broker, driven over HTTP: orders per second from `POST /v1/orders` to `VALIDATED` (64 clients,
-//! each placing an order and long-polling `/validated`), and the latency of `GET /v1/orders/{id}`
-//! under that load (8 clients reading placed orders in a loop).
+//! broker, driven over HTTP: first the latency from `POST /v1/orders` to `VALIDATED` at a fixed
+//! offered load (100 orders/s for 15 s, open loop); then orders per second from `POST` to
+//! `VALIDATED` (64 clients, each placing an order and long-polling `/validated`), and the latency
+//! of `GET /v1/orders/{id}` under that load (8 clients reading placed orders in a loop).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,9 @@ const WARM_UP: usize = 200;
 const CLIENTS: usize = 64;
 const READERS: usize = 8;
 const PRODUCTS: usize = 16;
+/// The fixed offered load (`BENCH_ESTATE_RATE` to change), and for how long.
+const OFFERED_RATE: u32 = 100;
+const OFFERED_SECONDS: u32 = 15;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -69,6 +73,35 @@ async fn place(
     (times, started.elapsed())
 }
 
+/// Offers `rate` orders per second for `seconds`, open loop (an order starts on time whether or not
+/// the ones before have settled), each long-polled to `VALIDATED`. Returns the POST-to-final times.
+async fn offer(http: &reqwest::Client, orders_url: &str, run: &str, prefix: &str, rate: u32, seconds: u32) -> Vec<Duration> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for i in 0..(rate * seconds) as usize {
+        tick.tick().await;
+        let (http, url) = (http.clone(), orders_url.to_owned());
+        let id = format!("{prefix}-{i}");
+        let body = json!({"id": id, "customerId": "bench", "product": format!("{run}-p{}", i % PRODUCTS), "quantity": 1, "price": 100});
+        tasks.push(tokio::spawn(async move {
+            let began = Instant::now();
+            let response = http.post(format!("{url}/v1/orders")).json(&body).send().await.expect("POST");
+            assert_eq!(response.status(), 201, "POST {id}");
+            let response =
+                http.get(format!("{url}/v1/orders/{id}/validated?timeout=60000")).send().await.expect("GET validated");
+            assert_eq!(response.status(), 200, "{id} not settled");
+            began.elapsed()
+        }));
+    }
+    let mut times = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        times.push(task.await.expect("order"));
+    }
+    times.sort_unstable();
+    times
+}
+
 pub(crate) async fn estate() {
     let cluster = crate::common::cluster();
     let registry = DevRegistry::start().expect("development registry");
@@ -98,6 +131,17 @@ pub(crate) async fn estate() {
     let placed = std::sync::Mutex::new(Vec::new());
     let (_, warm) = place(&http, &estate.orders_url, &run, &format!("{run}-w"), WARM_UP, &placed).await;
     println!("warm-up: {WARM_UP} orders in {:.1} s", warm.as_secs_f64());
+
+    // A fixed offered load first: what a user waits for at a moderate rate.
+    let rate: u32 = std::env::var("BENCH_ESTATE_RATE").ok().and_then(|n| n.parse().ok()).unwrap_or(OFFERED_RATE);
+    let offered = offer(&http, &estate.orders_url, &run, &format!("{run}-o"), rate, OFFERED_SECONDS).await;
+    let (offered_p50, offered_p99) = (percentile(&offered, 0.5), percentile(&offered, 0.99));
+    println!(
+        "offered {rate} orders/s for {OFFERED_SECONDS} s: POST to VALIDATED p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(offered_p50),
+        ms(offered_p99),
+        ms(*offered.last().unwrap())
+    );
 
     // Readers: GET placed orders in a loop while the orders flow.
     let done = Arc::new(AtomicBool::new(false));
@@ -155,5 +199,10 @@ pub(crate) async fn estate() {
         wall.as_secs_f64()
     );
     estate.shutdown().await.expect("a clean shutdown");
-    println!("RESULT estate orders_per_s={per_s:.0} get_p99_ms={:.2}", ms(percentile(&gets, 0.99)));
+    println!(
+        "RESULT estate orders_per_s={per_s:.0} get_p99_ms={:.2} offered_per_s={rate} offered_p50_ms={:.1} offered_p99_ms={:.1}",
+        ms(percentile(&gets, 0.99)),
+        ms(offered_p50),
+        ms(offered_p99)
+    );
 }

@@ -30,7 +30,8 @@
 //! line `RESULT latency p50_ms=<backbone> p99_ms=<backbone> p99_ratio=<backbone p99/raw p99>`.
 //!
 //! `estate`: the sample estate on the broker, over HTTP (see `estate.rs`); last line
-//! `RESULT estate orders_per_s=<POST to VALIDATED> get_p99_ms=<GET /v1/orders/{id} under that load>`.
+//! `RESULT estate orders_per_s=<POST to VALIDATED> get_p99_ms=<GET /v1/orders/{id} under that load>
+//! offered_per_s=<fixed load> offered_p50_ms= offered_p99_ms=<POST to VALIDATED at that load>`.
 //!
 //! `codec`: one ~126-byte framed Avro event (an `OrderCreated`: uuid string id, customer id, product,
 //! quantity, price, timestamp-millis, enum state; its `AvroEvent` written by hand, serde name = record
