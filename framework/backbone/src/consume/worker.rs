@@ -81,6 +81,9 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
         // idle partition holds none.
         let mut slot = None;
         let mut streak = 0;
+        // Exactly once: whether this task counts as busy in the transaction (idle ones let it
+        // commit early); given back however the task ends.
+        let mut activity = Activity { eos: self.eos.as_deref(), busy: false };
         loop {
             if !quiet() && futures::poll!(stopping.as_mut()).is_ready() {
                 return;
@@ -90,6 +93,7 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 rewinds = cursor.rewinds();
                 if !queue.take(&mut batch) {
                     (slot, streak) = (None, 0);
+                    activity.idle();
                     tokio::select! {
                         biased;
                         () = &mut stopping => return,
@@ -98,6 +102,7 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
                 }
             }
             let Some(held) = batch.pop_front() else { continue };
+            activity.busy();
             let (partition, offset) = (held.partition(), held.offset());
             if !cursor.admits(offset) {
                 tracing::debug!(partition, offset, "event handed out again by librdkafka; skipped");
@@ -252,5 +257,38 @@ impl<S: Clone + Send + Sync + 'static, C: ConsumerContext + 'static> Worker<S, C
         {
             tracing::debug!(error = %e, "offset not stored (the partition was revoked)");
         }
+    }
+}
+
+/// Whether a partition's task has events in hand, for the exactly-once commit ([`Eos::busy`],
+/// [`Eos::idle`]); idle again when dropped.
+struct Activity<'a> {
+    eos: Option<&'a Eos>,
+    busy: bool,
+}
+
+impl Activity<'_> {
+    fn busy(&mut self) {
+        if !self.busy
+            && let Some(eos) = self.eos
+        {
+            self.busy = true;
+            eos.busy();
+        }
+    }
+
+    fn idle(&mut self) {
+        if self.busy
+            && let Some(eos) = self.eos
+        {
+            self.busy = false;
+            eos.idle();
+        }
+    }
+}
+
+impl Drop for Activity<'_> {
+    fn drop(&mut self) {
+        self.idle();
     }
 }

@@ -39,6 +39,9 @@ pub(super) struct Eos {
     /// The assigned partitions' cursors, rewound after an aborted transaction.
     pub(super) cursors: Mutex<HashMap<i32, Arc<Cursor>>>,
     pending: std::sync::atomic::AtomicUsize,
+    /// Partition tasks with events in hand: when the last goes idle, the open transaction commits
+    /// at once (see [`Eos::idle`]).
+    busy: std::sync::atomic::AtomicUsize,
     /// Partitions with an event that neither succeeded nor was dead-lettered in the open
     /// transaction: it must abort, not commit past that event.
     doomed: Mutex<Vec<i32>>,
@@ -88,6 +91,7 @@ impl Eos {
             committed: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             pending: Default::default(),
+            busy: Default::default(),
             doomed: Mutex::new(Vec::new()),
             aborts: watch::channel(0).0,
             broken: Default::default(),
@@ -121,6 +125,22 @@ impl Eos {
         }
     }
 
+    /// A partition's task took events to handle.
+    pub(super) fn busy(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A partition's task handled all it had and waits for more. When no partition has events in
+    /// hand, the open transaction commits now instead of at the next tick: at a moderate rate an
+    /// event's outputs become visible a commit's round trip after it was handled, not up to an
+    /// interval later. Under load some partition is always busy, and transactions fill up to their
+    /// size or interval as before.
+    pub(super) fn idle(&self) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 && self.pending.load(Ordering::Acquire) > 0 {
+            self.full.notify_one();
+        }
+    }
+
     fn is_doomed(&self) -> bool {
         !self.doomed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
     }
@@ -149,7 +169,8 @@ impl Eos {
         });
     }
 
-    /// Commits a transaction when it is full, or every 100 ms, until the consumer stops.
+    /// Commits a transaction when it is full, when every partition is idle ([`Eos::idle`]), or every
+    /// interval (100 ms by default), until the consumer stops.
     pub(super) async fn committing<
         C: rdkafka::consumer::Consumer<X> + Send + Sync + 'static,
         X: ConsumerContext + 'static,
