@@ -47,6 +47,30 @@ pub(crate) fn cluster() -> KafkaCluster {
     }
 }
 
+/// CPU time (user + system, every thread) this process has used so far, from `/proc/self/stat`:
+/// what a round costs the client, apart from the broker (another process). Linux counts it in clock
+/// ticks of 10 ms (`USER_HZ` = 100); rounds take seconds of CPU, so that is within 1 %.
+pub(crate) fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which may hold spaces): state, ppid, … utime is the 14th field
+    // of the line, stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks");
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Runs `round`, returning what it returned and the CPU time the process used meanwhile.
+pub(crate) async fn with_cpu<T>(round: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let before = cpu_time();
+    let out = round.await;
+    (out, cpu_time().saturating_sub(before))
+}
+
+/// CPU microseconds per event.
+pub(crate) fn cpu_us(cpu: Duration) -> f64 {
+    cpu.as_secs_f64() * 1e6 / EVENTS as f64
+}
+
 pub(crate) fn rate(d: Duration) -> f64 {
     EVENTS as f64 / d.as_secs_f64()
 }
@@ -79,7 +103,18 @@ pub(crate) async fn consuming_service(config: &Config, prefix: &str) -> (Service
 
 /// The raw consumer, with the group settings backbone's `Consumer` uses.
 pub(crate) fn raw_consumer(config: &Config, service: &str, group: &str, topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = config
+    let consumer: StreamConsumer = raw_client(config, service, group);
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// A raw consumer of any kind with the group settings backbone's `Consumer` uses, not subscribed.
+pub(crate) fn raw_client<C: rdkafka::config::FromClientConfig>(
+    config: &Config,
+    service: &str,
+    group: &str,
+) -> C {
+    config
         .client_config(service)
         .set("group.id", group)
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -95,7 +130,5 @@ pub(crate) fn raw_consumer(config: &Config, service: &str, group: &str, topic: &
         .set("queued.min.messages", "100000")
         .set("fetch.queue.backoff.ms", "10")
         .create()
-        .expect("raw consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
+        .expect("raw consumer")
 }

@@ -15,7 +15,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::common::{
-    EVENTS, KEYS, READ_TIMEOUT, cluster, consuming_service, dev_config, keys, rate, raw_consumer, raw_headers,
+    EVENTS, KEYS, READ_TIMEOUT, cluster, consuming_service, cpu_us, dev_config, keys, rate, raw_client,
+    raw_consumer, raw_headers, with_cpu,
 };
 
 const CONSUME_ROUNDS: usize = 5;
@@ -105,6 +106,34 @@ async fn raw_consume_round(config: &Config, service: &str, topic: &str) -> Durat
     tokio::time::timeout(READ_TIMEOUT, read).await.expect("raw read the topic in time");
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     counter.elapsed()
+}
+
+/// Raw rdkafka's fastest safe path: a `BaseConsumer` polled in a tight loop on a thread of its own
+/// (no waker, no task switch per message; rust-rdkafka has no safe batch call, and
+/// `rd_kafka_consume_batch_queue` would need unsafe code), decoding and storing offsets as the
+/// `StreamConsumer` side does.
+async fn raw_poll_consume_round(config: &Config, service: &str, topic: &str) -> Duration {
+    let consumer: rdkafka::consumer::BaseConsumer = raw_client(config, service, &unique("raw-poll-group"));
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let read = tokio::task::spawn_blocking(move || {
+        let counter = Counter::new(EVENTS);
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            assert!(Instant::now() < deadline, "raw poll read the topic in time");
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let message = message.expect("raw poll");
+            let order: Order = serde_json::from_slice(message.payload().expect("payload")).expect("json");
+            std::hint::black_box(order.quantity);
+            let last = counter.seen();
+            consumer.store_offset_from_message(&message).expect("store offset");
+            if last {
+                break;
+            }
+        }
+        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        counter.elapsed()
+    });
+    read.await.expect("raw poll thread")
 }
 
 /// Raw rdkafka with backbone's shape: every partition split onto a queue of its own, read by a task
@@ -218,14 +247,22 @@ pub(crate) async fn consume() {
          backbone = Consumer with a Json<Order> handler; first event to last; the same fetch-queue \
          settings on both sides"
     );
-    println!("{:<6} {:>12} {:>14} {:>7}", "round", "raw msg/s", "backbone msg/s", "ratio");
+    println!(
+        "raw poll = rdkafka BaseConsumer polled in a loop on a thread of its own (the fastest safe path), \
+         the same work per event"
+    );
+    println!(
+        "{:<6} {:>12} {:>13} {:>14} {:>7} {:>8}",
+        "round", "raw msg/s", "raw poll msg/s", "backbone msg/s", "ratio", "vs poll"
+    );
     // One untimed read per side first: the broker's JIT compiles its fetch path during the first
     // reads of a fresh JVM, which would otherwise favour whichever side reads later.
     for _ in 0..CONSUME_WARMUP_ROUNDS {
         let r = raw_consume_round(&config, spec.name(), topic.name()).await;
+        let p = raw_poll_consume_round(&config, spec.name(), topic.name()).await;
         let b = backbone_consume_round(&context, &topic).await;
-        let (rr, br) = (rate(r), rate(b));
-        println!("{:<6} {rr:>12.0} {br:>14.0} {:>7.3}", "warm", br / rr);
+        let (rr, pr, br) = (rate(r), rate(p), rate(b));
+        println!("{:<6} {rr:>12.0} {pr:>13.0} {br:>14.0} {:>7.3} {:>8.3}", "warm", br / rr, br / pr);
     }
     // Diagnostics, not part of the result: BENCH_PROFILE_BACKBONE=1 reads with backbone only (for a
     // profiler); BENCH_RAW_SPLIT=1 also reads with raw rdkafka shaped like backbone (a queue and a
@@ -243,25 +280,40 @@ pub(crate) async fn consume() {
             println!("raw with a queue and task per partition: {:.0} msg/s", rate(s));
         }
     }
-    let (mut raw_total, mut bb_total) = (Duration::ZERO, Duration::ZERO);
+    let mut totals = [Duration::ZERO; 3];
+    // Client CPU per side, each round whole (group join and shutdown included, alike for all).
+    let mut cpu = [Duration::ZERO; 3];
     for round in 1..=CONSUME_ROUNDS {
-        let mut times = [Duration::ZERO; 2];
-        for step in 0..2 {
-            let who = (round + step) % 2;
-            times[who] = if who == 0 {
-                raw_consume_round(&config, spec.name(), topic.name()).await
-            } else {
-                backbone_consume_round(&context, &topic).await
+        let mut times = [Duration::ZERO; 3];
+        for step in 0..3 {
+            let who = (round + step) % 3;
+            let (time, used) = match who {
+                0 => with_cpu(raw_consume_round(&config, spec.name(), topic.name())).await,
+                1 => with_cpu(raw_poll_consume_round(&config, spec.name(), topic.name())).await,
+                _ => with_cpu(backbone_consume_round(&context, &topic)).await,
             };
+            times[who] = time;
+            totals[who] += time;
+            cpu[who] += used;
         }
-        let [r, b] = times;
-        raw_total += r;
-        bb_total += b;
-        let (rr, br) = (rate(r), rate(b));
-        println!("{round:<6} {rr:>12.0} {br:>14.0} {:>7.3}", br / rr);
+        let [rr, pr, br] = times.map(rate);
+        println!("{round:<6} {rr:>12.0} {pr:>13.0} {br:>14.0} {:>7.3} {:>8.3}", br / rr, br / pr);
     }
     let n = CONSUME_ROUNDS as u32;
-    let (rr, br) = (rate(raw_total / n), rate(bb_total / n));
-    println!("{:<6} {rr:>12.0} {br:>14.0} {:>7.3}", "all", br / rr);
-    println!("RESULT consume ratio={:.3}", br / rr);
+    let [rr, pr, br] = totals.map(|t| rate(t / n));
+    println!("{:<6} {rr:>12.0} {pr:>13.0} {br:>14.0} {:>7.3} {:>8.3}", "all", br / rr, br / pr);
+    let [cpu_raw, cpu_poll, cpu_bb] = cpu.map(|c| cpu_us(c / n));
+    println!(
+        "{:<6} {cpu_raw:>12.2} {cpu_poll:>13.2} {cpu_bb:>14.2} {:>7.3} {:>8.3}   (client CPU µs per event)",
+        "cpu",
+        cpu_bb / cpu_raw,
+        cpu_bb / cpu_poll
+    );
+    println!(
+        "RESULT consume ratio={:.3} vs_poll={:.3} msgs_per_s={br:.0} cpu_ratio={:.3} cpu_vs_poll={:.3}",
+        br / rr,
+        br / pr,
+        cpu_bb / cpu_raw,
+        cpu_bb / cpu_poll
+    );
 }

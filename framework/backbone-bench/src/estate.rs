@@ -75,7 +75,14 @@ async fn place(
 
 /// Offers `rate` orders per second for `seconds`, open loop (an order starts on time whether or not
 /// the ones before have settled), each long-polled to `VALIDATED`. Returns the POST-to-final times.
-async fn offer(http: &reqwest::Client, orders_url: &str, run: &str, prefix: &str, rate: u32, seconds: u32) -> Vec<Duration> {
+async fn offer(
+    http: &reqwest::Client,
+    orders_url: &str,
+    run: &str,
+    prefix: &str,
+    rate: u32,
+    seconds: u32,
+) -> Vec<Duration> {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::new();
@@ -88,8 +95,11 @@ async fn offer(http: &reqwest::Client, orders_url: &str, run: &str, prefix: &str
             let began = Instant::now();
             let response = http.post(format!("{url}/v1/orders")).json(&body).send().await.expect("POST");
             assert_eq!(response.status(), 201, "POST {id}");
-            let response =
-                http.get(format!("{url}/v1/orders/{id}/validated?timeout=60000")).send().await.expect("GET validated");
+            let response = http
+                .get(format!("{url}/v1/orders/{id}/validated?timeout=60000"))
+                .send()
+                .await
+                .expect("GET validated");
             assert_eq!(response.status(), 200, "{id} not settled");
             began.elapsed()
         }));
@@ -133,7 +143,8 @@ pub(crate) async fn estate() {
     println!("warm-up: {WARM_UP} orders in {:.1} s", warm.as_secs_f64());
 
     // A fixed offered load first: what a user waits for at a moderate rate.
-    let rate: u32 = std::env::var("BENCH_ESTATE_RATE").ok().and_then(|n| n.parse().ok()).unwrap_or(OFFERED_RATE);
+    let rate: u32 =
+        std::env::var("BENCH_ESTATE_RATE").ok().and_then(|n| n.parse().ok()).unwrap_or(OFFERED_RATE);
     let offered = offer(&http, &estate.orders_url, &run, &format!("{run}-o"), rate, OFFERED_SECONDS).await;
     let (offered_p50, offered_p99) = (percentile(&offered, 0.5), percentile(&offered, 0.99));
     println!(

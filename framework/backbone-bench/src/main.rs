@@ -10,7 +10,11 @@
 //! rounds, against raw with headers of the sizes backbone writes (`raw`; `BENCH_LEGACY_HEADERS=1`:
 //! the four headers backbone wrote before its metadata went minimal) and raw without headers
 //! (`bare`); the events are `OrderCreated`s on the topic named for them. Prints a table and a last
-//! line `RESULT publish ratio=<backbone/raw msgs per s> vs_bare=<backbone/bare> msgs_per_s=<backbone>`.
+//! line `RESULT publish ratio=<backbone/raw msgs per s> vs_bare=<backbone/bare> msgs_per_s=<backbone>
+//! cpu_ratio=<backbone/raw client CPU per event> cpu_vs_bare=<backbone/bare>`. Client CPU is the
+//! process's user + system time over each side's rounds (`/proc/self/stat`; the broker is another
+//! process): on a machine shared with the broker, throughput swings from round to round where CPU per
+//! event holds still.
 //!
 //! `consume`: one topic (6 partitions) pre-filled once with 200,000 JSON events (~110 bytes, 1,000
 //! keys, backbone's headers), then read from the beginning to the end by a fresh consumer group per
@@ -19,15 +23,19 @@
 //! serde_json, touches a field and stores its offset; backbone = a `Consumer` whose handler takes
 //! `Json<Order>` and counts. Throughput runs from the first event seen to the last (group join and
 //! shutdown excluded, they are the same for both); last line
-//! `RESULT consume ratio=<backbone/raw msgs per s>`. `BENCH_RAW_SPLIT=1` adds raw rdkafka shaped like
+//! `RESULT consume ratio=<backbone/raw msgs per s> vs_poll=<backbone/raw poll> msgs_per_s=<backbone>
+//! cpu_ratio=<backbone/raw client CPU per event> cpu_vs_poll=<backbone/raw poll>`, where raw poll is a
+//! `BaseConsumer` polled in a loop on a thread of its own (rust-rdkafka's fastest safe path: it has
+//! no safe batch call). `BENCH_RAW_SPLIT=1` adds raw rdkafka shaped like
 //! backbone (a queue and a task per partition), outside the ratio.
 //!
 //! `latency`: end to end, producer to handler, at a fixed 2,000 events/s for 10 s per round after a
 //! warm-up, linger 0 on both sides: raw = `FutureProducer` (backbone's durable settings) to a raw
 //! `StreamConsumer`; backbone = `Publisher` (`BACKBONE_LINGER_MS=0`) to a `Consumer` handler. Each
 //! payload carries its send time (nanoseconds since one `Instant`, the same process), stamped just
-//! before the send call. Two rounds per side, interleaved; prints p50/p99/max per side and a last
-//! line `RESULT latency p50_ms=<backbone> p99_ms=<backbone> p99_ratio=<backbone p99/raw p99>`.
+//! before the send call. Two rounds per side, interleaved; prints p50/p99/p99.9/max per side and a last
+//! line `RESULT latency p50_ms=<backbone> p99_ms=<backbone> p999_ms=<backbone>
+//! p99_ratio=<backbone p99/raw p99> p999_ratio=<backbone p99.9/raw p99.9>`.
 //!
 //! `estate`: the sample estate on the broker, over HTTP (see `estate.rs`); last line
 //! `RESULT estate orders_per_s=<POST to VALIDATED> get_p99_ms=<GET /v1/orders/{id} under that load>

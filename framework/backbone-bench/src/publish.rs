@@ -9,7 +9,7 @@ use backbone_testkit::unique;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::common::{EVENTS, KEYS, cluster, keys, rate, raw_headers};
+use crate::common::{EVENTS, KEYS, cluster, cpu_us, keys, rate, raw_headers, with_cpu};
 
 const ROUNDS: usize = 5;
 const PAYLOAD: usize = 100;
@@ -93,16 +93,20 @@ pub(crate) async fn publish() {
         "round", "bare msg/s", "raw msg/s", "backbone msg/s", "ratio", "vs bare"
     );
     let (mut bare_total, mut raw_total, mut bb_total) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    // Client CPU per side over all rounds: stable where throughput swings with the shared machine.
+    let mut cpu = [Duration::ZERO; 3];
     for round in 1..=ROUNDS {
         // Interleave, rotating who goes first.
         let mut times = [Duration::ZERO; 3];
         for step in 0..3 {
             let who = (round + step) % 3;
-            times[who] = match who {
-                0 => raw_round(&raw, &raw_topic, &keys, &payload, None).await,
-                1 => raw_round(&raw, &raw_topic, &keys, &payload, Some(&raw_headers)).await,
-                _ => backbone_round(&publisher, &topic, &keys, &payload).await,
+            let (time, used) = match who {
+                0 => with_cpu(raw_round(&raw, &raw_topic, &keys, &payload, None)).await,
+                1 => with_cpu(raw_round(&raw, &raw_topic, &keys, &payload, Some(&raw_headers))).await,
+                _ => with_cpu(backbone_round(&publisher, &topic, &keys, &payload)).await,
             };
+            times[who] = time;
+            cpu[who] += used;
         }
         let [bare, r, b] = times;
         bare_total += bare;
@@ -114,7 +118,19 @@ pub(crate) async fn publish() {
     let n = ROUNDS as u32;
     let (ba, rr, br) = (rate(bare_total / n), rate(raw_total / n), rate(bb_total / n));
     println!("{:<6} {ba:>12.0} {rr:>12.0} {br:>14.0} {:>7.3} {:>8.3}", "all", br / rr, br / ba);
-    println!("RESULT publish ratio={:.3} vs_bare={:.3} msgs_per_s={br:.0}", br / rr, br / ba);
+    let [cpu_bare, cpu_raw, cpu_bb] = cpu.map(|c| cpu_us(c / n));
+    println!(
+        "{:<6} {cpu_bare:>12.2} {cpu_raw:>12.2} {cpu_bb:>14.2} {:>7.3}   (client CPU µs per event)",
+        "cpu",
+        cpu_bb / cpu_raw
+    );
+    println!(
+        "RESULT publish ratio={:.3} vs_bare={:.3} msgs_per_s={br:.0} cpu_ratio={:.3} cpu_vs_bare={:.3}",
+        br / rr,
+        br / ba,
+        cpu_bb / cpu_raw,
+        cpu_bb / cpu_bare
+    );
 }
 
 async fn raw_round_n(producer: &FutureProducer, topic: &str, keys: &[String], payload: &[u8], n: usize) {
