@@ -1,6 +1,6 @@
 //! Benchmarks of backbone against raw rdkafka on the same broker, in one run, and of its Avro codec.
 //!
-//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec|estate>`. The first three
+//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec|estate|peers>`. The first three
 //! start a broker with the test kit (or use `KAFKA_BOOTSTRAP_SERVERS`) and compare backbone with raw
 //! rdkafka doing the same work on the same broker, interleaving the two; `codec` needs no broker nor
 //! registry. Each prints a table and a last `RESULT` line.
@@ -41,6 +41,14 @@
 //! `RESULT estate orders_per_s=<POST to VALIDATED> get_p99_ms=<GET /v1/orders/{id} under that load>
 //! offered_per_s=<fixed load> offered_p50_ms= offered_p99_ms=<POST to VALIDATED at that load>`.
 //!
+//! `peers`: backbone against Kafka's own Java perf tools (`ProducerPerformance`,
+//! `ConsumerPerformance`, from the test kit's Kafka jars, a JVM per round) and raw rdkafka: a million
+//! 100-byte events per round and side (`BENCH_PEERS_EVENTS`), acks=all + idempotence, the same linger
+//! and batch size, three rounds interleaved; consume reads backbone's topic from the beginning with a
+//! fresh group and counts bytes (no decoding, as the Java tool). Writes `docs/benchmarks/peers.md` and
+//! `peers.svg`; last line `RESULT peers publish_vs_java= consume_vs_java= publish_vs_raw=
+//! consume_vs_raw=` (ratios of msg/s, backbone over the other).
+//!
 //! `codec`: one ~126-byte framed Avro event (an `OrderCreated`: uuid string id, customer id, product,
 //! quantity, price, timestamp-millis, enum state; its `AvroEvent` written by hand, serde name = record
 //! name so decoding takes the schema-aware path), in process: backbone's `Encoder::encode` (and
@@ -59,17 +67,19 @@ mod common;
 mod consume;
 mod estate;
 mod latency;
+mod peers;
 mod publish;
 
 fn main() -> std::process::ExitCode {
     let what = std::env::args().nth(1).unwrap_or_default();
     match what.as_str() {
-        "publish" | "consume" | "latency" | "estate" => {
+        "publish" | "consume" | "latency" | "estate" | "peers" => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
             match what.as_str() {
                 "publish" => runtime.block_on(publish::publish()),
                 "consume" => runtime.block_on(consume::consume()),
                 "estate" => runtime.block_on(estate::estate()),
+                "peers" => runtime.block_on(peers::peers()),
                 _ => runtime.block_on(latency::latency()),
             }
             std::process::ExitCode::SUCCESS
@@ -79,7 +89,7 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: backbone-bench <publish|consume|latency|codec|estate>");
+            eprintln!("usage: backbone-bench <publish|consume|latency|codec|estate|peers>");
             std::process::ExitCode::from(2)
         }
     }

@@ -12,9 +12,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::common::{EVENTS, KEYS, cluster, cpu_us, keys, rate, raw_headers, with_cpu};
 
 const ROUNDS: usize = 5;
-const PAYLOAD: usize = 100;
+pub(crate) const PAYLOAD: usize = 100;
 
-async fn raw_round(
+/// Publishes `n` events with the raw producer and waits for every acknowledgement.
+pub(crate) async fn raw_round(
+    n: usize,
     producer: &FutureProducer,
     topic: &str,
     keys: &[String],
@@ -22,8 +24,8 @@ async fn raw_round(
     headers: Option<&OwnedHeaders>,
 ) -> Duration {
     let started = Instant::now();
-    let mut pending = Vec::with_capacity(EVENTS);
-    for i in 0..EVENTS {
+    let mut pending = Vec::with_capacity(n);
+    for i in 0..n {
         let mut record = FutureRecord::to(topic).key(keys[i % KEYS].as_bytes()).payload(payload);
         if let Some(h) = headers {
             record = record.headers(h.clone());
@@ -39,14 +41,16 @@ async fn raw_round(
     started.elapsed()
 }
 
-async fn backbone_round(
+/// Publishes `n` events with backbone's publisher and waits for every acknowledgement.
+pub(crate) async fn backbone_round(
+    n: usize,
     publisher: &Publisher,
     topic: &TopicSpec,
     keys: &[String],
     payload: &[u8],
 ) -> Duration {
     let started = Instant::now();
-    let pending: Vec<_> = (0..EVENTS)
+    let pending: Vec<_> = (0..n)
         .map(|i| publisher.publish(topic, Outgoing::new("OrderCreated", keys[i % KEYS].as_bytes(), payload)))
         .collect();
     for f in pending {
@@ -101,9 +105,9 @@ pub(crate) async fn publish() {
         for step in 0..3 {
             let who = (round + step) % 3;
             let (time, used) = match who {
-                0 => with_cpu(raw_round(&raw, &raw_topic, &keys, &payload, None)).await,
-                1 => with_cpu(raw_round(&raw, &raw_topic, &keys, &payload, Some(&raw_headers))).await,
-                _ => with_cpu(backbone_round(&publisher, &topic, &keys, &payload)).await,
+                0 => with_cpu(raw_round(EVENTS, &raw, &raw_topic, &keys, &payload, None)).await,
+                1 => with_cpu(raw_round(EVENTS, &raw, &raw_topic, &keys, &payload, Some(&raw_headers))).await,
+                _ => with_cpu(backbone_round(EVENTS, &publisher, &topic, &keys, &payload)).await,
             };
             times[who] = time;
             cpu[who] += used;

@@ -93,6 +93,17 @@ pub fn shared_registry() -> &'static SchemaRegistry {
     })
 }
 
+/// A command that runs one of Kafka's own tools, by class (for example
+/// `org.apache.kafka.tools.ProducerPerformance`), on the kit's Java and the same Kafka jars as its
+/// broker (fetched on first use): what benchmarks compare with. Logging goes to stderr at `WARN`.
+pub fn kafka_tool(class: &str) -> Result<std::process::Command> {
+    let java = java::java(17, "Kafka's tools")?;
+    let classpath = fetch::kafka_classpath()?;
+    let mut command = std::process::Command::new(java.bin);
+    command.arg("-cp").arg(classpath).arg("-Dlog4j2.level=WARN").arg(class);
+    Ok(command)
+}
+
 /// A name no other test uses: `<prefix>-<random>`, for topics, groups and subjects.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
