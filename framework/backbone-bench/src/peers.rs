@@ -1,6 +1,7 @@
 //! `peers`: backbone against what users would pick instead, on the same broker in one run: Kafka's
 //! own Java perf tools (`ProducerPerformance` and `ConsumerPerformance`, from the test kit's Kafka
-//! jars, run with `java -cp`) and raw rdkafka, interleaved. Writes `docs/benchmarks/peers.md` and
+//! jars, run with `java -cp`), FastStream (Python, its confluent-kafka backend, in a venv the bench
+//! makes under `target/`; `peers/faststream_side.py`) and raw rdkafka, interleaved. Writes `docs/benchmarks/peers.md` and
 //! `docs/benchmarks/peers.svg`.
 
 use std::process::Stdio;
@@ -207,7 +208,60 @@ async fn raw_consume(config: &Config, service: &str, topic: &str, n: usize) -> f
     count.rate()
 }
 
-const SIDES: [&str; 3] = ["Kafka Java perf tool", "raw rdkafka", "backbone"];
+const SIDES: [&str; 4] = ["Kafka Java perf tool", "FastStream (confluent)", "raw rdkafka", "backbone"];
+/// The FastStream release the bench installs (its confluent-kafka backend, the faster of its two).
+const FASTSTREAM: &str = "faststream[confluent]==0.7.8";
+
+/// The Python of a venv under `target/` holding FastStream, made on first use; why not, if it cannot be.
+fn faststream_python() -> Result<std::path::PathBuf, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-peers");
+    let python = root.join("venv/bin/python");
+    let ready = |python: &std::path::Path| {
+        std::process::Command::new(python)
+            .args(["-c", "import faststream.confluent"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&python) {
+        return Ok(python);
+    }
+    println!("making a venv with {FASTSTREAM} under {} …", root.display());
+    let run = |program: &std::path::Path, args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr))),
+        }
+    };
+    run(std::path::Path::new("python3"), &["-m", "venv", &root.join("venv").to_string_lossy()])?;
+    run(&root.join("venv/bin/pip"), &["install", "--quiet", FASTSTREAM])?;
+    ready(&python).then_some(python).ok_or_else(|| "faststream does not import".to_owned())
+}
+
+/// Runs the FastStream side (`peers/faststream_side.py`); its rate.
+async fn faststream(python: &std::path::Path, args: Vec<String>) -> f64 {
+    let python = python.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/faststream_side.py");
+        let output = std::process::Command::new(python)
+            .arg(script)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run the FastStream side");
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "the FastStream side failed: {out}");
+        let rate = out.lines().find_map(|l| l.strip_prefix("RATE ")).expect("a RATE line");
+        rate.trim().parse().expect("a rate")
+    })
+    .await
+    .expect("FastStream thread")
+}
 
 pub(crate) async fn peers() {
     let n = events();
@@ -233,19 +287,49 @@ pub(crate) async fn peers() {
          the tool has no keys); raw rdkafka and backbone: {KEYS} keys, backbone's traceparent header",
         backbone_testkit::KAFKA_VERSION
     );
-    // Publish: the Rust sides warm their connections first; the JVM cannot keep one.
+    let python = match faststream_python() {
+        Ok(python) => Some(python),
+        Err(why) => {
+            println!("FastStream left out: {why}");
+            None
+        }
+    };
+    let fs_topic = format!("{}-faststream", topic.name());
+    cluster.create_topic(&fs_topic, 6, 1).await.expect("create topic");
+    let present = |who: usize| who != 1 || python.is_some();
+    // Publish: the Rust sides warm their connections first; the JVM and Python cannot keep one.
     raw_round(1_000, &raw, &raw_topic, &keys, &payload, Some(&headers)).await;
     backbone_round(1_000, &publisher, &topic, &keys, &payload).await;
-    let mut publish = [Side::default(); 3];
-    println!("{:<8} {:>22} {:>14} {:>14}", "publish", "Java msg/s", "raw msg/s", "backbone msg/s");
+    let header = || {
+        println!(
+            "{:<8} {:>12} {:>12} {:>12} {:>14}",
+            "", "Java msg/s", "FastStream", "raw msg/s", "backbone msg/s"
+        )
+    };
+    let line = |label: &str, r: &[f64; 4]| {
+        println!("{label:<8} {:>12.0} {:>12.0} {:>12.0} {:>14.0}", r[0], r[1], r[2], r[3])
+    };
+    let mut publish = [Side::default(); 4];
+    header();
     for round in 1..=ROUNDS {
-        let mut rates = [0.0; 3];
-        for step in 0..3 {
-            let who = (round + step) % 3;
+        let mut rates = [0.0; 4];
+        for step in 0..4 {
+            let who = (round + step) % 4;
+            if !present(who) {
+                continue;
+            }
             let before = cpu_with_children();
             rates[who] = match who {
                 0 => java_publish(&bootstrap, &java_topic, n, linger).await,
                 1 => {
+                    let args = ["publish", &bootstrap, &fs_topic, &n.to_string(), &linger.to_string()];
+                    faststream(
+                        python.as_deref().expect("python"),
+                        args.iter().map(|a| a.to_string()).collect(),
+                    )
+                    .await
+                }
+                2 => {
                     n as f64
                         / raw_round(n, &raw, &raw_topic, &keys, &payload, Some(&headers)).await.as_secs_f64()
                 }
@@ -253,56 +337,72 @@ pub(crate) async fn peers() {
             };
             publish[who].add(rates[who], cpu_with_children().saturating_sub(before));
         }
-        println!("{round:<8} {:>22.0} {:>14.0} {:>14.0}", rates[0], rates[1], rates[2]);
+        line(&format!("publish {round}"), &rates);
     }
 
     // Consume: every side reads the first `n` events of backbone's topic from its beginning, with
     // a fresh group, counting bytes (no decoding, as ConsumerPerformance).
-    let mut consume = [Side::default(); 3];
-    println!("{:<8} {:>22} {:>14} {:>14}", "consume", "Java msg/s", "raw msg/s", "backbone msg/s");
+    let mut consume = [Side::default(); 4];
     for round in 1..=ROUNDS {
-        let mut rates = [0.0; 3];
-        for step in 0..3 {
-            let who = (round + step) % 3;
+        let mut rates = [0.0; 4];
+        for step in 0..4 {
+            let who = (round + step) % 4;
+            if !present(who) {
+                continue;
+            }
             let before = cpu_with_children();
             rates[who] = match who {
                 0 => java_consume(&bootstrap, topic.name(), n).await,
-                1 => raw_consume(&config, spec.name(), topic.name(), n).await,
+                1 => {
+                    let args = ["consume", &bootstrap, topic.name(), &n.to_string()];
+                    faststream(
+                        python.as_deref().expect("python"),
+                        args.iter().map(|a| a.to_string()).collect(),
+                    )
+                    .await
+                }
+                2 => raw_consume(&config, spec.name(), topic.name(), n).await,
                 _ => backbone_consume(&context, &topic, n).await,
             };
             consume[who].add(rates[who], cpu_with_children().saturating_sub(before));
         }
-        println!("{round:<8} {:>22.0} {:>14.0} {:>14.0}", rates[0], rates[1], rates[2]);
+        line(&format!("consume {round}"), &rates);
     }
 
-    let rates = |sides: &[Side; 3]| sides.map(|s| s.mean_rate());
-    let cpus = |sides: &[Side; 3]| sides.map(|s| s.cpu_us(n));
+    let rates = |sides: &[Side; 4]| sides.map(|s| s.mean_rate());
+    let cpus = |sides: &[Side; 4]| sides.map(|s| s.cpu_us(n));
     let (p, c) = (rates(&publish), rates(&consume));
     let (pc, cc) = (cpus(&publish), cpus(&consume));
-    println!("{:<8} {:>22.0} {:>14.0} {:>14.0}", "publish", p[0], p[1], p[2]);
-    println!("{:<8} {:>22.0} {:>14.0} {:>14.0}", "consume", c[0], c[1], c[2]);
+    header();
+    line("publish", &p);
+    line("consume", &c);
     println!(
-        "client CPU µs per event (the Java side's includes its JVM's start-up): publish {:.2} / {:.2} / {:.2}, \
-         consume {:.2} / {:.2} / {:.2}",
-        pc[0], pc[1], pc[2], cc[0], cc[1], cc[2]
+        "client CPU µs per event (Java's and Python's include their start-up): publish {:.2} / {:.2} / {:.2} / {:.2}, \
+         consume {:.2} / {:.2} / {:.2} / {:.2}",
+        pc[0], pc[1], pc[2], pc[3], cc[0], cc[1], cc[2], cc[3]
     );
-    write_report(n, &p, &c, &pc, &cc);
+    write_report(n, &p, &c, &pc, &cc, python.is_some());
+    let vs = |a: f64, b: f64| if b > 0.0 { format!("{:.3}", a / b) } else { "n/a".to_owned() };
     println!(
-        "RESULT peers publish_vs_java={:.3} consume_vs_java={:.3} publish_vs_raw={:.3} consume_vs_raw={:.3}",
-        p[2] / p[0],
-        c[2] / c[0],
-        p[2] / p[1],
-        c[2] / c[1]
+        "RESULT peers publish_vs_java={} consume_vs_java={} publish_vs_faststream={} consume_vs_faststream={} \
+         publish_vs_raw={} consume_vs_raw={}",
+        vs(p[3], p[0]),
+        vs(c[3], c[0]),
+        vs(p[3], p[1]),
+        vs(c[3], c[1]),
+        vs(p[3], p[2]),
+        vs(c[3], c[2])
     );
 }
 
 /// `docs/benchmarks/peers.md` (a table) and `peers.svg` (bars), from this run.
 fn write_report(
     n: usize,
-    publish: &[f64; 3],
-    consume: &[f64; 3],
-    publish_cpu: &[f64; 3],
-    consume_cpu: &[f64; 3],
+    publish: &[f64; 4],
+    consume: &[f64; 4],
+    publish_cpu: &[f64; 4],
+    consume_cpu: &[f64; 4],
+    with_faststream: bool,
 ) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks");
     std::fs::create_dir_all(&dir).expect("docs/benchmarks");
@@ -316,7 +416,7 @@ fn write_report(
         std::thread::available_parallelism().map_or(0, |p| p.get())
     ));
     md.push_str("| | publish msg/s | publish CPU µs/event | consume msg/s | consume CPU µs/event |\n|---|---:|---:|---:|---:|\n");
-    for i in 0..3 {
+    for i in (0..4).filter(|i| *i != 1 || with_faststream) {
         md.push_str(&format!(
             "| {} | {:.0} | {:.2} | {:.0} | {:.2} |\n",
             SIDES[i], publish[i], publish_cpu[i], consume[i], consume_cpu[i]
@@ -325,18 +425,18 @@ fn write_report(
     std::fs::write(dir.join("peers.md"), md).expect("peers.md");
     // Two groups of three bars, scaled to the largest rate.
     let max = publish.iter().chain(consume).copied().fold(1.0, f64::max);
-    let colours = ["#8c6d31", "#6b6ecf", "#2ca02c"];
+    let colours = ["#8c6d31", "#d62728", "#6b6ecf", "#2ca02c"];
     let mut svg = String::from(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"300\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"640\" height=\"300\" fill=\"white\"/>\n\
          <text x=\"320\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">messages per second, same broker, one run</text>\n",
     );
     for (g, (label, rates)) in [("publish", publish), ("consume", consume)].iter().enumerate() {
-        let x0 = 60 + g * 300;
-        svg.push_str(&format!("<text x=\"{}\" y=\"290\" text-anchor=\"middle\">{label}</text>\n", x0 + 105));
+        let x0 = 30 + g * 310;
+        svg.push_str(&format!("<text x=\"{}\" y=\"290\" text-anchor=\"middle\">{label}</text>\n", x0 + 140));
         for (i, rate) in rates.iter().enumerate() {
             let h = (rate / max * 220.0).round();
-            let x = x0 + i * 75;
+            let x = x0 + i * 72;
             svg.push_str(&format!(
                 "<rect x=\"{x}\" y=\"{}\" width=\"60\" height=\"{h}\" fill=\"{}\"><title>{}: {rate:.0}</title></rect>\n\
                  <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.0}k</text>\n",
@@ -352,9 +452,9 @@ fn write_report(
     for (i, side) in SIDES.iter().enumerate() {
         svg.push_str(&format!(
             "<rect x=\"{}\" y=\"32\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"41\">{side}</text>\n",
-            60 + i * 190,
+            20 + i * 155,
             colours[i],
-            75 + i * 190
+            35 + i * 155
         ));
     }
     svg.push_str("</svg>\n");
