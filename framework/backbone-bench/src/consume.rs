@@ -88,15 +88,20 @@ async fn count_order(Json(order): Json<Order>, State(counter): State<Arc<Counter
     counter.seen();
 }
 
+/// The raw sides' work per event: decode, touch a field, count; `true` at the last.
+fn raw_handle(message: &impl rdkafka::message::Message, counter: &Counter) -> bool {
+    let order: Order = serde_json::from_slice(message.payload().expect("payload")).expect("json");
+    std::hint::black_box(order.quantity);
+    counter.seen()
+}
+
 async fn raw_consume_round(config: &Config, service: &str, topic: &str) -> Duration {
     let counter = Counter::new(EVENTS);
     let consumer = raw_consumer(config, service, &unique("raw-group"), topic);
     let read = async {
         loop {
             let message = consumer.recv().await.expect("raw recv");
-            let order: Order = serde_json::from_slice(message.payload().expect("payload")).expect("json");
-            std::hint::black_box(order.quantity);
-            let last = counter.seen();
+            let last = raw_handle(&message, &counter);
             consumer.store_offset_from_message(&message).expect("store offset");
             if last {
                 break;
@@ -122,9 +127,7 @@ async fn raw_poll_consume_round(config: &Config, service: &str, topic: &str) -> 
             assert!(Instant::now() < deadline, "raw poll read the topic in time");
             let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
             let message = message.expect("raw poll");
-            let order: Order = serde_json::from_slice(message.payload().expect("payload")).expect("json");
-            std::hint::black_box(order.quantity);
-            let last = counter.seen();
+            let last = raw_handle(&message, &counter);
             consumer.store_offset_from_message(&message).expect("store offset");
             if last {
                 break;

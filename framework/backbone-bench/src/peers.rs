@@ -309,65 +309,29 @@ pub(crate) async fn peers() {
     let line = |label: &str, r: &[f64; 4]| {
         println!("{label:<8} {:>12.0} {:>12.0} {:>12.0} {:>14.0}", r[0], r[1], r[2], r[3])
     };
-    let mut publish = [Side::default(); 4];
+    let fs = |args: &[&str]| {
+        let python = python.clone().expect("python");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move { faststream(&python, args).await }
+    };
+    let (n_text, linger_text) = (n.to_string(), linger.to_string());
     header();
-    for round in 1..=ROUNDS {
-        let mut rates = [0.0; 4];
-        for step in 0..4 {
-            let who = (round + step) % 4;
-            if !present(who) {
-                continue;
-            }
-            let before = cpu_with_children();
-            rates[who] = match who {
-                0 => java_publish(&bootstrap, &java_topic, n, linger).await,
-                1 => {
-                    let args = ["publish", &bootstrap, &fs_topic, &n.to_string(), &linger.to_string()];
-                    faststream(
-                        python.as_deref().expect("python"),
-                        args.iter().map(|a| a.to_string()).collect(),
-                    )
-                    .await
-                }
-                2 => {
-                    n as f64
-                        / raw_round(n, &raw, &raw_topic, &keys, &payload, Some(&headers)).await.as_secs_f64()
-                }
-                _ => n as f64 / backbone_round(n, &publisher, &topic, &keys, &payload).await.as_secs_f64(),
-            };
-            publish[who].add(rates[who], cpu_with_children().saturating_sub(before));
-        }
-        line(&format!("publish {round}"), &rates);
-    }
-
+    let publish = rounds("publish", &present, &line, async |who| match who {
+        0 => java_publish(&bootstrap, &java_topic, n, linger).await,
+        1 => fs(&["publish", &bootstrap, &fs_topic, &n_text, &linger_text]).await,
+        2 => n as f64 / raw_round(n, &raw, &raw_topic, &keys, &payload, Some(&headers)).await.as_secs_f64(),
+        _ => n as f64 / backbone_round(n, &publisher, &topic, &keys, &payload).await.as_secs_f64(),
+    })
+    .await;
     // Consume: every side reads the first `n` events of backbone's topic from its beginning, with
     // a fresh group, counting bytes (no decoding, as ConsumerPerformance).
-    let mut consume = [Side::default(); 4];
-    for round in 1..=ROUNDS {
-        let mut rates = [0.0; 4];
-        for step in 0..4 {
-            let who = (round + step) % 4;
-            if !present(who) {
-                continue;
-            }
-            let before = cpu_with_children();
-            rates[who] = match who {
-                0 => java_consume(&bootstrap, topic.name(), n).await,
-                1 => {
-                    let args = ["consume", &bootstrap, topic.name(), &n.to_string()];
-                    faststream(
-                        python.as_deref().expect("python"),
-                        args.iter().map(|a| a.to_string()).collect(),
-                    )
-                    .await
-                }
-                2 => raw_consume(&config, spec.name(), topic.name(), n).await,
-                _ => backbone_consume(&context, &topic, n).await,
-            };
-            consume[who].add(rates[who], cpu_with_children().saturating_sub(before));
-        }
-        line(&format!("consume {round}"), &rates);
-    }
+    let consume = rounds("consume", &present, &line, async |who| match who {
+        0 => java_consume(&bootstrap, topic.name(), n).await,
+        1 => fs(&["consume", &bootstrap, topic.name(), &n_text]).await,
+        2 => raw_consume(&config, spec.name(), topic.name(), n).await,
+        _ => backbone_consume(&context, &topic, n).await,
+    })
+    .await;
 
     let rates = |sides: &[Side; 4]| sides.map(|s| s.mean_rate());
     let cpus = |sides: &[Side; 4]| sides.map(|s| s.cpu_us(n));
@@ -393,6 +357,30 @@ pub(crate) async fn peers() {
         vs(p[3], p[2]),
         vs(c[3], c[2])
     );
+}
+
+/// `ROUNDS` rounds of every present side (`side(who)` gives its rate), rotating who goes first;
+/// each side's rates and client CPU.
+async fn rounds(
+    label: &str,
+    present: &impl Fn(usize) -> bool,
+    line: &impl Fn(&str, &[f64; 4]),
+    mut side: impl AsyncFnMut(usize) -> f64,
+) -> [Side; 4] {
+    let mut sides = [Side::default(); 4];
+    for round in 1..=ROUNDS {
+        let mut rates = [0.0; 4];
+        for step in 0..4 {
+            let who = (round + step) % 4;
+            if present(who) {
+                let before = cpu_with_children();
+                rates[who] = side(who).await;
+                sides[who].add(rates[who], cpu_with_children().saturating_sub(before));
+            }
+        }
+        line(&format!("{label} {round}"), &rates);
+    }
+    sides
 }
 
 /// `docs/benchmarks/peers.md` (a table) and `peers.svg` (bars), from this run.
