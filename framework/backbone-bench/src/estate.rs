@@ -3,6 +3,8 @@
 //! offered load (100 orders/s for 15 s, open loop); then orders per second from `POST` to
 //! `VALIDATED` (64 clients, each placing an order and long-polling `/validated`), and the latency
 //! of `GET /v1/orders/{id}` under that load (8 clients reading placed orders in a loop).
+//! Development profile on one broker; `BENCH_ESTATE_PROFILE=production` runs the production profile
+//! (replication 3, `min.insync.replicas` 2) on three brokers the test kit starts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,18 +115,24 @@ async fn offer(
 }
 
 pub(crate) async fn estate() {
-    let cluster = crate::common::cluster();
+    // `BENCH_ESTATE_PROFILE=production`: three brokers, replication 3, min.insync.replicas 2.
+    let production = std::env::var("BENCH_ESTATE_PROFILE").is_ok_and(|p| p == "production");
+    let cluster = match production {
+        true => backbone_testkit::KafkaCluster::start_three().expect("three brokers"),
+        false => crate::common::cluster(),
+    };
     let registry = DevRegistry::start().expect("development registry");
     let mut config = Config::default();
     config.bootstrap_servers = cluster.bootstrap_servers().to_owned();
     config.schema_registry_url = registry.url().to_owned();
-    config.profile = Profile::Development;
+    config.profile = if production { Profile::Production } else { Profile::Development };
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let started = Instant::now();
     let estate = estate::Estate::start(&config, &config, any, any).await.expect("the estate starts");
     println!(
-        "estate ready in {:.1} s (broker: {})",
+        "estate ready in {:.1} s ({:?} profile; brokers: {})",
         started.elapsed().as_secs_f64(),
+        config.profile,
         cluster.bootstrap_servers()
     );
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS + READERS).build().unwrap();
