@@ -21,9 +21,19 @@ fn addr(var: &str) -> Result<SocketAddr, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs (warnings by default) on stderr; spans get trace contexts whatever the log level, so an
+    // order is one trace through both services here too (`traceparent` on every event).
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let spans =
+        tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter))
+        .with(backbone::trace::TraceContextLayer.with_filter(spans))
+        .init();
     let (orders_addr, stock_addr) = match (addr("ESTATE_ORDERS_ADDR"), addr("ESTATE_STOCK_ADDR")) {
         (Ok(o), Ok(s)) => (o, s),
         (Err(e), _) | (_, Err(e)) => {
