@@ -35,8 +35,11 @@ async fn two_orders() -> (backbone::app::Started<orders::Orders>, backbone::app:
     orders::app().provision(&config).await.unwrap();
     stock::app().provision(&config).await.unwrap();
     let (orders_1, orders_2) = tokio::try_join!(orders::start(&config), orders::start(&config)).unwrap();
-    for ready in [orders_1.ready(), orders_2.ready()] {
-        tokio::time::timeout(WITHIN, ready).await.expect("orders ready");
+    for orders in [&orders_1, &orders_2] {
+        if tokio::time::timeout(WITHIN, orders.ready()).await.is_err() {
+            // What it still waits for, before the test fails.
+            panic!("orders not ready within {WITHIN:?}: {:?}", orders.health().snapshot());
+        }
     }
     (orders_1, orders_2)
 }
