@@ -282,7 +282,7 @@ async fn count_request(
         span.record("otel.status_code", "error");
     }
     let labels = [
-        ("http_route", route.as_deref().unwrap_or("unmatched")),
+        ("http_route", route_name),
         ("http_request_method", method.as_str()),
         ("http_response_status_code", status.as_str()),
     ];

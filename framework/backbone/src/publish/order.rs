@@ -13,6 +13,14 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// The context of an event published now, inside its producer `span`: the correlation id in
+    /// scope, and the span's trace context (a new trace when there is none).
+    pub(crate) fn current(span: &tracing::Span) -> Self {
+        let trace =
+            span.in_scope(crate::trace::current_context).unwrap_or_else(crate::trace::TraceContext::new_root);
+        Self { correlation: crate::trace::correlation_id(), traceparent: trace.header_bytes() }
+    }
+
     pub(super) fn correlation(&self) -> &[u8] {
         self.correlation.as_deref().map_or(self.trace_id(), str::as_bytes)
     }

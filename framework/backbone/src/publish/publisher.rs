@@ -263,10 +263,7 @@ impl Publisher {
             Ok(()) => {
                 // Without a correlation id in scope, the event starts a causal chain of its own: its
                 // trace id names it.
-                let trace =
-                    span.in_scope(trace::current_context).unwrap_or_else(trace::TraceContext::new_root);
-                let context =
-                    Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
+                let context = Context::current(&span);
                 let mut ticket = inner.turns.take();
                 // The fast path, at call time: our turn and room in the queue.
                 let fast = if inner.turns.is_turn(ticket.number)

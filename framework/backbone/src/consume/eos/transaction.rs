@@ -34,8 +34,7 @@ impl<'a> Transaction<'a> {
         publisher.admit(topic)?;
         // The span ends with the enqueue: the commit, not this call, waits for the acknowledgement.
         let span = trace::publish_span(topic.name());
-        let trace = span.in_scope(trace::current_context).unwrap_or_else(trace::TraceContext::new_root);
-        let context = Context { correlation: trace::correlation_id(), traceparent: trace.header_bytes() };
+        let context = Context::current(&span);
         let deadline = std::time::Instant::now() + publisher.delivery_timeout();
         loop {
             // The delivery future may go: the commit flushes, and fails if a write did.
