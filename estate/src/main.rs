@@ -28,8 +28,7 @@ async fn main() -> ExitCode {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let spans =
-        tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO);
+    let spans = tracing_subscriber::filter::filter_fn(backbone::trace::is_traced);
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter))
         .with(backbone::trace::TraceContextLayer.with_filter(spans))

@@ -221,6 +221,13 @@ pub(crate) fn publish_span(topic: &str) -> tracing::Span {
     )
 }
 
+/// Whether [`TraceContextLayer`] should give a span a trace context whatever the log level says: the
+/// spans at `info` and above, the framework's included (a quiet log must not cut traces apart).
+/// For a subscriber of your own: `TraceContextLayer.with_filter(filter_fn(trace::is_traced))`.
+pub fn is_traced(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && *meta.level() <= tracing::Level::INFO
+}
+
 /// What [`init`] installed; [`shutdown`](Self::shutdown) it before the process exits, so the last
 /// spans are exported.
 #[derive(Debug, Default)]
@@ -260,8 +267,7 @@ impl Telemetry {
 ///   exported under the name `service` (unless `OTEL_SERVICE_NAME` says otherwise), and a span per
 ///   published event. An exporter that cannot be built is logged, and the service runs without.
 ///
-/// Spans get trace contexts at `info` and above whatever `RUST_LOG` says (a quiet log must not cut
-/// traces apart).
+/// Spans get trace contexts as [`is_traced`] says, whatever `RUST_LOG` says.
 pub fn init(service: &str) -> Telemetry {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -281,8 +287,7 @@ pub fn init(service: &str) -> Telemetry {
     #[cfg(not(feature = "otlp"))]
     let exporting = false;
     let spans = move |meta: &tracing::Metadata<'_>| {
-        meta.is_span()
-            && (*meta.level() <= tracing::Level::INFO || (exporting && meta.target() == PUBLISH_TARGET))
+        is_traced(meta) || (exporting && meta.is_span() && meta.target() == PUBLISH_TARGET)
     };
     let registry = tracing_subscriber::registry()
         .with(logs)
