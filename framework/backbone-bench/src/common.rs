@@ -1,7 +1,9 @@
 //! What the broker benchmarks share: the broker, the events' keys and headers, a development
 //! configuration, a consuming service, the raw consumer, and rates.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use backbone::consume::dead_letter_topic;
 use backbone::publish::headers;
@@ -51,12 +53,23 @@ pub(crate) fn cluster() -> KafkaCluster {
 /// what a round costs the client, apart from the broker (another process). Linux counts it in clock
 /// ticks of 10 ms (`USER_HZ` = 100); rounds take seconds of CPU, so that is within 1 %.
 pub(crate) fn cpu_time() -> Duration {
+    proc_stat_cpu(false)
+}
+
+/// [`cpu_time`], plus that of the children the process has waited for (fields 16 and 17): a tool
+/// run to its end as a subprocess counts.
+pub(crate) fn cpu_time_with_children() -> Duration {
+    proc_stat_cpu(true)
+}
+
+fn proc_stat_cpu(children: bool) -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
     // Fields after the command name (which may hold spaces): state, ppid, … utime is the 14th field
-    // of the line, stime the 15th.
+    // of the line, stime the 15th, cutime and cstime the 16th and 17th.
     let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
-    let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks");
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    let last = if children { 14 } else { 12 };
+    let ticks: u64 = (11..=last).map(|i| fields[i].parse::<u64>().expect("clock ticks")).sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// Runs `round`, returning what it returned and the CPU time the process used meanwhile.
@@ -131,4 +144,42 @@ pub(crate) fn raw_client<C: rdkafka::config::FromClientConfig>(
         .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("raw consumer")
+}
+
+/// Counts events seen, from the first to the `total`th, and wakes the waiter at the last.
+pub(crate) struct Counter {
+    total: usize,
+    seen: AtomicUsize,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+    pub(crate) done: tokio::sync::Notify,
+}
+
+impl Counter {
+    pub(crate) fn new(total: usize) -> Self {
+        Self {
+            total,
+            seen: AtomicUsize::new(0),
+            first: OnceLock::new(),
+            last: OnceLock::new(),
+            done: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts one; `true` at the last.
+    pub(crate) fn seen(&self) -> bool {
+        self.first.get_or_init(Instant::now);
+        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
+            let _ = self.last.set(Instant::now());
+            self.done.notify_one();
+            return true;
+        }
+        false
+    }
+
+    /// From the first event to the last.
+    pub(crate) fn elapsed(&self) -> Duration {
+        let (first, last) = (self.first.get().expect("first"), self.last.get().expect("last"));
+        last.duration_since(*first)
+    }
 }

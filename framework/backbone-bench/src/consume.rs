@@ -1,8 +1,7 @@
 //! `consume`: one pre-filled topic read from its beginning by a raw rdkafka `StreamConsumer` and by a
 //! backbone `Consumer`, interleaved.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backbone::consume::Consumer;
@@ -15,8 +14,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::common::{
-    EVENTS, KEYS, READ_TIMEOUT, cluster, consuming_service, cpu_us, dev_config, keys, rate, raw_client,
-    raw_consumer, raw_headers, with_cpu,
+    Counter, EVENTS, KEYS, READ_TIMEOUT, cluster, consuming_service, cpu_us, dev_config, keys, rate,
+    raw_client, raw_consumer, raw_headers, with_cpu,
 };
 
 const CONSUME_ROUNDS: usize = 5;
@@ -43,44 +42,6 @@ fn order_json(i: usize) -> String {
         1 + i % 9,
         100 + (i * 37) % 10_000
     )
-}
-
-/// Counts events seen, from the first to the `total`th, and wakes the waiter at the last.
-struct Counter {
-    total: usize,
-    seen: AtomicUsize,
-    first: OnceLock<Instant>,
-    last: OnceLock<Instant>,
-    done: tokio::sync::Notify,
-}
-
-impl Counter {
-    fn new(total: usize) -> Self {
-        Self {
-            total,
-            seen: AtomicUsize::new(0),
-            first: OnceLock::new(),
-            last: OnceLock::new(),
-            done: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// Counts one; `true` at the last.
-    fn seen(&self) -> bool {
-        self.first.get_or_init(Instant::now);
-        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.total {
-            let _ = self.last.set(Instant::now());
-            self.done.notify_one();
-            return true;
-        }
-        false
-    }
-
-    /// From the first event to the last.
-    fn elapsed(&self) -> Duration {
-        let (first, last) = (self.first.get().expect("first"), self.last.get().expect("last"));
-        last.duration_since(*first)
-    }
 }
 
 async fn count_order(Json(order): Json<Order>, State(counter): State<Arc<Counter>>) {

@@ -6,8 +6,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backbone::consume::Consumer;
 use backbone::handler::{BoxedHandler, Metadata, State};
@@ -19,7 +18,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::FutureProducer;
 
 use crate::common::{
-    KEYS, READ_TIMEOUT, cluster, consuming_service, dev_config, keys, raw_consumer, raw_headers,
+    Counter, KEYS, READ_TIMEOUT, cluster, consuming_service, cpu_time_with_children, dev_config, keys,
+    raw_consumer, raw_headers,
 };
 use crate::publish::{PAYLOAD, backbone_round, raw_round};
 
@@ -30,15 +30,6 @@ const ROUNDS: usize = 3;
 
 fn events() -> usize {
     std::env::var("BENCH_PEERS_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(EVENTS)
-}
-
-/// The CPU time of this process and of its children waited for (user + system, `/proc/self/stat`
-/// fields 14–17, in 10 ms clock ticks).
-fn cpu_with_children() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
-    let ticks: u64 = (11..=14).map(|i| fields[i].parse::<u64>().expect("clock ticks")).sum();
-    Duration::from_millis(ticks * 10)
 }
 
 /// One side's figures over the rounds.
@@ -135,50 +126,14 @@ async fn java_consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
     values[at].parse().expect("a rate")
 }
 
-/// Counts events from the first to the `n`th.
-struct Count {
-    n: usize,
-    seen: AtomicUsize,
-    first: std::sync::OnceLock<Instant>,
-    last: std::sync::OnceLock<Instant>,
-    done: tokio::sync::Notify,
-}
-
-impl Count {
-    fn new(n: usize) -> Self {
-        Self {
-            n,
-            seen: AtomicUsize::new(0),
-            first: Default::default(),
-            last: Default::default(),
-            done: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn seen(&self, bytes: usize) -> bool {
-        std::hint::black_box(bytes);
-        self.first.get_or_init(Instant::now);
-        if self.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
-            let _ = self.last.set(Instant::now());
-            self.done.notify_one();
-            return true;
-        }
-        false
-    }
-
-    fn rate(&self) -> f64 {
-        self.n as f64
-            / self.last.get().expect("last").duration_since(*self.first.get().expect("first")).as_secs_f64()
-    }
-}
-
 /// The handler: counts the event's bytes, as `ConsumerPerformance` does (no decoding).
-async fn count_bytes(event: Metadata, State(count): State<Arc<Count>>) {
-    count.seen(event.payload().map_or(0, <[u8]>::len));
+async fn count_bytes(event: Metadata, State(count): State<Arc<Counter>>) {
+    std::hint::black_box(event.payload().map_or(0, <[u8]>::len));
+    count.seen();
 }
 
 async fn backbone_consume(context: &Context, topic: &TopicSpec, n: usize) -> f64 {
-    let count = Arc::new(Count::new(n));
+    let count = Arc::new(Counter::new(n));
     let consumer = Consumer::new(context, topic, BoxedHandler::named("count", count_bytes), count.clone())
         .expect("consumer")
         .in_group(unique("backbone-peers"));
@@ -187,16 +142,17 @@ async fn backbone_consume(context: &Context, topic: &TopicSpec, n: usize) -> f64
         .await
         .expect("backbone read in time")
         .expect("clean stop");
-    count.rate()
+    n as f64 / count.elapsed().as_secs_f64()
 }
 
 async fn raw_consume(config: &Config, service: &str, topic: &str, n: usize) -> f64 {
-    let count = Count::new(n);
+    let count = Counter::new(n);
     let consumer = raw_consumer(config, service, &unique("raw-peers"), topic);
     let read = async {
         loop {
             let message = consumer.recv().await.expect("raw recv");
-            let last = count.seen(message.payload().map_or(0, <[u8]>::len));
+            std::hint::black_box(message.payload().map_or(0, <[u8]>::len));
+            let last = count.seen();
             consumer.store_offset_from_message(&message).expect("store offset");
             if last {
                 break;
@@ -205,7 +161,7 @@ async fn raw_consume(config: &Config, service: &str, topic: &str, n: usize) -> f
     };
     tokio::time::timeout(READ_TIMEOUT, read).await.expect("raw read in time");
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    count.rate()
+    n as f64 / count.elapsed().as_secs_f64()
 }
 
 const SIDES: [&str; 4] = ["Kafka Java perf tool", "FastStream (confluent)", "raw rdkafka", "backbone"];
@@ -373,9 +329,9 @@ async fn rounds(
         for step in 0..4 {
             let who = (round + step) % 4;
             if present(who) {
-                let before = cpu_with_children();
+                let before = cpu_time_with_children();
                 rates[who] = side(who).await;
-                sides[who].add(rates[who], cpu_with_children().saturating_sub(before));
+                sides[who].add(rates[who], cpu_time_with_children().saturating_sub(before));
             }
         }
         line(&format!("{label} {round}"), &rates);
