@@ -242,7 +242,7 @@ impl Publisher {
             .unwrap_or_else(|| crate::schema::SubjectStrategy::TopicName.subject(topic.name(), &record));
         let encoder = self.inner.registry.encoder::<T>(&subject).await?;
         let payload = encoder.encode(event)?;
-        let event_type = record.rsplit('.').next().unwrap_or(&record);
+        let event_type = crate::schema::short_name(&record);
         self.publish(topic, Outgoing::new(event_type, key, &payload).schema_framed()).await
     }
 

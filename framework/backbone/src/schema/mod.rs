@@ -99,6 +99,12 @@ pub fn full_name(schema: &apache_avro::Schema) -> String {
     }
 }
 
+/// The short name of a record's full name: `OrderCreated` for `com.example.OrderCreated` (what
+/// backbone calls the event's type).
+pub(crate) fn short_name(full: &str) -> &str {
+    full.rsplit('.').next().unwrap_or(full)
+}
+
 /// The largest record backbone decodes: Kafka's default `max.message.bytes` (1 MiB), which
 /// backbone's topics keep. A topic raised above it may need [`MAX_DECODE_ALLOCATION`] raised too.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;

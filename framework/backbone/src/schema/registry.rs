@@ -434,7 +434,7 @@ impl Registry {
             return Ok(None);
         };
         let schema = self.schema(id).await?;
-        Ok(Some(short_name(schema)))
+        Ok(Some(super::short_name(&super::full_name(schema)).to_owned()))
     }
 
     /// Decodes a framed `payload` as a `T`, resolving the writer's schema (fetched earlier by
@@ -520,15 +520,6 @@ fn encode(subject: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// The short name of `schema`'s record (its full name without the namespace).
-fn short_name(schema: &Schema) -> String {
-    let full = super::full_name(schema);
-    match full.rsplit_once('.') {
-        Some((_, name)) => name.to_owned(),
-        None => full,
-    }
 }
 
 #[cfg(test)]
