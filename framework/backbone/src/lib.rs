@@ -160,9 +160,12 @@
 //!   `backbone_consumer_lag_seconds` (age of the oldest unhandled event), from librdkafka's
 //!   statistics every [`observe::STATISTICS_INTERVAL`] (`statistics.interval.ms` overrides it);
 //!   per consumer: `backbone_consumer_rebalances_total`, `_assigned_partitions`,
-//!   `_commit_failures_total`, `_paused_partitions` (held by a dead letter that cannot be written);
-//!   exactly once: `backbone_transactions_committed_total`, `_aborted_total`;
-//! - tables per partition: `backbone_table_restore_remaining_records`, `backbone_table_entries`;
+//!   `_commit_failures_total`, `_paused_partitions` (held by a dead letter that cannot be written),
+//!   and the `backbone_consumer_commit_duration_seconds` histogram;
+//!   exactly once: `backbone_transactions_committed_total`, `_aborted_total`, and the
+//!   `backbone_transaction_duration_seconds` histogram (first event to commit);
+//! - tables per partition: `backbone_table_restore_remaining_records`, `_remaining_seconds` (an
+//!   estimate from the restore's pace so far), `backbone_table_entries`;
 //! - publishing per topic: `backbone_events_published_total`, `backbone_publish_failures_total`,
 //!   the `backbone_publish_duration_seconds` histogram (call to acknowledgement); the producer's
 //!   `backbone_producer_queue_messages` and `backbone_producer_throttle_seconds`;

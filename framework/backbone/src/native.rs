@@ -9,7 +9,7 @@
 //! handler takes its event as a `'static` value (it may be retried or shared between layers), so the
 //! copy could not be avoided with the borrowed messages rdkafka hands out.
 //!
-//! This module calls librdkafka's C API for exactly three things, and nothing else in the crate does:
+//! This module calls librdkafka's C API for exactly four things, and nothing else in the crate does:
 //! - [`PartitionQueue`]: a partition's queue split off the consumer's
 //!   (`rd_kafka_queue_get_partition` and `rd_kafka_queue_forward`, as rdkafka's
 //!   `split_partition_queue` does), read up to [`BATCH`] messages at a time with
@@ -28,6 +28,11 @@
 //!   (`rd_kafka_offset_store_message`; rdkafka's `store_offset_from_message` calls the deprecated
 //!   `rd_kafka_offset_store`, which drops the epoch). Header names are read as bytes: rdkafka's safe accessor
 //!   panics on a name that is not UTF-8, where an event must never bring its partition down.
+//! - [`commit_stored`]: an asynchronous commit of the stored offsets whose result comes back as an
+//!   offset-commit event on the consumer's main queue, as librdkafka's own auto commits do
+//!   (`rd_kafka_commit_queue`). rdkafka's `commit_consumer_state(Async)` asks for no reply at all
+//!   (rdkafka configures no `offset_commit_cb`): its failures would go unseen and its latency
+//!   unmeasured.
 
 #![allow(unsafe_code)]
 
@@ -354,6 +359,25 @@ impl Held {
                 }
             }
         }
+    }
+}
+
+/// Commits `consumer`'s stored offsets without waiting: the result reaches its context's
+/// `commit_callback` when the consumer's queue is next polled. An error here means the commit was
+/// not sent (no group, say).
+pub(crate) fn commit_stored<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+) -> Result<(), rdkafka::types::RDKafkaErrorCode> {
+    let client = consumer.client().native_ptr();
+    // SAFETY: `client` is a live consumer's handle (borrowed for the call). The main-queue handle is
+    // ours and destroyed once, here; the commit's reply keeps a reference of its own to the queue.
+    // Null offsets mean the stored offsets of the current assignment; no callback and no opaque:
+    // the reply is an event served by the consumer's poll.
+    unsafe {
+        let main = rd::rd_kafka_queue_get_main(client);
+        let error = rd::rd_kafka_commit_queue(client, std::ptr::null(), main, None, std::ptr::null_mut());
+        rd::rd_kafka_queue_destroy(main);
+        if error == NO_ERROR { Ok(()) } else { Err(error.into()) }
     }
 }
 

@@ -32,10 +32,13 @@
 //! | `backbone_consumer_rebalances_total` | counter | topic, group |
 //! | `backbone_consumer_assigned_partitions` | gauge | topic, group |
 //! | `backbone_consumer_commit_failures_total` | counter | topic, group |
+//! | `backbone_consumer_commit_duration_seconds` | histogram | topic, group |
 //! | `backbone_consumer_paused_partitions` | gauge | topic, group |
 //! | `backbone_transactions_committed_total` | counter | topic, group |
 //! | `backbone_transactions_aborted_total` | counter | topic, group |
+//! | `backbone_transaction_duration_seconds` | histogram | topic, group |
 //! | `backbone_table_restore_remaining_records` | gauge | topic, partition |
+//! | `backbone_table_restore_remaining_seconds` | gauge | topic, partition |
 //! | `backbone_table_entries` | gauge | topic, partition |
 //! | `backbone_events_published_total` | counter | topic |
 //! | `backbone_publish_failures_total` | counter | topic |
@@ -137,6 +140,13 @@ const FAMILIES: &[(&str, Kind, Unit, &str)] = &[
     ),
     ("backbone_consumer_commit_failures_total", Kind::Counter, Unit::Count, "Offset commits that failed."),
     (
+        "backbone_consumer_commit_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time for the group coordinator to take an offset commit (with exactly once: offsets and \
+         transaction commit).",
+    ),
+    (
         "backbone_consumer_paused_partitions",
         Kind::Gauge,
         Unit::Count,
@@ -150,10 +160,22 @@ const FAMILIES: &[(&str, Kind, Unit, &str)] = &[
     ),
     ("backbone_transactions_aborted_total", Kind::Counter, Unit::Count, "Exactly-once transactions aborted."),
     (
+        "backbone_transaction_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time from a transaction's first event to its commit.",
+    ),
+    (
         "backbone_table_restore_remaining_records",
         Kind::Gauge,
         Unit::Count,
         "Records a table partition has left to restore.",
+    ),
+    (
+        "backbone_table_restore_remaining_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "Estimated time a table partition needs to restore (NaN until it has progressed).",
     ),
     ("backbone_table_entries", Kind::Gauge, Unit::Count, "Entries in a table partition."),
     ("backbone_events_published_total", Kind::Counter, Unit::Count, "Events acknowledged by the brokers."),
@@ -354,6 +376,7 @@ pub(crate) struct GroupMetrics {
     pub(crate) rebalances: Counter,
     pub(crate) assigned: Gauge,
     pub(crate) commit_failures: Counter,
+    pub(crate) commit_duration: DurationHistogram,
 }
 
 impl GroupMetrics {
@@ -363,6 +386,7 @@ impl GroupMetrics {
             rebalances: metrics.counter("backbone_consumer_rebalances_total", &labels),
             assigned: metrics.gauge("backbone_consumer_assigned_partitions", &labels),
             commit_failures: metrics.counter("backbone_consumer_commit_failures_total", &labels),
+            commit_duration: metrics.histogram("backbone_consumer_commit_duration_seconds", &labels),
         }
     }
 }
@@ -403,10 +427,33 @@ impl PublishMetrics {
     }
 }
 
+/// An exactly-once consumer's transaction counters and durations.
+pub(crate) struct TransactionMetrics {
+    pub(crate) committed: Counter,
+    pub(crate) aborted: Counter,
+    /// From a transaction's first event to its commit.
+    pub(crate) duration: DurationHistogram,
+    /// Sending the offsets and committing: the group's commit latency.
+    pub(crate) commit: DurationHistogram,
+}
+
+impl TransactionMetrics {
+    pub(crate) fn new(metrics: &Metrics, topic: &str, group: &str) -> Self {
+        let labels = [(TOPIC, topic), (GROUP, group)];
+        Self {
+            committed: metrics.counter("backbone_transactions_committed_total", &labels),
+            aborted: metrics.counter("backbone_transactions_aborted_total", &labels),
+            duration: metrics.histogram("backbone_transaction_duration_seconds", &labels),
+            commit: metrics.histogram("backbone_consumer_commit_duration_seconds", &labels),
+        }
+    }
+}
+
 /// A table partition's gauges.
 #[derive(Debug)]
 pub(crate) struct TableGauges {
     pub(crate) remaining: Gauge,
+    pub(crate) remaining_seconds: Gauge,
     pub(crate) entries: Gauge,
 }
 
@@ -416,6 +463,7 @@ impl TableGauges {
         let labels = [(TOPIC, topic), (PARTITION, partition.as_str())];
         Self {
             remaining: metrics.gauge("backbone_table_restore_remaining_records", &labels),
+            remaining_seconds: metrics.gauge("backbone_table_restore_remaining_seconds", &labels),
             entries: metrics.gauge("backbone_table_entries", &labels),
         }
     }

@@ -41,6 +41,11 @@ async fn work(Event(body): Event<String>, State(gate): State<Gate>) -> Result<()
     Ok(())
 }
 
+/// An exactly-once handler that takes every event: its transactions are what is measured.
+async fn relay(Event(_body): Event<String>) -> Result<(), HandlerError> {
+    Ok(())
+}
+
 async fn call(router: &axum::Router, path: &str) -> (u16, String) {
     use tower::ServiceExt as _;
     let response = router.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
@@ -108,12 +113,21 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
     let (handled, mut seen) = mpsc::unbounded_channel();
     let gate = Gate { permits: Arc::new(Semaphore::new(0)), handled, failed_once: Arc::default() };
     let levels = TopicSpec::private(&service, "levels").compacted().partitions(1).build().unwrap();
-    let app = App::<Gate>::new(&service).owns(&topic).owns(&levels).table::<String>(&levels).consume_with(
-        &topic,
-        BoxedHandler::new(work),
-        HandlerOptions::new(),
-        |c| c.client_setting("statistics.interval.ms", "100").max_ready_lag(5),
-    );
+    let relayed = TopicSpec::private(&service, "relay").partitions(1).build().unwrap();
+    let app = App::<Gate>::new(&service)
+        .owns(&topic)
+        .owns(&levels)
+        .owns(&relayed)
+        .table::<String>(&levels)
+        .consume_with(&topic, BoxedHandler::new(work), HandlerOptions::new(), |c| {
+            c.client_setting("statistics.interval.ms", "100").max_ready_lag(5)
+        })
+        .consume_with(
+            &relayed,
+            BoxedHandler::named("relay", relay),
+            HandlerOptions::new().exactly_once(),
+            |c| c,
+        );
     let started = app.start(&config, gate.clone()).await.expect("starts");
     let router = started.router();
     tokio::time::timeout(Duration::from_secs(60), started.ready()).await.expect("ready within 60 s");
@@ -156,6 +170,35 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
         ["http_route=\"/healthz\"", "http_request_method=\"GET\"", "http_response_status_code=\"200\""];
     assert!(sample(&text, "backbone_http_requests_total", &scraped) >= Some(1.0), "{text}");
     assert!(sample(&text, "backbone_http_request_duration_seconds_count", &scraped) >= Some(1.0), "{text}");
+    // At least once: the offsets are committed (every second), and the commit is timed.
+    metrics_until(&router, "an offset commit timed", |t| {
+        sample(t, "backbone_consumer_commit_duration_seconds_count", &[&group_label]) >= Some(1.0)
+    })
+    .await;
+    // Exactly once: 2 events relayed in transactions, committed and timed.
+    for body in ["a", "b"] {
+        started.publisher().publish(&relayed, Outgoing::new("Work", b"k", body.as_bytes())).await.unwrap();
+    }
+    let relay_group = format!("messaging_consumer_group_name=\"{service}.relay\"");
+    let relay_handler = [relay_group.as_str(), "handler=\"relay\""];
+    let text = metrics_until(&router, "the relayed events handled and their transactions committed", |t| {
+        sample(t, "backbone_events_handled_total", &relay_handler) == Some(2.0)
+            && sample(t, "backbone_transactions_committed_total", &[&relay_group]) >= Some(1.0)
+    })
+    .await;
+    let committed = sample(&text, "backbone_transactions_committed_total", &[&relay_group]).unwrap();
+    assert_eq!(
+        sample(&text, "backbone_transaction_duration_seconds_count", &[&relay_group]),
+        Some(committed)
+    );
+    assert_eq!(
+        sample(&text, "backbone_consumer_commit_duration_seconds_count", &[&relay_group]),
+        Some(committed),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "backbone_transactions_aborted_total", &[&relay_group]), Some(0.0));
+    assert!(sample(&text, "backbone_transaction_duration_seconds_sum", &[&relay_group]) > Some(0.0));
+
     let text = metrics_until(&router, "lag 0 after the first events", |t| {
         sample(
             t,
@@ -184,6 +227,7 @@ async fn metrics_move_as_events_flow_and_lag_gates_readiness() {
     assert_eq!(sample(&text, "backbone_events_failed_total", &by_handler), Some(1.0));
     assert_eq!(sample(&text, "backbone_events_retried_total", &by_handler), Some(1.0));
     assert_eq!(sample(&text, "backbone_table_restore_remaining_records", &[&levels_label]), Some(0.0));
+    assert_eq!(sample(&text, "backbone_table_restore_remaining_seconds", &[&levels_label]), Some(0.0));
     assert_eq!(sample(&text, "backbone_consumer_paused_partitions", &[&group_label]), Some(0.0));
 
     // The handler held: 20 more events wait, lag rises past the budget of 5, not ready.

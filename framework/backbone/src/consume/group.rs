@@ -122,10 +122,15 @@ impl<S: Clone + Send + Sync + 'static> ConsumerContext for GroupContext<S> {
             .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
             .collect();
         tracing::debug!(topic = self.topic, ?committed, ?result, "offset commit");
-        if let Err(e) = &result
-            && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
-        {
-            self.lag.group_metrics.commit_failures.increment(1);
+        let asked = self.lag.commit_asked.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match &result {
+            Ok(()) => {
+                if let Some(asked) = asked {
+                    self.lag.group_metrics.commit_duration.record(asked.elapsed());
+                }
+            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(_) => self.lag.group_metrics.commit_failures.increment(1),
         }
         if result.is_ok() && !committed.is_empty() {
             self.hooks.committed(&self.topic, &committed);

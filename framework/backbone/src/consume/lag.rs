@@ -15,6 +15,8 @@ pub(super) struct Lag {
     pub(super) metrics: Metrics,
     pub(super) group: String,
     pub(super) group_metrics: GroupMetrics,
+    /// When the commit in flight was asked for (`backbone_consumer_commit_duration_seconds`).
+    pub(super) commit_asked: Mutex<Option<std::time::Instant>>,
     gauges: Mutex<HashMap<i32, LagGauges>>,
     /// Most records of lag (all partitions together) with which the consumer is ready.
     budget: Option<u64>,
@@ -41,6 +43,7 @@ impl Lag {
             health: health.clone(),
             metrics,
             group: group.to_owned(),
+            commit_asked: Mutex::new(None),
             gauges: Mutex::new(HashMap::new()),
             budget,
             over: AtomicBool::new(false),

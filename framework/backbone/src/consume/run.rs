@@ -132,8 +132,9 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             crate::observe::with_statistics(self.client.clone())
                 .set("group.id", &self.group)
                 .set("partition.assignment.strategy", "cooperative-sticky")
-                .set("enable.auto.commit", if eos.is_some() { "false" } else { "true" })
-                .set("auto.commit.interval.ms", "1000")
+                // Offsets are committed by `commit_stored` (or in transactions): the commit's
+                // latency is then measured from when it was asked for.
+                .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("isolation.level", "read_committed")
@@ -200,7 +201,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 reason: e.to_string(),
             })?;
 
-        let committer = eos.clone().map(|eos| tokio::spawn(eos.committing(consumer.clone(), stop.clone())));
+        let committer = Some(match eos.clone() {
+            Some(eos) => tokio::spawn(eos.committing(consumer.clone(), stop.clone())),
+            None => tokio::spawn(commit_stored(consumer.clone(), stop.clone())),
+        });
         let fatal = eos.clone();
         let fenced = async move {
             match fatal {
@@ -311,4 +315,32 @@ pub(super) enum Ended {
     Fenced,
     /// The brokers refused the principal (an authorization error): permanent.
     Refused(rdkafka::types::RDKafkaErrorCode),
+}
+
+/// How often an at-least-once consumer commits the offsets of the events it has handled.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At least once: commits the stored offsets (those of handled events) every [`COMMIT_INTERVAL`],
+/// asynchronously, until the consumer stops. The group's commit callback counts failures and
+/// records each commit's latency from the moment the oldest commit in flight was asked for. A
+/// commit with nothing new to commit costs no request.
+async fn commit_stored<S: Clone + Send + Sync + 'static>(
+    consumer: Arc<StreamConsumer<GroupContext<S>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let asked = &consumer.context().lag.commit_asked;
+        asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(Instant::now);
+        if let Err(e) = crate::native::commit_stored(&consumer) {
+            asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            tracing::debug!(error = %e, "offset commit not sent");
+        }
+    }
 }

@@ -51,6 +51,7 @@ impl<V: TableValue> Shared<V> {
                         stored,
                         reset,
                         last: None,
+                        restoring: None,
                         caught_up: false,
                         loaded: watch::channel(!self.persistent).0,
                         gauges: crate::observe::TableGauges::new(
@@ -174,6 +175,7 @@ impl<V: TableValue> Shared<V> {
                 }
                 view.last = Some(end.last);
                 view.caught_up = view.reached();
+                view.restore_from_here();
                 view.measure();
                 view.loaded.send_replace(true);
                 if !view.misplaced.is_empty() {

@@ -54,21 +54,18 @@ pub(super) struct Eos {
     pub(super) fatal: tokio::sync::Notify,
     hooks: Arc<dyn ConsumerHooks>,
     interval: Duration,
-    /// `backbone_transactions_committed_total` and `backbone_transactions_aborted_total`.
-    transactions: Option<(metrics::Counter, metrics::Counter)>,
+    /// Transactions committed and aborted, their durations and commit latency.
+    transactions: Option<crate::observe::TransactionMetrics>,
+    /// When the open transaction took its first event.
+    opened: Mutex<Option<Instant>>,
 }
 
 impl Eos {
     /// Counts committed and aborted transactions in the publisher's metrics, labelled with the
     /// topic and the consumer `group`.
     pub(super) fn counting(mut self, group: &str) -> Self {
-        use crate::observe::{GROUP, TOPIC};
         let metrics = self.publisher.health().metrics();
-        let labels = [(TOPIC, self.topic.as_str()), (GROUP, group)];
-        self.transactions = Some((
-            metrics.counter("backbone_transactions_committed_total", &labels),
-            metrics.counter("backbone_transactions_aborted_total", &labels),
-        ));
+        self.transactions = Some(crate::observe::TransactionMetrics::new(metrics, &self.topic, group));
         self
     }
 
@@ -98,6 +95,7 @@ impl Eos {
             full: tokio::sync::Notify::new(),
             fatal: tokio::sync::Notify::new(),
             transactions: None,
+            opened: Mutex::new(None),
         }
     }
 
@@ -120,7 +118,11 @@ impl Eos {
 
     pub(super) fn handled(&self, partition: i32, offset: i64) {
         self.next.lock().unwrap_or_else(PoisonError::into_inner).insert(partition, offset + 1);
-        if self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 >= self.size {
+        let pending = self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if pending == 0 && self.transactions.is_some() {
+            self.opened.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(Instant::now);
+        }
+        if pending + 1 >= self.size {
             self.full.notify_one();
         }
     }
@@ -236,7 +238,8 @@ impl Eos {
             list.add_partition_offset(&self.topic, *partition, rdkafka::Offset::Offset(*offset))?;
         }
         let metadata = consumer.group_metadata().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
-        let deadline = Instant::now() + self.timeout;
+        let began = Instant::now();
+        let deadline = began + self.timeout;
         let mut outcome = if doomed.is_empty() {
             self.hooks.before_commit(&Transaction::new(&self.publisher)).map_err(|e| {
                 tracing::warn!(error = %e, "before_commit hook failed: aborting the transaction");
@@ -270,16 +273,20 @@ impl Eos {
             Ok(()) => {
                 self.committed.lock().unwrap_or_else(PoisonError::into_inner).extend(offsets);
                 self.pending.store(0, Ordering::Release);
-                if let Some((committed, _)) = &self.transactions {
-                    committed.increment(1);
+                let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(metrics) = &self.transactions {
+                    metrics.committed.increment(1);
+                    metrics.commit.record(began.elapsed());
+                    metrics.duration.record(opened.map_or(Duration::ZERO, |o| o.elapsed()));
                 }
                 self.hooks.transaction_ended(true);
                 producer.begin_transaction()
             }
             Err(e) if !is_fatal(&e) => {
                 if let Err(failed) = producer.abort_transaction(self.timeout).and_then(|()| {
-                    if let Some((_, aborted)) = &self.transactions {
-                        aborted.increment(1);
+                    self.opened.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    if let Some(metrics) = &self.transactions {
+                        metrics.aborted.increment(1);
                     }
                     self.hooks.transaction_ended(false);
                     producer.begin_transaction()
