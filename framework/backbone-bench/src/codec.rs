@@ -81,7 +81,7 @@ fn time_run(op: &mut dyn FnMut(), n: u64) -> f64 {
 }
 
 /// One benchmarked operation.
-type CodecOp<'a> = dyn FnMut() + 'a;
+pub(crate) type CodecOp<'a> = dyn FnMut() + 'a;
 
 fn median(runs: &[f64]) -> f64 {
     let mut sorted = runs.to_vec();
@@ -168,6 +168,13 @@ pub(crate) fn codec() {
             }),
         ),
     ];
+    let medians = measure(cases.into());
+    println!("RESULT codec encode_ns={:.0} decode_ns={:.0}", medians[0], medians[2]);
+}
+
+/// Warms up and sizes every case, runs them [`CODEC_ROUNDS`] times interleaved (noise hits all
+/// alike), prints ns/op (median, min, max) per case and returns the medians.
+pub(crate) fn measure(cases: Vec<(&str, Box<CodecOp<'_>>)>) -> Vec<f64> {
     println!(
         "{:<21} {:>10} {:>9} {:>9} {:>9}   (ns/op; {CODEC_ROUNDS} runs of ~{} s each)",
         "op",
@@ -177,7 +184,6 @@ pub(crate) fn codec() {
         "max",
         CODEC_RUN.as_secs_f64()
     );
-    // Warm up and size every case, then interleave the runs so that noise hits all alike.
     let (names, mut ops): (Vec<_>, Vec<_>) = cases.into_iter().unzip();
     let sizes: Vec<u64> = ops.iter_mut().map(|op| size_run(op)).collect();
     let mut runs = vec![Vec::with_capacity(CODEC_ROUNDS); ops.len()];
@@ -193,5 +199,5 @@ pub(crate) fn codec() {
         println!("{name:<21} {n:>10} {m:>9.0} {min:>9.0} {max:>9.0}");
         medians.push(m);
     }
-    println!("RESULT codec encode_ns={:.0} decode_ns={:.0}", medians[0], medians[2]);
+    medians
 }

@@ -25,7 +25,7 @@ const CONSUME_WARMUP_ROUNDS: usize = 1;
 /// The event both consumers decode.
 #[derive(serde::Deserialize)]
 #[allow(dead_code)] // Decoded in full, as a handler would; only some fields are read.
-struct Order {
+pub(crate) struct Order {
     id: String,
     customer: String,
     quantity: u32,
@@ -34,7 +34,7 @@ struct Order {
     status: String,
 }
 
-fn order_json(i: usize) -> String {
+pub(crate) fn order_json(i: usize) -> String {
     format!(
         r#"{{"id":"order-{:06}","customer":"customer-{:06}","quantity":{},"price":{},"currency":"EUR","status":"created"}}"#,
         i % KEYS,

@@ -1,6 +1,6 @@
 //! Benchmarks of backbone against raw rdkafka on the same broker, in one run, and of its Avro codec.
 //!
-//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec|estate|peers>`. The first three
+//! Run with `cargo run --release -p backbone-bench -- <publish|consume|latency|codec|metrics|estate|peers>`. The first three
 //! start a broker with the test kit (or use `KAFKA_BOOTSTRAP_SERVERS`) and compare backbone with raw
 //! rdkafka doing the same work on the same broker, interleaving the two; `codec` needs no broker nor
 //! registry. Each prints a table and a last `RESULT` line.
@@ -59,6 +59,10 @@
 //! interleaved; prints ns/op (median, min, max) and a last line
 //! `RESULT codec encode_ns=<median encode> decode_ns=<median decode>`.
 //!
+//! `metrics`: the consume path's per-event metric work through backbone's `Metrics` handles, in
+//! process (no broker), against an empty loop and a JSON decode, then on two threads sharing the
+//! handles; last line `RESULT metrics ns_per_event= contended_ns_per_event= vs_json_decode=`.
+//!
 //! One module per benchmark (`publish`, `consume`, `latency`, `codec`, `estate`); `common` holds what
 //! the broker benchmarks share: the cluster, the keys and headers, configurations, consumers, rates.
 
@@ -67,6 +71,7 @@ mod common;
 mod consume;
 mod estate;
 mod latency;
+mod metrics;
 mod peers;
 mod publish;
 
@@ -88,8 +93,12 @@ fn main() -> std::process::ExitCode {
             codec::codec();
             std::process::ExitCode::SUCCESS
         }
+        "metrics" => {
+            metrics::metrics();
+            std::process::ExitCode::SUCCESS
+        }
         _ => {
-            eprintln!("usage: backbone-bench <publish|consume|latency|codec|estate|peers>");
+            eprintln!("usage: backbone-bench <publish|consume|latency|codec|metrics|estate|peers>");
             std::process::ExitCode::from(2)
         }
     }
