@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// How long the broker may hold a reader's fetch that finds nothing new (librdkafka's
@@ -116,11 +116,50 @@ pub(crate) fn assign_all(
     let mut list = TopicPartitionList::new();
     for partition in partitions {
         let offset = match start {
-            Start::End => Offset::Offset(consumer.fetch_watermarks(topic, partition, timeout)?.1),
+            Start::End => Offset::Offset(watermarks(consumer, topic, partition, timeout)?.1),
             Start::Beginning => Offset::Beginning,
         };
         list.add_partition_offset(topic, partition, offset)?;
     }
     consumer.assign(&list)?;
     Ok(())
+}
+
+/// `partition`'s low and high watermarks, asked of its leader; if that fails (within `timeout`),
+/// asked once more after a fresh metadata lookup of `topic`. librdkafka sends the lookup to the
+/// leader it last knew, and when that broker died without a word (SIGKILL, a lost machine) it keeps
+/// knowing it until its periodic metadata refresh (`topic.metadata.refresh.interval.ms`, 5 minutes):
+/// a client that only looks up watermarks (a table's probe) would fail for that long, where the
+/// partition had a new leader seconds after the old one died. At most twice `timeout`, plus the
+/// metadata lookup's.
+pub(crate) fn watermarks<X: ConsumerContext>(
+    consumer: &impl Consumer<X>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    match consumer.fetch_watermarks(topic, partition, timeout) {
+        Ok(watermarks) => Ok(watermarks),
+        Err(first) => {
+            tracing::debug!(topic, partition, error = %first, "watermarks: looking the leader up again");
+            consumer.fetch_metadata(Some(topic), timeout)?;
+            consumer.fetch_watermarks(topic, partition, timeout)
+        }
+    }
+}
+
+/// Errors a reader's poll reports while its fetches move to another broker (one died, or
+/// leadership moved): librdkafka goes on by itself, so a reader with a deadline polls on.
+pub(crate) fn is_transport(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+        )
+    )
 }

@@ -119,3 +119,43 @@ async fn r3_no_quorum_fails_retriably_within_the_delivery_timeout() {
     assert!(!health.is_healthy(), "health reports degraded");
     assert!(health.degraded.contains_key(backbone::publish::HEALTH_COMPONENT), "{health:?}");
 }
+
+/// A table's `sync_acknowledged` (what Orders does before writing an order it was asked for with
+/// an `Idempotency-Key`) answers after its partition's leader is killed and stays down: the table's
+/// probe asks the new leader, not the dead broker until librdkafka's next periodic metadata refresh
+/// (`topic.metadata.refresh.interval.ms`, 5 minutes). Found in the compose estate: a killed broker
+/// left Orders answering 503 to every keyed POST for 4.5 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_probe_follows_its_partition_to_a_new_leader() {
+    use backbone::table::Table;
+    use backbone::{Service, TopicSpec, consume::dead_letter_topic};
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = KafkaCluster::start_three().expect("three brokers");
+    let mut config = common::config(cluster.bootstrap_servers());
+    config.profile = backbone::Profile::Production;
+    let service = backbone_testkit::unique("probe");
+    let topic = TopicSpec::private(&service, "levels").partitions(1).compacted().build().unwrap();
+    let dlq = dead_letter_topic(&service, &topic).unwrap();
+    let spec = Service::new(&service).owns(&topic).owns(&dlq).consumes(&topic).spec().unwrap();
+    let running = spec.start(&config).await.expect("start provisions the topics");
+    let table = Table::<String>::builder(&running.context(), &topic).build().expect("table");
+    let task = tokio::spawn({
+        let table = table.clone();
+        async move { table.run(std::future::pending()).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), table.ready()).await.expect("restored within 60 s");
+    running.publisher().publish(&topic, Outgoing::new("Level", b"k", b"v1")).await.expect("acknowledged");
+    table.sync_acknowledged(0, Duration::from_secs(30)).await.expect("synced before the kill");
+
+    let leader = cluster.leader_of(topic.name(), 0).expect("leader");
+    cluster.kill_broker(leader).expect("SIGKILL the partition's leader");
+    let started = Instant::now();
+    let synced = table.sync_acknowledged(0, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    eprintln!("sync_acknowledged after killing leader {leader}: {synced:?} in {took:?}");
+    synced.expect("synced with the new leader");
+    // The new leader is elected within the brokers' session timeout (6 s here); the probe's first
+    // look at the dead one may wait its 10 s before it looks the leader up again.
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    task.abort();
+}

@@ -54,13 +54,13 @@ impl Reader {
         let timed_out = || KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut);
         let mut list = TopicPartitionList::new();
         for &partition in partitions {
-            let (low, high) = self.uncommitted.fetch_watermarks(topic, partition, left())?;
+            let (low, high) = crate::reader::watermarks(&self.uncommitted, topic, partition, left())?;
             if high <= low {
                 continue;
             }
             // A read_committed client's watermark query answers the last stable offset. Kafka offers
             // no notification when a transaction ends, so look again until it has.
-            while self.committed.fetch_watermarks(topic, partition, left())?.1 < high {
+            while crate::reader::watermarks(&self.committed, topic, partition, left())?.1 < high {
                 if left().is_zero() {
                     return Err(timed_out());
                 }
@@ -92,6 +92,8 @@ impl Reader {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     reading.remove(&partition);
                 }
+                // A broker gone: the fetch goes on with the next leader, within the deadline.
+                Some(Err(e)) if crate::reader::is_transport(&e) => {}
                 Some(Err(e)) => break Err(e),
             }
         };

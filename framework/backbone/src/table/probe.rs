@@ -37,13 +37,13 @@ impl<V> Shared<V> {
             *probe = Some(settings.create_with_context(crate::reader::ReaderContext)?);
         }
         let probe = probe.as_ref().expect("made above");
-        probe.fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
+        crate::reader::watermarks(probe, &self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
     }
 
     /// `partition`'s high watermark now.
     pub(super) fn high_watermark(&self, partition: i32) -> Result<i64, KafkaError> {
         let probe = self.probe.lock().unwrap_or_else(PoisonError::into_inner);
-        probe.fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
+        crate::reader::watermarks(&*probe, &self.topic, partition, PROBE_TIMEOUT).map(|(_, high)| high)
     }
 }
 
@@ -67,7 +67,7 @@ fn probe_ends(
     // (index, low watermark) of each partition still looked for.
     let mut open = Vec::new();
     for (i, &partition) in partitions.iter().enumerate() {
-        let (low, high) = probe.fetch_watermarks(topic, partition, PROBE_TIMEOUT)?;
+        let (low, high) = crate::reader::watermarks(probe, topic, partition, PROBE_TIMEOUT)?;
         ends.push(End { high, last: None });
         if high > low {
             open.push((i, low));
@@ -102,6 +102,9 @@ fn probe_ends(
                     _ => None,
                 },
                 Some(Err(KafkaError::PartitionEOF(partition))) => Some(partition),
+                // A broker that went away is reported, and the fetch goes on with the partition's
+                // next leader: within the deadline, not a failure.
+                Some(Err(e)) if crate::reader::is_transport(&e) => None,
                 Some(Err(e)) => return Err(e),
             };
             if let Some(partition) = done {
