@@ -16,6 +16,9 @@ ARG DEBIAN_RELEASE=bookworm
 # does (`.ci/compose`: `--build-arg BINARIES=backbone/binaries:ci`, an image of the host's binaries).
 # BuildKit builds only the stages a target needs, so the Rust image is then neither pulled nor run.
 ARG BINARIES=build
+# The workspace's services, each a binary of the same name and a target below (`backbone new service`
+# adds its own name here and its target at the end of this file).
+ARG SERVICES="orders stock"
 
 # --- Toolchain: Rust (pinned like rust-toolchain.toml) and librdkafka's C build dependencies. ------
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS toolchain
@@ -47,16 +50,19 @@ RUN mkdir -p /skeleton && cp Cargo.toml Cargo.lock /skeleton/ \
 
 # --- Dependencies, then the services. -------------------------------------------------------------
 FROM toolchain AS build
+ARG SERVICES
 WORKDIR /src
 COPY --from=skeleton /skeleton ./
-RUN cargo build --release --locked -p orders -p stock -p backbone-cli
+# hadolint ignore=SC2046
+RUN cargo build --release --locked -p backbone-cli $(printf -- '-p %s ' ${SERVICES})
 COPY . .
 # The real sources may be older than the stubs' build (COPY keeps their mtimes): touch them so cargo
 # rebuilds every workspace crate instead of keeping a stub.
+# hadolint ignore=SC2046
 RUN find framework services schemas -type f -exec touch {} + \
- && cargo build --release --locked -p orders -p stock -p backbone-cli \
+ && cargo build --release --locked -p backbone-cli $(printf -- '-p %s ' ${SERVICES}) \
  && mkdir -p /out \
- && cp target/release/orders target/release/stock target/release/backbone /out/
+ && cp target/release/backbone $(printf -- 'target/release/%s ' ${SERVICES}) /out/
 
 # --- The binaries the runtime images take: the build stage's, or BINARIES' image's. -----------------
 # hadolint ignore=DL3006
@@ -96,5 +102,8 @@ ENTRYPOINT ["/usr/local/bin/stock"]
 # each service's principal and its quotas, applied by `backbone estate apply` (idempotent) with the
 # specs the service binaries print (`--spec`). Run once, as a super user, before the services start.
 FROM runtime AS estate-init
-COPY --from=binaries /out/backbone /out/orders /out/stock /usr/local/bin/
-ENTRYPOINT ["/usr/local/bin/backbone", "estate", "apply", "--bin", "/usr/local/bin/orders", "--bin", "/usr/local/bin/stock"]
+ARG SERVICES
+ENV BACKBONE_SERVICES=${SERVICES}
+COPY --from=binaries /out/ /usr/local/bin/
+# `backbone estate apply --bin /usr/local/bin/<service>` for each of BACKBONE_SERVICES.
+ENTRYPOINT ["/bin/sh", "-c", "set --; for s in $BACKBONE_SERVICES; do set -- \"$@\" --bin \"/usr/local/bin/$s\"; done; exec /usr/local/bin/backbone estate apply \"$@\""]

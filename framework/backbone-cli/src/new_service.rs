@@ -54,7 +54,11 @@ pub(crate) fn run(command: NewCommand) -> Result<(), NewError> {
             for (path, _) in FILES {
                 println!("  {}", fill(path, &name));
             }
-            println!("and added `services/{name}` to the workspace's members. Next:");
+            println!("and added `services/{name}` to the workspace's members (and, where this workspace has");
+            println!(
+                "them, a `{name}` target to its Dockerfile and deploy/k8s/base/{name}.yaml to its kustomization:"
+            );
+            println!("give it its Kafka credentials in your overlays, as the sample services have). Next:");
             println!(
                 "  cargo test -p {name}                      # its test, against a real broker (test kit)"
             );
@@ -83,7 +87,8 @@ pub(crate) fn scaffold(name: &str, start: &Path) -> Result<PathBuf, NewError> {
             return Err(NewError::Exists(dir));
         }
     }
-    for (path, contents) in &files {
+    let deploy = deploy_files(&root, name)?;
+    for (path, contents) in files.iter().chain(&deploy) {
         let io = |error| NewError::Io { path: path.clone(), error };
         std::fs::create_dir_all(path.parent().expect("files have a parent")).map_err(io)?;
         std::fs::write(path, contents).map_err(|error| NewError::Io { path: path.clone(), error })?;
@@ -140,6 +145,85 @@ fn add_member(manifest: &str, member: &str) -> Option<String> {
     Some(doc.to_string())
 }
 
+/// Where the workspace deploys its services, if it does as this one does: the image target in its
+/// `Dockerfile` (a `FROM runtime AS <name>` stage, and the name added to `ARG SERVICES`), and its
+/// Kubernetes manifests in `deploy/k8s/base` (`<name>.yaml`: Deployment, Service, PDB,
+/// NetworkPolicy; listed in the kustomization's `resources` and `images`). Each is left out when its
+/// file is missing or not in the expected shape; the new contents are returned, nothing is written.
+fn deploy_files(root: &Path, name: &str) -> Result<Vec<(PathBuf, String)>, NewError> {
+    let mut out = Vec::new();
+    let dockerfile = root.join("Dockerfile");
+    if dockerfile.is_file()
+        && let Some(text) = add_image_target(&read(&dockerfile)?, name)
+    {
+        out.push((dockerfile, text));
+    }
+    let base = root.join("deploy/k8s/base");
+    let kustomization = base.join("kustomization.yaml");
+    let manifest = base.join(format!("{name}.yaml"));
+    if kustomization.is_file() {
+        if manifest.exists() {
+            return Err(NewError::Exists(manifest));
+        }
+        if let Some(text) = add_to_kustomization(&read(&kustomization)?, name) {
+            out.push((kustomization, text));
+            out.push((manifest, fill(K8S_TEMPLATE, name)));
+        }
+    }
+    Ok(out)
+}
+
+/// The service's Kubernetes manifests (`deploy/k8s/base/<name>.yaml`).
+const K8S_TEMPLATE: &str = include_str!("new_service/k8s.yaml.tmpl");
+
+/// `dockerfile` with `name` added to its `ARG SERVICES="…"` line and a runtime target for it at the
+/// end; `None` without such a line, or when the name is there already.
+fn add_image_target(dockerfile: &str, name: &str) -> Option<String> {
+    let mut found = false;
+    let mut lines: Vec<String> = Vec::new();
+    for line in dockerfile.lines() {
+        match line.strip_prefix("ARG SERVICES=\"").and_then(|rest| rest.strip_suffix('"')) {
+            Some(list) if !found => {
+                if list.split_whitespace().any(|s| s == name) {
+                    return None;
+                }
+                found = true;
+                lines.push(format!("ARG SERVICES=\"{}\"", format!("{list} {name}").trim()));
+            }
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    if !found {
+        return None;
+    }
+    let mut text = lines.join("\n");
+    text.push_str(&format!(
+        "\n\nFROM runtime AS {name}\nCOPY --from=binaries /out/{name} /usr/local/bin/{name}\nENTRYPOINT [\"/usr/local/bin/{name}\"]\n"
+    ));
+    Some(text)
+}
+
+/// `kustomization` with `<name>.yaml` added at the end of its `resources:` list and the image
+/// `backbone/<name>` at the end of its `images:` list (each a block list of `  - ` items); `None`
+/// when it has no `resources:` list.
+fn add_to_kustomization(kustomization: &str, name: &str) -> Option<String> {
+    let mut lines: Vec<String> = kustomization.lines().map(str::to_owned).collect();
+    let end_of = |lines: &[String], key: &str| {
+        let start = lines.iter().position(|l| l == key)?;
+        let items = lines[start + 1..].iter().take_while(|l| l.starts_with("  ")).count();
+        Some(start + 1 + items)
+    };
+    let at = end_of(&lines, "resources:")?;
+    lines.insert(at, format!("  - {name}.yaml"));
+    if let Some(at) = end_of(&lines, "images:") {
+        lines.insert(at, format!("  - name: backbone/{name}"));
+        lines.insert(at + 1, "    newTag: 0.1.0".to_owned());
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    Some(text)
+}
+
 /// `template` with the service's names filled in.
 fn fill(template: &str, name: &str) -> String {
     let ident = name.replace('-', "_");
@@ -187,6 +271,32 @@ mod tests {
         for bad in ["Orders", "1st", "-x", "x-", "a_b", "", &"x".repeat(64)] {
             let dir = std::env::temp_dir();
             assert!(matches!(scaffold(bad, &dir), Err(NewError::BadName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_image_target_and_the_manifests_are_added_once() {
+        let dockerfile = "FROM x AS build\nARG SERVICES=\"orders stock\"\nRUN make\n";
+        let added = add_image_target(dockerfile, "gift-shop").unwrap();
+        assert!(added.contains("ARG SERVICES=\"orders stock gift-shop\"\nRUN make\n"), "{added}");
+        assert!(
+            added.ends_with("\nFROM runtime AS gift-shop\nCOPY --from=binaries /out/gift-shop /usr/local/bin/gift-shop\nENTRYPOINT [\"/usr/local/bin/gift-shop\"]\n"),
+            "{added}"
+        );
+        assert_eq!(add_image_target(&added, "gift-shop"), None, "not twice");
+        assert_eq!(add_image_target("FROM x\n", "gift-shop"), None, "no SERVICES list: left alone");
+
+        let kustomization = "kind: Kustomization\nresources:\n  - a.yaml\n  - b.yaml\nconfigMapGenerator:\n  - name: c\nimages:\n  - name: backbone/a\n    newTag: 0.1.0\n";
+        let added = add_to_kustomization(kustomization, "gift-shop").unwrap();
+        assert_eq!(
+            added,
+            "kind: Kustomization\nresources:\n  - a.yaml\n  - b.yaml\n  - gift-shop.yaml\nconfigMapGenerator:\n  - name: c\nimages:\n  - name: backbone/a\n    newTag: 0.1.0\n  - name: backbone/gift-shop\n    newTag: 0.1.0\n"
+        );
+        assert_eq!(add_to_kustomization("kind: Kustomization\n", "x"), None);
+        let manifests = fill(K8S_TEMPLATE, "gift-shop");
+        assert!(!manifests.contains("{{") && !manifests.contains("orders"), "{manifests}");
+        for kind in ["Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"] {
+            assert!(manifests.contains(&format!("kind: {kind}\n")), "{kind}");
         }
     }
 

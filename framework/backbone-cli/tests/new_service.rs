@@ -1,5 +1,6 @@
 //! `backbone new service NAME` in a copy of this workspace: the scaffolded service builds without a
-//! warning and its own test passes against the real broker and registry; scaffolding it again is
+//! warning and its own test passes against the real broker and registry; its image target and
+//! Kubernetes manifests are added; scaffolding it again is
 //! refused without touching anything. The nested build has a build directory of its own, so a cold
 //! run compiles the dependencies once more (a few minutes).
 
@@ -62,6 +63,19 @@ fn a_scaffolded_service_builds_and_passes_its_test() {
     }
     let manifest = std::fs::read_to_string(copy.path().join("Cargo.toml")).unwrap();
     assert!(manifest.contains("\"services/greeter\","), "added to the members: {manifest}");
+    // Its image target and its Kubernetes manifests, beside the sample services'.
+    let dockerfile = std::fs::read_to_string(copy.path().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ARG SERVICES=\"orders stock greeter\"\n"), "{dockerfile}");
+    assert!(dockerfile.contains("\nFROM runtime AS greeter\n"), "{dockerfile}");
+    let kustomization =
+        std::fs::read_to_string(copy.path().join("deploy/k8s/base/kustomization.yaml")).unwrap();
+    assert!(
+        kustomization.contains("  - stock.yaml\n  - network-policies.yaml\n  - greeter.yaml\n"),
+        "{kustomization}"
+    );
+    assert!(kustomization.contains("  - name: backbone/greeter\n"), "{kustomization}");
+    let k8s = std::fs::read_to_string(copy.path().join("deploy/k8s/base/greeter.yaml")).unwrap();
+    assert!(k8s.contains("  name: greeter\n") && k8s.contains("image: backbone/greeter:0.1.0"), "{k8s}");
 
     // Again: refused, nothing touched.
     let again = backbone(&["new", "service", "greeter", "--workspace", workspace]);
