@@ -64,6 +64,9 @@ struct Inner {
     topics: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
+/// librdkafka's mock cluster, as [`MockKafka::with_cluster`] lends it.
+pub type RawMockCluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
 /// What the cluster's thread is asked to do.
 enum Command {
     CreateTopic {
@@ -72,6 +75,8 @@ enum Command {
         replication: i32,
         done: mpsc::Sender<rdkafka::error::KafkaResult<()>>,
     },
+    /// Runs on the cluster's thread ([`MockKafka::with_cluster`]).
+    Run(Box<dyn FnOnce(&RawMockCluster) + Send>),
 }
 
 /// The mock cluster refused or failed an operation.
@@ -133,6 +138,7 @@ impl MockKafka {
                         Command::CreateTopic { name, partitions, replication, done } => {
                             let _ = done.send(cluster.create_topic(&name, partitions, replication));
                         }
+                        Command::Run(f) => f(&cluster),
                     }
                 }
             })
@@ -240,6 +246,24 @@ impl MockKafka {
         })?;
         self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), configs);
         Ok(())
+    }
+
+    /// Runs `f` with librdkafka's mock cluster, on the thread it lives on, and returns what `f`
+    /// returns: fault injection (`broker_down`, `coordinator`, `request_errors`, …) for tests of
+    /// what a client does when the cluster misbehaves.
+    pub fn with_cluster<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&RawMockCluster) -> R + Send + 'static,
+    ) -> Result<R, MockError> {
+        let (done, result) = mpsc::channel();
+        let command = Command::Run(Box::new(move |cluster| {
+            let _ = done.send(f(cluster));
+        }));
+        {
+            let commands = self.inner.commands.lock().unwrap_or_else(PoisonError::into_inner);
+            commands.as_ref().ok_or(MockError::Stopped)?.send(command).map_err(|_| MockError::Stopped)?;
+        }
+        result.recv().map_err(|_| MockError::Stopped)
     }
 
     /// The configuration recorded for `topic` (by [`create_topic`](Self::create_topic) or

@@ -61,3 +61,113 @@ async fn r2_one_percent_produce_errors_keep_order_with_one_request_in_flight() {
     eprintln!("R2 (one in flight): {report}");
     assert!(report.is_clean(), "{report}");
 }
+
+/// Copies each event to `output` in the consumer's transaction and counts it.
+async fn relay(
+    meta: backbone::Metadata,
+    publisher: backbone::Publisher,
+    backbone::State((output, handled)): backbone::State<(
+        backbone::TopicSpec,
+        Arc<std::sync::atomic::AtomicUsize>,
+    )>,
+) -> Result<(), backbone::HandlerError> {
+    let key = meta.key().unwrap_or_default();
+    publisher
+        .publish(&output, backbone::Outgoing::new("Relayed", key, meta.payload().unwrap_or_default()))
+        .await?;
+    handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Exactly once when the group coordinator goes away mid-transaction: librdkafka's
+/// `send_offsets_to_transaction` then never returns, whatever its timeout (librdkafka #5456; found
+/// by killing a broker under the compose estate, where an exactly-once consumer stopped committing
+/// for good). backbone gives that producer up once the timeout and a margin have passed, degrades
+/// health, and the consumer joins again with a new producer: the event's output is committed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_gets_past_a_send_offsets_that_hangs_on_a_lost_group_coordinator() {
+    use backbone::consume::{Consumer, dead_letter_topic};
+    use backbone::handler::BoxedHandler;
+    use backbone::{Outgoing, Service, TopicSpec};
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::mocking::MockCoordinator;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    // The development mock (backbone::dev): provisioning goes through it, as the mock cluster
+    // answers no admin requests.
+    let mock = backbone::dev::MockKafka::start(3).expect("mock cluster");
+    let service = backbone_testkit::unique("eoshang");
+    let input = TopicSpec::public(&service, "input", 1).partitions(1).build().unwrap();
+    let output = TopicSpec::public(&service, "output", 1).partitions(1).build().unwrap();
+    let dlq = dead_letter_topic(&service, &input).unwrap();
+    let group = format!("{service}.relay");
+    let transactional_id = format!("{group}.tx");
+    let (g, t) = (group.clone(), transactional_id.clone());
+    mock.with_cluster(move |cluster| {
+        cluster.coordinator(MockCoordinator::Group(g), 2).expect("group coordinator");
+        cluster.coordinator(MockCoordinator::Transaction(t), 1).expect("txn coordinator");
+    })
+    .expect("mock");
+    let mut config = mock.config();
+    config.delivery_timeout = Duration::from_secs(5);
+    let spec = Service::new(&service).owns(&input).owns(&output).owns(&dlq).consumes(&input).spec().unwrap();
+    let running = spec.start(&config).await.expect("start");
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = Consumer::new(
+        &running.context(),
+        &input,
+        BoxedHandler::named("relay", relay),
+        (output.clone(), handled.clone()),
+    )
+    .unwrap()
+    .in_group(&group)
+    .exactly_once()
+    .transactional_id(&transactional_id);
+    let health = running.context().health().clone();
+    let task = tokio::spawn(consumer.run(std::future::pending()));
+
+    // One event through, committed: the pipeline works.
+    running.publisher().publish(&input, Outgoing::new("E", b"k", b"first")).await.expect("published");
+    let committed_output = |n: usize| {
+        let bootstrap = mock.bootstrap_servers().to_owned();
+        let topic = output.name().to_owned();
+        async move {
+            let reader: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("isolation.level", "read_committed")
+                .create()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let (_, high) = reader.fetch_watermarks(&topic, 0, Duration::from_secs(5)).unwrap_or((0, 0));
+                // read_committed: the end a committed reader is given is the last stable offset.
+                // (The mock writes no transaction markers, so each event adds one offset.)
+                if high >= n as i64 {
+                    return Instant::now();
+                }
+                assert!(Instant::now() < deadline, "{n} output records committed within 90 s (end {high})");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    committed_output(1).await;
+
+    // The group coordinator goes away; the next event's offsets cannot be sent.
+    mock.with_cluster(|cluster| cluster.broker_down(2).expect("coordinator down")).expect("mock");
+    let down = Instant::now();
+    running.publisher().publish(&input, Outgoing::new("E", b"k", b"second")).await.expect("published");
+    // Given up after the 5 s timeout and the margin: health says so, and the consumer joins again.
+    let degraded = tokio::time::timeout(
+        Duration::from_secs(60),
+        health.wait_until(|h| h.degraded.keys().any(|k| k.starts_with("transactions:"))),
+    )
+    .await;
+    eprintln!("degraded after {:?}: {:?}", down.elapsed(), health.snapshot());
+    assert!(degraded.is_ok(), "the hung producer given up within 60 s");
+    mock.with_cluster(|cluster| cluster.broker_up(2).expect("coordinator back")).expect("mock");
+    let at = committed_output(2).await;
+    eprintln!("second output committed {:?} after the coordinator went down", at - down);
+    assert!(handled.load(Ordering::SeqCst) >= 2);
+    task.abort();
+}

@@ -31,6 +31,7 @@ pub use future::Publish;
 pub(crate) use order::Context;
 pub use outgoing::{Delivery, Outgoing};
 pub use publisher::{Publisher, TRANSACTION_TIMEOUT, producer_config};
+pub(crate) use shared::PublishContext;
 
 // The open transaction of an exactly-once consumer lives with the consumer's side of exactly once.
 pub use crate::consume::eos::Transaction;

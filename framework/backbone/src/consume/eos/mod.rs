@@ -250,8 +250,25 @@ impl Eos {
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail))
         };
         if outcome.is_ok() {
+            let mut metadata = Some(metadata);
             outcome = loop {
-                match producer.send_offsets_to_transaction(&list, &metadata, self.timeout) {
+                let Some(given) = metadata.take() else {
+                    break Err(KafkaError::Global(RDKafkaErrorCode::State));
+                };
+                let Some((sent, given)) = send_offsets_bounded(producer, &list, given, self.timeout) else {
+                    tracing::error!(
+                        topic = self.topic,
+                        timeout = ?self.timeout,
+                        "sending the offsets to the transaction did not return within its timeout \
+                         (librdkafka #5456: the group coordinator it looks for is gone); this producer \
+                         is left behind and the consumer joins again with a new one"
+                    );
+                    self.broken.store(true, Ordering::Release);
+                    self.aborts.send_modify(|n| *n += 1);
+                    return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+                };
+                metadata = Some(given);
+                match sent {
                     Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -329,6 +346,35 @@ impl Eos {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How long past its own timeout `send_offsets_to_transaction` may take before it counts as hung.
+const HANG_MARGIN: Duration = Duration::from_secs(5);
+
+/// `producer.send_offsets_to_transaction`, on a thread of its own, waited for up to its timeout
+/// plus [`HANG_MARGIN`]; `None` if it has not returned by then. librdkafka (2.12, and 2.14 still:
+/// issues #5456 and #5511) never times out its coordinator request when the group coordinator it
+/// cached is gone (a broker killed): the call then blocks for good, and with it the consumer's
+/// commits. The thread, and the producer it holds, are then left behind: nothing can interrupt the
+/// call.
+/// The group metadata comes back with the result (it cannot be cloned).
+fn send_offsets_bounded(
+    producer: &rdkafka::producer::FutureProducer<crate::publish::PublishContext>,
+    offsets: &rdkafka::TopicPartitionList,
+    metadata: rdkafka::consumer::ConsumerGroupMetadata,
+    timeout: Duration,
+) -> Option<(Result<(), KafkaError>, rdkafka::consumer::ConsumerGroupMetadata)> {
+    use rdkafka::producer::Producer as _;
+    let (sent, result) = std::sync::mpsc::sync_channel(1);
+    let (producer, offsets) = (producer.clone(), offsets.clone());
+    std::thread::Builder::new()
+        .name("backbone-send-offsets".into())
+        .spawn(move || {
+            let outcome = producer.send_offsets_to_transaction(&offsets, &metadata, timeout);
+            let _ = sent.send((outcome, metadata));
+        })
+        .ok()?;
+    result.recv_timeout(timeout + HANG_MARGIN).ok()
 }
 
 /// Whether a transaction error ends this producer (fenced, or fatal): the consumer must stop.
