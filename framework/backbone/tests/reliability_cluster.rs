@@ -1,5 +1,5 @@
-//! R1 and R3 from `docs/reliability.md`, on a real cluster of three brokers (each test starts its
-//! own, because it kills brokers).
+//! R1, R3 and R21 (a table's probe) from `docs/reliability.md`, on a real cluster of three brokers
+//! (each test starts its own, because it kills brokers).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ async fn r3_no_quorum_fails_retriably_within_the_delivery_timeout() {
 /// (`topic.metadata.refresh.interval.ms`, 5 minutes). Found in the compose estate: a killed broker
 /// left Orders answering 503 to every keyed POST for 4.5 minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_probe_follows_its_partition_to_a_new_leader() {
+async fn r21_a_table_probe_follows_its_partition_to_a_new_leader() {
     use backbone::table::Table;
     use backbone::{Service, TopicSpec, consume::dead_letter_topic};
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;

@@ -1,5 +1,6 @@
-//! R2 from `docs/reliability.md`: produce-request errors injected by librdkafka's mock cluster
-//! (fault injection only; the real-broker tests live beside this one).
+//! R2 and R21 (exactly once) from `docs/reliability.md`: produce-request errors and a lost group
+//! coordinator injected by librdkafka's mock cluster (fault injection only; the real-broker tests
+//! live beside this one).
 
 use std::sync::{Arc, Mutex};
 
@@ -85,7 +86,7 @@ async fn relay(
 /// for good). backbone gives that producer up once the timeout and a margin have passed, degrades
 /// health, and the consumer joins again with a new producer: the event's output is committed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_gets_past_a_send_offsets_that_hangs_on_a_lost_group_coordinator() {
+async fn r21_exactly_once_gets_past_a_send_offsets_that_hangs_on_a_lost_group_coordinator() {
     use backbone::consume::{Consumer, dead_letter_topic};
     use backbone::handler::BoxedHandler;
     use backbone::{Outgoing, Service, TopicSpec};
