@@ -255,10 +255,14 @@ impl Eos {
                 let Some(given) = metadata.take() else {
                     break Err(KafkaError::Global(RDKafkaErrorCode::State));
                 };
-                let Some((sent, given)) = send_offsets_bounded(producer, &list, given, self.timeout) else {
+                // Each call gets at most SEND_OFFSETS_CALL (a timed-out call is retriable, and retried
+                // until the deadline): a call that hangs is then found out that much later, not only
+                // after the whole delivery timeout.
+                let call = self.timeout.min(SEND_OFFSETS_CALL);
+                let Some((sent, given)) = send_offsets_bounded(producer, &list, given, call) else {
                     tracing::error!(
                         topic = self.topic,
-                        timeout = ?self.timeout,
+                        timeout = ?call,
                         "sending the offsets to the transaction did not return within its timeout \
                          (librdkafka #5456: the group coordinator it looks for is gone); this producer \
                          is left behind and the consumer joins again with a new one"
@@ -347,6 +351,9 @@ impl Eos {
         }
     }
 }
+
+/// The most one `send_offsets_to_transaction` call is given (the delivery timeout when shorter).
+const SEND_OFFSETS_CALL: Duration = Duration::from_secs(30);
 
 /// How long past its own timeout `send_offsets_to_transaction` may take before it counts as hung.
 const HANG_MARGIN: Duration = Duration::from_secs(5);
