@@ -67,17 +67,9 @@ struct Inner {
 /// librdkafka's mock cluster, as [`MockKafka::with_cluster`] lends it.
 pub type RawMockCluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
-/// What the cluster's thread is asked to do.
-enum Command {
-    CreateTopic {
-        name: String,
-        partitions: i32,
-        replication: i32,
-        done: mpsc::Sender<rdkafka::error::KafkaResult<()>>,
-    },
-    /// Runs on the cluster's thread ([`MockKafka::with_cluster`]).
-    Run(Box<dyn FnOnce(&RawMockCluster) + Send>),
-}
+/// What the cluster's thread is asked to do: run a function with the cluster
+/// ([`MockKafka::with_cluster`]).
+type Command = Box<dyn FnOnce(&RawMockCluster) + Send>;
 
 /// The mock cluster refused or failed an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,12 +126,7 @@ impl MockKafka {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Until every handle is gone.
                 while let Ok(command) = inbox.recv() {
-                    match command {
-                        Command::CreateTopic { name, partitions, replication, done } => {
-                            let _ = done.send(cluster.create_topic(&name, partitions, replication));
-                        }
-                        Command::Run(f) => f(&cluster),
-                    }
+                    command(&cluster);
                 }
             })
             .map_err(|e| MockError::Start { reason: e.to_string() })?;
@@ -231,19 +218,16 @@ impl MockKafka {
         if partitions < 1 {
             return refuse(format!("{partitions} partitions"));
         }
-        let (done, result) = mpsc::channel();
-        let command = Command::CreateTopic { name: name.to_owned(), partitions, replication, done };
-        {
-            let commands = self.inner.commands.lock().unwrap_or_else(PoisonError::into_inner);
-            commands.as_ref().ok_or(MockError::Stopped)?.send(command).map_err(|_| MockError::Stopped)?;
-        }
-        result.recv().map_err(|_| MockError::Stopped)?.map_err(|e| {
-            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) {
-                MockError::TopicExists { topic: name.to_owned() }
-            } else {
-                MockError::CreateTopic { topic: name.to_owned(), reason: e.to_string() }
-            }
-        })?;
+        let topic = name.to_owned();
+        self.with_cluster(move |cluster| cluster.create_topic(&topic, partitions, replication))?.map_err(
+            |e| {
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists) {
+                    MockError::TopicExists { topic: name.to_owned() }
+                } else {
+                    MockError::CreateTopic { topic: name.to_owned(), reason: e.to_string() }
+                }
+            },
+        )?;
         self.inner.topics.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), configs);
         Ok(())
     }
@@ -256,9 +240,9 @@ impl MockKafka {
         f: impl FnOnce(&RawMockCluster) -> R + Send + 'static,
     ) -> Result<R, MockError> {
         let (done, result) = mpsc::channel();
-        let command = Command::Run(Box::new(move |cluster| {
+        let command: Command = Box::new(move |cluster| {
             let _ = done.send(f(cluster));
-        }));
+        });
         {
             let commands = self.inner.commands.lock().unwrap_or_else(PoisonError::into_inner);
             commands.as_ref().ok_or(MockError::Stopped)?.send(command).map_err(|_| MockError::Stopped)?;
