@@ -201,10 +201,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 reason: e.to_string(),
             })?;
 
-        let committer = Some(match eos.clone() {
+        let mut committer = match eos.clone() {
             Some(eos) => tokio::spawn(eos.committing(consumer.clone(), stop.clone())),
             None => tokio::spawn(commit_stored(consumer.clone(), stop.clone())),
-        });
+        };
         let fatal = eos.clone();
         let fenced = async move {
             match fatal {
@@ -257,9 +257,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             left.iter().for_each(JoinHandle::abort);
             let _ = tokio::time::timeout_at(deadline - reserve / 2, futures::future::join_all(left)).await;
         }
-        if let Some(mut committer) = committer
-            && tokio::time::timeout_at(deadline - reserve / 2, &mut committer).await.is_err()
-        {
+        if tokio::time::timeout_at(deadline - reserve / 2, &mut committer).await.is_err() {
             committer.abort();
         }
         let topic = self.topic.name().to_owned();

@@ -250,16 +250,13 @@ impl Eos {
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail))
         };
         if outcome.is_ok() {
-            let mut metadata = Some(metadata);
+            let mut metadata = metadata;
             outcome = loop {
-                let Some(given) = metadata.take() else {
-                    break Err(KafkaError::Global(RDKafkaErrorCode::State));
-                };
                 // Each call gets at most SEND_OFFSETS_CALL (a timed-out call is retriable, and retried
                 // until the deadline): a call that hangs is then found out that much later, not only
                 // after the whole delivery timeout.
                 let call = self.timeout.min(SEND_OFFSETS_CALL);
-                let Some((sent, given)) = send_offsets_bounded(producer, &list, given, call) else {
+                let Some((sent, given)) = send_offsets_bounded(producer, &list, metadata, call) else {
                     tracing::error!(
                         topic = self.topic,
                         timeout = ?call,
@@ -271,7 +268,7 @@ impl Eos {
                     self.aborts.send_modify(|n| *n += 1);
                     return Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
                 };
-                metadata = Some(given);
+                metadata = given;
                 match sent {
                     Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(100));
