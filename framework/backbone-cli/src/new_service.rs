@@ -300,6 +300,27 @@ mod tests {
         }
     }
 
+    /// The template is the sample services' manifests with the name left open: each of its
+    /// documents, filled in for `orders` and for `stock`, is one of theirs word for word (so an edit
+    /// to the samples that the template misses fails here).
+    #[test]
+    fn the_k8s_template_matches_the_sample_services_manifests() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/base");
+        let policies = std::fs::read_to_string(base.join("network-policies.yaml")).unwrap();
+        for name in ["orders", "stock"] {
+            let manifests = std::fs::read_to_string(base.join(format!("{name}.yaml"))).unwrap();
+            let filled = fill(K8S_TEMPLATE, name);
+            let body = &filled[filled.find("apiVersion:").unwrap()..];
+            for document in body.split("\n---\n") {
+                let document = document.trim_end();
+                assert!(
+                    manifests.contains(document) || policies.contains(document),
+                    "deploy/k8s/base has no document like this one of the template for {name}:\n{document}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn templates_are_filled_everywhere() {
         for (path, template) in FILES {
