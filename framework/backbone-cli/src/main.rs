@@ -12,6 +12,8 @@
 //! - `backbone export k8s (--spec FILE… | --bin PATH… | --workspace) [-o DIR]`: the estate as
 //!   Strimzi resources (a KRaft `Kafka`, its node pool, `KafkaTopic`s, `KafkaUser`s with their ACLs
 //!   and quotas), written to `deploy/k8s/strimzi` by default.
+//! - `backbone console (--spec FILE… | --bin PATH… | --workspace) [--listen 127.0.0.1:9000]
+//!   [--allow-replay]`: the estate in a browser (see the `console` module).
 //! - `backbone new service NAME`: scaffold a service crate (contracts, a handler, a route, a test).
 //! - `backbone schemas check [--dir schemas] [--against REV | --registry URL]`: the compatibility gate
 //!   for the Avro contracts in `schemas/` (exit 1 when one breaks its rule, 2 when the check cannot run).
@@ -22,6 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod console;
 mod dev;
 mod dlq;
 mod estate;
@@ -65,6 +68,9 @@ enum Command {
         #[command(subcommand)]
         command: export::ExportCommand,
     },
+    /// The estate in a browser: services, topics, groups with live lag, dead letters (replay with
+    /// `--allow-replay`), schemas with diffs.
+    Console(console::ConsoleArgs),
     /// Scaffold a new service crate in the workspace.
     New {
         #[command(subcommand)]
@@ -86,6 +92,7 @@ async fn main() -> ExitCode {
         Command::Dlq { command } => dlq::run(command).await.map_err(Into::into),
         Command::Estate { command } => estate::run(command).await.map_err(Into::into),
         Command::Export { command } => export::run(command).map_err(Into::into),
+        Command::Console(args) => console::run(args).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::New { command } => new_service::run(command).map(|()| ExitCode::SUCCESS).map_err(Into::into),
         Command::Schemas { command } => Ok(schemas::run(command).await),
     };

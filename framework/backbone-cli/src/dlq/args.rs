@@ -72,7 +72,7 @@ pub(crate) struct ReplayArgs {
 
 /// Dead-letter offsets chosen on the command line, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Offsets(pub(super) BTreeSet<i64>);
+pub(crate) struct Offsets(pub(crate) BTreeSet<i64>);
 
 fn parse_bootstrap_servers(value: &str) -> Result<String, String> {
     if value.trim().is_empty() || value.split(',').any(|s| !s.contains(':')) {
@@ -82,7 +82,7 @@ fn parse_bootstrap_servers(value: &str) -> Result<String, String> {
 }
 
 /// Parses `3,7,10-12`: offsets and inclusive ranges, comma-separated.
-pub(super) fn parse_offsets(value: &str) -> Result<Offsets, String> {
+pub(crate) fn parse_offsets(value: &str) -> Result<Offsets, String> {
     let offset = |s: &str| {
         s.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             format!("`{}` is not an offset (a whole number from 0); expected a list like 3,7,10-12", s.trim())

@@ -3,45 +3,45 @@
 use backbone::headers::dead_letter as dlq_headers;
 
 /// How much of a key `list` prints, in characters.
-pub(super) const KEY_WIDTH: usize = 40;
+pub(crate) const KEY_WIDTH: usize = 40;
 /// How much of an error message `list` prints, in characters.
 const MESSAGE_WIDTH: usize = 120;
 
 /// One dead letter as read.
 #[derive(Debug)]
-pub(super) struct Letter {
-    pub(super) topic: String,
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    pub(super) key: Option<Vec<u8>>,
-    pub(super) payload: Option<Vec<u8>>,
-    pub(super) headers: Vec<(String, Option<Vec<u8>>)>,
+pub(crate) struct Letter {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Letter {
     /// The first header called `name`, as bytes.
-    pub(super) fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
     }
 
     /// The handler that failed it, which a replay is for, if the header is there and is a name.
-    pub(super) fn handler(&self) -> Option<&str> {
+    pub(crate) fn handler(&self) -> Option<&str> {
         self.header(dlq_headers::HANDLER).and_then(|t| std::str::from_utf8(t).ok()).filter(|t| !t.is_empty())
     }
 
     /// The first header called `name`, as (lossy) text.
-    pub(super) fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.header(name).map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// The first header called `name`, as a number.
-    pub(super) fn number(&self, name: &str) -> Option<i64> {
+    pub(crate) fn number(&self, name: &str) -> Option<i64> {
         self.text(name).and_then(|v| v.trim().parse().ok())
     }
 
     /// `<dlq-topic>:<offset>`, or `<dlq-topic>[<partition>]:<offset>` beyond partition 0 (backbone's
     /// dead-letter topics have one partition).
-    pub(super) fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         if self.partition == 0 {
             format!("{}:{}", self.topic, self.offset)
         } else {
@@ -50,7 +50,7 @@ impl Letter {
     }
 
     /// `topic:partition:offset` of the event it came from.
-    pub(super) fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         let field = |name| self.text(name).unwrap_or_else(|| "?".into());
         format!(
             "{}:{}:{}",
@@ -61,12 +61,12 @@ impl Letter {
     }
 
     /// The key as text, for people.
-    pub(super) fn key_text(&self) -> Option<String> {
+    pub(crate) fn key_text(&self) -> Option<String> {
         self.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned())
     }
 
     /// The line `list` prints.
-    pub(super) fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         let key = self.key_text().map_or_else(|| "none".into(), |k| format!("{:?}", truncate(&k, KEY_WIDTH)));
         let message = self.text(dlq_headers::ERROR_MESSAGE).unwrap_or_default();
         format!(
@@ -86,7 +86,7 @@ impl Letter {
     }
 
     /// The object `list --json` prints.
-    pub(super) fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "dlq_topic": self.topic,
             "dlq_partition": self.partition,
@@ -105,7 +105,7 @@ impl Letter {
 }
 
 /// `text` cut to `width` characters, with `…` when cut.
-pub(super) fn truncate(text: &str, width: usize) -> String {
+pub(crate) fn truncate(text: &str, width: usize) -> String {
     match text.char_indices().nth(width) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),

@@ -41,12 +41,12 @@ use std::process::ExitCode;
 use backbone::topic::validate_service_name;
 use backbone::{Config, TopicSpec};
 
-mod args;
-mod error;
-mod letter;
+pub(crate) mod args;
+pub(crate) mod error;
+pub(crate) mod letter;
 mod list;
-mod reader;
-mod replay;
+pub(crate) mod reader;
+pub(crate) mod replay;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +57,7 @@ use list::list;
 use replay::replay;
 
 /// The command's client id (and its SASL principal unless `KAFKA_SASL_USERNAME` says otherwise).
-pub(super) const CLIENT: &str = "backbone-cli";
+pub(crate) const CLIENT: &str = "backbone-cli";
 
 pub(crate) async fn run(command: DlqCommand) -> Result<ExitCode, DlqError> {
     match command {
@@ -70,7 +70,7 @@ pub(crate) async fn run(command: DlqCommand) -> Result<ExitCode, DlqError> {
 }
 
 /// Runs blocking librdkafka calls (metadata, watermarks, polling) off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
 ) -> Result<T, DlqError> {
     tokio::task::spawn_blocking(work)
@@ -89,7 +89,7 @@ pub(super) fn config(connection: &Connection) -> Result<Config, DlqError> {
 
 /// The dead-letter topic of `service` for events from `source`, named as
 /// `backbone::consume::dead_letter_topic` names it (that takes a declared source; this, any name).
-pub(super) fn dead_letter_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
+pub(crate) fn dead_letter_topic_name(service: &str, source: &str) -> Result<String, DlqError> {
     Ok(TopicSpec::private(service, format!("dlq.{source}")).partitions(1).build()?.name().to_owned())
 }
 

@@ -21,7 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A reader that is assigned partitions and never commits.
-pub(super) fn reader(config: &Config) -> Result<BaseConsumer, DlqError> {
+pub(crate) fn reader(config: &Config) -> Result<BaseConsumer, DlqError> {
     config
         .client_config(CLIENT)
         .set("group.id", READ_GROUP)
@@ -35,7 +35,7 @@ pub(super) fn reader(config: &Config) -> Result<BaseConsumer, DlqError> {
 
 /// The partitions of every topic whose name `matches`, from metadata of the whole cluster (asking for
 /// a named topic would let a broker with `auto.create.topics.enable` create it). Sorted by name.
-pub(super) fn topics(
+pub(crate) fn topics(
     consumer: &BaseConsumer,
     matches: impl Fn(&str) -> bool,
 ) -> Result<Vec<(String, Vec<i32>)>, DlqError> {
@@ -54,7 +54,7 @@ pub(super) fn topics(
 /// Reads `topic`'s `partitions` from their beginning to the end offsets they have now, handing each
 /// dead letter to `visit` in partition order, offset order within a partition. Stops at the captured
 /// high watermarks (or the end of a partition, whichever comes first), so it never waits for more.
-pub(super) fn read_topic(
+pub(crate) fn read_topic(
     consumer: &BaseConsumer,
     topic: &str,
     partitions: &[i32],

@@ -23,19 +23,14 @@ pub(super) const REPLAY_HANDLER: &str = replay::HANDLER;
 
 pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
     let config = config(&args.connection)?;
-    let dlq = dead_letter_topic_name(&args.service, &args.topic)?;
-    let target = replay_target(&args.service, &args.topic)?;
-    let chosen = args.offsets.clone();
-    let letters = {
-        let (config, dlq, target) = (config.clone(), dlq.clone(), target.clone());
-        blocking(move || choose(&config, &dlq, &target, chosen.as_ref())).await?
-    };
+    let chosen = choose_letters(&config, &args.service, &args.topic, args.offsets.clone()).await?;
+    let Chosen { dlq, target, letters } = &chosen;
     if letters.is_empty() {
         println!("no dead letters in {dlq}: nothing to replay");
         return Ok(ExitCode::SUCCESS);
     }
     if args.dry_run {
-        for letter in &letters {
+        for letter in letters {
             println!(
                 "would replay {} -> {target} for {}  key {}  ({} payload bytes)",
                 letter.location(),
@@ -47,12 +42,61 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
         println!("dry run: {} dead letter(s) would be replayed; nothing written", letters.len());
         return Ok(ExitCode::SUCCESS);
     }
-    let producer: FutureProducer = backbone::publish::producer_config(&config, CLIENT)
+    for done in write(&config, &chosen).await? {
+        println!("replayed {} -> {} for {}", done.from, done.to, done.handler);
+    }
+    println!("replayed {} dead letter(s) from {dlq} to {target}", letters.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dead letters a replay will write, checked, and where they go.
+pub(crate) struct Chosen {
+    /// The dead-letter topic.
+    pub(crate) dlq: String,
+    /// Where the replays go: the service's retry topic for the source, or the source itself.
+    pub(crate) target: String,
+    /// The dead letters, in offset order.
+    pub(crate) letters: Vec<Letter>,
+}
+
+/// One dead letter written back.
+pub(crate) struct Replayed {
+    /// `<dlq-topic>:<offset>`.
+    pub(crate) from: String,
+    /// `<target>:<partition>@<offset>`.
+    pub(crate) to: String,
+    /// The handler it is for.
+    pub(crate) handler: String,
+}
+
+/// The dead letters of `service` from `source` at `offsets` (all when `None`), read and checked
+/// (`backbone dlq replay` and the console's replay share it): nothing is written.
+pub(crate) async fn choose_letters(
+    config: &Config,
+    service: &str,
+    source: &str,
+    offsets: Option<Offsets>,
+) -> Result<Chosen, DlqError> {
+    let dlq = dead_letter_topic_name(service, source)?;
+    let target = replay_target(service, source)?;
+    let letters = {
+        let (config, dlq, target) = (config.clone(), dlq.clone(), target.clone());
+        blocking(move || choose(&config, &dlq, &target, offsets.as_ref())).await?
+    };
+    Ok(Chosen { dlq, target, letters })
+}
+
+/// Writes `chosen`'s dead letters to their target in offset order, each awaited before the next
+/// (backbone's durable producer). A failure stops it, with everything before it written.
+pub(crate) async fn write(config: &Config, chosen: &Chosen) -> Result<Vec<Replayed>, DlqError> {
+    let Chosen { target, letters, .. } = chosen;
+    let producer: FutureProducer = backbone::publish::producer_config(config, CLIENT)
         .create()
         .map_err(kafka(format!("creating a producer for {}", config.bootstrap_servers)))?;
+    let mut replayed = Vec::with_capacity(letters.len());
     for (done, letter) in letters.iter().enumerate() {
         let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&target).headers(letter.replay_headers());
+            FutureRecord::to(target).headers(letter.replay_headers());
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
@@ -60,13 +104,11 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
             record = record.payload(payload);
         }
         match producer.send(record, config.delivery_timeout).await {
-            Ok(d) => println!(
-                "replayed {} -> {target}:{}@{} for {}",
-                letter.location(),
-                d.partition,
-                d.offset,
-                letter.handler().unwrap_or_default()
-            ),
+            Ok(d) => replayed.push(Replayed {
+                from: letter.location(),
+                to: format!("{target}:{}@{}", d.partition, d.offset),
+                handler: letter.handler().unwrap_or_default().to_owned(),
+            }),
             Err((e, _)) => {
                 return Err(DlqError::ReplayFailed {
                     letter: letter.location(),
@@ -78,8 +120,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<ExitCode, DlqError> {
             }
         }
     }
-    println!("replayed {} dead letter(s) from {dlq} to {target}", letters.len());
-    Ok(ExitCode::SUCCESS)
+    Ok(replayed)
 }
 
 /// The dead letters in `dlq` at `offsets` (or all), in offset order, to replay to `target`. Refuses
