@@ -107,3 +107,11 @@ ENV BACKBONE_SERVICES=${SERVICES}
 COPY --from=binaries /out/ /usr/local/bin/
 # `backbone estate apply --bin /usr/local/bin/<service>` for each of BACKBONE_SERVICES.
 ENTRYPOINT ["/bin/sh", "-c", "set --; for s in $BACKBONE_SERVICES; do set -- \"$@\" --bin \"/usr/local/bin/$s\"; done; exec /usr/local/bin/backbone estate apply \"$@\""]
+
+# The estate console (`backbone console`): services, topics, groups with live lag, dead letters,
+# schemas, in a browser, from the same specs. Read-only unless BACKBONE_CONSOLE_ALLOW_REPLAY=true;
+# listens on BACKBONE_CONSOLE_LISTEN (0.0.0.0:9000 here: publish it on loopback only).
+FROM estate-init AS console
+ENV BACKBONE_CONSOLE_LISTEN=0.0.0.0:9000
+EXPOSE 9000
+ENTRYPOINT ["/bin/sh", "-c", "set --; for s in $BACKBONE_SERVICES; do set -- \"$@\" --bin \"/usr/local/bin/$s\"; done; exec /usr/local/bin/backbone console \"$@\""]

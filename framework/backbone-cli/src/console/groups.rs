@@ -241,8 +241,7 @@ impl Groups {
     }
 
     /// The timestamp of the record at each `(topic, partition)`'s offset (`None`: no record up to
-    /// the partition's end), for those read within [`PEEK_TIME`]. One topic at a time, so that
-    /// the end of a partition (reported by partition number only) names its topic.
+    /// the partition's end), for those read within [`PEEK_TIME`].
     fn peek(&mut self, wanted: &BTreeMap<(String, i32), i64>) -> HashMap<(String, i32, i64), Option<i64>> {
         let mut found = HashMap::new();
         if self.peek.is_none() {
@@ -266,9 +265,39 @@ impl Groups {
         }
         let peek = self.peek.as_ref().expect("set above");
         let deadline = Instant::now() + PEEK_TIME;
+        // Every partition at once: most have a record at their offset.
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in wanted {
+            if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
+                return found;
+            }
+        }
+        if peek.assign(&tpl).is_err() {
+            return found;
+        }
+        let first_pass = Instant::now() + PEEK_TIME / 2;
+        while found.len() < wanted.len() {
+            let time = first_pass.saturating_duration_since(Instant::now());
+            if time.is_zero() {
+                break;
+            }
+            if let Some(Ok(m)) = peek.poll(time.min(Duration::from_millis(100))) {
+                let key = (m.topic().to_owned(), m.partition());
+                if let Some(&offset) = wanted.get(&key) {
+                    found
+                        .entry((key.0, key.1, offset))
+                        .or_insert(Some(m.timestamp().to_millis().unwrap_or(0)));
+                }
+            }
+        }
+        let _ = peek.unassign();
+        // The rest, one topic at a time, so that the end of a partition (reported by partition
+        // number only) names its topic: those hold only transaction markers up to their end.
         let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
         for ((topic, partition), offset) in wanted {
-            topics.entry(topic).or_default().push((*partition, *offset));
+            if !found.contains_key(&(topic.clone(), *partition, *offset)) {
+                topics.entry(topic).or_default().push((*partition, *offset));
+            }
         }
         for (topic, partitions) in topics {
             let mut tpl = TopicPartitionList::new();
@@ -286,7 +315,7 @@ impl Groups {
                 if time.is_zero() {
                     break;
                 }
-                let (partition, stamp) = match peek.poll(time.min(Duration::from_millis(200))) {
+                let (partition, stamp) = match peek.poll(time.min(Duration::from_millis(100))) {
                     Some(Ok(m)) if m.topic() == topic => {
                         (m.partition(), Some(m.timestamp().to_millis().unwrap_or(0)))
                     }

@@ -62,10 +62,10 @@ pub(crate) struct ConsoleArgs {
     #[arg(long, value_name = "URL")]
     registry: Option<String>,
     /// Where to listen. Loopback by default: the console shows dead letters' payloads.
-    #[arg(long, default_value = "127.0.0.1:9000")]
+    #[arg(long, env = "BACKBONE_CONSOLE_LISTEN", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
     /// Enable replaying dead letters from the console (off: no route changes anything).
-    #[arg(long)]
+    #[arg(long, env = "BACKBONE_CONSOLE_ALLOW_REPLAY")]
     allow_replay: bool,
     /// Seconds between reads of the cluster (lag, offsets, members).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]

@@ -598,6 +598,7 @@ pub(crate) fn schema_family(
                     @match tag {
                         '+' => span.add { "+ " (line) },
                         '-' => span.del { "- " (line) },
+                        '…' => span.skip { "  …" },
                         _ => span.same { "  " (line) },
                     }
                 }

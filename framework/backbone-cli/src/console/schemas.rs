@@ -64,22 +64,33 @@ pub(crate) fn named(subject: &str) -> Named {
     Named { family, topic_version, topic: topic.to_owned() }
 }
 
-/// One line of a diff: `' '` same, `'-'` only in the first, `'+'` only in the second.
+/// One line of a diff: `' '` same, `'-'` only in the first, `'+'` only in the second, `'…'` lines
+/// left out (more than [`CONTEXT`] from a change).
 pub(crate) type DiffLine = (char, String);
 
-/// The line diff from `a` to `b`.
+/// Unchanged lines shown around each change.
+const CONTEXT: usize = 3;
+
+/// The line diff from `a` to `b`: the changes with [`CONTEXT`] lines around each.
 pub(crate) fn diff(a: &str, b: &str) -> Vec<DiffLine> {
-    TextDiff::from_lines(a, b)
-        .iter_all_changes()
-        .map(|c| {
-            let tag = match c.tag() {
-                ChangeTag::Equal => ' ',
-                ChangeTag::Delete => '-',
-                ChangeTag::Insert => '+',
-            };
-            (tag, c.value().trim_end_matches('\n').to_owned())
-        })
-        .collect()
+    let diff = TextDiff::from_lines(a, b);
+    let mut lines = Vec::new();
+    for (i, group) in diff.grouped_ops(CONTEXT).iter().enumerate() {
+        if i > 0 || group.first().is_some_and(|op| op.old_range().start > 0) {
+            lines.push(('…', String::new()));
+        }
+        for op in group {
+            for c in diff.iter_changes(op) {
+                let tag = match c.tag() {
+                    ChangeTag::Equal => ' ',
+                    ChangeTag::Delete => '-',
+                    ChangeTag::Insert => '+',
+                };
+                lines.push((tag, c.value().trim_end_matches('\n').to_owned()));
+            }
+        }
+    }
+    lines
 }
 
 impl Schemas {

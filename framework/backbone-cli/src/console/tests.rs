@@ -165,12 +165,12 @@ async fn unknown_and_non_dead_letter_topics_are_not_found() {
 #[test]
 fn assignments_parse_and_malformed_ones_stop_where_they_break() {
     let mut bytes = vec![0, 1, 0, 0, 0, 2];
-    for (topic, partitions) in [("a.public.x-v1", vec![2, 0]), ("b", vec![5])] {
+    for (topic, partitions) in [("a.public.x-v1", vec![2i32, 0]), ("b", vec![5])] {
         bytes.extend((topic.len() as i16).to_be_bytes());
         bytes.extend(topic.as_bytes());
         bytes.extend((partitions.len() as i32).to_be_bytes());
         for p in partitions {
-            bytes.extend((p as i32).to_be_bytes());
+            bytes.extend(p.to_be_bytes());
         }
     }
     bytes.extend([0, 0, 0, 0]); // user data
@@ -198,4 +198,10 @@ fn subjects_are_grouped_by_event_and_diffed_by_line() {
     assert_eq!(schemas::named("plain").topic_version, 0);
     let diff = schemas::diff("a\nb\n", "a\nc\n");
     assert_eq!(diff, vec![(' ', "a".into()), ('-', "b".into()), ('+', "c".into())]);
+    // Far from a change, unchanged lines are left out.
+    let before: String = (0..20).map(|i| format!("{i}\n")).collect();
+    let after = before.replace("10\n", "ten\n");
+    let diff = schemas::diff(&before, &after);
+    assert_eq!(diff.first(), Some(&('…', String::new())));
+    assert_eq!(diff.iter().filter(|(tag, _)| *tag == ' ').count(), 6, "{diff:?}");
 }
