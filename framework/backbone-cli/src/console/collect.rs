@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::CLIENT;
 use super::groups::{GroupState, Groups};
+use super::metrics::{ServiceMetrics, scrape};
 
 /// How long one metadata or offsets request may take.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,6 +89,8 @@ pub(crate) struct Snapshot {
     /// Each declared topic's differences from its declaration (empty: as declared); absent until
     /// first read.
     pub(crate) drift: BTreeMap<String, Vec<String>>,
+    /// The services' own numbers, from their metrics endpoints (none given: empty).
+    pub(crate) metrics: BTreeMap<String, ServiceMetrics>,
     /// Each group's total lag over the last minutes, oldest first.
     pub(crate) history: BTreeMap<String, Vec<i64>>,
     /// What went wrong reading it, if anything.
@@ -110,6 +113,7 @@ pub(crate) fn is_internal(topic: &str) -> bool {
 pub(super) fn start(
     config: Config,
     estate: Arc<Estate>,
+    metrics: Vec<(String, String)>,
     refresh: Duration,
 ) -> watch::Receiver<Arc<Snapshot>> {
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -117,7 +121,7 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("console-collector".into())
         .spawn(move || {
-            let mut collector = Collector::new(config, estate, runtime);
+            let mut collector = Collector::new(config, estate, metrics, runtime);
             for round in 0.. {
                 let started = Instant::now();
                 let snapshot = collector.collect(round % DRIFT_EVERY == 0);
@@ -139,22 +143,24 @@ struct Collector {
     /// Metadata and offsets (no group).
     client: Option<BaseConsumer>,
     groups: Groups,
+    /// The services' metrics endpoints, `(service, url)`, and the client that reads them.
+    endpoints: Vec<(String, String)>,
+    http: reqwest::Client,
     drift: BTreeMap<String, Vec<String>>,
     history: BTreeMap<String, VecDeque<i64>>,
 }
 
 impl Collector {
-    fn new(config: Config, estate: Arc<Estate>, runtime: tokio::runtime::Handle) -> Self {
+    fn new(
+        config: Config,
+        estate: Arc<Estate>,
+        endpoints: Vec<(String, String)>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         let groups = Groups::new(config.clone());
-        Self {
-            config,
-            estate,
-            runtime,
-            client: None,
-            groups,
-            drift: BTreeMap::new(),
-            history: BTreeMap::new(),
-        }
+        let http = reqwest::Client::new();
+        let (drift, history) = (BTreeMap::new(), BTreeMap::new());
+        Self { config, estate, runtime, client: None, groups, endpoints, http, drift, history }
     }
 
     fn collect(&mut self, with_drift: bool) -> Snapshot {
@@ -167,6 +173,9 @@ impl Collector {
             self.drift = self.read_drift();
         }
         snapshot.drift.clone_from(&self.drift);
+        if !self.endpoints.is_empty() {
+            snapshot.metrics = self.runtime.block_on(scrape(&self.http, &self.endpoints));
+        }
         for group in &snapshot.groups {
             let samples = self.history.entry(group.name.clone()).or_default();
             if samples.len() == HISTORY {

@@ -245,21 +245,8 @@ impl Groups {
     fn peek(&mut self, wanted: &BTreeMap<(String, i32), i64>) -> HashMap<(String, i32, i64), Option<i64>> {
         let mut found = HashMap::new();
         if self.peek.is_none() {
-            match self
-                .config
-                .client_config(CLIENT)
-                .set("group.id", "backbone-console.peek")
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                // Bounded: one small fetch per partition, a small local queue.
-                .set("max.partition.fetch.bytes", "65536")
-                .set("fetch.max.bytes", "1048576")
-                .set("queued.max.messages.kbytes", "4096")
-                .create()
-            {
-                Ok(c) => self.peek = Some(c),
+            match peek_reader(&self.config) {
+                Ok(reader) => self.peek = Some(reader),
                 Err(_) => return found,
             }
         }
@@ -299,6 +286,11 @@ impl Groups {
                 topics.entry(topic).or_default().push((*partition, *offset));
             }
         }
+        // A reader of its own: librdkafka reports a partition's end once, and the first reader may
+        // have reported these already.
+        let Some(ends) = (!topics.is_empty()).then(|| peek_reader(&self.config).ok()).flatten() else {
+            return found;
+        };
         for (topic, partitions) in topics {
             let mut tpl = TopicPartitionList::new();
             for (partition, offset) in &partitions {
@@ -306,7 +298,7 @@ impl Groups {
                     return found;
                 }
             }
-            if peek.assign(&tpl).is_err() {
+            if ends.assign(&tpl).is_err() {
                 return found;
             }
             let mut left = partitions.len();
@@ -315,7 +307,7 @@ impl Groups {
                 if time.is_zero() {
                     break;
                 }
-                let (partition, stamp) = match peek.poll(time.min(Duration::from_millis(100))) {
+                let (partition, stamp) = match ends.poll(time.min(Duration::from_millis(100))) {
                     Some(Ok(m)) if m.topic() == topic => {
                         (m.partition(), Some(m.timestamp().to_millis().unwrap_or(0)))
                     }
@@ -329,10 +321,26 @@ impl Groups {
                     left -= 1;
                 }
             }
-            let _ = peek.unassign();
+            let _ = ends.unassign();
         }
         found
     }
+}
+
+/// A reader that is assigned partitions, never commits, reports partition ends, and is bounded in
+/// memory (one small fetch per partition, a small local queue).
+fn peek_reader(config: &Config) -> Result<BaseConsumer, KafkaError> {
+    config
+        .client_config(CLIENT)
+        .set("group.id", "backbone-console.peek")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("max.partition.fetch.bytes", "65536")
+        .set("fetch.max.bytes", "1048576")
+        .set("queued.max.messages.kbytes", "4096")
+        .create()
 }
 
 /// Parses a consumer protocol assignment (`ConsumerProtocolAssignment`, any version: its topics and

@@ -25,11 +25,13 @@
 //!
 //! The module's files: `collect` (the collector and its snapshot), `groups` (consumer-group
 //! assignments and lag), `letters` (reading dead letters for pages), `schemas` (the registry's
-//! subjects, versions and diffs), `pages` (the HTML), `server` (routes, CSRF, server-sent events).
+//! subjects, versions and diffs), `metrics` (the services' own counters, from their `/metrics`),
+//! `pages` (the HTML), `server` (routes, CSRF, server-sent events).
 
 mod collect;
 mod groups;
 mod letters;
+mod metrics;
 mod pages;
 mod schemas;
 mod server;
@@ -67,6 +69,11 @@ pub(crate) struct ConsoleArgs {
     /// Enable replaying dead letters from the console (off: no route changes anything).
     #[arg(long, env = "BACKBONE_CONSOLE_ALLOW_REPLAY")]
     allow_replay: bool,
+    /// A service instance's metrics endpoint, `SERVICE=URL` (repeat for each instance): its event
+    /// counters are shown with the service. Without any, the console shows Kafka's numbers only.
+    #[arg(long = "metrics", value_name = "SERVICE=URL", env = "BACKBONE_CONSOLE_METRICS", value_delimiter = ',',
+          value_parser = metrics::parse_endpoint)]
+    metrics: Vec<(String, String)>,
     /// Seconds between reads of the cluster (lag, offsets, members).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
     refresh: u64,
@@ -102,7 +109,8 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), ConsoleError> {
     if let Some(registry) = args.registry {
         config.schema_registry_url = registry;
     }
-    let console = Console::start(config, estate, Duration::from_secs(args.refresh), args.allow_replay);
+    let console =
+        Console::start(config, estate, args.metrics, Duration::from_secs(args.refresh), args.allow_replay);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConsoleError::Listen { addr: args.listen, reason: e.to_string() })?;

@@ -11,6 +11,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use super::collect::{Snapshot, TopicState};
 use super::groups::GroupState;
 use super::letters::{self, Listed};
+use super::metrics::{self, ServiceMetrics};
 use super::schemas::{self, Version};
 use crate::dlq::letter::Letter;
 use crate::dlq::replay::{Chosen, Replayed};
@@ -157,7 +158,7 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
         h2 #services { "Services" }
         div.scroll {
             table {
-                thead { tr { th scope="col" { "Service" } th scope="col" { "Owns" } th scope="col" { "Reads" } th scope="col" { "Consumer groups" } th scope="col" { "Instances" } } }
+                thead { tr { th scope="col" { "Service" } th scope="col" { "Owns" } th scope="col" { "Reads" } th scope="col" { "Consumer groups" } th scope="col" { "Instances" } th scope="col" { "Events (its /metrics)" } } }
                 tbody {
                     @for service in &services {
                         @let groups: Vec<&GroupState> = s.groups.iter().filter(|g| binding_of(estate, &g.name).is_some_and(|(svc, _, _)| svc == service.name())).collect();
@@ -176,6 +177,7 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
                                 @for (client, host) in &instances { div { code { (client) } " " span.muted { "@" (host) } } }
                                 @if instances.is_empty() { span.muted { "none" } }
                             }
+                            td { (service_metrics(s.metrics.get(service.name()))) }
                         }
                     }
                 }
@@ -185,6 +187,22 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
         p.muted { "Services write (blue) and read (green) topics; private topics are dashed." }
         figure.graph role="img" aria-label="The estate's topology: services, the topics they write and read" {
             (PreEscaped(svg_body(&backbone_estate::graph::svg(estate))))
+        }
+    }
+}
+
+/// A service's event counters, as its instances' `/metrics` report them.
+fn service_metrics(found: Option<&ServiceMetrics>) -> Markup {
+    html! {
+        @match found {
+            None => span.muted { "no endpoint given (--metrics)" },
+            Some(m) => {
+                @for (family, label) in metrics::FAMILIES {
+                    @if let Some(v) = m.totals.get(label) { div data-metric=(family) { (label) " " strong { (format!("{v:.0}")) } } }
+                }
+                div.muted { (m.reached) " of " (m.asked) " instance(s) answered" }
+                @if let Some(e) = &m.error { div.bad { (e) } }
+            }
         }
     }
 }
@@ -598,7 +616,7 @@ pub(crate) fn schema_family(
                     @match tag {
                         '+' => span.add { "+ " (line) },
                         '-' => span.del { "- " (line) },
-                        '…' => span.skip { "  …" },
+                        '…' => span.gap { "  …" },
                         _ => span.same { "  " (line) },
                     }
                 }

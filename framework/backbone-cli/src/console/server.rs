@@ -46,10 +46,17 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    /// A console over `estate` on the cluster of `config`, its collector reading every `refresh`.
-    pub(crate) fn start(config: Config, estate: Estate, refresh: Duration, allow_replay: bool) -> Self {
+    /// A console over `estate` on the cluster of `config`, its collector reading every `refresh` (and
+    /// the `metrics` endpoints, `(service, url)`).
+    pub(crate) fn start(
+        config: Config,
+        estate: Estate,
+        metrics: Vec<(String, String)>,
+        refresh: Duration,
+        allow_replay: bool,
+    ) -> Self {
         let estate = Arc::new(estate);
-        let snapshot = collect::start(config.clone(), estate.clone(), refresh);
+        let snapshot = collect::start(config.clone(), estate.clone(), metrics, refresh);
         Self::with_snapshot(config, estate, snapshot, allow_replay)
     }
 

@@ -62,6 +62,7 @@ fn snapshot() -> Snapshot {
         }],
         drift: [("shop.public.order-v1".to_owned(), vec!["retention.ms: 1 → 2".to_owned()])].into(),
         history: [(HOSTILE.to_owned(), vec![0, 1, 3])].into(),
+        metrics: Default::default(),
         error: None,
     }
 }
@@ -204,4 +205,27 @@ fn subjects_are_grouped_by_event_and_diffed_by_line() {
     let diff = schemas::diff(&before, &after);
     assert_eq!(diff.first(), Some(&('…', String::new())));
     assert_eq!(diff.iter().filter(|(tag, _)| *tag == ' ').count(), 6, "{diff:?}");
+}
+
+#[test]
+fn metrics_sum_the_event_families_and_endpoints_parse() {
+    let text = "# HELP backbone_events_handled_total Events handled.\n\
+                # TYPE backbone_events_handled_total counter\n\
+                backbone_events_handled_total{handler=\"a\",messaging_destination_name=\"t\"} 5\n\
+                backbone_events_handled_total{handler=\"b\",messaging_destination_name=\"t\"} 7\n\
+                backbone_events_failed_total 2\n\
+                backbone_events_handled_totally_else 100\n\
+                backbone_events_published_total{x=\"y\"} NaN\n";
+    let sums = super::metrics::sums(text);
+    assert_eq!(sums.get("handled"), Some(&12.0));
+    assert_eq!(sums.get("failed"), Some(&2.0));
+    assert_eq!(sums.get("published"), None, "NaN is no count");
+    use super::metrics::parse_endpoint;
+    assert_eq!(
+        parse_endpoint("orders=http://o:8080/metrics").unwrap(),
+        ("orders".into(), "http://o:8080/metrics".into())
+    );
+    for bad in ["orders", "=http://o/metrics", "orders=o:8080/metrics"] {
+        assert!(parse_endpoint(bad).is_err(), "{bad}");
+    }
 }
