@@ -158,13 +158,13 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
         h2 #services { "Services" }
         div.scroll {
             table {
-                thead { tr { th scope="col" { "Service" } th scope="col" { "Owns" } th scope="col" { "Reads" } th scope="col" { "Consumer groups" } th scope="col" { "Instances" } th scope="col" { "Events (its /metrics)" } } }
+                thead { tr { th scope="col" { "Service" } th scope="col" { "Owns" } th scope="col" { "Reads" } th scope="col" { "Consumer groups" } th scope="col" { "Instances" } } }
                 tbody {
                     @for service in &services {
                         @let groups: Vec<&GroupState> = s.groups.iter().filter(|g| binding_of(estate, &g.name).is_some_and(|(svc, _, _)| svc == service.name())).collect();
                         @let instances: BTreeSet<(String, String)> = groups.iter().flat_map(|g| &g.members).map(|m| (m.client_id.clone(), m.host.clone())).collect();
                         tr data-service=(service.name()) {
-                            th scope="row" { (service.name()) }
+                            th scope="row" { (service.name()) (service_metrics(s.metrics.get(service.name()))) }
                             td { @for t in service.owned_topics() { div { code { (t.name()) } " " (visibility(t.name())) } } }
                             td { @for t in service.consumed_topics() { div { code { (t.name()) } } } }
                             td {
@@ -177,7 +177,6 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
                                 @for (client, host) in &instances { div { code { (client) } " " span.muted { "@" (host) } } }
                                 @if instances.is_empty() { span.muted { "none" } }
                             }
-                            td { (service_metrics(s.metrics.get(service.name()))) }
                         }
                     }
                 }
@@ -195,14 +194,14 @@ pub(crate) fn estate(estate: &Estate, s: &Snapshot) -> Markup {
 fn service_metrics(found: Option<&ServiceMetrics>) -> Markup {
     html! {
         @match found {
-            None => span.muted { "no endpoint given (--metrics)" },
-            Some(m) => {
+            None => {},
+            Some(m) => div.metrics aria-label="events, from the service's /metrics" {
                 @for (family, label) in metrics::FAMILIES {
                     @if let Some(v) = m.totals.get(label) { div data-metric=(family) { (label) " " strong { (format!("{v:.0}")) } } }
                 }
-                div.muted { (m.reached) " of " (m.asked) " instance(s) answered" }
+                div { (m.reached) " of " (m.asked) " instance(s) answered" }
                 @if let Some(e) = &m.error { div.bad { (e) } }
-            }
+            },
         }
     }
 }
