@@ -103,6 +103,13 @@ impl Schemas {
         Ok(Self { base: url.trim_end_matches('/').to_owned(), http })
     }
 
+    /// `/a/b/…` with each segment percent-encoded (subjects may hold any character).
+    pub(crate) fn path(&self, segments: &[&str]) -> String {
+        let mut url = reqwest::Url::parse("http://path.invalid/").expect("a base URL");
+        url.path_segments_mut().expect("a base URL").pop_if_empty().extend(segments);
+        url.path().to_owned()
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, String> {
         let url = format!("{}{path}", self.base);
         let shown = backbone::config::redact_url(&url).into_owned();
@@ -135,13 +142,13 @@ impl Schemas {
 
     /// A subject's version numbers.
     pub(crate) async fn versions(&self, subject: &str) -> Result<Vec<i64>, String> {
-        Ok(self.get(&format!("/subjects/{}/versions", encode(subject))).await?.unwrap_or_default())
+        Ok(self.get(&self.path(&["subjects", subject, "versions"])).await?.unwrap_or_default())
     }
 
     /// One version of a subject (`None`: not registered).
     pub(crate) async fn version(&self, subject: &str, version: i64) -> Result<Option<Version>, String> {
         let found: Option<Version> =
-            self.get(&format!("/subjects/{}/versions/{version}", encode(subject))).await?;
+            self.get(&self.path(&["subjects", subject, "versions", &version.to_string()])).await?;
         Ok(found.filter(|v| v.schema.len() <= MAX_SCHEMA))
     }
 
@@ -154,7 +161,7 @@ impl Schemas {
             compatibility: Option<String>,
         }
         let own: Option<Reply> =
-            self.get(&format!("/config/{}?defaultToGlobal=true", encode(subject))).await?;
+            self.get(&format!("{}?defaultToGlobal=true", self.path(&["config", subject]))).await?;
         let own = own.and_then(|r| r.compatibility_level.or(r.compatibility));
         if let Some(rule) = own {
             return Ok(rule);
@@ -177,15 +184,4 @@ impl Schemas {
         }
         Ok(families)
     }
-}
-
-/// A subject as a URL path segment.
-fn encode(subject: &str) -> String {
-    subject
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

@@ -197,6 +197,8 @@ fn subjects_are_grouped_by_event_and_diffed_by_line() {
         ("orders.public.order-created", 2, "orders.public.order-created-v2")
     );
     assert_eq!(schemas::named("plain").topic_version, 0);
+    let registry = schemas::Schemas::new("http://127.0.0.1:1", &Default::default()).unwrap();
+    assert_eq!(registry.path(&["subjects", "a/b c?", "versions"]), "/subjects/a%2Fb%20c%3F/versions");
     let diff = schemas::diff("a\nb\n", "a\nc\n");
     assert_eq!(diff, vec![(' ', "a".into()), ('-', "b".into()), ('+', "c".into())]);
     // Far from a change, unchanged lines are left out.
