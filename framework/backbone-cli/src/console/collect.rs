@@ -13,65 +13,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::CLIENT;
 use super::groups::{GroupState, Groups};
 use super::metrics::{ServiceMetrics, scrape};
+use super::topics::{PartitionState, TopicState, is_internal};
+use super::{CLIENT, REQUEST_TIMEOUT};
 
-/// How long one metadata or offsets request may take.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many lag samples each group's sparkline keeps (ten minutes at the default refresh).
 const HISTORY: usize = 300;
 /// Drift is read every this many refreshes (it asks for every declared topic's configuration).
 const DRIFT_EVERY: u64 = 15;
-
-/// One partition of a topic, as the cluster has it.
-#[derive(Debug, Clone)]
-pub(crate) struct PartitionState {
-    /// The partition.
-    pub(crate) id: i32,
-    /// Its leader's broker id (-1: none).
-    pub(crate) leader: i32,
-    /// Its replicas' broker ids.
-    pub(crate) replicas: Vec<i32>,
-    /// Its in-sync replicas' broker ids.
-    pub(crate) isr: Vec<i32>,
-    /// Its first offset.
-    pub(crate) low: i64,
-    /// Its end offset (the next offset to be written).
-    pub(crate) high: i64,
-}
-
-/// A topic, as the cluster has it.
-#[derive(Debug, Clone)]
-pub(crate) struct TopicState {
-    /// Its name.
-    pub(crate) name: String,
-    /// Its partitions, by id.
-    pub(crate) partitions: Vec<PartitionState>,
-}
-
-impl TopicState {
-    /// Records held now (end minus first offsets; compaction and transactions' markers make it an
-    /// upper bound).
-    pub(crate) fn records(&self) -> i64 {
-        self.partitions.iter().map(|p| p.high - p.low).sum()
-    }
-
-    /// The replication factor (of its first partition).
-    pub(crate) fn replication(&self) -> usize {
-        self.partitions.first().map_or(0, |p| p.replicas.len())
-    }
-
-    /// Partitions with fewer in-sync replicas than replicas.
-    pub(crate) fn under_replicated(&self) -> usize {
-        self.partitions.iter().filter(|p| p.isr.len() < p.replicas.len()).count()
-    }
-
-    /// The fewest in-sync replicas of any partition.
-    pub(crate) fn min_isr(&self) -> usize {
-        self.partitions.iter().map(|p| p.isr.len()).min().unwrap_or(0)
-    }
-}
 
 /// What the console knows of the cluster at one moment.
 #[derive(Debug, Clone, Default)]
@@ -102,11 +52,6 @@ impl Snapshot {
     pub(crate) fn topic(&self, name: &str) -> Option<&TopicState> {
         self.topics.iter().find(|t| t.name == name)
     }
-}
-
-/// Whether `topic` is Kafka's or a registry's own.
-pub(crate) fn is_internal(topic: &str) -> bool {
-    topic.starts_with("__") || topic == "_schemas" || topic.starts_with("kafkasql-")
 }
 
 /// Starts the collector thread; it stops when every receiver is gone.

@@ -12,8 +12,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::CLIENT;
-use super::collect::{REQUEST_TIMEOUT, TopicState};
+use super::topics::TopicState;
+use super::{CLIENT, REQUEST_TIMEOUT};
 
 /// At most this many groups are read (the rest are listed without offsets).
 const MAX_GROUPS: usize = 500;

@@ -26,7 +26,7 @@
 //! The module's files: `collect` (the collector and its snapshot), `groups` (consumer-group
 //! assignments and lag), `letters` (reading dead letters for pages), `schemas` (the registry's
 //! subjects, versions and diffs), `metrics` (the services' own counters, from their `/metrics`),
-//! `pages` (the HTML), `server` (routes, CSRF, server-sent events).
+//! `pages` (the HTML), `server` (routes, CSRF, server-sent events), `topics` (the cluster's topics).
 
 mod collect;
 mod groups;
@@ -37,6 +37,7 @@ mod schemas;
 mod server;
 #[cfg(test)]
 mod tests;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub(crate) use server::{Console, router};
 
 /// The console's client id (and its SASL principal unless `KAFKA_SASL_USERNAME` says otherwise).
 const CLIENT: &str = "backbone-console";
+/// How long one metadata or offsets request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `backbone console`'s arguments.
 #[derive(Debug, Args)]

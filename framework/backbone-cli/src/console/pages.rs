@@ -8,11 +8,12 @@ use backbone::headers::dead_letter as h;
 use backbone_estate::manifest::Estate;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::collect::{Snapshot, TopicState};
+use super::collect::Snapshot;
 use super::groups::GroupState;
 use super::letters::{self, Listed};
 use super::metrics::{self, ServiceMetrics};
 use super::schemas::{self, Version};
+use super::topics::TopicState;
 use crate::dlq::letter::Letter;
 use crate::dlq::replay::{Chosen, Replayed};
 

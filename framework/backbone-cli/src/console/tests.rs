@@ -11,9 +11,10 @@ use backbone_estate::manifest::Estate;
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
-use super::collect::{PartitionState, Snapshot, TopicState};
+use super::collect::Snapshot;
 use super::groups::{GroupState, Member, PartitionLag, parse_assignment};
 use super::server::{Console, router};
+use super::topics::{PartitionState, TopicState};
 use super::{pages, schemas};
 
 const HOSTILE: &str = "<script>alert(1)</script>";
