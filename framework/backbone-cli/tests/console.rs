@@ -278,6 +278,7 @@ async fn the_console_shows_the_estate_follows_lag_replays_a_dead_letter_and_diff
     })
     .await;
     assert!(declared.contains("public") && declared.contains("orders"), "{declared}");
+    assert!(declared.contains(" B") || declared.contains("KiB"), "its size on disk: {declared}");
     photograph(&b, "topics").await;
 
     // 2. Lag, live: Stock stops, orders wait for it, Stock starts again.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use backbone::Config;
 use backbone::provision::{Action, Provisioner};
+use backbone_estate::admin::Cluster;
 use backbone_estate::manifest::Estate;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -39,6 +40,9 @@ pub(crate) struct Snapshot {
     /// Each declared topic's differences from its declaration (empty: as declared); absent until
     /// first read.
     pub(crate) drift: BTreeMap<String, Vec<String>>,
+    /// Each topic's bytes on disk (the largest replica of each partition, summed); absent until
+    /// first read, or when the brokers refused to say.
+    pub(crate) sizes: BTreeMap<String, i64>,
     /// The services' own numbers, from their metrics endpoints (none given: empty).
     pub(crate) metrics: BTreeMap<String, ServiceMetrics>,
     /// Each group's total lag over the last minutes, oldest first.
@@ -92,6 +96,9 @@ struct Collector {
     endpoints: Vec<(String, String)>,
     http: reqwest::Client,
     drift: BTreeMap<String, Vec<String>>,
+    /// The admin connection that reads log-dir sizes, and the last sizes read.
+    cluster: Option<Cluster>,
+    sizes: BTreeMap<String, i64>,
     history: BTreeMap<String, VecDeque<i64>>,
 }
 
@@ -105,7 +112,20 @@ impl Collector {
         let groups = Groups::new(config.clone());
         let http = reqwest::Client::new();
         let (drift, history) = (BTreeMap::new(), BTreeMap::new());
-        Self { config, estate, runtime, client: None, groups, endpoints, http, drift, history }
+        let (cluster, sizes) = (None, BTreeMap::new());
+        Self {
+            config,
+            estate,
+            runtime,
+            client: None,
+            groups,
+            endpoints,
+            http,
+            drift,
+            cluster,
+            sizes,
+            history,
+        }
     }
 
     fn collect(&mut self, with_drift: bool) -> Snapshot {
@@ -116,7 +136,10 @@ impl Collector {
         }
         if with_drift || self.drift.is_empty() {
             self.drift = self.read_drift();
+            let brokers: Vec<String> = snapshot.brokers.iter().map(|(_, address)| address.clone()).collect();
+            self.sizes = self.read_sizes(&brokers).unwrap_or_default();
         }
+        snapshot.sizes.clone_from(&self.sizes);
         snapshot.drift.clone_from(&self.drift);
         if !self.endpoints.is_empty() {
             snapshot.metrics = self.runtime.block_on(scrape(&self.http, &self.endpoints));
@@ -226,6 +249,30 @@ impl Collector {
         snapshot.groups = self.groups.read(self.client.as_ref().expect("connected above"), &topics, reads)?;
         snapshot.topics = topics;
         Ok(())
+    }
+
+    /// Each topic's bytes on disk, from every broker's log dirs (`None`: unreadable, say for a
+    /// principal without DESCRIBE on the cluster).
+    fn read_sizes(&mut self, brokers: &[String]) -> Option<BTreeMap<String, i64>> {
+        if self.cluster.is_none() {
+            self.cluster = self
+                .runtime
+                .block_on(Cluster::connect_with(self.config.client_config(CLIENT), REQUEST_TIMEOUT))
+                .ok();
+        }
+        let cluster = self.cluster.as_ref()?;
+        let partitions = match self.runtime.block_on(cluster.partition_sizes(brokers)) {
+            Ok(found) => found,
+            Err(_) => {
+                self.cluster = None;
+                return None;
+            }
+        };
+        let mut sizes = BTreeMap::new();
+        for ((topic, _), bytes) in partitions {
+            *sizes.entry(topic).or_insert(0) += bytes;
+        }
+        Some(sizes)
     }
 
     /// Each declared topic's differences from its declaration, as `backbone topics plan` sees them

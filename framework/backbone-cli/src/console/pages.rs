@@ -115,6 +115,18 @@ fn seconds(s: Option<f64>) -> String {
     }
 }
 
+/// A size in bytes, for people (binary units).
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
 fn visibility(topic: &str) -> Markup {
     match backbone::topic::parse_topic_name(topic) {
         Some((_, backbone::topic::Visibility::Public)) => html! { span.badge.public { "public" } },
@@ -226,7 +238,7 @@ pub(crate) fn topics(estate: &Estate, s: &Snapshot) -> Markup {
                 thead { tr {
                     th scope="col" { "Topic" } th scope="col" { "Visibility" } th scope="col" { "Owner" }
                     th.num scope="col" { "Partitions" } th.num scope="col" { "Replicas" } th.num scope="col" { "In sync (min)" }
-                    th.num scope="col" { "Records" } th.num.hide-narrow scope="col" { "End offsets" } th scope="col" { "Declaration" }
+                    th.num scope="col" { "Records" } th.num scope="col" { "Size" } th.num.hide-narrow scope="col" { "End offsets" } th scope="col" { "Declaration" }
                 } }
                 tbody {
                     @for t in &s.topics {
@@ -251,6 +263,7 @@ pub(crate) fn topics(estate: &Estate, s: &Snapshot) -> Markup {
                             td.num { (t.replication()) }
                             td.num.(if under > 0 { "bad" } else { "" }) { (t.min_isr()) @if under > 0 { " (" (under) " under-replicated)" } }
                             td.num { (t.records()) }
+                            td.num { (s.sizes.get(&t.name).map_or_else(|| "–".to_owned(), |b| bytes(*b))) }
                             td.num.hide-narrow { (t.partitions.iter().map(|p| p.high).sum::<i64>()) }
                             td {
                                 @match (spec, s.drift.get(&t.name)) {

@@ -64,6 +64,7 @@ fn snapshot() -> Snapshot {
         drift: [("shop.public.order-v1".to_owned(), vec!["retention.ms: 1 → 2".to_owned()])].into(),
         history: [(HOSTILE.to_owned(), vec![0, 1, 3])].into(),
         metrics: Default::default(),
+        sizes: [("shop.public.order-v1".to_owned(), 3 * 1024 * 1024 / 2)].into(),
         error: None,
     }
 }
@@ -134,6 +135,7 @@ async fn pages_escape_what_they_show_and_send_security_headers() {
     assert!(groups.contains("&lt;script&gt;"), "the hostile name is shown, escaped");
     let (_, _, topics) = get(&c, "/topics").await;
     assert!(topics.contains("drift") && topics.contains("retention.ms"), "drift is marked");
+    assert!(topics.contains("1.5 MiB"), "sizes are shown");
 }
 
 #[tokio::test]

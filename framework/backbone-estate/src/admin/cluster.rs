@@ -55,6 +55,16 @@ impl Cluster {
         Ok(Self { native: NativeAdmin::new(admin, settings.principal(), timeout), settings })
     }
 
+    /// The bytes each partition takes on disk (the largest of its replicas), by topic and
+    /// partition, asking each of `brokers` (`host:port`, as metadata advertises them) with
+    /// `DescribeLogDirs`. The principal needs DESCRIBE on the cluster.
+    pub async fn partition_sizes(
+        &self,
+        brokers: &[String],
+    ) -> Result<BTreeMap<(String, i32), i64>, AdminError> {
+        super::log_dirs::sizes(&self.settings, brokers).await
+    }
+
     /// The principal this connection authenticated as (`User:<name>`).
     pub fn principal(&self) -> String {
         self.settings.principal()

@@ -23,6 +23,7 @@
 
 mod cluster;
 mod error;
+mod log_dirs;
 mod native;
 pub mod plan;
 mod quota;

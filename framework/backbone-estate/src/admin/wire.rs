@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsResponse, DescribeAclsRequest,
-    DescribeAclsResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse,
-    SaslAuthenticateResponse, SaslHandshakeResponse,
+    DescribeAclsResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 use kafka_protocol::messages::{
     ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
@@ -140,6 +140,7 @@ requests! {
     DescribeAclsRequest => DescribeAclsResponse = 29,
     DescribeClientQuotasRequest => DescribeClientQuotasResponse = 48,
     AlterClientQuotasRequest => AlterClientQuotasResponse = 49,
+    DescribeLogDirsRequest => DescribeLogDirsResponse = 35,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
