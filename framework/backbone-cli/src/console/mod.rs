@@ -61,7 +61,7 @@ pub(crate) struct ConsoleArgs {
     #[command(flatten)]
     sources: Sources,
     /// The brokers (else `KAFKA_BOOTSTRAP_SERVERS`, as for a service).
-    #[arg(long, value_name = "HOST:PORT,…")]
+    #[arg(long, alias = "bootstrap", value_name = "HOST:PORT,…")]
     bootstrap_servers: Option<String>,
     /// The schema registry's Confluent-compatible API (else `SCHEMA_REGISTRY_URL`).
     #[arg(long, value_name = "URL")]
