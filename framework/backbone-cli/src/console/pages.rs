@@ -518,7 +518,7 @@ pub(crate) enum Replay {
 }
 
 /// The replay's confirmation or its result.
-pub(crate) fn replay(topic: &str, offsets: &str, step: Replay, csrf: &str) -> Markup {
+pub(crate) fn replay(topic: &str, offsets: &str, step: Replay, csrf: &str, nonce: &str) -> Markup {
     html! {
         h1 { "Replay dead letters from " code { (topic) } }
         @match step {
@@ -535,6 +535,7 @@ pub(crate) fn replay(topic: &str, offsets: &str, step: Replay, csrf: &str) -> Ma
                 } }
                 form.inline method="post" action=(format!("/replay/{topic}")) {
                     input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="nonce" value=(nonce);
                     input type="hidden" name="offsets" value=(offsets);
                     button type="submit" #confirm-replay { "Replay " (chosen.letters.len()) " dead letter(s)" }
                     a.button.secondary href=(format!("/dead-letters/{topic}")) { "Cancel" }

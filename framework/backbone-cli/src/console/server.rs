@@ -29,6 +29,8 @@ use crate::dlq::replay::{choose_letters, write};
 
 /// The most bytes a request body may have (the replay form is a few hundred).
 const BODY_LIMIT: usize = 16 * 1024;
+/// How many submitted confirmations are remembered.
+const SUBMITTED: usize = 1024;
 /// The most time a page may take (the live stream is not bounded).
 const PAGE_TIME: Duration = Duration::from_secs(60);
 
@@ -40,6 +42,9 @@ pub(crate) struct Console {
     pub(crate) allow_replay: bool,
     /// The token every state-changing form carries (random per process).
     pub(crate) csrf: String,
+    /// The confirmations already submitted (the latest [`SUBMITTED`]), so that a form sent twice
+    /// (a reload, a double click) replays once.
+    submitted: std::sync::Mutex<std::collections::VecDeque<String>>,
     pub(crate) schemas: Option<Schemas>,
     /// Decodes dead letters' payloads by their schema id.
     pub(crate) registry: Option<backbone::schema::Registry>,
@@ -70,7 +75,8 @@ impl Console {
         let schemas = Schemas::new(&config.schema_registry_url, &config.registry_security).ok();
         let registry = backbone::schema::Registry::for_config(&config).ok();
         let csrf = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        Self { config, estate, snapshot, allow_replay, csrf, schemas, registry }
+        let submitted = std::sync::Mutex::default();
+        Self { config, estate, snapshot, allow_replay, csrf, submitted, schemas, registry }
     }
 
     fn now(&self) -> Arc<Snapshot> {
@@ -249,13 +255,16 @@ async fn replay_confirm(
         Err(e) => return (StatusCode::BAD_REQUEST, format!("offsets: {e}")).into_response(),
     };
     let chosen = choose_letters(&c.config, service, source, offsets).await.map_err(|e| e.to_string());
-    let body = pages::replay(&topic, &query.offsets, Replay::Confirm(chosen), &c.csrf);
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let body = pages::replay(&topic, &query.offsets, Replay::Confirm(chosen), &c.csrf, &nonce);
     c.page("Replay dead letters", "dead-letters", body)
 }
 
 #[derive(Debug, Deserialize)]
 struct ReplayForm {
     csrf: String,
+    /// This confirmation's own id: a second submission of it is refused.
+    nonce: String,
     offsets: String,
 }
 
@@ -292,6 +301,17 @@ async fn replay_do(
         return (StatusCode::FORBIDDEN, "refused: the form did not come from this console (CSRF check)")
             .into_response();
     }
+    {
+        let mut submitted = c.submitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if form.nonce.len() != 32 || submitted.contains(&form.nonce) {
+            return (StatusCode::CONFLICT, "this replay was submitted already: nothing written again")
+                .into_response();
+        }
+        if submitted.len() == SUBMITTED {
+            submitted.pop_front();
+        }
+        submitted.push_back(form.nonce.clone());
+    }
     let Some((service, source)) = letters::parts(&topic) else {
         return (StatusCode::NOT_FOUND, "not a dead-letter topic").into_response();
     };
@@ -305,7 +325,7 @@ async fn replay_do(
     }
     .map_err(|e| e.to_string());
     let failed = result.is_err();
-    let body = pages::replay(&topic, &form.offsets, Replay::Done(result), &c.csrf);
+    let body = pages::replay(&topic, &form.offsets, Replay::Done(result), &c.csrf, "");
     let mut response = c.page("Replay dead letters", "dead-letters", body);
     if failed {
         *response.status_mut() = StatusCode::BAD_GATEWAY;

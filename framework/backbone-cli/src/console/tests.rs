@@ -90,10 +90,14 @@ async fn send(console: &Arc<Console>, request: Request<Body>) -> (StatusCode, ax
 }
 
 fn replay_post(token: &str, site: &str) -> Request<Body> {
+    replay_post_once(token, site, &uuid::Uuid::new_v4().simple().to_string(), "0")
+}
+
+fn replay_post_once(token: &str, site: &str, nonce: &str, offsets: &str) -> Request<Body> {
     Request::post("/replay/shop.private.dlq.shop.public.order-v1")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("sec-fetch-site", site)
-        .body(Body::from(format!("csrf={token}&offsets=0")))
+        .body(Body::from(format!("csrf={token}&nonce={nonce}&offsets={offsets}")))
         .unwrap()
 }
 
@@ -118,6 +122,19 @@ async fn a_replay_without_the_consoles_token_or_from_another_site_is_refused() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let truncated = &c.csrf[..c.csrf.len() - 1];
     assert_eq!(send(&c, replay_post(truncated, "same-origin")).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_confirmation_submitted_twice_replays_once() {
+    let (c, _tx) = console(true);
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    // The first submission is taken (and refused for its offsets, before anything is read).
+    let (status, _, _) = send(&c, replay_post_once(&c.csrf, "same-origin", &nonce, "5-3")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, body) = send(&c, replay_post_once(&c.csrf, "same-origin", &nonce, "0")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _, _) = send(&c, replay_post_once(&c.csrf, "same-origin", "short", "0")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a made-up nonce");
 }
 
 #[tokio::test]
