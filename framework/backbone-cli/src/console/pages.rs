@@ -341,7 +341,7 @@ pub(crate) fn groups(estate: &Estate, s: &Snapshot) -> Markup {
     };
     html! {
         h1 { "Consumer groups" }
-        p.muted { span #live-status aria-live="polite" { "Values as read at " (s.at.map(clock).unwrap_or_default()) "; they update live when scripts run." } }
+        p.muted { span #live-status { "Values as read at " (s.at.map(clock).unwrap_or_default()) "; they update live when scripts run." } }
         @if s.groups.is_empty() { p { "No consumer groups yet." } }
         @for g in &s.groups {
             @let binding = binding_of(estate, &g.name);
