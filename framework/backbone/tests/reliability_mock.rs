@@ -1,6 +1,6 @@
 //! R2 and R21 (exactly once) from `docs/reliability.md`: produce-request errors and a lost group
 //! coordinator injected by librdkafka's mock cluster (fault injection only; the real-broker tests
-//! live beside this one).
+//! live beside this one); and a producer id refused, which purges what is queued.
 
 use std::sync::{Arc, Mutex};
 
@@ -171,4 +171,29 @@ async fn r21_exactly_once_gets_past_a_send_offsets_that_hangs_on_a_lost_group_co
     eprintln!("second output committed {:?} after the coordinator went down", at - down);
     assert!(handled.load(Ordering::SeqCst) >= 2);
     task.abort();
+}
+
+/// An event still queued when the idempotent producer fails fatally is purged from the queue: its
+/// delivery report says only `PurgeQueue`. The publish must say why (here: the principal may not
+/// write), as when the write itself was refused, not "purged" (seen once in CI, on a real broker,
+/// when the refusal came before the event left the queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_purged_by_a_fatal_producer_error_reports_the_fatal_cause() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let (service, topic) = common::owned_topic(1);
+    mock.create_topic(topic.name(), 1, 1).expect("topic");
+    // The producer id is refused: the idempotent producer cannot send anything, and fails fatally.
+    mock.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let config = common::config(&mock.bootstrap_servers());
+    let publisher = common::publisher(&config, &service, &topic);
+    let err = publisher
+        .publish(&topic, backbone::Outgoing::new("Load", b"k", b"v"))
+        .await
+        .expect_err("a producer without a producer id cannot publish");
+    eprintln!("{err:?}");
+    assert!(matches!(err, backbone::PublishError::Unauthorized { .. }), "{err:?}");
+    assert!(!err.is_retriable());
 }

@@ -73,9 +73,13 @@ impl Inner {
     pub(super) fn failed(&self, topic: &TopicSpec, e: KafkaError) -> PublishError {
         use rdkafka::producer::Producer as _;
         // The idempotent producer turns some errors (a denied write among them) into a fatal one:
-        // the delivery report then says only `Fatal`; the client knows the underlying code.
+        // the delivery report then says only `Fatal`, or, for an event still queued when it
+        // happened, that the queue was purged (`PurgeQueue`, `PurgeInflight`). The client knows the
+        // underlying code. (A purge without a fatal error, an aborted transaction's, stays as is.)
         let e = match e.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::Fatal) => match self.producer.client().fatal_error() {
+            Some(
+                RDKafkaErrorCode::Fatal | RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+            ) => match self.producer.client().fatal_error() {
                 Some((code, _)) => KafkaError::MessageProduction(code),
                 None => e,
             },
