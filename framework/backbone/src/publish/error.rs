@@ -108,6 +108,10 @@ impl PublishError {
                     | C::InvalidProducerIdMapping
                     | C::TransactionCoordinatorFenced
                     | C::TransactionalIdAuthorizationFailed
+                    // A write refused for authorization leaves the transaction abortable; an event
+                    // purged by a fatal refusal reports it too.
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
                     | C::UnknownProducerId
                     | C::OutOfOrderSequenceNumber
             ),

@@ -27,6 +27,12 @@ fn size_and_transaction_errors_are_told_apart() {
     for code in [C::State, C::Fatal, C::PurgeQueue, C::InvalidProducerEpoch, C::ProducerFenced] {
         assert!(rejected(code).breaks_transaction(), "{code:?}");
     }
+    let denied = PublishError::from_kafka(
+        "t",
+        Duration::from_secs(1),
+        KafkaError::MessageProduction(C::TopicAuthorizationFailed),
+    );
+    assert!(matches!(denied, PublishError::Unauthorized { .. }) && denied.breaks_transaction());
     assert!(!rejected(C::MessageSizeTooLarge).breaks_transaction());
     assert!(!PublishError::Closed.breaks_transaction());
 }
