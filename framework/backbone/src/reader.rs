@@ -5,10 +5,11 @@
 //! client settings ([`settings`]), and the last two assign a whole topic at once ([`assign_all`]).
 //! (`backbone dlq` in the CLI is one too, with a copy of its own.)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// How long the broker may hold a reader's fetch that finds nothing new (librdkafka's
@@ -130,22 +131,36 @@ pub(crate) fn assign_all(
 /// leader it last knew, and when that broker died without a word (SIGKILL, a lost machine) it keeps
 /// knowing it until its periodic metadata refresh (`topic.metadata.refresh.interval.ms`, 5 minutes):
 /// a client that only looks up watermarks (a table's probe) would fail for that long, where the
-/// partition had a new leader seconds after the old one died. At most twice `timeout`, plus the
-/// metadata lookup's.
+/// partition had a new leader seconds after the old one died. A new leader answers
+/// `OFFSET_NOT_AVAILABLE` until its high watermark has caught up (KIP-207): that answer is asked
+/// again, with a short backoff, until `timeout` from the second ask. At most three times `timeout`,
+/// plus the metadata lookup's.
 pub(crate) fn watermarks<X: ConsumerContext>(
     consumer: &impl Consumer<X>,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> KafkaResult<(i64, i64)> {
-    match consumer.fetch_watermarks(topic, partition, timeout) {
-        Ok(watermarks) => Ok(watermarks),
-        Err(first) => {
-            tracing::debug!(topic, partition, error = %first, "watermarks: looking the leader up again");
-            consumer.fetch_metadata(Some(topic), timeout)?;
-            consumer.fetch_watermarks(topic, partition, timeout)
-        }
+    let first = match consumer.fetch_watermarks(topic, partition, timeout) {
+        Ok(watermarks) => return Ok(watermarks),
+        Err(first) => first,
+    };
+    tracing::debug!(topic, partition, error = %first, "watermarks: looking the leader up again");
+    consumer.fetch_metadata(Some(topic), timeout)?;
+    let deadline = Instant::now() + timeout;
+    let mut answer = consumer.fetch_watermarks(topic, partition, timeout);
+    let mut pause = Duration::from_millis(50);
+    while let Err(e) = &answer
+        && e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetNotAvailable)
+        && Instant::now() + pause < deadline
+    {
+        tracing::debug!(topic, partition, "watermarks: the new leader's high watermark is not caught up yet");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+        answer =
+            consumer.fetch_watermarks(topic, partition, deadline.saturating_duration_since(Instant::now()));
     }
+    answer
 }
 
 /// Errors a reader's poll reports while its fetches move to another broker (one died, or
