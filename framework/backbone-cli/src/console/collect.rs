@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::groups::{GroupState, Groups};
+use super::groups::{GroupState, Groups, is_group_of};
 use super::metrics::{ServiceMetrics, scrape};
 use super::topics::{PartitionState, TopicState, is_internal};
 use super::{CLIENT, REQUEST_TIMEOUT};
@@ -239,10 +239,7 @@ impl Collector {
             estate
                 .services()
                 .flat_map(|s| s.consumers())
-                .filter(|c| {
-                    group == c.group
-                        || group.strip_prefix(c.group.as_str()).is_some_and(|r| r.starts_with('.'))
-                })
+                .filter(|c| is_group_of(group, &c.group))
                 .map(|c| c.topic.clone())
                 .collect()
         };

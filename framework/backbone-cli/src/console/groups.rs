@@ -343,6 +343,12 @@ fn peek_reader(config: &Config) -> Result<BaseConsumer, KafkaError> {
         .create()
 }
 
+/// Whether consumer group `group` is the estate's declared group `declared`, or one of its
+/// per-instance groups (`<declared>.<instance>`: replicated tables, request replies).
+pub(crate) fn is_group_of(group: &str, declared: &str) -> bool {
+    group == declared || group.strip_prefix(declared).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Parses a consumer protocol assignment (`ConsumerProtocolAssignment`, any version: its topics and
 /// partitions come first). A malformed one gives what parsed before the fault.
 pub(crate) fn parse_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {

@@ -1,15 +1,15 @@
 //! Dead letters for the console's pages: the latest of a dead-letter topic (headers only), and one
 //! record whole, its payload decoded by its schema when it carries a schema id.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backbone::Config;
 use backbone::headers::dead_letter as h;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message as _;
 
 use crate::dlq::letter::Letter;
+use crate::dlq::reader::read_range;
 
 use super::CLIENT;
 
@@ -62,56 +62,19 @@ fn reader(config: &Config) -> Result<BaseConsumer, String> {
 }
 
 /// Reads `topic`'s partition 0 from `from` (inclusive) to `to` (exclusive), handing each record to
-/// `visit`; stops at `to`, at the partition's end, or after [`STALL`] without progress.
+/// `visit` (`backbone dlq`'s reader, with [`STALL`]).
 fn read(
     config: &Config,
     topic: &str,
     from: i64,
     to: i64,
-    mut visit: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    visit: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<(), String> {
     if from >= to {
         return Ok(());
     }
     let consumer = reader(config)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(from)).map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| format!("assigning {topic}: {e}"))?;
-    let mut progress = Instant::now();
-    loop {
-        match consumer.poll(Duration::from_millis(250)) {
-            None if progress.elapsed() > STALL => {
-                return Err(format!("reading {topic}: no progress for {}s", STALL.as_secs()));
-            }
-            None => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(()),
-            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
-            Some(Ok(m)) => {
-                progress = Instant::now();
-                if m.offset() >= to {
-                    return Ok(());
-                }
-                visit(&m);
-                if m.offset() + 1 >= to {
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-fn letter_of(m: &rdkafka::message::BorrowedMessage<'_>, with_payload: bool) -> Letter {
-    Letter {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: if with_payload { m.payload().map(<[u8]>::to_vec) } else { None },
-        headers: m
-            .headers()
-            .map(|hs| hs.iter().map(|x| (x.key.to_owned(), x.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default(),
-    }
+    read_range(&consumer, topic, 0, from..to, STALL, visit).map_err(|e| e.to_string())
 }
 
 /// The latest [`PAGE`] dead letters of `topic` (between its offsets `low` and `high`), newest first.
@@ -121,7 +84,7 @@ pub(crate) fn latest(config: &Config, topic: &str, low: i64, high: i64) -> Resul
         found.push(Listed {
             size: m.payload().map_or(0, <[u8]>::len),
             timestamp: m.timestamp().to_millis(),
-            letter: letter_of(m, false),
+            letter: Letter::of(m, false),
         });
     })?;
     found.reverse();
@@ -137,7 +100,7 @@ pub(crate) fn one(
     let mut found = None;
     read(config, topic, offset, offset + 1, |m| {
         if m.offset() == offset {
-            found = Some((letter_of(m, true), m.timestamp().to_millis()));
+            found = Some((Letter::of(m, true), m.timestamp().to_millis()));
         }
     })?;
     Ok(found)

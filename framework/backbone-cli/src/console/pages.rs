@@ -9,7 +9,7 @@ use backbone_estate::manifest::Estate;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::collect::Snapshot;
-use super::groups::GroupState;
+use super::groups::{GroupState, is_group_of};
 use super::letters::{self, Listed};
 use super::metrics::{self, ServiceMetrics};
 use super::schemas::{self, Version};
@@ -147,10 +147,9 @@ fn bindings(estate: &Estate) -> Vec<(&str, &str, &str, bool)> {
 
 /// The service and binding a group belongs to (its own name, or `<group>.<instance>`).
 fn binding_of<'a>(estate: &'a Estate, group: &str) -> Option<(&'a str, &'a str, bool)> {
-    bindings(estate).into_iter().find_map(|(service, topic, g, eo)| {
-        (group == g || group.strip_prefix(g).is_some_and(|rest| rest.starts_with('.')))
-            .then_some((service, topic, eo))
-    })
+    bindings(estate)
+        .into_iter()
+        .find_map(|(service, topic, g, eo)| is_group_of(group, g).then_some((service, topic, eo)))
 }
 
 /// The estate: counts, services with their topics, groups and instances, the topology.

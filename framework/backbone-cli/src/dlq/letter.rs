@@ -19,6 +19,22 @@ pub(crate) struct Letter {
 }
 
 impl Letter {
+    /// The dead letter a record holds (its payload only if `with_payload`).
+    pub(crate) fn of(m: &rdkafka::message::BorrowedMessage<'_>, with_payload: bool) -> Self {
+        use rdkafka::message::{Headers as _, Message as _};
+        Self {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: if with_payload { m.payload().map(<[u8]>::to_vec) } else { None },
+            headers: m
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// The first header called `name`, as bytes.
     pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use backbone::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::letter::Letter;
@@ -64,51 +64,55 @@ pub(crate) fn read_topic(
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
             .map_err(kafka(format!("fetching the end offsets of {topic}[{partition}]")))?;
-        if low >= high {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(low))
-            .map_err(kafka(format!("assigning {topic}[{partition}]")))?;
-        consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}[{partition}]")))?;
-        let mut progress = Instant::now();
-        let mut next = low;
-        while next < high {
-            match consumer.poll(Duration::from_millis(500)) {
-                None if progress.elapsed() > STALL_TIMEOUT => {
-                    return Err(DlqError::Kafka {
-                        what: format!("reading {topic}[{partition}]"),
-                        reason: format!(
-                            "no progress for {}s at offset {next} (end offset {high})",
-                            STALL_TIMEOUT.as_secs()
-                        ),
-                    });
+        read_range(consumer, topic, partition, low..high, STALL_TIMEOUT, |m| visit(Letter::of(m, true)))?;
+    }
+    consumer.unassign().map_err(kafka(format!("unassigning {topic}")))
+}
+
+/// Reads `topic`'s `partition` over `offsets` (from its start, up to its end, exclusive), handing
+/// each record to `visit`; stops at the range's end, at the partition's end, or with an error after
+/// `stall` without a record. Leaves the partition assigned.
+pub(crate) fn read_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offsets: std::ops::Range<i64>,
+    stall: Duration,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), DlqError> {
+    let (low, high) = (offsets.start, offsets.end);
+    if low >= high {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+        .map_err(kafka(format!("assigning {topic}[{partition}]")))?;
+    consumer.assign(&tpl).map_err(kafka(format!("assigning {topic}[{partition}]")))?;
+    let mut progress = Instant::now();
+    let mut next = low;
+    while next < high {
+        match consumer.poll(Duration::from_millis(250)) {
+            None if progress.elapsed() > stall => {
+                return Err(DlqError::Kafka {
+                    what: format!("reading {topic}[{partition}]"),
+                    reason: format!(
+                        "no progress for {}s at offset {next} (end offset {high})",
+                        stall.as_secs()
+                    ),
+                });
+            }
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(kafka(format!("reading {topic}[{partition}]"))(e)),
+            Some(Ok(m)) => {
+                progress = Instant::now();
+                next = m.offset() + 1;
+                if m.offset() >= high {
+                    break;
                 }
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(kafka(format!("reading {topic}[{partition}]"))(e)),
-                Some(Ok(m)) => {
-                    progress = Instant::now();
-                    next = m.offset() + 1;
-                    if m.offset() >= high {
-                        break;
-                    }
-                    visit(Letter {
-                        topic: topic.to_owned(),
-                        partition,
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                        headers: m
-                            .headers()
-                            .map(|hs| {
-                                hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()
-                            })
-                            .unwrap_or_default(),
-                    });
-                }
+                visit(&m);
             }
         }
     }
-    consumer.unassign().map_err(kafka(format!("unassigning {topic}")))
+    Ok(())
 }
